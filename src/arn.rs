@@ -1,0 +1,565 @@
+//! IAM ARN parsing and canonicalisation.
+//!
+//! aws-iam-authenticator canonicalises the caller's ARN before the lookup: an assumed-role session
+//! becomes `arn:P:iam::ACCT:role/NAME` **without** the role's path. A `rolearn` in aws-auth must
+//! therefore be written path-stripped, while a `userarn` keeps its path. EKS access entries are the
+//! opposite: their `principalArn` is the real ARN, path included. [`IamArn`] keeps both forms.
+
+use std::fmt;
+
+use thiserror::Error;
+
+/// The partitions aws-iam-authenticator accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Partition {
+    Aws,
+    AwsCn,
+    AwsUsGov,
+    AwsIso,
+    AwsIsoB,
+    AwsIsoE,
+    AwsIsoF,
+    AwsEusc,
+}
+
+impl Partition {
+    pub const ALL: [Partition; 8] = [
+        Partition::Aws,
+        Partition::AwsCn,
+        Partition::AwsUsGov,
+        Partition::AwsIso,
+        Partition::AwsIsoB,
+        Partition::AwsIsoE,
+        Partition::AwsIsoF,
+        Partition::AwsEusc,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Partition::Aws => "aws",
+            Partition::AwsCn => "aws-cn",
+            Partition::AwsUsGov => "aws-us-gov",
+            Partition::AwsIso => "aws-iso",
+            Partition::AwsIsoB => "aws-iso-b",
+            Partition::AwsIsoE => "aws-iso-e",
+            Partition::AwsIsoF => "aws-iso-f",
+            Partition::AwsEusc => "aws-eusc",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Partition> {
+        Partition::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+impl fmt::Display for Partition {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which aws-auth section a principal belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PrincipalKind {
+    Role,
+    User,
+}
+
+impl fmt::Display for PrincipalKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PrincipalKind::Role => "role",
+            PrincipalKind::User => "user",
+        })
+    }
+}
+
+/// A parsed IAM role or user ARN.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct IamArn {
+    pub partition: Partition,
+    pub account: String,
+    pub kind: PrincipalKind,
+    /// `/` or `/a/b/`, exactly as written.
+    pub path: String,
+    pub name: String,
+}
+
+/// The IAM Identity Center (SSO) path prefix EKS users meet most often.
+const SSO_PATH_PREFIX: &str = "/aws-reserved/sso.amazonaws.com/";
+/// Service-linked roles live under this path.
+const SERVICE_ROLE_PATH_PREFIX: &str = "/aws-service-role/";
+
+/// Why a string is not an ARN the operator can map.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ArnError {
+    #[error("`{arn}` is not an ARN: expected arn:PARTITION:iam::ACCOUNT:role/NAME or arn:PARTITION:iam::ACCOUNT:user/NAME")]
+    NotAnArn { arn: String },
+    #[error("`{arn}` has unknown partition `{partition}`: use one of aws, aws-cn, aws-us-gov, aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-eusc")]
+    UnknownPartition { arn: String, partition: String },
+    #[error("`{arn}` has account id `{account}`: an account id is exactly 12 digits")]
+    BadAccount { arn: String, account: String },
+    #[error("`{arn}` is an STS assumed-role session ARN, which changes with every session: map the role itself, `{suggestion}`")]
+    AssumedRole { arn: String, suggestion: String },
+    #[error("`{arn}` is an STS ARN: map the IAM role or user behind it (arn:PARTITION:iam::ACCOUNT:role/NAME)")]
+    OtherSts { arn: String },
+    #[error("`{arn}` is an instance profile ARN: map the role the instance profile contains (arn:{partition}:iam::{account}:role/ROLE_NAME)")]
+    InstanceProfile { arn: String, partition: String, account: String },
+    #[error("`{arn}` is an IAM group ARN: aws-auth cannot map groups; map each role or user, or use an access entry per role")]
+    Group { arn: String },
+    #[error("`{arn}` contains a wildcard: aws-auth matches exact ARNs only; write one mapping per role or user")]
+    Wildcard { arn: String },
+    #[error("`{arn}` contains a template variable: ARNs are matched literally, only username and groups are templated; write the real account id and name")]
+    Template { arn: String },
+    #[error("`{arn}` is an ARN of service `{service}`: only IAM roles and users (service `iam`) can be mapped")]
+    NotIam { arn: String, service: String },
+    #[error("`{arn}` names a `{resource_type}`: only `role/...` and `user/...` can be mapped")]
+    UnsupportedResource { arn: String, resource_type: String },
+    #[error("`{arn}` has a region (`{region}`): IAM ARNs are global, write arn:PARTITION:iam::ACCOUNT:...")]
+    HasRegion { arn: String, region: String },
+    #[error("`{arn}` has an invalid name `{name}`: IAM names are 1-64 characters of letters, digits and +=,.@_-")]
+    BadName { arn: String, name: String },
+    #[error("`{arn}` has an invalid path `{path}`: a path starts and ends with `/` and holds printable ASCII without spaces")]
+    BadPath { arn: String, path: String },
+}
+
+impl ArnError {
+    /// Machine-readable reason for status conditions and JSON reports.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ArnError::NotAnArn { .. } => "ArnMalformed",
+            ArnError::UnknownPartition { .. } => "ArnUnknownPartition",
+            ArnError::BadAccount { .. } => "ArnBadAccount",
+            ArnError::AssumedRole { .. } => "ArnIsAssumedRole",
+            ArnError::OtherSts { .. } => "ArnIsSts",
+            ArnError::InstanceProfile { .. } => "ArnIsInstanceProfile",
+            ArnError::Group { .. } => "ArnIsGroup",
+            ArnError::Wildcard { .. } => "ArnHasWildcard",
+            ArnError::Template { .. } => "ArnHasTemplate",
+            ArnError::NotIam { .. } => "ArnNotIam",
+            ArnError::UnsupportedResource { .. } => "ArnUnsupportedResource",
+            ArnError::HasRegion { .. } => "ArnHasRegion",
+            ArnError::BadName { .. } => "ArnBadName",
+            ArnError::BadPath { .. } => "ArnBadPath",
+        }
+    }
+}
+
+pub fn is_account_id(s: &str) -> bool {
+    s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_valid_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b))
+}
+
+fn is_valid_path(path: &str) -> bool {
+    path.len() <= 512
+        && path.starts_with('/')
+        && path.ends_with('/')
+        && !path.contains("//")
+        && path.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+impl IamArn {
+    /// Parses an IAM role or user ARN. Rejects everything else with an error that says what to
+    /// write instead.
+    pub fn parse(arn: &str) -> Result<IamArn, ArnError> {
+        let owned = || arn.to_string();
+        if arn.contains("{{") || arn.contains("}}") {
+            return Err(ArnError::Template { arn: owned() });
+        }
+        if arn.contains('*') || arn.contains('?') {
+            return Err(ArnError::Wildcard { arn: owned() });
+        }
+        let mut parts = arn.splitn(6, ':');
+        let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) else {
+            return Err(ArnError::NotAnArn { arn: owned() });
+        };
+        let Some(partition) = Partition::parse(partition) else {
+            return Err(ArnError::UnknownPartition {
+                arn: owned(),
+                partition: partition.to_string(),
+            });
+        };
+        if service == "sts" {
+            if let Some(rest) = resource.strip_prefix("assumed-role/") {
+                let role = rest.split('/').next().unwrap_or_default();
+                return Err(ArnError::AssumedRole {
+                    arn: owned(),
+                    suggestion: format!("arn:{partition}:iam::{account}:role/{role}"),
+                });
+            }
+            return Err(ArnError::OtherSts { arn: owned() });
+        }
+        if service != "iam" {
+            return Err(ArnError::NotIam {
+                arn: owned(),
+                service: service.to_string(),
+            });
+        }
+        if !is_account_id(account) {
+            return Err(ArnError::BadAccount {
+                arn: owned(),
+                account: account.to_string(),
+            });
+        }
+        if !region.is_empty() {
+            return Err(ArnError::HasRegion {
+                arn: owned(),
+                region: region.to_string(),
+            });
+        }
+        let (resource_type, path_and_name) = resource.split_once('/').unwrap_or((resource, ""));
+        let kind = match resource_type {
+            "role" => PrincipalKind::Role,
+            "user" => PrincipalKind::User,
+            "instance-profile" => {
+                return Err(ArnError::InstanceProfile {
+                    arn: owned(),
+                    partition: partition.to_string(),
+                    account: account.to_string(),
+                });
+            }
+            "group" => return Err(ArnError::Group { arn: owned() }),
+            other => {
+                return Err(ArnError::UnsupportedResource {
+                    arn: owned(),
+                    resource_type: other.to_string(),
+                });
+            }
+        };
+        let (path, name) = match path_and_name.rfind('/') {
+            Some(i) => (format!("/{}", &path_and_name[..=i]), &path_and_name[i + 1..]),
+            None => ("/".to_string(), path_and_name),
+        };
+        if !is_valid_path(&path) {
+            return Err(ArnError::BadPath { arn: owned(), path });
+        }
+        if !is_valid_name(name) {
+            return Err(ArnError::BadName {
+                arn: owned(),
+                name: name.to_string(),
+            });
+        }
+        Ok(IamArn {
+            partition,
+            account: account.to_string(),
+            kind,
+            path,
+            name: name.to_string(),
+        })
+    }
+
+    /// The real ARN, path included (what IAM and EKS access entries use).
+    pub fn full_arn(&self) -> String {
+        format!(
+            "arn:{}:iam::{}:{}{}{}",
+            self.partition, self.account, self.kind, self.path, self.name
+        )
+    }
+
+    /// The ARN as aws-auth must hold it: roles path-stripped (the authenticator compares against
+    /// the canonicalised caller ARN, which never has a path), users unchanged.
+    pub fn aws_auth_arn(&self) -> String {
+        match self.kind {
+            PrincipalKind::Role => format!(
+                "arn:{}:iam::{}:role/{}",
+                self.partition, self.account, self.name
+            ),
+            PrincipalKind::User => self.full_arn(),
+        }
+    }
+
+    pub fn has_path(&self) -> bool {
+        self.path != "/"
+    }
+
+    /// An IAM Identity Center permission-set role.
+    pub fn is_sso(&self) -> bool {
+        self.kind == PrincipalKind::Role && self.path.starts_with(SSO_PATH_PREFIX)
+    }
+
+    pub fn is_service_linked(&self) -> bool {
+        self.kind == PrincipalKind::Role && self.path.starts_with(SERVICE_ROLE_PATH_PREFIX)
+    }
+
+    /// The key the authenticator looks this principal up by.
+    pub fn principal_key(&self) -> PrincipalKey {
+        match self.kind {
+            PrincipalKind::Role => PrincipalKey::role(&self.aws_auth_arn()),
+            PrincipalKind::User => PrincipalKey::user(&self.full_arn()),
+        }
+    }
+}
+
+impl fmt::Display for IamArn {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.full_arn())
+    }
+}
+
+/// The identity of an aws-auth entry as the authenticator keys it: roles by lowercased ARN, users
+/// by the exact ARN, accounts by id. Two entries with the same key compete for the same caller.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PrincipalKey {
+    Role(String),
+    User(String),
+    Account(String),
+}
+
+impl PrincipalKey {
+    pub fn role(rolearn: &str) -> PrincipalKey {
+        PrincipalKey::Role(rolearn.to_lowercase())
+    }
+
+    pub fn user(userarn: &str) -> PrincipalKey {
+        PrincipalKey::User(userarn.to_string())
+    }
+
+    pub fn account(id: &str) -> PrincipalKey {
+        PrincipalKey::Account(id.to_string())
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            PrincipalKey::Role(s) | PrincipalKey::User(s) | PrincipalKey::Account(s) => s,
+        }
+    }
+}
+
+impl fmt::Display for PrincipalKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PrincipalKey::Role(s) => write!(f, "role {s}"),
+            PrincipalKey::User(s) => write!(f, "user {s}"),
+            PrincipalKey::Account(s) => write!(f, "account {s}"),
+        }
+    }
+}
+
+/// The template variables aws-iam-authenticator substitutes in usernames and groups.
+pub const TEMPLATE_VARIABLES: [&str; 5] = [
+    "AccountID",
+    "SessionName",
+    "SessionNameRaw",
+    "AccessKeyID",
+    "EC2PrivateDNSName",
+];
+
+/// A `{{...}}` occurrence in a username or group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateUse {
+    pub variable: String,
+    pub known: bool,
+}
+
+/// Finds every `{{...}}` in `text`. An opening `{{` without a closing `}}` is reported as an
+/// unknown variable, since the authenticator would leave it verbatim in the username.
+pub fn template_variables(text: &str) -> Vec<TemplateUse> {
+    let mut found = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        match after.find("}}") {
+            Some(end) => {
+                let variable = after[..end].to_string();
+                let known = TEMPLATE_VARIABLES.contains(&variable.as_str());
+                found.push(TemplateUse { variable, known });
+                rest = &after[end + 2..];
+            }
+            None => {
+                found.push(TemplateUse {
+                    variable: after.to_string(),
+                    known: false,
+                });
+                break;
+            }
+        }
+    }
+    found
+}
+
+/// Placeholders people leave in copied examples (`<ACCOUNT_ID>`, `${AWS_ACCOUNT_ID}`,
+/// `{{AccountID}}`, `XXXXXXXXXXXX`). Returns the placeholder text when one is present.
+pub fn find_placeholder(arn: &str) -> Option<String> {
+    for (open, close) in [("{{", "}}"), ("${", "}"), ("<", ">")] {
+        if let Some(start) = arn.find(open)
+            && let Some(len) = arn[start..].find(close)
+        {
+            return Some(arn[start..start + len + close.len()].to_string());
+        }
+    }
+    let upper = arn.to_ascii_uppercase();
+    for marker in ["ACCOUNT_ID", "ACCOUNTID", "AWS_ACCOUNT", "XXXXXXXXXXXX", "ROLE_NAME", "USER_NAME"] {
+        if let Some(i) = upper.find(marker) {
+            return Some(arn[i..i + marker.len()].to_string());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn role_without_path() {
+        let arn = IamArn::parse("arn:aws:iam::111122223333:role/admin").unwrap();
+        assert_eq!(arn.kind, PrincipalKind::Role);
+        assert_eq!(arn.path, "/");
+        assert_eq!(arn.name, "admin");
+        assert_eq!(arn.aws_auth_arn(), "arn:aws:iam::111122223333:role/admin");
+        assert!(!arn.has_path());
+    }
+
+    #[test]
+    fn role_path_is_stripped_for_aws_auth_and_kept_for_full_arn() {
+        let arn = IamArn::parse("arn:aws:iam::111122223333:role/team/dev/admin").unwrap();
+        assert_eq!(arn.path, "/team/dev/");
+        assert_eq!(arn.aws_auth_arn(), "arn:aws:iam::111122223333:role/admin");
+        assert_eq!(arn.full_arn(), "arn:aws:iam::111122223333:role/team/dev/admin");
+        assert!(arn.has_path());
+    }
+
+    #[test]
+    fn sso_role_is_path_stripped() {
+        let raw = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef";
+        let arn = IamArn::parse(raw).unwrap();
+        assert!(arn.is_sso());
+        assert_eq!(
+            arn.aws_auth_arn(),
+            "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_0123456789abcdef"
+        );
+        assert_eq!(arn.full_arn(), raw);
+    }
+
+    #[test]
+    fn user_keeps_its_path() {
+        let arn = IamArn::parse("arn:aws:iam::111122223333:user/ops/alice").unwrap();
+        assert_eq!(arn.kind, PrincipalKind::User);
+        assert_eq!(arn.aws_auth_arn(), "arn:aws:iam::111122223333:user/ops/alice");
+    }
+
+    #[test]
+    fn every_partition_parses() {
+        for p in Partition::ALL {
+            let raw = format!("arn:{p}:iam::111122223333:role/x");
+            let arn = IamArn::parse(&raw).unwrap();
+            assert_eq!(arn.partition, p);
+            assert_eq!(arn.full_arn(), raw);
+        }
+    }
+
+    #[test]
+    fn role_keys_are_case_insensitive_user_keys_exact() {
+        let a = IamArn::parse("arn:aws:iam::111122223333:role/Admin").unwrap();
+        let b = IamArn::parse("arn:aws:iam::111122223333:role/path/admin").unwrap();
+        assert_eq!(a.principal_key(), b.principal_key());
+        let u1 = IamArn::parse("arn:aws:iam::111122223333:user/Alice").unwrap();
+        let u2 = IamArn::parse("arn:aws:iam::111122223333:user/alice").unwrap();
+        assert_ne!(u1.principal_key(), u2.principal_key());
+    }
+
+    #[test]
+    fn assumed_role_suggests_the_role() {
+        let err = IamArn::parse("arn:aws:sts::111122223333:assumed-role/Admin/alice@example.com")
+            .unwrap_err();
+        assert_eq!(err.reason(), "ArnIsAssumedRole");
+        assert!(err.to_string().contains("arn:aws:iam::111122223333:role/Admin"), "{err}");
+    }
+
+    #[test]
+    fn rejections_have_precise_reasons() {
+        let cases = [
+            ("arn:aws:iam::111122223333:instance-profile/web", "ArnIsInstanceProfile"),
+            ("arn:aws:iam::111122223333:group/admins", "ArnIsGroup"),
+            ("arn:aws:iam::111122223333:role/*", "ArnHasWildcard"),
+            ("arn:aws:iam::11112222333:role/x", "ArnBadAccount"),
+            ("arn:aws:iam::11112222333a:role/x", "ArnBadAccount"),
+            ("arn:aws-moon:iam::111122223333:role/x", "ArnUnknownPartition"),
+            ("arn:aws:iam::{{AccountID}}:role/x", "ArnHasTemplate"),
+            ("arn:aws:s3:::bucket", "ArnNotIam"),
+            ("arn:aws:ec2:us-east-1:111122223333:instance/i-1", "ArnNotIam"),
+            ("arn:aws:iam:us-east-1:111122223333:role/x", "ArnHasRegion"),
+            ("arn:aws:iam::111122223333:policy/x", "ArnUnsupportedResource"),
+            ("arn:aws:iam::111122223333:role/", "ArnBadName"),
+            ("arn:aws:iam::111122223333:role/has space", "ArnBadName"),
+            ("arn:aws:iam::111122223333:role/a//b", "ArnBadPath"),
+            ("arn:aws:sts::111122223333:federated-user/bob", "ArnIsSts"),
+            ("admin", "ArnMalformed"),
+            ("", "ArnMalformed"),
+        ];
+        for (raw, reason) in cases {
+            let err = IamArn::parse(raw).unwrap_err();
+            assert_eq!(err.reason(), reason, "{raw}: {err}");
+        }
+    }
+
+    #[test]
+    fn name_length_limit() {
+        let ok = format!("arn:aws:iam::111122223333:role/{}", "a".repeat(64));
+        assert!(IamArn::parse(&ok).is_ok());
+        let long = format!("arn:aws:iam::111122223333:role/{}", "a".repeat(65));
+        assert_eq!(IamArn::parse(&long).unwrap_err().reason(), "ArnBadName");
+    }
+
+    #[test]
+    fn service_linked_role() {
+        let arn = IamArn::parse(
+            "arn:aws:iam::111122223333:role/aws-service-role/eks.amazonaws.com/AWSServiceRoleForAmazonEKS",
+        )
+        .unwrap();
+        assert!(arn.is_service_linked());
+    }
+
+    #[test]
+    fn template_variable_scan() {
+        let found = template_variables("{{SessionName}}-{{Foo}}-{{AccountID");
+        assert_eq!(
+            found,
+            vec![
+                TemplateUse { variable: "SessionName".into(), known: true },
+                TemplateUse { variable: "Foo".into(), known: false },
+                TemplateUse { variable: "AccountID".into(), known: false },
+            ]
+        );
+        assert!(template_variables("plain").is_empty());
+        for v in TEMPLATE_VARIABLES {
+            assert!(template_variables(&format!("x{{{{{v}}}}}y"))[0].known);
+        }
+        // Variables are case-sensitive in the authenticator.
+        assert!(!template_variables("{{accountid}}")[0].known);
+    }
+
+    #[test]
+    fn placeholders() {
+        assert_eq!(
+            find_placeholder("arn:aws:iam::<ACCOUNT_ID>:role/x").as_deref(),
+            Some("<ACCOUNT_ID>")
+        );
+        assert_eq!(
+            find_placeholder("arn:aws:iam::${AWS_ACCOUNT_ID}:role/x").as_deref(),
+            Some("${AWS_ACCOUNT_ID}")
+        );
+        assert_eq!(
+            find_placeholder("arn:aws:iam::{{AccountID}}:role/x").as_deref(),
+            Some("{{AccountID}}")
+        );
+        assert_eq!(
+            find_placeholder("arn:aws:iam::XXXXXXXXXXXX:role/x").as_deref(),
+            Some("XXXXXXXXXXXX")
+        );
+        assert_eq!(find_placeholder("arn:aws:iam::111122223333:role/x"), None);
+    }
+}

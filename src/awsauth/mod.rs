@@ -1,0 +1,173 @@
+//! The aws-auth ConfigMap format: entry types, parsing with the authenticator's semantics, and
+//! rendering that the authenticator cannot misread.
+
+mod parse;
+mod render;
+mod yaml11;
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::arn::PrincipalKey;
+
+pub use parse::{Diagnostic, DiagnosticKind, ParsedAwsAuth, Severity, parse_data};
+pub use render::{render_data, render_section, sort_entries};
+
+/// ConfigMap data of aws-auth (key -> YAML-in-a-string).
+pub type ConfigMapData = BTreeMap<String, String>;
+
+pub const CONFIGMAP_NAME: &str = "aws-auth";
+pub const CONFIGMAP_NAMESPACE: &str = "kube-system";
+/// Kubernetes refuses a ConfigMap whose data exceeds 1 MiB.
+pub const MAX_CONFIGMAP_DATA_BYTES: usize = 1024 * 1024;
+
+/// The three keys the authenticator reads. Key names are case-sensitive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Section {
+    #[serde(rename = "mapRoles")]
+    MapRoles,
+    #[serde(rename = "mapUsers")]
+    MapUsers,
+    #[serde(rename = "mapAccounts")]
+    MapAccounts,
+}
+
+impl Section {
+    pub const ALL: [Section; 3] = [Section::MapRoles, Section::MapUsers, Section::MapAccounts];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::MapRoles => "mapRoles",
+            Section::MapUsers => "mapUsers",
+            Section::MapAccounts => "mapAccounts",
+        }
+    }
+
+    pub fn from_key(key: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|s| s.key() == key)
+    }
+
+    /// The field holding the ARN in this section's entries.
+    pub fn arn_field(self) -> &'static str {
+        match self {
+            Section::MapRoles => "rolearn",
+            Section::MapUsers => "userarn",
+            Section::MapAccounts => "",
+        }
+    }
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// One entry of mapRoles or mapUsers, as the authenticator sees it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct ArnMapping {
+    /// `rolearn` for mapRoles, `userarn` for mapUsers.
+    pub arn: String,
+    pub username: String,
+    pub groups: Vec<String>,
+    /// Fields the authenticator's struct does not declare (or newer authenticators read, such as
+    /// `sso` or `userid`), kept as JSON so that preserving an entry never loses them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub extra: BTreeMap<String, serde_json::Value>,
+}
+
+/// Every entry of an aws-auth ConfigMap, by section.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct AwsAuthEntries {
+    pub roles: Vec<ArnMapping>,
+    pub users: Vec<ArnMapping>,
+    pub accounts: Vec<String>,
+}
+
+impl AwsAuthEntries {
+    pub fn len(&self) -> usize {
+        self.roles.len() + self.users.len() + self.accounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// A single entry with its section: what a mapping renders to and what status reports.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Entry {
+    Role(ArnMapping),
+    User(ArnMapping),
+    Account(String),
+}
+
+impl Entry {
+    pub fn section(&self) -> Section {
+        match self {
+            Entry::Role(_) => Section::MapRoles,
+            Entry::User(_) => Section::MapUsers,
+            Entry::Account(_) => Section::MapAccounts,
+        }
+    }
+
+    pub fn key(&self) -> PrincipalKey {
+        match self {
+            Entry::Role(m) => PrincipalKey::role(&m.arn),
+            Entry::User(m) => PrincipalKey::user(&m.arn),
+            Entry::Account(a) => PrincipalKey::account(a),
+        }
+    }
+
+    /// The ARN or account id, as written in aws-auth.
+    pub fn principal(&self) -> &str {
+        match self {
+            Entry::Role(m) | Entry::User(m) => &m.arn,
+            Entry::Account(a) => a,
+        }
+    }
+
+    pub fn username(&self) -> Option<&str> {
+        match self {
+            Entry::Role(m) | Entry::User(m) => Some(&m.username),
+            Entry::Account(_) => None,
+        }
+    }
+
+    pub fn groups(&self) -> &[String] {
+        match self {
+            Entry::Role(m) | Entry::User(m) => &m.groups,
+            Entry::Account(_) => &[],
+        }
+    }
+}
+
+impl AwsAuthEntries {
+    pub fn push(&mut self, entry: Entry) {
+        match entry {
+            Entry::Role(m) => self.roles.push(m),
+            Entry::User(m) => self.users.push(m),
+            Entry::Account(a) => self.accounts.push(a),
+        }
+    }
+
+    /// Every entry in section order, with its index inside its section.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, Entry)> + '_ {
+        let roles = self.roles.iter().cloned().enumerate().map(|(i, m)| (i, Entry::Role(m)));
+        let users = self.users.iter().cloned().enumerate().map(|(i, m)| (i, Entry::User(m)));
+        let accounts = self
+            .accounts
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, a)| (i, Entry::Account(a)));
+        roles.chain(users).chain(accounts)
+    }
+}
+
+/// Total size of ConfigMap data as the API server counts it (keys + values).
+pub fn data_size(data: &ConfigMapData) -> usize {
+    data.iter().map(|(k, v)| k.len() + v.len()).sum()
+}

@@ -1,0 +1,163 @@
+//! entries -> aws-auth data. Deterministic (stable-sorted by the authenticator's lookup key, so
+//! the relative order of duplicates, and with it "last wins", is kept) and YAML-1.1-safe: every
+//! string is double-quoted, so nothing can be read as a boolean, number or null, and characters
+//! YAML 1.1 treats as line breaks (NEL, LS, PS) are escaped.
+
+use std::fmt::Write;
+
+use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section};
+
+/// Sorts entries the way the renderer writes them. Stable: entries with the same key keep their
+/// relative order.
+pub fn sort_entries(entries: &mut AwsAuthEntries) {
+    entries.roles.sort_by_cached_key(|m| m.arn.to_lowercase());
+    entries.users.sort_by(|a, b| a.arn.cmp(&b.arn));
+    entries.accounts.sort();
+}
+
+/// Renders every non-empty section. An empty section has no key at all.
+pub fn render_data(entries: &AwsAuthEntries) -> ConfigMapData {
+    let mut sorted = entries.clone();
+    sort_entries(&mut sorted);
+    Section::ALL
+        .into_iter()
+        .filter_map(|section| render_section(section, &sorted).map(|text| (section.key().to_string(), text)))
+        .collect()
+}
+
+/// Renders one section of already sorted entries, or `None` when it is empty.
+pub fn render_section(section: Section, entries: &AwsAuthEntries) -> Option<String> {
+    let mut out = String::new();
+    match section {
+        Section::MapRoles | Section::MapUsers => {
+            let list = if section == Section::MapRoles { &entries.roles } else { &entries.users };
+            if list.is_empty() {
+                return None;
+            }
+            for mapping in list {
+                write_mapping(&mut out, section.arn_field(), mapping);
+            }
+        }
+        Section::MapAccounts => {
+            if entries.accounts.is_empty() {
+                return None;
+            }
+            for account in &entries.accounts {
+                out.push_str("- ");
+                push_quoted(&mut out, account);
+                out.push('\n');
+            }
+        }
+    }
+    Some(out)
+}
+
+fn write_mapping(out: &mut String, arn_field: &str, mapping: &ArnMapping) {
+    out.push_str("- ");
+    out.push_str(arn_field);
+    out.push_str(": ");
+    push_quoted(out, &mapping.arn);
+    out.push_str("\n  username: ");
+    push_quoted(out, &mapping.username);
+    if mapping.groups.is_empty() {
+        out.push_str("\n  groups: []\n");
+    } else {
+        out.push_str("\n  groups:\n");
+        for group in &mapping.groups {
+            out.push_str("    - ");
+            push_quoted(out, group);
+            out.push('\n');
+        }
+    }
+    for (key, value) in &mapping.extra {
+        out.push_str("  ");
+        push_quoted(out, key);
+        out.push_str(": ");
+        push_flow(out, value);
+        out.push('\n');
+    }
+}
+
+/// JSON value as a YAML flow node with every string double-quoted.
+fn push_flow(out: &mut String, value: &serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::String(s) => push_quoted(out, s),
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_flow(out, item);
+            }
+            out.push(']');
+        }
+        Value::Object(map) => {
+            out.push('{');
+            for (i, (k, v)) in map.iter().enumerate() {
+                if i > 0 {
+                    out.push_str(", ");
+                }
+                push_quoted(out, k);
+                out.push_str(": ");
+                push_flow(out, v);
+            }
+            out.push('}');
+        }
+        Value::Null => out.push_str("null"),
+        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
+        Value::Number(n) => out.push_str(&n.to_string()),
+    }
+}
+
+/// A YAML double-quoted scalar that YAML 1.1 and 1.2 parsers read back as exactly `s`.
+pub(crate) fn push_quoted(out: &mut String, s: &str) {
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\t' => out.push_str("\\t"),
+            '\r' => out.push_str("\\r"),
+            c if needs_escape(c) => {
+                let code = c as u32;
+                let _ = if code <= 0xFF {
+                    write!(out, "\\x{code:02X}")
+                } else if code <= 0xFFFF {
+                    write!(out, "\\u{code:04X}")
+                } else {
+                    write!(out, "\\U{code:08X}")
+                };
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+}
+
+/// Outside YAML 1.1's printable set, or a YAML 1.1 line break / BOM that would be folded away.
+fn needs_escape(c: char) -> bool {
+    let code = c as u32;
+    !matches!(code, 0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
+        || matches!(code, 0x2028 | 0x2029 | 0xFEFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quoting_escapes_what_yaml_would_change() {
+        let mut s = String::new();
+        push_quoted(&mut s, "a\"b\\c\nd\u{85}e\u{2028}f\u{7}g\u{FEFF}é");
+        assert_eq!(s, "\"a\\\"b\\\\c\\nd\\x85e\\u2028f\\x07g\\uFEFFé\"");
+    }
+
+    #[test]
+    fn empty_sections_have_no_key() {
+        let data = render_data(&AwsAuthEntries::default());
+        assert!(data.is_empty());
+    }
+}

@@ -1,0 +1,146 @@
+//! The command line: one file per subcommand. Each subcommand reads files, calls the pure core
+//! and prints; the exit code says what happened.
+
+mod crd;
+mod import;
+mod render;
+mod validate;
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use thiserror::Error;
+
+pub use crd::crd_yaml;
+
+#[derive(Debug, Parser)]
+#[command(name = "aws-auth-operator", version, about = "Declarative, validated management of the EKS aws-auth ConfigMap")]
+pub struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AWS_AUTH_OPERATOR_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print the IamIdentityMapping CustomResourceDefinition.
+    Crd,
+    /// Render IamIdentityMapping files into the aws-auth ConfigMap the operator would write.
+    Render(render::RenderArgs),
+    /// Lint aws-auth ConfigMap manifests: every problem the authenticator would hit.
+    Validate(validate::ValidateArgs),
+    /// Turn an existing aws-auth ConfigMap into IamIdentityMapping documents.
+    Import(import::ImportArgs),
+}
+
+/// Exit codes shared by the subcommands.
+pub mod exit {
+    pub const OK: u8 = 0;
+    /// The input was read but has problems (invalid mappings, lint findings, skipped entries).
+    pub const PROBLEMS: u8 = 1;
+    /// The input could not be read or parsed at all.
+    pub const UNREADABLE: u8 = 2;
+}
+
+#[derive(Debug, Error)]
+pub enum CliError {
+    #[error("{path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("{0}")]
+    Input(String),
+    #[error("writing output: {0}")]
+    Write(#[from] std::io::Error),
+    #[error("serialising YAML: {0}")]
+    Yaml(#[from] serde_saphyr::SerializeError),
+}
+
+pub fn run(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Crd => crd::run(),
+        Command::Render(args) => render::run(args),
+        Command::Validate(args) => validate::run(args),
+        Command::Import(args) => import::run(args),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(exit::UNREADABLE)
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path).map_err(|source| CliError::Read {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// Files named by `paths`: files as given, directories expanded to their `*.yaml`/`*.yml`/`*.json`
+/// files (recursively, sorted, so the output is deterministic).
+fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, CliError> {
+    let mut files = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|source| CliError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        if meta.is_dir() {
+            collect_dir(path, &mut files)?;
+        } else {
+            files.push(path.clone());
+        }
+    }
+    Ok(files)
+}
+
+fn collect_dir(dir: &Path, files: &mut Vec<PathBuf>) -> Result<(), CliError> {
+    let read_err = |source| CliError::Read {
+        path: dir.to_path_buf(),
+        source,
+    };
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(read_err)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()
+        .map_err(read_err)?;
+    entries.sort();
+    for path in entries {
+        if path.is_dir() {
+            collect_dir(&path, files)?;
+        } else if path
+            .extension()
+            .and_then(|e| e.to_str())
+            .is_some_and(|e| matches!(e, "yaml" | "yml" | "json"))
+        {
+            files.push(path);
+        }
+    }
+    Ok(())
+}
+
+fn print_stdout(text: &str) -> Result<(), CliError> {
+    let mut stdout = std::io::stdout().lock();
+    stdout.write_all(text.as_bytes())?;
+    stdout.flush()?;
+    Ok(())
+}

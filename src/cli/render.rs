@@ -1,0 +1,157 @@
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::{CliError, exit, expand_paths, print_stdout, read_file};
+use crate::awsauth::CONFIGMAP_NAME;
+use crate::manifest::{ConfigMapDoc, aws_auth_configmap, configmap_yaml, parse_configmaps, parse_mappings};
+use crate::plan::{LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Settings, plan};
+
+/// The examples shipped in `examples/`, rendered when no path is given.
+const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
+    ("examples/account.yaml", include_str!("../../examples/account.yaml")),
+    ("examples/iam-user.yaml", include_str!("../../examples/iam-user.yaml")),
+    ("examples/node-role.yaml", include_str!("../../examples/node-role.yaml")),
+    ("examples/platform-admin.yaml", include_str!("../../examples/platform-admin.yaml")),
+    ("examples/read-only.yaml", include_str!("../../examples/read-only.yaml")),
+    ("examples/sso-developers.yaml", include_str!("../../examples/sso-developers.yaml")),
+];
+
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// IamIdentityMapping files or directories (multi-document files are fine). Without any,
+    /// the built-in examples are rendered.
+    pub paths: Vec<PathBuf>,
+    /// The live aws-auth ConfigMap (`kubectl get cm -n kube-system aws-auth -o yaml`): its
+    /// unmanaged entries are kept, as the controller would.
+    #[arg(long)]
+    pub live: Option<PathBuf>,
+    /// A principal (role/user ARN or account id) the operator never changes. Repeatable.
+    #[arg(long = "protected-arn")]
+    pub protected: Vec<String>,
+    /// Regex every group must match (repeatable; any one suffices).
+    #[arg(long = "allowed-groups")]
+    pub allowed_groups: Vec<String>,
+    /// Regex no group may match (repeatable).
+    #[arg(long = "denied-groups")]
+    pub denied_groups: Vec<String>,
+}
+
+pub fn run(args: RenderArgs) -> Result<u8, CliError> {
+    let sources: Vec<(String, String)> = if args.paths.is_empty() {
+        eprintln!("no paths given: rendering the built-in examples");
+        EMBEDDED_EXAMPLES
+            .iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect()
+    } else {
+        expand_paths(&args.paths)?
+            .into_iter()
+            .map(|path| Ok((path.display().to_string(), read_file(&path)?)))
+            .collect::<Result<_, CliError>>()?
+    };
+
+    let mut inputs = Vec::new();
+    let mut names = BTreeSet::new();
+    for (source, text) in &sources {
+        let docs = parse_mappings(text, source)?;
+        for skipped in docs.skipped {
+            eprintln!("{source}: skipped {skipped} (not an IamIdentityMapping)");
+        }
+        for mapping in docs.mappings {
+            let name = mapping.metadata.name.clone().unwrap_or_default();
+            if !names.insert(name.clone()) {
+                return Err(CliError::Input(format!(
+                    "{source}: IamIdentityMapping `{name}` is defined twice; names are unique in a cluster"
+                )));
+            }
+            inputs.push(MappingInput {
+                name,
+                creation_timestamp: mapping.metadata.creation_timestamp.clone(),
+                generation: mapping.metadata.generation,
+                spec: mapping.spec,
+                last_rendered: None,
+            });
+        }
+    }
+
+    let mut settings = Settings::default()
+        .with_group_policy(&args.allowed_groups, &args.denied_groups)
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    for value in &args.protected {
+        settings.protect(value).map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    let live = match &args.live {
+        Some(path) => live_from_file(path)?,
+        None => LiveAwsAuth::default(),
+    };
+
+    let plan = plan(&inputs, &live, &settings);
+    if let Some(blocked) = &plan.blocked {
+        eprintln!("error: {blocked}");
+        return Ok(exit::PROBLEMS);
+    }
+    for diagnostic in &plan.live_diagnostics {
+        eprintln!("live aws-auth: {diagnostic}");
+    }
+    for note in &plan.notes {
+        match note {
+            Note::TookOver { mapping, previous } => eprintln!(
+                "{mapping}: takes over the unmanaged entry for {} in {}",
+                previous.principal(),
+                previous.section()
+            ),
+            Note::Removed { entry } => eprintln!(
+                "removed {} from {}: no mapping renders it any more",
+                entry.principal(),
+                entry.section()
+            ),
+            Note::Recovered { .. } => {}
+        }
+    }
+    let mut failed = 0;
+    for (name, outcome) in &plan.outcomes {
+        if !matches!(outcome, Outcome::Rendered { .. }) {
+            failed += 1;
+            eprintln!("{name}: {}: {}", outcome.reason(), outcome.message());
+        }
+    }
+    let cm = aws_auth_configmap(plan.data.clone(), &plan.managed_annotation);
+    print_stdout(&configmap_yaml(&cm)?)?;
+    eprintln!(
+        "rendered {} of {} mappings ({} managed entries, {} unmanaged kept)",
+        inputs.len() - failed,
+        inputs.len(),
+        plan.managed_entries,
+        plan.unmanaged_entries
+    );
+    Ok(if failed > 0 { exit::PROBLEMS } else { exit::OK })
+}
+
+fn live_from_file(path: &PathBuf) -> Result<LiveAwsAuth, CliError> {
+    let source = path.display().to_string();
+    let configmaps = parse_configmaps(&read_file(path)?, &source)?;
+    let cm = pick_aws_auth(configmaps)
+        .ok_or_else(|| CliError::Input(format!("{source}: no aws-auth ConfigMap found")))?;
+    let managed = match cm.annotations.get(MANAGED_ANNOTATION) {
+        None => ManagedSet::default(),
+        Some(text) => ManagedSet::decode(text).unwrap_or_else(|err| {
+            eprintln!("{source}: {err}; treating every live entry as unmanaged");
+            ManagedSet::default()
+        }),
+    };
+    Ok(LiveAwsAuth {
+        data: Some(cm.data),
+        managed,
+        last_good: None,
+    })
+}
+
+/// The ConfigMap named aws-auth, or the only ConfigMap of the file.
+pub(super) fn pick_aws_auth(mut configmaps: Vec<ConfigMapDoc>) -> Option<ConfigMapDoc> {
+    if let Some(i) = configmaps.iter().position(|c| c.name == CONFIGMAP_NAME) {
+        return Some(configmaps.swap_remove(i));
+    }
+    (configmaps.len() == 1).then(|| configmaps.remove(0))
+}

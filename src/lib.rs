@@ -1,0 +1,14 @@
+//! aws-auth-operator: declarative, validated management of the EKS `kube-system/aws-auth`
+//! ConfigMap through `IamIdentityMapping` resources.
+//!
+//! The core (`arn`, `awsauth`, `validate`, `plan`) is pure: no I/O, exhaustively tested. The CLI
+//! and the controller are thin shells around [`plan::plan`].
+
+pub mod api;
+pub mod arn;
+pub mod awsauth;
+pub mod cli;
+pub mod import;
+pub mod manifest;
+pub mod plan;
+pub mod validate;

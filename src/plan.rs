@@ -1,0 +1,718 @@
+//! `plan()`: mappings + live aws-auth + settings -> the aws-auth to write and every mapping's
+//! outcome. The only place where the operator decides anything; the controller and the CLI both
+//! call it and only carry out what it says.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use regex::Regex;
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::api::{IamIdentityMappingSpec, RenderedEntry};
+use crate::arn::{IamArn, PrincipalKey, is_account_id};
+use crate::awsauth::{
+    AwsAuthEntries, ConfigMapData, Diagnostic, Entry, MAX_CONFIGMAP_DATA_BYTES, ParsedAwsAuth, Section, data_size,
+    parse_data, render_section, sort_entries,
+};
+use crate::validate::{Problem, validate};
+
+/// Annotation on aws-auth that records the principals the operator manages.
+pub const MANAGED_ANNOTATION: &str = "awsauth.dev/managed";
+/// Kubernetes limits the total size of an object's annotations to 256 KiB; leave room for others.
+pub const MAX_MANAGED_ANNOTATION_BYTES: usize = 200 * 1024;
+
+/// One IamIdentityMapping as `plan()` needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappingInput {
+    pub name: String,
+    pub creation_timestamp: Option<Time>,
+    pub generation: Option<i64>,
+    pub spec: IamIdentityMappingSpec,
+    /// `status.rendered`: what the operator wrote for this mapping last time. Lets the plan tell a
+    /// hand edit (drift) from a spec change.
+    pub last_rendered: Option<RenderedEntry>,
+}
+
+/// What to do when a managed entry was edited by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DriftPolicy {
+    /// Rewrite the entry from its mapping.
+    #[default]
+    Repair,
+    /// Leave the hand edit in place and report it.
+    Report,
+}
+
+#[derive(Debug, Error)]
+pub enum SettingsError {
+    #[error("--protected-arn `{value}` is neither an IAM role/user ARN nor a 12-digit account id: {reason}")]
+    Protected { value: String, reason: String },
+    #[error("--{flag} `{pattern}` is not a valid regular expression: {source}")]
+    Regex {
+        flag: &'static str,
+        pattern: String,
+        source: regex::Error,
+    },
+}
+
+/// Operator settings that shape the plan.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Principals never changed or removed (break-glass admins, node roles).
+    pub protected: BTreeSet<PrincipalKey>,
+    /// When non-empty, every group must fully match one of these.
+    pub allowed_groups: Vec<Regex>,
+    /// No group may fully match any of these.
+    pub denied_groups: Vec<Regex>,
+    pub drift: DriftPolicy,
+    /// Restore unmanaged entries of an unparseable key from the last good revision.
+    pub recover_malformed: bool,
+    pub max_data_bytes: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            protected: BTreeSet::new(),
+            allowed_groups: Vec::new(),
+            denied_groups: Vec::new(),
+            drift: DriftPolicy::Repair,
+            recover_malformed: true,
+            max_data_bytes: MAX_CONFIGMAP_DATA_BYTES,
+        }
+    }
+}
+
+impl Settings {
+    pub fn protect(&mut self, value: &str) -> Result<(), SettingsError> {
+        let key = if is_account_id(value) {
+            PrincipalKey::account(value)
+        } else {
+            IamArn::parse(value)
+                .map_err(|e| SettingsError::Protected {
+                    value: value.to_string(),
+                    reason: e.to_string(),
+                })?
+                .principal_key()
+        };
+        self.protected.insert(key);
+        Ok(())
+    }
+
+    pub fn with_group_policy(mut self, allowed: &[String], denied: &[String]) -> Result<Self, SettingsError> {
+        self.allowed_groups = compile_all("allowed-groups", allowed)?;
+        self.denied_groups = compile_all("denied-groups", denied)?;
+        Ok(self)
+    }
+
+    /// The first group the policy forbids, with the rule that forbids it.
+    fn forbidden_group<'g>(&self, groups: &'g [String]) -> Option<(&'g str, String)> {
+        groups.iter().find_map(|group| {
+            if let Some(rule) = self.denied_groups.iter().find(|r| r.is_match(group)) {
+                return Some((group.as_str(), format!("matches --denied-groups `{}`", unanchor(rule))));
+            }
+            if !self.allowed_groups.is_empty() && !self.allowed_groups.iter().any(|r| r.is_match(group)) {
+                let rules: Vec<_> = self.allowed_groups.iter().map(|r| format!("`{}`", unanchor(r))).collect();
+                return Some((group.as_str(), format!("matches none of --allowed-groups {}", rules.join(", "))));
+            }
+            None
+        })
+    }
+}
+
+fn compile_all(flag: &'static str, patterns: &[String]) -> Result<Vec<Regex>, SettingsError> {
+    patterns
+        .iter()
+        .map(|p| {
+            Regex::new(&format!("^(?:{p})$")).map_err(|source| SettingsError::Regex {
+                flag,
+                pattern: p.clone(),
+                source,
+            })
+        })
+        .collect()
+}
+
+fn unanchor(rule: &Regex) -> &str {
+    let s = rule.as_str();
+    s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s)
+}
+
+/// The principals the operator manages, as recorded in the aws-auth annotation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ManagedSet(pub BTreeSet<PrincipalKey>);
+
+/// Compact, readable annotation form: names grouped by partition and account.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ManagedAnnotation {
+    version: u32,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    roles: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    users: BTreeMap<String, Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    accounts: Vec<String>,
+}
+
+#[derive(Debug, Error)]
+#[error("annotation {MANAGED_ANNOTATION} is unreadable: {0}")]
+pub struct ManagedSetError(String);
+
+impl ManagedSet {
+    pub fn contains(&self, key: &PrincipalKey) -> bool {
+        self.0.contains(key)
+    }
+
+    pub fn encode(&self) -> String {
+        let mut annotation = ManagedAnnotation {
+            version: 1,
+            ..Default::default()
+        };
+        for key in &self.0 {
+            match key {
+                PrincipalKey::Account(id) => annotation.accounts.push(id.clone()),
+                PrincipalKey::Role(arn) | PrincipalKey::User(arn) => {
+                    // arn:PARTITION:iam::ACCOUNT:role/NAME -> ("PARTITION:ACCOUNT", "NAME")
+                    let (scope, name) = split_arn(arn);
+                    let target = if matches!(key, PrincipalKey::Role(_)) {
+                        &mut annotation.roles
+                    } else {
+                        &mut annotation.users
+                    };
+                    target.entry(scope).or_default().push(name);
+                }
+            }
+        }
+        serde_json::to_string(&annotation).unwrap_or_default()
+    }
+
+    pub fn decode(text: &str) -> Result<ManagedSet, ManagedSetError> {
+        let annotation: ManagedAnnotation =
+            serde_json::from_str(text).map_err(|e| ManagedSetError(e.to_string()))?;
+        if annotation.version != 1 {
+            return Err(ManagedSetError(format!("unknown version {}", annotation.version)));
+        }
+        let mut set = BTreeSet::new();
+        for (scope, names) in &annotation.roles {
+            for name in names {
+                set.insert(PrincipalKey::Role(join_arn(scope, "role/", name)?));
+            }
+        }
+        for (scope, names) in &annotation.users {
+            for name in names {
+                set.insert(PrincipalKey::User(join_arn(scope, "user", name)?));
+            }
+        }
+        set.extend(annotation.accounts.iter().map(|a| PrincipalKey::account(a)));
+        Ok(ManagedSet(set))
+    }
+}
+
+/// Splits `arn:P:iam::A:role/NAME` into (`P:A`, `NAME`) and `arn:P:iam::A:user/PATH/NAME` into
+/// (`P:A`, `/PATH/NAME`). Keys that are not in this shape are kept whole under scope `raw`.
+fn split_arn(arn: &str) -> (String, String) {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    if let [_, partition, _, _, account, resource] = parts[..] {
+        if let Some(name) = resource.strip_prefix("role/") {
+            return (format!("{partition}:{account}"), name.to_string());
+        }
+        if let Some(path_name) = resource.strip_prefix("user") {
+            return (format!("{partition}:{account}"), path_name.to_string());
+        }
+    }
+    ("raw".to_string(), arn.to_string())
+}
+
+fn join_arn(scope: &str, kind: &str, name: &str) -> Result<String, ManagedSetError> {
+    if scope == "raw" {
+        return Ok(name.to_string());
+    }
+    let (partition, account) = scope
+        .split_once(':')
+        .ok_or_else(|| ManagedSetError(format!("bad scope `{scope}`")))?;
+    Ok(format!("arn:{partition}:iam::{account}:{kind}{name}"))
+}
+
+/// The live aws-auth ConfigMap, as far as the plan needs it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveAwsAuth {
+    /// `None` when aws-auth does not exist.
+    pub data: Option<ConfigMapData>,
+    /// The principals the operator managed after its last write.
+    pub managed: ManagedSet,
+    /// Data of the newest revision that parsed cleanly, for recovering a malformed key.
+    pub last_good: Option<ConfigMapData>,
+}
+
+/// A live entry that differs from what the operator last wrote for its mapping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Drift {
+    /// The live entries for the principal (empty when the entry was deleted by hand).
+    pub live: Vec<Entry>,
+    pub desired: Entry,
+    /// Whether this plan rewrites it (`DriftPolicy::Repair`).
+    pub repaired: bool,
+}
+
+/// What happens to one mapping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome")]
+pub enum Outcome {
+    /// Rendered into aws-auth.
+    Rendered {
+        entry: Entry,
+        /// An unmanaged live entry for the same principal was replaced.
+        took_over: Option<Entry>,
+        drift: Option<Drift>,
+    },
+    /// The spec is invalid; nothing new is rendered. `kept` is the entry rendered for its last
+    /// valid spec, which stays in aws-auth so that a bad edit never locks its users out.
+    Invalid { problems: Vec<Problem>, kept: Option<Entry> },
+    /// Another, older mapping owns the same principal.
+    Conflict { winner: String, principal: String },
+    /// The principal is protected by `--protected-arn`: the operator never touches it.
+    Protected { principal: String },
+    /// A group is outside the group policy.
+    GroupNotAllowed { group: String, rule: String },
+    /// Nothing is written this time (see `Plan::blocked`).
+    Blocked { reason: &'static str, message: String },
+}
+
+impl Outcome {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Rendered { .. } => "Rendered",
+            Outcome::Invalid { .. } => "Invalid",
+            Outcome::Conflict { .. } => "Conflict",
+            Outcome::Protected { .. } => "ProtectedPrincipal",
+            Outcome::GroupNotAllowed { .. } => "GroupNotAllowed",
+            Outcome::Blocked { reason, .. } => reason,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::Rendered { entry, .. } => format!("rendered into {} as {}", entry.section(), entry.principal()),
+            Outcome::Invalid { problems, kept } => {
+                let list: Vec<_> = problems.iter().map(Problem::to_string).collect();
+                let mut message = list.join("; ");
+                if let Some(kept) = kept {
+                    message.push_str(&format!(
+                        "; the entry of the last valid spec ({}) stays in aws-auth",
+                        kept.principal()
+                    ));
+                }
+                message
+            }
+            Outcome::Conflict { winner, principal } => format!(
+                "IamIdentityMapping `{winner}` already maps {principal} (the oldest mapping wins); delete one of the two"
+            ),
+            Outcome::Protected { principal } => format!(
+                "{principal} is a protected principal (--protected-arn): the operator never changes or removes its aws-auth entry"
+            ),
+            Outcome::GroupNotAllowed { group, rule } => format!("group `{group}` is not allowed: it {rule}"),
+            Outcome::Blocked { message, .. } => message.clone(),
+        }
+    }
+}
+
+/// Why nothing may be written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason")]
+pub enum Blocked {
+    /// A key of the live aws-auth cannot be parsed and cannot be recovered.
+    LiveAwsAuthMalformed { diagnostics: Vec<Diagnostic> },
+    /// The rendered data would exceed the ConfigMap size limit.
+    TooLarge { bytes: usize, limit: usize },
+    /// The managed-principals annotation would exceed its size budget.
+    AnnotationTooLarge { bytes: usize, limit: usize },
+    /// Re-parsing the rendered text did not give back the intended entries (a renderer bug).
+    RoundTripMismatch { section: Section },
+}
+
+impl Blocked {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Blocked::LiveAwsAuthMalformed { .. } => "LiveAwsAuthMalformed",
+            Blocked::TooLarge { .. } => "AwsAuthTooLarge",
+            Blocked::AnnotationTooLarge { .. } => "AnnotationTooLarge",
+            Blocked::RoundTripMismatch { .. } => "RoundTripMismatch",
+        }
+    }
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocked::LiveAwsAuthMalformed { diagnostics } => {
+                write!(f, "the live aws-auth cannot be parsed and no good revision can restore it: ")?;
+                let list: Vec<_> = diagnostics.iter().map(Diagnostic::to_string).collect();
+                f.write_str(&list.join("; "))
+            }
+            Blocked::TooLarge { bytes, limit } => write!(
+                f,
+                "the rendered aws-auth would hold {bytes} bytes of data, over the {limit}-byte ConfigMap limit; nothing was written"
+            ),
+            Blocked::AnnotationTooLarge { bytes, limit } => write!(
+                f,
+                "the {MANAGED_ANNOTATION} annotation would be {bytes} bytes, over its {limit}-byte budget; nothing was written"
+            ),
+            Blocked::RoundTripMismatch { section } => write!(
+                f,
+                "re-parsing the rendered {section} did not give back the intended entries; the write was refused (please report this bug)"
+            ),
+        }
+    }
+}
+
+/// Something worth an event or a log line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum Note {
+    /// A mapping replaced an unmanaged entry for its principal.
+    TookOver { mapping: String, previous: Entry },
+    /// Unmanaged entries of a malformed key were restored from the last good revision.
+    Recovered { section: Section, restored: usize, error: String },
+    /// A managed entry that no mapping renders any more was removed.
+    Removed { entry: Entry },
+}
+
+/// The decision: what aws-auth must hold and what happened to each mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The complete new data of aws-auth (keys other than the three sections are kept as they are).
+    pub data: ConfigMapData,
+    pub managed: ManagedSet,
+    /// `managed` encoded for the annotation.
+    pub managed_annotation: String,
+    /// Whether data or annotation differ from the live ConfigMap.
+    pub changed: bool,
+    /// Sections whose text is rewritten.
+    pub rewritten: BTreeSet<Section>,
+    /// Outcome per mapping name.
+    pub outcomes: BTreeMap<String, Outcome>,
+    pub notes: Vec<Note>,
+    /// Set when nothing may be written; `data` then equals the live data.
+    pub blocked: Option<Blocked>,
+    /// Diagnostics of the live aws-auth (problems in entries the operator does not own).
+    pub live_diagnostics: Vec<Diagnostic>,
+    pub managed_entries: usize,
+    pub unmanaged_entries: usize,
+}
+
+/// Computes the plan. Pure: no I/O, no clock.
+pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
+    let live_data = live.data.clone().unwrap_or_default();
+    let parsed = parse_data(&live_data);
+    let live_diagnostics = parsed.diagnostics.clone();
+
+    let mut notes = Vec::new();
+    let live_entries = match recover(&parsed, live, settings, &mut notes) {
+        Ok(entries) => entries,
+        Err(blocked) => return blocked_plan(mappings, live, live_data, blocked, live_diagnostics),
+    };
+
+    // Live entries grouped by principal, in the order the authenticator reads them.
+    let mut live_by_key: HashMap<PrincipalKey, Vec<Entry>> = HashMap::new();
+    for (_, entry) in live_entries.iter() {
+        live_by_key.entry(entry.key()).or_default().push(entry);
+    }
+
+    let mut outcomes = BTreeMap::new();
+    // Valid candidates per principal, before conflict resolution.
+    let mut candidates: BTreeMap<PrincipalKey, Vec<(&MappingInput, Entry)>> = BTreeMap::new();
+    for mapping in mappings {
+        match validate(&mapping.spec) {
+            Err(problems) => {
+                let kept = last_valid_entry(mapping, &live.managed, &live_by_key);
+                outcomes.insert(mapping.name.clone(), Outcome::Invalid { problems, kept });
+            }
+            Ok(entry) => {
+                let key = entry.key();
+                if settings.protected.contains(&key) {
+                    let principal = entry.principal().to_string();
+                    outcomes.insert(mapping.name.clone(), Outcome::Protected { principal });
+                } else if let Some((group, rule)) = settings.forbidden_group(entry.groups()) {
+                    let group = group.to_string();
+                    outcomes.insert(mapping.name.clone(), Outcome::GroupNotAllowed { group, rule });
+                } else {
+                    candidates.entry(key).or_default().push((mapping, entry));
+                }
+            }
+        }
+    }
+
+    // Desired managed entries: one per principal, the oldest mapping (then name) wins.
+    let mut desired: BTreeMap<PrincipalKey, Entry> = BTreeMap::new();
+    let mut notes_takeover = Vec::new();
+    for (key, mut contenders) in candidates {
+        contenders.sort_by(|(a, _), (b, _)| {
+            (a.creation_timestamp.is_none(), &a.creation_timestamp, &a.name).cmp(&(
+                b.creation_timestamp.is_none(),
+                &b.creation_timestamp,
+                &b.name,
+            ))
+        });
+        let mut contenders = contenders.into_iter();
+        let Some((winner, entry)) = contenders.next() else { continue };
+        for (loser, _) in contenders {
+            outcomes.insert(
+                loser.name.clone(),
+                Outcome::Conflict {
+                    winner: winner.name.clone(),
+                    principal: entry.principal().to_string(),
+                },
+            );
+        }
+        let live_for_key = live_by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
+        let was_managed = live.managed.contains(&key);
+        let took_over = (!was_managed).then(|| live_for_key.last().cloned()).flatten();
+        if let Some(previous) = &took_over {
+            notes_takeover.push(Note::TookOver {
+                mapping: winner.name.clone(),
+                previous: previous.clone(),
+            });
+        }
+        let drift = if was_managed {
+            detect_drift(winner, &entry, live_for_key, settings.drift)
+        } else {
+            None
+        };
+        // Report mode leaves a hand edit of an unchanged spec in place.
+        let written = match &drift {
+            Some(d) if !d.repaired => live_for_key.last().cloned().unwrap_or_else(|| entry.clone()),
+            _ => entry.clone(),
+        };
+        desired.insert(key, written);
+        outcomes.insert(winner.name.clone(), Outcome::Rendered { entry, took_over, drift });
+    }
+    notes.extend(notes_takeover);
+
+    // Invalid mappings keep serving their last valid entry.
+    for outcome in outcomes.values() {
+        if let Outcome::Invalid { kept: Some(entry), .. } = outcome
+            && !settings.protected.contains(&entry.key())
+        {
+            desired.entry(entry.key()).or_insert_with(|| entry.clone());
+        }
+    }
+
+    // New entry set: unmanaged live entries (and protected ones) in their order, then desired.
+    let mut next = AwsAuthEntries::default();
+    let mut unmanaged_entries = 0;
+    for (_, entry) in live_entries.iter() {
+        let key = entry.key();
+        let keep = settings.protected.contains(&key) || (!live.managed.contains(&key) && !desired.contains_key(&key));
+        if keep {
+            unmanaged_entries += 1;
+            next.push(entry);
+        } else if !desired.contains_key(&key) {
+            notes.push(Note::Removed { entry });
+        }
+    }
+    let managed_entries = desired.len();
+    let managed = ManagedSet(desired.keys().cloned().collect());
+    for entry in desired.into_values() {
+        next.push(entry);
+    }
+    sort_entries(&mut next);
+
+    let mut plan = Plan {
+        data: live_data.clone(),
+        managed_annotation: managed.encode(),
+        managed,
+        changed: false,
+        rewritten: BTreeSet::new(),
+        outcomes,
+        notes,
+        blocked: None,
+        live_diagnostics,
+        managed_entries,
+        unmanaged_entries,
+    };
+    let mut live_sorted = parsed.entries.clone();
+    sort_entries(&mut live_sorted);
+    for section in Section::ALL {
+        // A section whose meaning is unchanged keeps its text byte for byte.
+        if section_entries_equal(section, &live_sorted, &next) && !parsed.malformed.contains(&section) {
+            continue;
+        }
+        plan.rewritten.insert(section);
+        match render_section(section, &next) {
+            Some(text) => plan.data.insert(section.key().to_string(), text),
+            None => plan.data.remove(section.key()),
+        };
+    }
+
+    if let Some(blocked) = check_write(&plan, &next, settings) {
+        return blocked_plan(mappings, live, live_data, blocked, plan.live_diagnostics);
+    }
+    plan.changed = plan.data != live_data || live.managed != plan.managed || live.data.is_none();
+    plan
+}
+
+/// Live entries to build on: the parsed ones, with the unmanaged entries of malformed keys
+/// restored from the last good revision when allowed.
+fn recover(
+    parsed: &ParsedAwsAuth,
+    live: &LiveAwsAuth,
+    settings: &Settings,
+    notes: &mut Vec<Note>,
+) -> Result<AwsAuthEntries, Blocked> {
+    if parsed.malformed.is_empty() {
+        return Ok(parsed.entries.clone());
+    }
+    let section_errors = |section: Section| -> Vec<Diagnostic> {
+        parsed
+            .diagnostics
+            .iter()
+            .filter(|d| d.key == section.key() && d.entry.is_none())
+            .cloned()
+            .collect()
+    };
+    let all_errors = || parsed.malformed.iter().flat_map(|s| section_errors(*s)).collect();
+    let good = match (&live.last_good, settings.recover_malformed) {
+        (Some(good), true) => parse_data(good),
+        _ => return Err(Blocked::LiveAwsAuthMalformed { diagnostics: all_errors() }),
+    };
+    if parsed.malformed.iter().any(|s| good.malformed.contains(s)) {
+        return Err(Blocked::LiveAwsAuthMalformed { diagnostics: all_errors() });
+    }
+    let mut entries = parsed.entries.clone();
+    for &section in &parsed.malformed {
+        let restored: Vec<Entry> = good
+            .entries
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| e.section() == section && !live.managed.contains(&e.key()))
+            .collect();
+        let error = section_errors(section)
+            .first()
+            .map(Diagnostic::to_string)
+            .unwrap_or_default();
+        notes.push(Note::Recovered {
+            section,
+            restored: restored.len(),
+            error,
+        });
+        for entry in restored {
+            entries.push(entry);
+        }
+    }
+    Ok(entries)
+}
+
+/// The entry of the mapping's last valid spec, if it is still what aws-auth holds for it.
+fn last_valid_entry(
+    mapping: &MappingInput,
+    managed: &ManagedSet,
+    live_by_key: &HashMap<PrincipalKey, Vec<Entry>>,
+) -> Option<Entry> {
+    let rendered = mapping.last_rendered.as_ref()?;
+    let entry = entry_from_rendered(rendered)?;
+    let key = entry.key();
+    let live = live_by_key.get(&key)?;
+    (managed.contains(&key) && live.last() == Some(&entry)).then_some(entry)
+}
+
+fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
+    let mapping = || crate::awsauth::ArnMapping {
+        arn: rendered.principal.clone(),
+        username: rendered.username.clone().unwrap_or_default(),
+        groups: rendered.groups.clone(),
+        extra: Default::default(),
+    };
+    Some(match rendered.section()? {
+        Section::MapRoles => Entry::Role(mapping()),
+        Section::MapUsers => Entry::User(mapping()),
+        Section::MapAccounts => Entry::Account(rendered.principal.clone()),
+    })
+}
+
+/// Drift: aws-auth no longer holds exactly what the operator last wrote for this mapping.
+fn detect_drift(mapping: &MappingInput, desired: &Entry, live: &[Entry], policy: DriftPolicy) -> Option<Drift> {
+    let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
+    let reference = last_written.as_ref().unwrap_or(desired);
+    if live.len() == 1 && &live[0] == reference {
+        return None;
+    }
+    // A spec change since the last write is not drift, whatever the live text says, unless the
+    // live entry also fails to match the new spec.
+    if live.len() == 1 && &live[0] == desired {
+        return None;
+    }
+    let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);
+    Some(Drift {
+        live: live.to_vec(),
+        desired: desired.clone(),
+        repaired: policy == DriftPolicy::Repair || !spec_unchanged || live.is_empty(),
+    })
+}
+
+fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntries) -> bool {
+    match section {
+        Section::MapRoles => a.roles == b.roles,
+        Section::MapUsers => a.users == b.users,
+        Section::MapAccounts => a.accounts == b.accounts,
+    }
+}
+
+/// Checks that must pass before anything is written: round trip, size, annotation budget.
+fn check_write(plan: &Plan, intended: &AwsAuthEntries, settings: &Settings) -> Option<Blocked> {
+    let reparsed = parse_data(&plan.data);
+    for &section in &plan.rewritten {
+        if reparsed.malformed.contains(&section) || !section_entries_equal(section, &reparsed.entries, intended) {
+            return Some(Blocked::RoundTripMismatch { section });
+        }
+    }
+    let bytes = data_size(&plan.data);
+    if bytes > settings.max_data_bytes {
+        return Some(Blocked::TooLarge {
+            bytes,
+            limit: settings.max_data_bytes,
+        });
+    }
+    if plan.managed_annotation.len() > MAX_MANAGED_ANNOTATION_BYTES {
+        return Some(Blocked::AnnotationTooLarge {
+            bytes: plan.managed_annotation.len(),
+            limit: MAX_MANAGED_ANNOTATION_BYTES,
+        });
+    }
+    None
+}
+
+fn blocked_plan(
+    mappings: &[MappingInput],
+    live: &LiveAwsAuth,
+    live_data: ConfigMapData,
+    blocked: Blocked,
+    live_diagnostics: Vec<Diagnostic>,
+) -> Plan {
+    let message = blocked.to_string();
+    let outcomes = mappings
+        .iter()
+        .map(|m| {
+            let outcome = Outcome::Blocked {
+                reason: blocked.reason(),
+                message: message.clone(),
+            };
+            (m.name.clone(), outcome)
+        })
+        .collect();
+    Plan {
+        data: live_data,
+        managed_annotation: live.managed.encode(),
+        managed: live.managed.clone(),
+        changed: false,
+        rewritten: BTreeSet::new(),
+        outcomes,
+        notes: Vec::new(),
+        blocked: Some(blocked),
+        live_diagnostics,
+        managed_entries: 0,
+        unmanaged_entries: 0,
+    }
+}

@@ -1,0 +1,313 @@
+//! An IamIdentityMapping spec -> the aws-auth entry it renders to, or every problem with it.
+//!
+//! The CRD's OpenAPI patterns and CEL rules reject most bad input at admission; this is the full
+//! check, also applied to mappings read from files and to objects created before a CRD upgrade.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::api::IamIdentityMappingSpec;
+use crate::arn::{IamArn, PrincipalKind, is_account_id, template_variables};
+use crate::awsauth::{ArnMapping, Entry};
+
+/// One reason a mapping cannot be rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Problem {
+    /// Machine-readable reason (CamelCase), used as the condition reason.
+    pub reason: &'static str,
+    /// The spec field at fault, e.g. `spec.groups[2]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl Problem {
+    fn new(reason: &'static str, field: impl Into<String>, message: impl Into<String>) -> Problem {
+        Problem {
+            reason,
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} ({})", self.field, self.message, self.reason)
+    }
+}
+
+/// Validates a spec and returns the aws-auth entry it renders to.
+pub fn validate(spec: &IamIdentityMappingSpec) -> Result<Entry, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let entry = match (&spec.arn, &spec.account) {
+        (Some(_), Some(_)) => {
+            problems.push(Problem::new(
+                "ArnAndAccount",
+                "spec",
+                "set exactly one of spec.arn or spec.account, not both",
+            ));
+            None
+        }
+        (None, None) => {
+            problems.push(Problem::new(
+                "NoPrincipal",
+                "spec",
+                "set spec.arn (an IAM role or user ARN) or spec.account (a 12-digit account id)",
+            ));
+            None
+        }
+        (Some(arn), None) => validate_arn_mapping(spec, arn, &mut problems),
+        (None, Some(account)) => validate_account_mapping(spec, account, &mut problems),
+    };
+    check_groups(spec, &mut problems);
+    match entry {
+        Some(entry) if problems.is_empty() => Ok(entry),
+        _ => Err(problems),
+    }
+}
+
+fn validate_arn_mapping(spec: &IamIdentityMappingSpec, raw: &str, problems: &mut Vec<Problem>) -> Option<Entry> {
+    let arn = match IamArn::parse(raw) {
+        Ok(arn) => Some(arn),
+        Err(err) => {
+            problems.push(Problem::new(err.reason(), "spec.arn", err.to_string()));
+            None
+        }
+    };
+    let username = match spec.username.as_deref() {
+        None | Some("") => {
+            problems.push(Problem::new(
+                "UsernameRequired",
+                "spec.username",
+                "spec.username is required with spec.arn (e.g. `admin:{{SessionName}}`)",
+            ));
+            None
+        }
+        Some(u) if u.trim() != u => {
+            problems.push(Problem::new(
+                "UsernameHasWhitespace",
+                "spec.username",
+                format!("username `{u}` has leading or trailing whitespace"),
+            ));
+            None
+        }
+        Some(u) => Some(u),
+    };
+    let kind = arn.as_ref().map(|a| a.kind);
+    if let Some(username) = username {
+        check_templates("spec.username", username, kind, problems);
+    }
+    let (arn, username) = (arn?, username?);
+    let mapping = ArnMapping {
+        arn: arn.aws_auth_arn(),
+        username: username.to_string(),
+        groups: spec.groups.clone(),
+        extra: Default::default(),
+    };
+    Some(match arn.kind {
+        PrincipalKind::Role => Entry::Role(mapping),
+        PrincipalKind::User => Entry::User(mapping),
+    })
+}
+
+fn validate_account_mapping(spec: &IamIdentityMappingSpec, account: &str, problems: &mut Vec<Problem>) -> Option<Entry> {
+    let mut ok = true;
+    if !is_account_id(account) {
+        problems.push(Problem::new(
+            "InvalidAccount",
+            "spec.account",
+            format!("`{account}` is not a 12-digit AWS account id"),
+        ));
+        ok = false;
+    }
+    if spec.username.is_some() {
+        problems.push(Problem::new(
+            "AccountTakesNoUsername",
+            "spec.username",
+            "mapAccounts entries have no username (the caller's ARN is used): remove spec.username, or map a role or user with spec.arn",
+        ));
+        ok = false;
+    }
+    if !spec.groups.is_empty() {
+        problems.push(Problem::new(
+            "AccountTakesNoGroups",
+            "spec.groups",
+            "mapAccounts entries have no groups: remove spec.groups, or map a role or user with spec.arn",
+        ));
+        ok = false;
+    }
+    ok.then(|| Entry::Account(account.to_string()))
+}
+
+fn check_groups(spec: &IamIdentityMappingSpec, problems: &mut Vec<Problem>) {
+    let kind = spec
+        .arn
+        .as_deref()
+        .and_then(|a| IamArn::parse(a).ok())
+        .map(|a| a.kind);
+    let mut seen = BTreeSet::new();
+    for (i, group) in spec.groups.iter().enumerate() {
+        let field = format!("spec.groups[{i}]");
+        if group.is_empty() {
+            problems.push(Problem::new("EmptyGroup", field, "group names must not be empty"));
+        } else if group.chars().any(char::is_whitespace) {
+            problems.push(Problem::new(
+                "GroupHasWhitespace",
+                field,
+                format!("group `{group}` contains whitespace"),
+            ));
+        } else if !seen.insert(group.as_str()) {
+            problems.push(Problem::new(
+                "DuplicateGroup",
+                field,
+                format!("group `{group}` is listed twice"),
+            ));
+        } else {
+            check_templates(&field, group, kind, problems);
+        }
+    }
+}
+
+fn check_templates(field: &str, text: &str, kind: Option<PrincipalKind>, problems: &mut Vec<Problem>) {
+    for variable in template_variables(text) {
+        if !variable.known {
+            problems.push(Problem::new(
+                "UnknownTemplateVariable",
+                field,
+                format!(
+                    "`{{{{{}}}}}` is not substituted by the authenticator; use {{{{AccountID}}}}, {{{{SessionName}}}}, {{{{SessionNameRaw}}}}, {{{{AccessKeyID}}}} or {{{{EC2PrivateDNSName}}}} (case-sensitive)",
+                    variable.variable
+                ),
+            ));
+        } else if kind == Some(PrincipalKind::User)
+            && matches!(
+                variable.variable.as_str(),
+                "SessionName" | "SessionNameRaw" | "EC2PrivateDNSName"
+            )
+        {
+            problems.push(Problem::new(
+                "TemplateNotApplicable",
+                field,
+                format!(
+                    "`{{{{{}}}}}` exists only for role sessions, and this mapping is for an IAM user",
+                    variable.variable
+                ),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(arn: Option<&str>, account: Option<&str>, username: Option<&str>, groups: &[&str]) -> IamIdentityMappingSpec {
+        IamIdentityMappingSpec {
+            arn: arn.map(str::to_string),
+            account: account.map(str::to_string),
+            username: username.map(str::to_string),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+        }
+    }
+
+    fn reasons(spec: &IamIdentityMappingSpec) -> Vec<&'static str> {
+        validate(spec).unwrap_err().into_iter().map(|p| p.reason).collect()
+    }
+
+    #[test]
+    fn role_with_path_renders_path_stripped() {
+        let entry = validate(&spec(
+            Some("arn:aws:iam::111122223333:role/platform/admin"),
+            None,
+            Some("admin:{{SessionName}}"),
+            &["system:masters"],
+        ))
+        .unwrap();
+        assert_eq!(
+            entry,
+            Entry::Role(ArnMapping {
+                arn: "arn:aws:iam::111122223333:role/admin".into(),
+                username: "admin:{{SessionName}}".into(),
+                groups: vec!["system:masters".into()],
+                extra: Default::default(),
+            })
+        );
+    }
+
+    #[test]
+    fn user_keeps_path() {
+        let entry = validate(&spec(Some("arn:aws:iam::111122223333:user/ops/alice"), None, Some("alice"), &[])).unwrap();
+        assert_eq!(entry.principal(), "arn:aws:iam::111122223333:user/ops/alice");
+        assert!(matches!(entry, Entry::User(_)));
+    }
+
+    #[test]
+    fn account_mapping() {
+        let entry = validate(&spec(None, Some("111122223333"), None, &[])).unwrap();
+        assert_eq!(entry, Entry::Account("111122223333".into()));
+        assert_eq!(
+            reasons(&spec(None, Some("111122223333"), Some("x"), &["g"])),
+            vec!["AccountTakesNoUsername", "AccountTakesNoGroups"]
+        );
+        assert_eq!(reasons(&spec(None, Some("1234"), None, &[])), vec!["InvalidAccount"]);
+    }
+
+    #[test]
+    fn exactly_one_principal() {
+        assert_eq!(reasons(&spec(None, None, Some("u"), &[])), vec!["NoPrincipal"]);
+        assert_eq!(
+            reasons(&spec(Some("arn:aws:iam::111122223333:role/a"), Some("111122223333"), Some("u"), &[])),
+            vec!["ArnAndAccount"]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let got = reasons(&spec(
+            Some("arn:aws:sts::111122223333:assumed-role/Admin/bob"),
+            None,
+            None,
+            &["", "a b", "ok", "ok", "{{Nope}}"],
+        ));
+        assert_eq!(
+            got,
+            vec![
+                "ArnIsAssumedRole",
+                "UsernameRequired",
+                "EmptyGroup",
+                "GroupHasWhitespace",
+                "DuplicateGroup",
+                "UnknownTemplateVariable"
+            ]
+        );
+    }
+
+    #[test]
+    fn templates() {
+        assert!(validate(&spec(
+            Some("arn:aws:iam::111122223333:role/node"),
+            None,
+            Some("system:node:{{EC2PrivateDNSName}}"),
+            &["system:bootstrappers", "system:nodes"],
+        ))
+        .is_ok());
+        assert_eq!(
+            reasons(&spec(Some("arn:aws:iam::111122223333:role/a"), None, Some("{{sessionname}}"), &[])),
+            vec!["UnknownTemplateVariable"]
+        );
+        assert_eq!(
+            reasons(&spec(Some("arn:aws:iam::111122223333:user/a"), None, Some("u-{{SessionName}}"), &[])),
+            vec!["TemplateNotApplicable"]
+        );
+        assert!(validate(&spec(Some("arn:aws:iam::111122223333:user/a"), None, Some("u-{{AccessKeyID}}-{{AccountID}}"), &[])).is_ok());
+    }
+
+    #[test]
+    fn problems_name_the_field() {
+        let problems = validate(&spec(Some("arn:aws:iam::111122223333:role/a"), None, Some("u"), &["ok", "bad group"])).unwrap_err();
+        assert_eq!(problems[0].field, "spec.groups[1]");
+        assert!(problems[0].to_string().contains("bad group"));
+    }
+}
