@@ -12,6 +12,8 @@ pub const CRD_NAME: &str = "iamidentitymappings.awsauth.dev";
 
 /// Maps one IAM role, IAM user or AWS account to a Kubernetes identity through the
 /// kube-system/aws-auth ConfigMap.
+// The printer columns repeat `type_ = "string"`, which clippy mistakes for a duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[kube(
     group = "awsauth.dev",
@@ -23,11 +25,24 @@ pub const CRD_NAME: &str = "iamidentitymappings.awsauth.dev";
     status = "IamIdentityMappingStatus",
     derive = "PartialEq",
     doc = "Maps one IAM role, IAM user or AWS account to a Kubernetes username and groups through kube-system/aws-auth.",
-    printcolumn(name = "Principal", type_ = "string", json_path = ".spec['arn','account']", description = "IAM ARN or AWS account id"),
+    printcolumn(
+        name = "Principal",
+        type_ = "string",
+        json_path = ".spec['arn','account']",
+        description = "IAM ARN or AWS account id"
+    ),
     printcolumn(name = "Username", type_ = "string", json_path = ".spec.username"),
     printcolumn(name = "Groups", type_ = "string", json_path = ".spec.groups"),
-    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
 )]
 #[x_kube(
     validation = Rule::new("has(self.arn) != has(self.account)").message("set exactly one of spec.arn or spec.account"),
@@ -68,7 +83,10 @@ pub struct IamIdentityMappingSpec {
 impl IamIdentityMappingSpec {
     /// What the PRINCIPAL column shows: the ARN or the account id.
     pub fn principal(&self) -> &str {
-        self.arn.as_deref().or(self.account.as_deref()).unwrap_or_default()
+        self.arn
+            .as_deref()
+            .or(self.account.as_deref())
+            .unwrap_or_default()
     }
 }
 

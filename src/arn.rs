@@ -93,33 +93,61 @@ const SERVICE_ROLE_PATH_PREFIX: &str = "/aws-service-role/";
 /// Why a string is not an ARN the operator can map.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ArnError {
-    #[error("`{arn}` is not an ARN: expected arn:PARTITION:iam::ACCOUNT:role/NAME or arn:PARTITION:iam::ACCOUNT:user/NAME")]
+    #[error(
+        "`{arn}` is not an ARN: expected arn:PARTITION:iam::ACCOUNT:role/NAME or arn:PARTITION:iam::ACCOUNT:user/NAME"
+    )]
     NotAnArn { arn: String },
-    #[error("`{arn}` has unknown partition `{partition}`: use one of aws, aws-cn, aws-us-gov, aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-eusc")]
+    #[error(
+        "`{arn}` has unknown partition `{partition}`: use one of aws, aws-cn, aws-us-gov, aws-iso, aws-iso-b, aws-iso-e, aws-iso-f, aws-eusc"
+    )]
     UnknownPartition { arn: String, partition: String },
     #[error("`{arn}` has account id `{account}`: an account id is exactly 12 digits")]
     BadAccount { arn: String, account: String },
-    #[error("`{arn}` is an STS assumed-role session ARN, which changes with every session: map the role itself, `{suggestion}`")]
+    #[error(
+        "`{arn}` is an STS assumed-role session ARN, which changes with every session: map the role itself, `{suggestion}`"
+    )]
     AssumedRole { arn: String, suggestion: String },
-    #[error("`{arn}` is an STS ARN: map the IAM role or user behind it (arn:PARTITION:iam::ACCOUNT:role/NAME)")]
+    #[error(
+        "`{arn}` is an STS ARN: map the IAM role or user behind it (arn:PARTITION:iam::ACCOUNT:role/NAME)"
+    )]
     OtherSts { arn: String },
-    #[error("`{arn}` is an instance profile ARN: map the role the instance profile contains (arn:{partition}:iam::{account}:role/ROLE_NAME)")]
-    InstanceProfile { arn: String, partition: String, account: String },
-    #[error("`{arn}` is an IAM group ARN: aws-auth cannot map groups; map each role or user, or use an access entry per role")]
+    #[error(
+        "`{arn}` is an instance profile ARN: map the role the instance profile contains (arn:{partition}:iam::{account}:role/ROLE_NAME)"
+    )]
+    InstanceProfile {
+        arn: String,
+        partition: String,
+        account: String,
+    },
+    #[error(
+        "`{arn}` is an IAM group ARN: aws-auth cannot map groups; map each role or user, or use an access entry per role"
+    )]
     Group { arn: String },
-    #[error("`{arn}` contains a wildcard: aws-auth matches exact ARNs only; write one mapping per role or user")]
+    #[error(
+        "`{arn}` contains a wildcard: aws-auth matches exact ARNs only; write one mapping per role or user"
+    )]
     Wildcard { arn: String },
-    #[error("`{arn}` contains a template variable: ARNs are matched literally, only username and groups are templated; write the real account id and name")]
+    #[error(
+        "`{arn}` contains a template variable: ARNs are matched literally, only username and groups are templated; write the real account id and name"
+    )]
     Template { arn: String },
-    #[error("`{arn}` is an ARN of service `{service}`: only IAM roles and users (service `iam`) can be mapped")]
+    #[error(
+        "`{arn}` is an ARN of service `{service}`: only IAM roles and users (service `iam`) can be mapped"
+    )]
     NotIam { arn: String, service: String },
     #[error("`{arn}` names a `{resource_type}`: only `role/...` and `user/...` can be mapped")]
     UnsupportedResource { arn: String, resource_type: String },
-    #[error("`{arn}` has a region (`{region}`): IAM ARNs are global, write arn:PARTITION:iam::ACCOUNT:...")]
+    #[error(
+        "`{arn}` has a region (`{region}`): IAM ARNs are global, write arn:PARTITION:iam::ACCOUNT:..."
+    )]
     HasRegion { arn: String, region: String },
-    #[error("`{arn}` has an invalid name `{name}`: IAM names are 1-64 characters of letters, digits and +=,.@_-")]
+    #[error(
+        "`{arn}` has an invalid name `{name}`: IAM names are 1-64 characters of letters, digits and +=,.@_-"
+    )]
     BadName { arn: String, name: String },
-    #[error("`{arn}` has an invalid path `{path}`: a path starts and ends with `/` and holds printable ASCII without spaces")]
+    #[error(
+        "`{arn}` has an invalid path `{path}`: a path starts and ends with `/` and holds printable ASCII without spaces"
+    )]
     BadPath { arn: String, path: String },
 }
 
@@ -176,14 +204,22 @@ impl IamArn {
             return Err(ArnError::Wildcard { arn: owned() });
         }
         let mut parts = arn.splitn(6, ':');
-        let (Some("arn"), Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+        let (
+            Some("arn"),
+            Some(partition),
+            Some(service),
+            Some(region),
+            Some(account),
+            Some(resource),
+        ) = (
             parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
             parts.next(),
-        ) else {
+        )
+        else {
             return Err(ArnError::NotAnArn { arn: owned() });
         };
         let Some(partition) = Partition::parse(partition) else {
@@ -240,7 +276,10 @@ impl IamArn {
             }
         };
         let (path, name) = match path_and_name.rfind('/') {
-            Some(i) => (format!("/{}", &path_and_name[..=i]), &path_and_name[i + 1..]),
+            Some(i) => (
+                format!("/{}", &path_and_name[..=i]),
+                &path_and_name[i + 1..],
+            ),
             None => ("/".to_string(), path_and_name),
         };
         if !is_valid_path(&path) {
@@ -401,7 +440,14 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
         }
     }
     let upper = arn.to_ascii_uppercase();
-    for marker in ["ACCOUNT_ID", "ACCOUNTID", "AWS_ACCOUNT", "XXXXXXXXXXXX", "ROLE_NAME", "USER_NAME"] {
+    for marker in [
+        "ACCOUNT_ID",
+        "ACCOUNTID",
+        "AWS_ACCOUNT",
+        "XXXXXXXXXXXX",
+        "ROLE_NAME",
+        "USER_NAME",
+    ] {
         if let Some(i) = upper.find(marker) {
             return Some(arn[i..i + marker.len()].to_string());
         }
@@ -428,7 +474,10 @@ mod tests {
         let arn = IamArn::parse("arn:aws:iam::111122223333:role/team/dev/admin").unwrap();
         assert_eq!(arn.path, "/team/dev/");
         assert_eq!(arn.aws_auth_arn(), "arn:aws:iam::111122223333:role/admin");
-        assert_eq!(arn.full_arn(), "arn:aws:iam::111122223333:role/team/dev/admin");
+        assert_eq!(
+            arn.full_arn(),
+            "arn:aws:iam::111122223333:role/team/dev/admin"
+        );
         assert!(arn.has_path());
     }
 
@@ -448,7 +497,10 @@ mod tests {
     fn user_keeps_its_path() {
         let arn = IamArn::parse("arn:aws:iam::111122223333:user/ops/alice").unwrap();
         assert_eq!(arn.kind, PrincipalKind::User);
-        assert_eq!(arn.aws_auth_arn(), "arn:aws:iam::111122223333:user/ops/alice");
+        assert_eq!(
+            arn.aws_auth_arn(),
+            "arn:aws:iam::111122223333:user/ops/alice"
+        );
     }
 
     #[test]
@@ -476,23 +528,39 @@ mod tests {
         let err = IamArn::parse("arn:aws:sts::111122223333:assumed-role/Admin/alice@example.com")
             .unwrap_err();
         assert_eq!(err.reason(), "ArnIsAssumedRole");
-        assert!(err.to_string().contains("arn:aws:iam::111122223333:role/Admin"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("arn:aws:iam::111122223333:role/Admin"),
+            "{err}"
+        );
     }
 
     #[test]
     fn rejections_have_precise_reasons() {
         let cases = [
-            ("arn:aws:iam::111122223333:instance-profile/web", "ArnIsInstanceProfile"),
+            (
+                "arn:aws:iam::111122223333:instance-profile/web",
+                "ArnIsInstanceProfile",
+            ),
             ("arn:aws:iam::111122223333:group/admins", "ArnIsGroup"),
             ("arn:aws:iam::111122223333:role/*", "ArnHasWildcard"),
             ("arn:aws:iam::11112222333:role/x", "ArnBadAccount"),
             ("arn:aws:iam::11112222333a:role/x", "ArnBadAccount"),
-            ("arn:aws-moon:iam::111122223333:role/x", "ArnUnknownPartition"),
+            (
+                "arn:aws-moon:iam::111122223333:role/x",
+                "ArnUnknownPartition",
+            ),
             ("arn:aws:iam::{{AccountID}}:role/x", "ArnHasTemplate"),
             ("arn:aws:s3:::bucket", "ArnNotIam"),
-            ("arn:aws:ec2:us-east-1:111122223333:instance/i-1", "ArnNotIam"),
+            (
+                "arn:aws:ec2:us-east-1:111122223333:instance/i-1",
+                "ArnNotIam",
+            ),
             ("arn:aws:iam:us-east-1:111122223333:role/x", "ArnHasRegion"),
-            ("arn:aws:iam::111122223333:policy/x", "ArnUnsupportedResource"),
+            (
+                "arn:aws:iam::111122223333:policy/x",
+                "ArnUnsupportedResource",
+            ),
             ("arn:aws:iam::111122223333:role/", "ArnBadName"),
             ("arn:aws:iam::111122223333:role/has space", "ArnBadName"),
             ("arn:aws:iam::111122223333:role/a//b", "ArnBadPath"),
@@ -529,9 +597,18 @@ mod tests {
         assert_eq!(
             found,
             vec![
-                TemplateUse { variable: "SessionName".into(), known: true },
-                TemplateUse { variable: "Foo".into(), known: false },
-                TemplateUse { variable: "AccountID".into(), known: false },
+                TemplateUse {
+                    variable: "SessionName".into(),
+                    known: true
+                },
+                TemplateUse {
+                    variable: "Foo".into(),
+                    known: false
+                },
+                TemplateUse {
+                    variable: "AccountID".into(),
+                    known: false
+                },
             ]
         );
         assert!(template_variables("plain").is_empty());

@@ -39,9 +39,22 @@ pub fn import(data: &ConfigMapData) -> Import {
     let mut entry_warnings: BTreeMap<(String, usize), Vec<String>> = BTreeMap::new();
     for d in &parsed.diagnostics {
         match (d.entry, d.severity) {
-            (Some(i), Severity::Error) => entry_errors.entry((d.key.clone(), i)).or_default().push(d.message.clone()),
-            (Some(i), Severity::Warning) => entry_warnings.entry((d.key.clone(), i)).or_default().push(d.message.clone()),
-            (None, _) if matches!(d.reason, DiagnosticKind::YamlError | DiagnosticKind::NotAList | DiagnosticKind::MisCasedKey) => {
+            (Some(i), Severity::Error) => entry_errors
+                .entry((d.key.clone(), i))
+                .or_default()
+                .push(d.message.clone()),
+            (Some(i), Severity::Warning) => entry_warnings
+                .entry((d.key.clone(), i))
+                .or_default()
+                .push(d.message.clone()),
+            (None, _)
+                if matches!(
+                    d.reason,
+                    DiagnosticKind::YamlError
+                        | DiagnosticKind::NotAList
+                        | DiagnosticKind::MisCasedKey
+                ) =>
+            {
                 out.skipped.push(Skipped {
                     entry: d.key.clone(),
                     principal: String::new(),
@@ -54,16 +67,23 @@ pub fn import(data: &ConfigMapData) -> Import {
     // User ARNs that differ only by case race each other: neither can be imported faithfully.
     let mut folded: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for user in &parsed.entries.users {
-        folded.entry(user.arn.to_lowercase()).or_default().insert(&user.arn);
+        folded
+            .entry(user.arn.to_lowercase())
+            .or_default()
+            .insert(&user.arn);
     }
 
     let mut candidates: Vec<(String, String, IamIdentityMappingSpec)> = Vec::new();
     for (index, entry) in parsed.entries.iter() {
         let section = entry.section();
         let location = format!("{section}[{index}]");
-        let mut reasons = entry_errors.remove(&(section.key().to_string(), index)).unwrap_or_default();
+        let mut reasons = entry_errors
+            .remove(&(section.key().to_string(), index))
+            .unwrap_or_default();
         if let Entry::User(user) = &entry
-            && folded.get(&user.arn.to_lowercase()).is_some_and(|v| v.len() > 1)
+            && folded
+                .get(&user.arn.to_lowercase())
+                .is_some_and(|v| v.len() > 1)
         {
             reasons.push("another user ARN differs from it only by case; the authenticator picks one at random".into());
         }
@@ -81,7 +101,10 @@ pub fn import(data: &ConfigMapData) -> Import {
             });
             continue;
         }
-        for warning in entry_warnings.remove(&(section.key().to_string(), index)).unwrap_or_default() {
+        for warning in entry_warnings
+            .remove(&(section.key().to_string(), index))
+            .unwrap_or_default()
+        {
             out.warnings.push(format!("{location}: {warning}"));
         }
         if let Entry::Role(role) | Entry::User(role) = &entry
@@ -93,7 +116,10 @@ pub fn import(data: &ConfigMapData) -> Import {
                 fields.join(", ")
             ));
         }
-        if entry.username().is_some_and(|u| u.starts_with("system:node:")) {
+        if entry
+            .username()
+            .is_some_and(|u| u.starts_with("system:node:"))
+        {
             out.warnings.push(format!(
                 "{location}: {} is a node role; if EKS manages it (managed node groups, Fargate), consider leaving it unmanaged or --protected-arn instead of importing it",
                 entry.principal()
@@ -120,7 +146,10 @@ pub fn import(data: &ConfigMapData) -> Import {
         let mut mapping = IamIdentityMapping::new(&name, spec);
         mapping.metadata = ObjectMeta {
             name: Some(name),
-            annotations: Some(BTreeMap::from([(IMPORTED_FROM_ANNOTATION.to_string(), location)])),
+            annotations: Some(BTreeMap::from([(
+                IMPORTED_FROM_ANNOTATION.to_string(),
+                location,
+            )])),
             ..Default::default()
         };
         out.mappings.push(mapping);
@@ -154,7 +183,10 @@ fn base_name(entry: &Entry) -> String {
                     "aws" => String::new(),
                     p => format!("{p}-"),
                 };
-                format!("{}-{partition}{}-{}{}", arn.kind, arn.account, arn.path, arn.name)
+                format!(
+                    "{}-{partition}{}-{}{}",
+                    arn.kind, arn.account, arn.path, arn.name
+                )
             }
             Err(_) => format!("{}-{}", entry.section(), m.arn),
         },
@@ -173,7 +205,11 @@ fn dns1123(raw: &str) -> String {
         }
     }
     let trimmed = out.trim_matches('-');
-    if trimmed.is_empty() { "mapping".to_string() } else { trimmed.to_string() }
+    if trimmed.is_empty() {
+        "mapping".to_string()
+    } else {
+        trimmed.to_string()
+    }
 }
 
 fn truncate(name: &str, max: usize) -> &str {
@@ -186,7 +222,9 @@ fn truncate(name: &str, max: usize) -> &str {
 
 /// FNV-1a: a stable, dependency-free hash for disambiguating names.
 fn fnv1a(text: &str) -> u32 {
-    text.bytes().fold(0x811c_9dc5u32, |hash, b| (hash ^ u32::from(b)).wrapping_mul(0x0100_0193))
+    text.bytes().fold(0x811c_9dc5u32, |hash, b| {
+        (hash ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    })
 }
 
 #[cfg(test)]
@@ -203,13 +241,23 @@ mod tests {
         let out = import(&data(
             "- rolearn: arn:aws:iam::111122223333:role/Admin_Role\n  username: a\n- rolearn: arn:aws:iam::111122223333:role/admin-role\n  username: b\n- rolearn: arn:aws-cn:iam::111122223333:role/x\n  username: c\n",
         ));
-        let names: Vec<_> = out.mappings.iter().map(|m| m.metadata.name.clone().unwrap()).collect();
+        let names: Vec<_> = out
+            .mappings
+            .iter()
+            .map(|m| m.metadata.name.clone().unwrap())
+            .collect();
         assert_eq!(names.len(), 3);
         // Admin_Role and admin-role are different principals whose names collide once
         // sanitised: both get a hash suffix.
         assert_eq!(out.skipped.len(), 0, "{:?}", out.skipped);
-        assert!(names.iter().all(|n| n.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')));
+        assert!(names.iter().all(|n| {
+            n.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        }));
         assert_eq!(names.iter().collect::<BTreeSet<_>>().len(), 3);
-        assert!(names.contains(&"role-aws-cn-111122223333-x".to_string()), "{names:?}");
+        assert!(
+            names.contains(&"role-aws-cn-111122223333-x".to_string()),
+            "{names:?}"
+        );
     }
 }

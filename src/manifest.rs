@@ -15,7 +15,10 @@ use crate::plan::MANAGED_ANNOTATION;
 #[derive(Debug, Error)]
 pub enum ManifestError {
     #[error("{source_name}: not valid YAML: {message}")]
-    Yaml { source_name: String, message: String },
+    Yaml {
+        source_name: String,
+        message: String,
+    },
     #[error("{source_name}: document {document}: {message}")]
     Document {
         source_name: String,
@@ -27,10 +30,11 @@ pub enum ManifestError {
 /// Every YAML document of `text` as JSON, `kind: List` expanded into its items. Empty
 /// documents are skipped. Each item carries its 1-based document number.
 pub fn documents(text: &str, source_name: &str) -> Result<Vec<(usize, Value)>, ManifestError> {
-    let docs: Vec<Option<Value>> = serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
-        source_name: source_name.to_string(),
-        message: e.to_string(),
-    })?;
+    let docs: Vec<Option<Value>> =
+        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml {
+            source_name: source_name.to_string(),
+            message: e.to_string(),
+        })?;
     let mut out = Vec::new();
     for (i, doc) in docs.into_iter().enumerate() {
         match doc {
@@ -65,11 +69,20 @@ pub fn parse_mappings(text: &str, source_name: &str) -> Result<MappingDocs, Mani
     };
     let mut out = MappingDocs::default();
     for (document, value) in documents(text, source_name)? {
-        let api_version = value.get("apiVersion").and_then(Value::as_str).unwrap_or_default();
-        let kind = value.get("kind").and_then(Value::as_str).unwrap_or_default();
+        let api_version = value
+            .get("apiVersion")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let kind = value
+            .get("kind")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
         let is_ours = api_version.split('/').next() == Some("awsauth.dev");
         if !is_ours && !api_version.is_empty() && !kind.is_empty() {
-            let name = value.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default();
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             out.skipped.push(format!("{api_version} {kind}/{name}"));
             continue;
         }
@@ -81,9 +94,15 @@ pub fn parse_mappings(text: &str, source_name: &str) -> Result<MappingDocs, Mani
                 ),
             ));
         }
-        let mapping: IamIdentityMapping =
-            serde_json::from_value(value).map_err(|e| doc_error(document, format!("invalid IamIdentityMapping: {e}")))?;
-        if mapping.metadata.name.as_deref().unwrap_or_default().is_empty() {
+        let mapping: IamIdentityMapping = serde_json::from_value(value)
+            .map_err(|e| doc_error(document, format!("invalid IamIdentityMapping: {e}")))?;
+        if mapping
+            .metadata
+            .name
+            .as_deref()
+            .unwrap_or_default()
+            .is_empty()
+        {
             return Err(doc_error(document, "metadata.name is required".to_string()));
         }
         out.mappings.push(mapping);
@@ -170,7 +189,10 @@ mod tests {
     fn lists_and_multi_documents() {
         let text = "---\napiVersion: v1\nkind: List\nitems:\n- kind: ConfigMap\n  metadata: {name: a}\n- kind: Secret\n---\n---\nkind: ConfigMap\nmetadata: {name: b}\ndata: {mapRoles: \"[]\"}\n";
         let cms = parse_configmaps(text, "t").unwrap();
-        assert_eq!(cms.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), vec!["a", "b"]);
+        assert_eq!(
+            cms.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            vec!["a", "b"]
+        );
         assert_eq!(cms[1].data["mapRoles"], "[]");
     }
 
@@ -180,7 +202,9 @@ mod tests {
         let err = parse_mappings(text, "f.yaml").unwrap_err().to_string();
         assert!(err.contains("f.yaml: document 1"), "{err}");
         assert!(err.contains("IamIdentityMaping"), "{err}");
-        let missing = parse_mappings("metadata: {name: x}\n", "g.yaml").unwrap_err().to_string();
+        let missing = parse_mappings("metadata: {name: x}\n", "g.yaml")
+            .unwrap_err()
+            .to_string();
         assert!(missing.contains("g.yaml: document 1"), "{missing}");
     }
 
@@ -189,7 +213,10 @@ mod tests {
         let text = "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRoleBinding\nmetadata: {name: ro}\n---\napiVersion: awsauth.dev/v1alpha1\nkind: IamIdentityMapping\nmetadata: {name: a}\nspec: {account: \"111122223333\"}\n";
         let docs = parse_mappings(text, "t").unwrap();
         assert_eq!(docs.mappings.len(), 1);
-        assert_eq!(docs.skipped, vec!["rbac.authorization.k8s.io/v1 ClusterRoleBinding/ro"]);
+        assert_eq!(
+            docs.skipped,
+            vec!["rbac.authorization.k8s.io/v1 ClusterRoleBinding/ro"]
+        );
     }
 
     #[test]

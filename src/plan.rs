@@ -13,8 +13,8 @@ use thiserror::Error;
 use crate::api::{IamIdentityMappingSpec, RenderedEntry};
 use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
-    AwsAuthEntries, ConfigMapData, Diagnostic, Entry, MAX_CONFIGMAP_DATA_BYTES, ParsedAwsAuth, Section, data_size,
-    parse_data, render_section, sort_entries,
+    AwsAuthEntries, ConfigMapData, Diagnostic, Entry, MAX_CONFIGMAP_DATA_BYTES, ParsedAwsAuth,
+    Section, data_size, parse_data, render_section, sort_entries,
 };
 use crate::validate::{Problem, validate};
 
@@ -48,7 +48,9 @@ pub enum DriftPolicy {
 
 #[derive(Debug, Error)]
 pub enum SettingsError {
-    #[error("--protected-arn `{value}` is neither an IAM role/user ARN nor a 12-digit account id: {reason}")]
+    #[error(
+        "--protected-arn `{value}` is neither an IAM role/user ARN nor a 12-digit account id: {reason}"
+    )]
     Protected { value: String, reason: String },
     #[error("--{flag} `{pattern}` is not a valid regular expression: {source}")]
     Regex {
@@ -102,7 +104,11 @@ impl Settings {
         Ok(())
     }
 
-    pub fn with_group_policy(mut self, allowed: &[String], denied: &[String]) -> Result<Self, SettingsError> {
+    pub fn with_group_policy(
+        mut self,
+        allowed: &[String],
+        denied: &[String],
+    ) -> Result<Self, SettingsError> {
         self.allowed_groups = compile_all("allowed-groups", allowed)?;
         self.denied_groups = compile_all("denied-groups", denied)?;
         Ok(self)
@@ -112,11 +118,23 @@ impl Settings {
     fn forbidden_group<'g>(&self, groups: &'g [String]) -> Option<(&'g str, String)> {
         groups.iter().find_map(|group| {
             if let Some(rule) = self.denied_groups.iter().find(|r| r.is_match(group)) {
-                return Some((group.as_str(), format!("matches --denied-groups `{}`", unanchor(rule))));
+                return Some((
+                    group.as_str(),
+                    format!("matches --denied-groups `{}`", unanchor(rule)),
+                ));
             }
-            if !self.allowed_groups.is_empty() && !self.allowed_groups.iter().any(|r| r.is_match(group)) {
-                let rules: Vec<_> = self.allowed_groups.iter().map(|r| format!("`{}`", unanchor(r))).collect();
-                return Some((group.as_str(), format!("matches none of --allowed-groups {}", rules.join(", "))));
+            if !self.allowed_groups.is_empty()
+                && !self.allowed_groups.iter().any(|r| r.is_match(group))
+            {
+                let rules: Vec<_> = self
+                    .allowed_groups
+                    .iter()
+                    .map(|r| format!("`{}`", unanchor(r)))
+                    .collect();
+                return Some((
+                    group.as_str(),
+                    format!("matches none of --allowed-groups {}", rules.join(", ")),
+                ));
             }
             None
         })
@@ -138,7 +156,9 @@ fn compile_all(flag: &'static str, patterns: &[String]) -> Result<Vec<Regex>, Se
 
 fn unanchor(rule: &Regex) -> &str {
     let s = rule.as_str();
-    s.strip_prefix("^(?:").and_then(|s| s.strip_suffix(")$")).unwrap_or(s)
+    s.strip_prefix("^(?:")
+        .and_then(|s| s.strip_suffix(")$"))
+        .unwrap_or(s)
 }
 
 /// The principals the operator manages, as recorded in the aws-auth annotation.
@@ -193,7 +213,10 @@ impl ManagedSet {
         let annotation: ManagedAnnotation =
             serde_json::from_str(text).map_err(|e| ManagedSetError(e.to_string()))?;
         if annotation.version != 1 {
-            return Err(ManagedSetError(format!("unknown version {}", annotation.version)));
+            return Err(ManagedSetError(format!(
+                "unknown version {}",
+                annotation.version
+            )));
         }
         let mut set = BTreeSet::new();
         for (scope, names) in &annotation.roles {
@@ -266,11 +289,14 @@ pub enum Outcome {
         entry: Entry,
         /// An unmanaged live entry for the same principal was replaced.
         took_over: Option<Entry>,
-        drift: Option<Drift>,
+        drift: Option<Box<Drift>>,
     },
     /// The spec is invalid; nothing new is rendered. `kept` is the entry rendered for its last
     /// valid spec, which stays in aws-auth so that a bad edit never locks its users out.
-    Invalid { problems: Vec<Problem>, kept: Option<Entry> },
+    Invalid {
+        problems: Vec<Problem>,
+        kept: Option<Entry>,
+    },
     /// Another, older mapping owns the same principal.
     Conflict { winner: String, principal: String },
     /// The principal is protected by `--protected-arn`: the operator never touches it.
@@ -278,7 +304,10 @@ pub enum Outcome {
     /// A group is outside the group policy.
     GroupNotAllowed { group: String, rule: String },
     /// Nothing is written this time (see `Plan::blocked`).
-    Blocked { reason: &'static str, message: String },
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
 }
 
 impl Outcome {
@@ -295,7 +324,9 @@ impl Outcome {
 
     pub fn message(&self) -> String {
         match self {
-            Outcome::Rendered { entry, .. } => format!("rendered into {} as {}", entry.section(), entry.principal()),
+            Outcome::Rendered { entry, .. } => {
+                format!("rendered into {} as {}", entry.section(), entry.principal())
+            }
             Outcome::Invalid { problems, kept } => {
                 let list: Vec<_> = problems.iter().map(Problem::to_string).collect();
                 let mut message = list.join("; ");
@@ -313,7 +344,9 @@ impl Outcome {
             Outcome::Protected { principal } => format!(
                 "{principal} is a protected principal (--protected-arn): the operator never changes or removes its aws-auth entry"
             ),
-            Outcome::GroupNotAllowed { group, rule } => format!("group `{group}` is not allowed: it {rule}"),
+            Outcome::GroupNotAllowed { group, rule } => {
+                format!("group `{group}` is not allowed: it {rule}")
+            }
             Outcome::Blocked { message, .. } => message.clone(),
         }
     }
@@ -348,7 +381,10 @@ impl fmt::Display for Blocked {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Blocked::LiveAwsAuthMalformed { diagnostics } => {
-                write!(f, "the live aws-auth cannot be parsed and no good revision can restore it: ")?;
+                write!(
+                    f,
+                    "the live aws-auth cannot be parsed and no good revision can restore it: "
+                )?;
                 let list: Vec<_> = diagnostics.iter().map(Diagnostic::to_string).collect();
                 f.write_str(&list.join("; "))
             }
@@ -375,7 +411,11 @@ pub enum Note {
     /// A mapping replaced an unmanaged entry for its principal.
     TookOver { mapping: String, previous: Entry },
     /// Unmanaged entries of a malformed key were restored from the last good revision.
-    Recovered { section: Section, restored: usize, error: String },
+    Recovered {
+        section: Section,
+        restored: usize,
+        error: String,
+    },
     /// A managed entry that no mapping renders any more was removed.
     Removed { entry: Entry },
 }
@@ -437,7 +477,10 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
                     outcomes.insert(mapping.name.clone(), Outcome::Protected { principal });
                 } else if let Some((group, rule)) = settings.forbidden_group(entry.groups()) {
                     let group = group.to_string();
-                    outcomes.insert(mapping.name.clone(), Outcome::GroupNotAllowed { group, rule });
+                    outcomes.insert(
+                        mapping.name.clone(),
+                        Outcome::GroupNotAllowed { group, rule },
+                    );
                 } else {
                     candidates.entry(key).or_default().push((mapping, entry));
                 }
@@ -450,14 +493,21 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     let mut notes_takeover = Vec::new();
     for (key, mut contenders) in candidates {
         contenders.sort_by(|(a, _), (b, _)| {
-            (a.creation_timestamp.is_none(), &a.creation_timestamp, &a.name).cmp(&(
-                b.creation_timestamp.is_none(),
-                &b.creation_timestamp,
-                &b.name,
-            ))
+            (
+                a.creation_timestamp.is_none(),
+                &a.creation_timestamp,
+                &a.name,
+            )
+                .cmp(&(
+                    b.creation_timestamp.is_none(),
+                    &b.creation_timestamp,
+                    &b.name,
+                ))
         });
         let mut contenders = contenders.into_iter();
-        let Some((winner, entry)) = contenders.next() else { continue };
+        let Some((winner, entry)) = contenders.next() else {
+            continue;
+        };
         for (loser, _) in contenders {
             outcomes.insert(
                 loser.name.clone(),
@@ -469,7 +519,9 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         }
         let live_for_key = live_by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
         let was_managed = live.managed.contains(&key);
-        let took_over = (!was_managed).then(|| live_for_key.last().cloned()).flatten();
+        let took_over = (!was_managed)
+            .then(|| live_for_key.last().cloned())
+            .flatten();
         if let Some(previous) = &took_over {
             notes_takeover.push(Note::TookOver {
                 mapping: winner.name.clone(),
@@ -483,17 +535,29 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         };
         // Report mode leaves a hand edit of an unchanged spec in place.
         let written = match &drift {
-            Some(d) if !d.repaired => live_for_key.last().cloned().unwrap_or_else(|| entry.clone()),
+            Some(d) if !d.repaired => live_for_key
+                .last()
+                .cloned()
+                .unwrap_or_else(|| entry.clone()),
             _ => entry.clone(),
         };
         desired.insert(key, written);
-        outcomes.insert(winner.name.clone(), Outcome::Rendered { entry, took_over, drift });
+        outcomes.insert(
+            winner.name.clone(),
+            Outcome::Rendered {
+                entry,
+                took_over,
+                drift,
+            },
+        );
     }
     notes.extend(notes_takeover);
 
     // Invalid mappings keep serving their last valid entry.
     for outcome in outcomes.values() {
-        if let Outcome::Invalid { kept: Some(entry), .. } = outcome
+        if let Outcome::Invalid {
+            kept: Some(entry), ..
+        } = outcome
             && !settings.protected.contains(&entry.key())
         {
             desired.entry(entry.key()).or_insert_with(|| entry.clone());
@@ -505,7 +569,8 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     let mut unmanaged_entries = 0;
     for (_, entry) in live_entries.iter() {
         let key = entry.key();
-        let keep = settings.protected.contains(&key) || (!live.managed.contains(&key) && !desired.contains_key(&key));
+        let keep = settings.protected.contains(&key)
+            || (!live.managed.contains(&key) && !desired.contains_key(&key));
         if keep {
             unmanaged_entries += 1;
             next.push(entry);
@@ -537,7 +602,9 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     sort_entries(&mut live_sorted);
     for section in Section::ALL {
         // A section whose meaning is unchanged keeps its text byte for byte.
-        if section_entries_equal(section, &live_sorted, &next) && !parsed.malformed.contains(&section) {
+        if section_entries_equal(section, &live_sorted, &next)
+            && !parsed.malformed.contains(&section)
+        {
             continue;
         }
         plan.rewritten.insert(section);
@@ -573,13 +640,25 @@ fn recover(
             .cloned()
             .collect()
     };
-    let all_errors = || parsed.malformed.iter().flat_map(|s| section_errors(*s)).collect();
+    let all_errors = || {
+        parsed
+            .malformed
+            .iter()
+            .flat_map(|s| section_errors(*s))
+            .collect()
+    };
     let good = match (&live.last_good, settings.recover_malformed) {
         (Some(good), true) => parse_data(good),
-        _ => return Err(Blocked::LiveAwsAuthMalformed { diagnostics: all_errors() }),
+        _ => {
+            return Err(Blocked::LiveAwsAuthMalformed {
+                diagnostics: all_errors(),
+            });
+        }
     };
     if parsed.malformed.iter().any(|s| good.malformed.contains(s)) {
-        return Err(Blocked::LiveAwsAuthMalformed { diagnostics: all_errors() });
+        return Err(Blocked::LiveAwsAuthMalformed {
+            diagnostics: all_errors(),
+        });
     }
     let mut entries = parsed.entries.clone();
     for &section in &parsed.malformed {
@@ -633,7 +712,12 @@ fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
 }
 
 /// Drift: aws-auth no longer holds exactly what the operator last wrote for this mapping.
-fn detect_drift(mapping: &MappingInput, desired: &Entry, live: &[Entry], policy: DriftPolicy) -> Option<Drift> {
+fn detect_drift(
+    mapping: &MappingInput,
+    desired: &Entry,
+    live: &[Entry],
+    policy: DriftPolicy,
+) -> Option<Box<Drift>> {
     let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
     let reference = last_written.as_ref().unwrap_or(desired);
     if live.len() == 1 && &live[0] == reference {
@@ -645,11 +729,11 @@ fn detect_drift(mapping: &MappingInput, desired: &Entry, live: &[Entry], policy:
         return None;
     }
     let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);
-    Some(Drift {
+    Some(Box::new(Drift {
         live: live.to_vec(),
         desired: desired.clone(),
         repaired: policy == DriftPolicy::Repair || !spec_unchanged || live.is_empty(),
-    })
+    }))
 }
 
 fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntries) -> bool {
@@ -664,7 +748,9 @@ fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntrie
 fn check_write(plan: &Plan, intended: &AwsAuthEntries, settings: &Settings) -> Option<Blocked> {
     let reparsed = parse_data(&plan.data);
     for &section in &plan.rewritten {
-        if reparsed.malformed.contains(&section) || !section_entries_equal(section, &reparsed.entries, intended) {
+        if reparsed.malformed.contains(&section)
+            || !section_entries_equal(section, &reparsed.entries, intended)
+        {
             return Some(Blocked::RoundTripMismatch { section });
         }
     }

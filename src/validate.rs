@@ -68,7 +68,11 @@ pub fn validate(spec: &IamIdentityMappingSpec) -> Result<Entry, Vec<Problem>> {
     }
 }
 
-fn validate_arn_mapping(spec: &IamIdentityMappingSpec, raw: &str, problems: &mut Vec<Problem>) -> Option<Entry> {
+fn validate_arn_mapping(
+    spec: &IamIdentityMappingSpec,
+    raw: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Entry> {
     let arn = match IamArn::parse(raw) {
         Ok(arn) => Some(arn),
         Err(err) => {
@@ -112,7 +116,11 @@ fn validate_arn_mapping(spec: &IamIdentityMappingSpec, raw: &str, problems: &mut
     })
 }
 
-fn validate_account_mapping(spec: &IamIdentityMappingSpec, account: &str, problems: &mut Vec<Problem>) -> Option<Entry> {
+fn validate_account_mapping(
+    spec: &IamIdentityMappingSpec,
+    account: &str,
+    problems: &mut Vec<Problem>,
+) -> Option<Entry> {
     let mut ok = true;
     if !is_account_id(account) {
         problems.push(Problem::new(
@@ -151,7 +159,11 @@ fn check_groups(spec: &IamIdentityMappingSpec, problems: &mut Vec<Problem>) {
     for (i, group) in spec.groups.iter().enumerate() {
         let field = format!("spec.groups[{i}]");
         if group.is_empty() {
-            problems.push(Problem::new("EmptyGroup", field, "group names must not be empty"));
+            problems.push(Problem::new(
+                "EmptyGroup",
+                field,
+                "group names must not be empty",
+            ));
         } else if group.chars().any(char::is_whitespace) {
             problems.push(Problem::new(
                 "GroupHasWhitespace",
@@ -170,7 +182,12 @@ fn check_groups(spec: &IamIdentityMappingSpec, problems: &mut Vec<Problem>) {
     }
 }
 
-fn check_templates(field: &str, text: &str, kind: Option<PrincipalKind>, problems: &mut Vec<Problem>) {
+fn check_templates(
+    field: &str,
+    text: &str,
+    kind: Option<PrincipalKind>,
+    problems: &mut Vec<Problem>,
+) {
     for variable in template_variables(text) {
         if !variable.known {
             problems.push(Problem::new(
@@ -203,7 +220,12 @@ fn check_templates(field: &str, text: &str, kind: Option<PrincipalKind>, problem
 mod tests {
     use super::*;
 
-    fn spec(arn: Option<&str>, account: Option<&str>, username: Option<&str>, groups: &[&str]) -> IamIdentityMappingSpec {
+    fn spec(
+        arn: Option<&str>,
+        account: Option<&str>,
+        username: Option<&str>,
+        groups: &[&str],
+    ) -> IamIdentityMappingSpec {
         IamIdentityMappingSpec {
             arn: arn.map(str::to_string),
             account: account.map(str::to_string),
@@ -213,7 +235,11 @@ mod tests {
     }
 
     fn reasons(spec: &IamIdentityMappingSpec) -> Vec<&'static str> {
-        validate(spec).unwrap_err().into_iter().map(|p| p.reason).collect()
+        validate(spec)
+            .unwrap_err()
+            .into_iter()
+            .map(|p| p.reason)
+            .collect()
     }
 
     #[test]
@@ -238,8 +264,17 @@ mod tests {
 
     #[test]
     fn user_keeps_path() {
-        let entry = validate(&spec(Some("arn:aws:iam::111122223333:user/ops/alice"), None, Some("alice"), &[])).unwrap();
-        assert_eq!(entry.principal(), "arn:aws:iam::111122223333:user/ops/alice");
+        let entry = validate(&spec(
+            Some("arn:aws:iam::111122223333:user/ops/alice"),
+            None,
+            Some("alice"),
+            &[],
+        ))
+        .unwrap();
+        assert_eq!(
+            entry.principal(),
+            "arn:aws:iam::111122223333:user/ops/alice"
+        );
         assert!(matches!(entry, Entry::User(_)));
     }
 
@@ -251,14 +286,25 @@ mod tests {
             reasons(&spec(None, Some("111122223333"), Some("x"), &["g"])),
             vec!["AccountTakesNoUsername", "AccountTakesNoGroups"]
         );
-        assert_eq!(reasons(&spec(None, Some("1234"), None, &[])), vec!["InvalidAccount"]);
+        assert_eq!(
+            reasons(&spec(None, Some("1234"), None, &[])),
+            vec!["InvalidAccount"]
+        );
     }
 
     #[test]
     fn exactly_one_principal() {
-        assert_eq!(reasons(&spec(None, None, Some("u"), &[])), vec!["NoPrincipal"]);
         assert_eq!(
-            reasons(&spec(Some("arn:aws:iam::111122223333:role/a"), Some("111122223333"), Some("u"), &[])),
+            reasons(&spec(None, None, Some("u"), &[])),
+            vec!["NoPrincipal"]
+        );
+        assert_eq!(
+            reasons(&spec(
+                Some("arn:aws:iam::111122223333:role/a"),
+                Some("111122223333"),
+                Some("u"),
+                &[]
+            )),
             vec!["ArnAndAccount"]
         );
     }
@@ -286,27 +332,53 @@ mod tests {
 
     #[test]
     fn templates() {
-        assert!(validate(&spec(
-            Some("arn:aws:iam::111122223333:role/node"),
-            None,
-            Some("system:node:{{EC2PrivateDNSName}}"),
-            &["system:bootstrappers", "system:nodes"],
-        ))
-        .is_ok());
+        assert!(
+            validate(&spec(
+                Some("arn:aws:iam::111122223333:role/node"),
+                None,
+                Some("system:node:{{EC2PrivateDNSName}}"),
+                &["system:bootstrappers", "system:nodes"],
+            ))
+            .is_ok()
+        );
         assert_eq!(
-            reasons(&spec(Some("arn:aws:iam::111122223333:role/a"), None, Some("{{sessionname}}"), &[])),
+            reasons(&spec(
+                Some("arn:aws:iam::111122223333:role/a"),
+                None,
+                Some("{{sessionname}}"),
+                &[]
+            )),
             vec!["UnknownTemplateVariable"]
         );
         assert_eq!(
-            reasons(&spec(Some("arn:aws:iam::111122223333:user/a"), None, Some("u-{{SessionName}}"), &[])),
+            reasons(&spec(
+                Some("arn:aws:iam::111122223333:user/a"),
+                None,
+                Some("u-{{SessionName}}"),
+                &[]
+            )),
             vec!["TemplateNotApplicable"]
         );
-        assert!(validate(&spec(Some("arn:aws:iam::111122223333:user/a"), None, Some("u-{{AccessKeyID}}-{{AccountID}}"), &[])).is_ok());
+        assert!(
+            validate(&spec(
+                Some("arn:aws:iam::111122223333:user/a"),
+                None,
+                Some("u-{{AccessKeyID}}-{{AccountID}}"),
+                &[]
+            ))
+            .is_ok()
+        );
     }
 
     #[test]
     fn problems_name_the_field() {
-        let problems = validate(&spec(Some("arn:aws:iam::111122223333:role/a"), None, Some("u"), &["ok", "bad group"])).unwrap_err();
+        let problems = validate(&spec(
+            Some("arn:aws:iam::111122223333:role/a"),
+            None,
+            Some("u"),
+            &["ok", "bad group"],
+        ))
+        .unwrap_err();
         assert_eq!(problems[0].field, "spec.groups[1]");
         assert!(problems[0].to_string().contains("bad group"));
     }

@@ -155,8 +155,18 @@ impl AwsAuthEntries {
 
     /// Every entry in section order, with its index inside its section.
     pub fn iter(&self) -> impl Iterator<Item = (usize, Entry)> + '_ {
-        let roles = self.roles.iter().cloned().enumerate().map(|(i, m)| (i, Entry::Role(m)));
-        let users = self.users.iter().cloned().enumerate().map(|(i, m)| (i, Entry::User(m)));
+        let roles = self
+            .roles
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, m)| (i, Entry::Role(m)));
+        let users = self
+            .users
+            .iter()
+            .cloned()
+            .enumerate()
+            .map(|(i, m)| (i, Entry::User(m)));
         let accounts = self
             .accounts
             .iter()

@@ -144,7 +144,13 @@ impl fmt::Display for Diagnostic {
         if let (Some(line), Some(column)) = (self.line, self.column) {
             write!(f, " (line {line}, column {column})")?;
         }
-        write!(f, ": {} {}: {}", self.severity, self.reason.reason(), self.message)
+        write!(
+            f,
+            ": {} {}: {}",
+            self.severity,
+            self.reason.reason(),
+            self.message
+        )
     }
 }
 
@@ -161,7 +167,9 @@ pub struct ParsedAwsAuth {
 
 impl ParsedAwsAuth {
     pub fn has_errors(&self) -> bool {
-        self.diagnostics.iter().any(|d| d.severity == Severity::Error)
+        self.diagnostics
+            .iter()
+            .any(|d| d.severity == Severity::Error)
     }
 }
 
@@ -220,7 +228,14 @@ impl<'a> SectionParser<'a> {
         SectionParser { section, out }
     }
 
-    fn push(&mut self, severity: Severity, reason: DiagnosticKind, entry: Option<usize>, pos: Option<Pos>, message: String) {
+    fn push(
+        &mut self,
+        severity: Severity,
+        reason: DiagnosticKind,
+        entry: Option<usize>,
+        pos: Option<Pos>,
+        message: String,
+    ) {
         self.out.diagnostics.push(Diagnostic {
             severity,
             reason,
@@ -241,7 +256,13 @@ impl<'a> SectionParser<'a> {
                     "invalid YAML: {}; the authenticator drops every entry of {}",
                     err.message, self.section
                 );
-                self.push(Severity::Error, DiagnosticKind::YamlError, None, Some(err.pos), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::YamlError,
+                    None,
+                    Some(err.pos),
+                    message,
+                );
                 return;
             }
         };
@@ -250,7 +271,13 @@ impl<'a> SectionParser<'a> {
                 "{} holds {} more YAML document(s) after the first; the authenticator reads only the first",
                 self.section, doc.extra_documents
             );
-            self.push(Severity::Error, DiagnosticKind::ExtraDocument, None, None, message);
+            self.push(
+                Severity::Error,
+                DiagnosticKind::ExtraDocument,
+                None,
+                None,
+                message,
+            );
         }
         let items = match doc.root {
             None
@@ -267,7 +294,13 @@ impl<'a> SectionParser<'a> {
                     other.kind_name(),
                     self.section
                 );
-                self.push(Severity::Error, DiagnosticKind::NotAList, None, Some(other.pos()), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::NotAList,
+                    None,
+                    Some(other.pos()),
+                    message,
+                );
                 return;
             }
         };
@@ -300,12 +333,22 @@ impl<'a> SectionParser<'a> {
                 resolved: ScalarType::Null,
                 ..
             } => String::new(),
-            Node::Scalar { value, resolved, pos } => {
+            Node::Scalar {
+                value,
+                resolved,
+                pos,
+            } => {
                 let message = format!(
                     "`{field}: {value}` is unquoted, so YAML 1.1 reads it as {}; the authenticator leaves {field} empty. Quote it: \"{value}\"",
                     resolved.describe()
                 );
-                self.push(Severity::Error, DiagnosticKind::Coerced, Some(index), Some(*pos), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::Coerced,
+                    Some(index),
+                    Some(*pos),
+                    message,
+                );
                 String::new()
             }
             other => {
@@ -313,7 +356,13 @@ impl<'a> SectionParser<'a> {
                     "`{field}` must be a string but is {}; the authenticator leaves it empty",
                     other.kind_name()
                 );
-                self.push(Severity::Error, DiagnosticKind::FieldWrongType, Some(index), Some(other.pos()), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::FieldWrongType,
+                    Some(index),
+                    Some(other.pos()),
+                    message,
+                );
                 String::new()
             }
         }
@@ -326,17 +375,33 @@ impl<'a> SectionParser<'a> {
                 resolved: ScalarType::Str,
                 ..
             } => value.clone(),
-            Node::Scalar { value, resolved, pos } if *resolved != ScalarType::Null => {
+            Node::Scalar {
+                value,
+                resolved,
+                pos,
+            } if *resolved != ScalarType::Null => {
                 let message = format!(
                     "account `{value}` is unquoted, so YAML 1.1 reads it as {}; the authenticator gets an empty account id. Quote it: \"{value}\"",
                     resolved.describe()
                 );
-                self.push(Severity::Error, DiagnosticKind::Coerced, Some(index), Some(*pos), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::Coerced,
+                    Some(index),
+                    Some(*pos),
+                    message,
+                );
                 return String::new();
             }
             Node::Scalar { pos, .. } => {
                 let message = "empty account id: this entry never matches".to_string();
-                self.push(Severity::Error, DiagnosticKind::InvalidAccountId, Some(index), Some(*pos), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::InvalidAccountId,
+                    Some(index),
+                    Some(*pos),
+                    message,
+                );
                 return String::new();
             }
             other => {
@@ -344,15 +409,26 @@ impl<'a> SectionParser<'a> {
                     "mapAccounts entries are account ids, but this one is {}; the authenticator gets an empty account id",
                     other.kind_name()
                 );
-                self.push(Severity::Error, DiagnosticKind::EntryWrongType, Some(index), Some(other.pos()), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::EntryWrongType,
+                    Some(index),
+                    Some(other.pos()),
+                    message,
+                );
                 return String::new();
             }
         };
         if !is_account_id(&account) {
-            let message = format!(
-                "`{account}` is not a 12-digit AWS account id: this entry never matches"
+            let message =
+                format!("`{account}` is not a 12-digit AWS account id: this entry never matches");
+            self.push(
+                Severity::Error,
+                DiagnosticKind::InvalidAccountId,
+                Some(index),
+                Some(item.pos()),
+                message,
             );
-            self.push(Severity::Error, DiagnosticKind::InvalidAccountId, Some(index), Some(item.pos()), message);
         }
         account
     }
@@ -364,7 +440,13 @@ impl<'a> SectionParser<'a> {
                 self.section,
                 item.kind_name()
             );
-            self.push(Severity::Error, DiagnosticKind::EntryWrongType, Some(index), Some(item.pos()), message);
+            self.push(
+                Severity::Error,
+                DiagnosticKind::EntryWrongType,
+                Some(index),
+                Some(item.pos()),
+                message,
+            );
             return ArnMapping::default();
         };
         let arn_field = self.section.arn_field();
@@ -386,23 +468,44 @@ impl<'a> SectionParser<'a> {
                         let message = format!(
                             "field `{key}` only matches `{field}` case-insensitively; write `{field}`"
                         );
-                        self.push(Severity::Warning, DiagnosticKind::FieldNameCase, Some(index), Some(key_node.pos()), message);
+                        self.push(
+                            Severity::Warning,
+                            DiagnosticKind::FieldNameCase,
+                            Some(index),
+                            Some(key_node.pos()),
+                            message,
+                        );
                     }
-                    matched.entry(field).or_default().push((key, value, key_node.pos()));
+                    matched
+                        .entry(field)
+                        .or_default()
+                        .push((key, value, key_node.pos()));
                 }
                 None if key.eq_ignore_ascii_case(other_arn_field) => {
                     let message = format!(
                         "{} entries use `{arn_field}`, not `{key}`; the authenticator ignores `{key}` and this entry never matches",
                         self.section
                     );
-                    self.push(Severity::Error, DiagnosticKind::WrongArnField, Some(index), Some(key_node.pos()), message);
+                    self.push(
+                        Severity::Error,
+                        DiagnosticKind::WrongArnField,
+                        Some(index),
+                        Some(key_node.pos()),
+                        message,
+                    );
                     mapping.extra.insert(key, value.to_json());
                 }
                 None => {
                     let message = format!(
                         "field `{key}` is not one of {arn_field}, username, groups; the authenticator ignores it"
                     );
-                    self.push(Severity::Warning, DiagnosticKind::UnknownField, Some(index), Some(key_node.pos()), message);
+                    self.push(
+                        Severity::Warning,
+                        DiagnosticKind::UnknownField,
+                        Some(index),
+                        Some(key_node.pos()),
+                        message,
+                    );
                     mapping.extra.insert(key, value.to_json());
                 }
             }
@@ -417,9 +520,17 @@ impl<'a> SectionParser<'a> {
                     candidates[candidates.len() - 1].0
                 );
                 let at = candidates[0].2;
-                self.push(Severity::Error, DiagnosticKind::DuplicateField, Some(index), Some(at), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::DuplicateField,
+                    Some(index),
+                    Some(at),
+                    message,
+                );
             }
-            let Some((_, node, _)) = candidates.pop() else { continue };
+            let Some((_, node, _)) = candidates.pop() else {
+                continue;
+            };
             match field {
                 "username" => mapping.username = self.string_value(index, field, node),
                 "groups" => mapping.groups = self.groups(index, node),
@@ -445,7 +556,13 @@ impl<'a> SectionParser<'a> {
                     "`groups` must be a list but is {}; the authenticator drops every group of this entry",
                     other.kind_name()
                 );
-                self.push(Severity::Error, DiagnosticKind::FieldWrongType, Some(index), Some(other.pos()), message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::FieldWrongType,
+                    Some(index),
+                    Some(other.pos()),
+                    message,
+                );
                 Vec::new()
             }
         }
@@ -456,18 +573,36 @@ impl<'a> SectionParser<'a> {
         let at = Some(pos);
         if mapping.arn.is_empty() {
             let message = format!("no `{arn_field}`: this entry never matches");
-            self.push(Severity::Error, DiagnosticKind::MissingArn, Some(index), at, message);
+            self.push(
+                Severity::Error,
+                DiagnosticKind::MissingArn,
+                Some(index),
+                at,
+                message,
+            );
         } else if let Some(placeholder) = find_placeholder(&mapping.arn) {
             let message = format!(
                 "`{}` still holds the placeholder `{placeholder}`: this entry never matches",
                 mapping.arn
             );
-            self.push(Severity::Error, DiagnosticKind::PlaceholderInArn, Some(index), at, message);
+            self.push(
+                Severity::Error,
+                DiagnosticKind::PlaceholderInArn,
+                Some(index),
+                at,
+                message,
+            );
         } else {
             match IamArn::parse(&mapping.arn) {
                 Err(err) => {
                     let message = format!("{err}; this entry never matches");
-                    self.push(Severity::Error, DiagnosticKind::InvalidArn, Some(index), at, message);
+                    self.push(
+                        Severity::Error,
+                        DiagnosticKind::InvalidArn,
+                        Some(index),
+                        at,
+                        message,
+                    );
                 }
                 Ok(arn) => self.check_arn(index, pos, &arn),
             }
@@ -477,8 +612,16 @@ impl<'a> SectionParser<'a> {
             _ => PrincipalKind::User,
         };
         if mapping.username.is_empty() {
-            let message = "empty username: callers matched by this entry get no Kubernetes identity".to_string();
-            self.push(Severity::Error, DiagnosticKind::MissingUsername, Some(index), at, message);
+            let message =
+                "empty username: callers matched by this entry get no Kubernetes identity"
+                    .to_string();
+            self.push(
+                Severity::Error,
+                DiagnosticKind::MissingUsername,
+                Some(index),
+                at,
+                message,
+            );
         }
         for (what, text) in std::iter::once(("username", &mapping.username))
             .chain(mapping.groups.iter().map(|g| ("group", g)))
@@ -489,7 +632,13 @@ impl<'a> SectionParser<'a> {
                         "{what} `{text}` uses `{{{{{}}}}}`, which the authenticator does not substitute (known: {{{{AccountID}}}}, {{{{SessionName}}}}, {{{{SessionNameRaw}}}}, {{{{AccessKeyID}}}}, {{{{EC2PrivateDNSName}}}}); it stays verbatim",
                         variable.variable
                     );
-                    self.push(Severity::Error, DiagnosticKind::UnknownTemplateVariable, Some(index), at, message);
+                    self.push(
+                        Severity::Error,
+                        DiagnosticKind::UnknownTemplateVariable,
+                        Some(index),
+                        at,
+                        message,
+                    );
                 } else if kind == PrincipalKind::User
                     && matches!(
                         variable.variable.as_str(),
@@ -500,17 +649,35 @@ impl<'a> SectionParser<'a> {
                         "{what} `{text}` uses `{{{{{}}}}}`, which only role sessions have",
                         variable.variable
                     );
-                    self.push(Severity::Error, DiagnosticKind::TemplateNotApplicable, Some(index), at, message);
+                    self.push(
+                        Severity::Error,
+                        DiagnosticKind::TemplateNotApplicable,
+                        Some(index),
+                        at,
+                        message,
+                    );
                 }
             }
         }
         for group in &mapping.groups {
             if group.is_empty() {
                 let message = "empty group name".to_string();
-                self.push(Severity::Warning, DiagnosticKind::EmptyGroup, Some(index), at, message);
+                self.push(
+                    Severity::Warning,
+                    DiagnosticKind::EmptyGroup,
+                    Some(index),
+                    at,
+                    message,
+                );
             } else if group.chars().any(char::is_whitespace) {
                 let message = format!("group `{group}` contains whitespace");
-                self.push(Severity::Warning, DiagnosticKind::GroupHasWhitespace, Some(index), at, message);
+                self.push(
+                    Severity::Warning,
+                    DiagnosticKind::GroupHasWhitespace,
+                    Some(index),
+                    at,
+                    message,
+                );
             }
         }
     }
@@ -522,13 +689,25 @@ impl<'a> SectionParser<'a> {
                 let message = format!(
                     "`{arn}` is a user ARN in mapRoles: move it to mapUsers (as userarn); here it never matches"
                 );
-                self.push(Severity::Error, DiagnosticKind::WrongSection, Some(index), at, message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::WrongSection,
+                    Some(index),
+                    at,
+                    message,
+                );
             }
             (Section::MapUsers, PrincipalKind::Role) => {
                 let message = format!(
                     "`{arn}` is a role ARN in mapUsers: move it to mapRoles (as rolearn); here it never matches"
                 );
-                self.push(Severity::Error, DiagnosticKind::WrongSection, Some(index), at, message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::WrongSection,
+                    Some(index),
+                    at,
+                    message,
+                );
             }
             (Section::MapRoles, PrincipalKind::Role) if arn.has_path() => {
                 let message = format!(
@@ -536,7 +715,13 @@ impl<'a> SectionParser<'a> {
                     arn.path,
                     arn.aws_auth_arn()
                 );
-                self.push(Severity::Error, DiagnosticKind::RoleArnHasPath, Some(index), at, message);
+                self.push(
+                    Severity::Error,
+                    DiagnosticKind::RoleArnHasPath,
+                    Some(index),
+                    at,
+                    message,
+                );
             }
             _ => {}
         }
@@ -556,7 +741,13 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
         if let Some(&winner) = last_role.get(&role.arn.to_lowercase())
             && winner != i
         {
-            diagnostics.push(duplicate(Section::MapRoles, i, winner, &role.arn, &parsed.entries.roles[winner].arn));
+            diagnostics.push(duplicate(
+                Section::MapRoles,
+                i,
+                winner,
+                &role.arn,
+                &parsed.entries.roles[winner].arn,
+            ));
         }
     }
     // Users: key = exact ARN, last wins; case variants both stay and race.
@@ -565,14 +756,23 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
     for (i, user) in parsed.entries.users.iter().enumerate() {
         if !user.arn.is_empty() {
             last_user.insert(&user.arn, i);
-            by_folded.entry(user.arn.to_lowercase()).or_default().insert(&user.arn);
+            by_folded
+                .entry(user.arn.to_lowercase())
+                .or_default()
+                .insert(&user.arn);
         }
     }
     for (i, user) in parsed.entries.users.iter().enumerate() {
         if let Some(&winner) = last_user.get(user.arn.as_str())
             && winner != i
         {
-            diagnostics.push(duplicate(Section::MapUsers, i, winner, &user.arn, &user.arn));
+            diagnostics.push(duplicate(
+                Section::MapUsers,
+                i,
+                winner,
+                &user.arn,
+                &user.arn,
+            ));
         }
     }
     for variants in by_folded.values().filter(|v| v.len() > 1) {
@@ -614,7 +814,13 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
     parsed.diagnostics.extend(diagnostics);
 }
 
-fn duplicate(section: Section, loser: usize, winner: usize, arn: &str, winner_arn: &str) -> Diagnostic {
+fn duplicate(
+    section: Section,
+    loser: usize,
+    winner: usize,
+    arn: &str,
+    winner_arn: &str,
+) -> Diagnostic {
     Diagnostic {
         severity: Severity::Error,
         reason: DiagnosticKind::DuplicatePrincipal,

@@ -21,7 +21,9 @@ pub fn render_data(entries: &AwsAuthEntries) -> ConfigMapData {
     sort_entries(&mut sorted);
     Section::ALL
         .into_iter()
-        .filter_map(|section| render_section(section, &sorted).map(|text| (section.key().to_string(), text)))
+        .filter_map(|section| {
+            render_section(section, &sorted).map(|text| (section.key().to_string(), text))
+        })
         .collect()
 }
 
@@ -30,7 +32,11 @@ pub fn render_section(section: Section, entries: &AwsAuthEntries) -> Option<Stri
     let mut out = String::new();
     match section {
         Section::MapRoles | Section::MapUsers => {
-            let list = if section == Section::MapRoles { &entries.roles } else { &entries.users };
+            let list = if section == Section::MapRoles {
+                &entries.roles
+            } else {
+                &entries.users
+            };
             if list.is_empty() {
                 return None;
             }

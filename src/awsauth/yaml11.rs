@@ -84,7 +84,9 @@ impl Node {
     pub fn to_json(&self) -> serde_json::Value {
         use serde_json::Value;
         match self {
-            Node::Scalar { value, resolved, .. } => match resolved {
+            Node::Scalar {
+                value, resolved, ..
+            } => match resolved {
                 ScalarType::Str | ScalarType::Merge => Value::String(value.clone()),
                 ScalarType::Bool(b) => Value::Bool(*b),
                 ScalarType::Null => Value::Null,
@@ -105,7 +107,9 @@ impl Node {
     /// A mapping key as it appears in the JSON object (non-string keys are stringified).
     pub fn key_string(&self) -> String {
         match self {
-            Node::Scalar { value, resolved, .. } => match resolved {
+            Node::Scalar {
+                value, resolved, ..
+            } => match resolved {
                 ScalarType::Bool(b) => b.to_string(),
                 ScalarType::Null => "null".to_string(),
                 _ => value.clone(),
@@ -200,14 +204,18 @@ impl Builder {
                 };
                 self.finish(node, anchor);
             }
-            Event::SequenceStart(_, anchor, _) => self.stack.push(Open::Seq(Vec::new(), pos, anchor)),
+            Event::SequenceStart(_, anchor, _) => {
+                self.stack.push(Open::Seq(Vec::new(), pos, anchor))
+            }
             Event::MappingStart(_, anchor, _) => {
                 self.stack.push(Open::Map(Vec::new(), None, pos, anchor))
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 let (node, anchor) = match self.stack.pop() {
                     Some(Open::Seq(items, pos, anchor)) => (Node::Seq { items, pos }, anchor),
-                    Some(Open::Map(entries, _, pos, anchor)) => (Node::Map { entries, pos }, anchor),
+                    Some(Open::Map(entries, _, pos, anchor)) => {
+                        (Node::Map { entries, pos }, anchor)
+                    }
                     None => {
                         return Err(YamlError {
                             pos,
@@ -249,7 +257,13 @@ impl Builder {
             Some(Open::Map(entries, pending_key, ..)) => match pending_key.take() {
                 None => *pending_key = Some(node),
                 Some(key) => {
-                    if matches!(&key, Node::Scalar { resolved: ScalarType::Merge, .. }) {
+                    if matches!(
+                        &key,
+                        Node::Scalar {
+                            resolved: ScalarType::Merge,
+                            ..
+                        }
+                    ) {
                         merge_into(entries, node);
                     } else {
                         entries.push((key, node));
@@ -276,7 +290,10 @@ fn merge_into(entries: &mut Vec<(Node, Node)>, source: Node) {
     for merged in sources {
         for (k, v) in merged {
             let key = k.key_string();
-            if !entries.iter().any(|(existing, _)| existing.key_string() == key) {
+            if !entries
+                .iter()
+                .any(|(existing, _)| existing.key_string() == key)
+            {
                 entries.push((k, v));
             }
         }
@@ -426,7 +443,9 @@ mod tests {
 
     #[test]
     fn yaml11_booleans_are_not_strings() {
-        for s in ["on", "On", "ON", "off", "yes", "no", "y", "N", "true", "FALSE"] {
+        for s in [
+            "on", "On", "ON", "off", "yes", "no", "y", "N", "true", "FALSE",
+        ] {
             assert!(matches!(resolve_plain(s), ScalarType::Bool(_)), "{s}");
         }
         for s in ["oN", "yES", "tRUE", "none", "nope", "system:masters", "ok"] {
@@ -436,14 +455,45 @@ mod tests {
 
     #[test]
     fn yaml11_numbers_are_not_strings() {
-        for s in ["123456789012", "0", "-1", "+7", "0x1F", "0o17", "017", "0b101", "1_000", "-0b1"] {
+        for s in [
+            "123456789012",
+            "0",
+            "-1",
+            "+7",
+            "0x1F",
+            "0o17",
+            "017",
+            "0b101",
+            "1_000",
+            "-0b1",
+        ] {
             assert_eq!(resolve_plain(s), ScalarType::Int, "{s}");
         }
-        for s in ["1.5", "1e3", ".5", "012345678901", "1.", "-.5e-3", ".inf", "-.Inf", ".NaN"] {
+        for s in [
+            "1.5",
+            "1e3",
+            ".5",
+            "012345678901",
+            "1.",
+            "-.5e-3",
+            ".inf",
+            "-.Inf",
+            ".NaN",
+        ] {
             assert_eq!(resolve_plain(s), ScalarType::Float, "{s}");
         }
         // Overflowing hex, dates and odd forms stay strings, as in go-yaml v2.
-        for s in ["0xFFFFFFFFFFFFFFFFFFFF", "2024-01-01", "1e999", "0x", "+", "-", "1.2.3", "12a", "."] {
+        for s in [
+            "0xFFFFFFFFFFFFFFFFFFFF",
+            "2024-01-01",
+            "1e999",
+            "0x",
+            "+",
+            "-",
+            "1.2.3",
+            "12a",
+            ".",
+        ] {
             assert_eq!(resolve_plain(s), ScalarType::Str, "{s}");
         }
     }
@@ -459,7 +509,9 @@ mod tests {
     #[test]
     fn quoted_and_block_scalars_are_strings() {
         let doc = parse_document("- 'on'\n- \"123\"\n- |\n  yes\n- on\n- !!str 12\n").unwrap();
-        let Some(Node::Seq { items, .. }) = doc.root else { panic!() };
+        let Some(Node::Seq { items, .. }) = doc.root else {
+            panic!()
+        };
         let types: Vec<_> = items
             .iter()
             .map(|n| match n {
@@ -490,7 +542,9 @@ mod tests {
 
     #[test]
     fn anchors_and_merge_keys() {
-        let doc = parse_document("- &base {username: u, groups: [g]}\n- <<: *base\n  username: v\n").unwrap();
+        let doc =
+            parse_document("- &base {username: u, groups: [g]}\n- <<: *base\n  username: v\n")
+                .unwrap();
         let json = doc.root.unwrap().to_json();
         assert_eq!(json[1]["username"], "v");
         assert_eq!(json[1]["groups"][0], "g");

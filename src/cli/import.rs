@@ -41,12 +41,20 @@ pub fn run(args: ImportArgs) -> Result<u8, CliError> {
         } else {
             format!(" ({})", skipped.principal)
         };
-        eprintln!("not imported: {}{principal}: {}", skipped.entry, skipped.reasons.join("; "));
+        eprintln!(
+            "not imported: {}{principal}: {}",
+            skipped.entry,
+            skipped.reasons.join("; ")
+        );
     }
     eprintln!(
         "imported {} entries, {} not imported",
         result.mappings.len(),
         result.skipped.len()
     );
-    Ok(if result.skipped.is_empty() { exit::OK } else { exit::PROBLEMS })
+    Ok(if result.skipped.is_empty() {
+        exit::OK
+    } else {
+        exit::PROBLEMS
+    })
 }

@@ -16,7 +16,11 @@ use thiserror::Error;
 pub use crd::crd_yaml;
 
 #[derive(Debug, Parser)]
-#[command(name = "aws-auth-operator", version, about = "Declarative, validated management of the EKS aws-auth ConfigMap")]
+#[command(
+    name = "aws-auth-operator",
+    version,
+    about = "Declarative, validated management of the EKS aws-auth ConfigMap"
+)]
 pub struct Cli {
     /// Log format on stderr.
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "AWS_AUTH_OPERATOR_LOG_FORMAT")]
@@ -61,7 +65,10 @@ pub mod exit {
 #[derive(Debug, Error)]
 pub enum CliError {
     #[error("{path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Manifest(#[from] crate::manifest::ManifestError),
     #[error("{0}")]

@@ -1,21 +1,43 @@
 use std::collections::BTreeSet;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 
 use super::{CliError, exit, expand_paths, print_stdout, read_file};
 use crate::awsauth::CONFIGMAP_NAME;
-use crate::manifest::{ConfigMapDoc, aws_auth_configmap, configmap_yaml, parse_configmaps, parse_mappings};
-use crate::plan::{LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Settings, plan};
+use crate::manifest::{
+    ConfigMapDoc, aws_auth_configmap, configmap_yaml, parse_configmaps, parse_mappings,
+};
+use crate::plan::{
+    LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Settings, plan,
+};
 
 /// The examples shipped in `examples/`, rendered when no path is given.
 const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
-    ("examples/account.yaml", include_str!("../../examples/account.yaml")),
-    ("examples/iam-user.yaml", include_str!("../../examples/iam-user.yaml")),
-    ("examples/node-role.yaml", include_str!("../../examples/node-role.yaml")),
-    ("examples/platform-admin.yaml", include_str!("../../examples/platform-admin.yaml")),
-    ("examples/read-only.yaml", include_str!("../../examples/read-only.yaml")),
-    ("examples/sso-developers.yaml", include_str!("../../examples/sso-developers.yaml")),
+    (
+        "examples/account.yaml",
+        include_str!("../../examples/account.yaml"),
+    ),
+    (
+        "examples/iam-user.yaml",
+        include_str!("../../examples/iam-user.yaml"),
+    ),
+    (
+        "examples/node-role.yaml",
+        include_str!("../../examples/node-role.yaml"),
+    ),
+    (
+        "examples/platform-admin.yaml",
+        include_str!("../../examples/platform-admin.yaml"),
+    ),
+    (
+        "examples/read-only.yaml",
+        include_str!("../../examples/read-only.yaml"),
+    ),
+    (
+        "examples/sso-developers.yaml",
+        include_str!("../../examples/sso-developers.yaml"),
+    ),
 ];
 
 #[derive(Debug, Args)]
@@ -80,7 +102,9 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
         .with_group_policy(&args.allowed_groups, &args.denied_groups)
         .map_err(|e| CliError::Input(e.to_string()))?;
     for value in &args.protected {
-        settings.protect(value).map_err(|e| CliError::Input(e.to_string()))?;
+        settings
+            .protect(value)
+            .map_err(|e| CliError::Input(e.to_string()))?;
     }
     let live = match &args.live {
         Some(path) => live_from_file(path)?,
@@ -129,7 +153,7 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
     Ok(if failed > 0 { exit::PROBLEMS } else { exit::OK })
 }
 
-fn live_from_file(path: &PathBuf) -> Result<LiveAwsAuth, CliError> {
+fn live_from_file(path: &Path) -> Result<LiveAwsAuth, CliError> {
     let source = path.display().to_string();
     let configmaps = parse_configmaps(&read_file(path)?, &source)?;
     let cm = pick_aws_auth(configmaps)

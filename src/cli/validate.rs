@@ -54,7 +54,10 @@ pub fn run(args: ValidateArgs) -> Result<u8, CliError> {
     }
     let problems = reports.iter().any(|r| !r.diagnostics.is_empty());
     match args.output {
-        OutputFormat::Json => print_stdout(&format!("{}\n", serde_json::to_string_pretty(&reports).unwrap_or_default()))?,
+        OutputFormat::Json => print_stdout(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&reports).unwrap_or_default()
+        ))?,
         OutputFormat::Text => print_stdout(&text_report(&reports))?,
     }
     Ok(if problems { exit::PROBLEMS } else { exit::OK })
@@ -63,9 +66,15 @@ pub fn run(args: ValidateArgs) -> Result<u8, CliError> {
 fn text_report(reports: &[Report]) -> String {
     let mut out = String::new();
     for r in reports {
-        let counts = format!("{} roles, {} users, {} accounts", r.roles, r.users, r.accounts);
+        let counts = format!(
+            "{} roles, {} users, {} accounts",
+            r.roles, r.users, r.accounts
+        );
         if r.diagnostics.is_empty() {
-            out.push_str(&format!("{}: ConfigMap {}: ok ({counts})\n", r.file, r.configmap));
+            out.push_str(&format!(
+                "{}: ConfigMap {}: ok ({counts})\n",
+                r.file, r.configmap
+            ));
             continue;
         }
         out.push_str(&format!(
@@ -84,14 +93,19 @@ fn text_report(reports: &[Report]) -> String {
 /// ConfigMaps named aws-auth; failing that, any ConfigMap holding one of the keys (any casing).
 fn aws_auth_configmaps(configmaps: Vec<ConfigMapDoc>) -> Vec<ConfigMapDoc> {
     if configmaps.iter().any(|c| c.name == CONFIGMAP_NAME) {
-        return configmaps.into_iter().filter(|c| c.name == CONFIGMAP_NAME).collect();
+        return configmaps
+            .into_iter()
+            .filter(|c| c.name == CONFIGMAP_NAME)
+            .collect();
     }
     configmaps
         .into_iter()
         .filter(|c| {
-            c.data
-                .keys()
-                .any(|k| Section::ALL.iter().any(|s| s.key().eq_ignore_ascii_case(k.trim())))
+            c.data.keys().any(|k| {
+                Section::ALL
+                    .iter()
+                    .any(|s| s.key().eq_ignore_ascii_case(k.trim()))
+            })
         })
         .collect()
 }
