@@ -73,10 +73,9 @@ pub struct IamIdentityMappingSpec {
     #[schemars(length(min = 1, max = 1024))]
     pub username: Option<String>,
 
-    /// Kubernetes groups.
+    /// Kubernetes groups (non-empty, no whitespace; may use the same template variables).
     #[serde(default)]
-    #[schemars(inner(regex(pattern = r"^\S+$")))]
-    #[x_kube(validation = Rule::new("self.all(g, size(g) > 0)").message("groups must not be empty strings"))]
+    #[schemars(length(max = 64), inner(regex(pattern = r"^\S+$"), length(max = 256)))]
     pub groups: Vec<String>,
 }
 
@@ -99,6 +98,7 @@ pub struct IamIdentityMappingStatus {
     pub observed_generation: Option<i64>,
     /// Ready, Reconciling, Stalled (kstatus) and domain conditions: Valid, Conflict, Drifted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
     /// The aws-auth entry this mapping is rendered to, exactly as written.
     #[serde(default, skip_serializing_if = "Option::is_none")]

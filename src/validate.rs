@@ -12,6 +12,9 @@ use crate::api::IamIdentityMappingSpec;
 use crate::arn::{IamArn, PrincipalKind, is_account_id, template_variables};
 use crate::awsauth::{ArnMapping, Entry};
 
+/// Same bound as the CRD schema (`maxItems`), which keeps CEL cost estimates small.
+pub const MAX_GROUPS: usize = 64;
+
 /// One reason a mapping cannot be rendered.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Problem {
@@ -155,6 +158,16 @@ fn check_groups(spec: &IamIdentityMappingSpec, problems: &mut Vec<Problem>) {
         .as_deref()
         .and_then(|a| IamArn::parse(a).ok())
         .map(|a| a.kind);
+    if spec.groups.len() > MAX_GROUPS {
+        problems.push(Problem::new(
+            "TooManyGroups",
+            "spec.groups",
+            format!(
+                "{} groups given; at most {MAX_GROUPS} are allowed",
+                spec.groups.len()
+            ),
+        ));
+    }
     let mut seen = BTreeSet::new();
     for (i, group) in spec.groups.iter().enumerate() {
         let field = format!("spec.groups[{i}]");
@@ -368,6 +381,19 @@ mod tests {
             ))
             .is_ok()
         );
+    }
+
+    #[test]
+    fn group_count_is_bounded_like_the_crd() {
+        let groups: Vec<String> = (0..=MAX_GROUPS).map(|i| format!("g{i}")).collect();
+        let groups: Vec<&str> = groups.iter().map(String::as_str).collect();
+        let spec = spec(
+            Some("arn:aws:iam::111122223333:role/a"),
+            None,
+            Some("u"),
+            &groups,
+        );
+        assert_eq!(reasons(&spec), vec!["TooManyGroups"]);
     }
 
     #[test]
