@@ -11,4 +11,5 @@ pub mod cli;
 pub mod import;
 pub mod manifest;
 pub mod plan;
+pub mod status;
 pub mod validate;

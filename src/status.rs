@@ -1,0 +1,301 @@
+//! A plan outcome -> the mapping's status: kstatus conditions (`Ready`, and `Reconciling` /
+//! `Stalled` only while true), domain conditions (`Valid`, `Conflict`, `Drifted`) and the
+//! rendered entry. Pure, so that "patch status only when it changed" is a plain comparison.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::api::{IamIdentityMappingStatus, RenderedEntry};
+use crate::plan::Outcome;
+
+pub const READY: &str = "Ready";
+pub const RECONCILING: &str = "Reconciling";
+pub const STALLED: &str = "Stalled";
+pub const VALID: &str = "Valid";
+pub const CONFLICT: &str = "Conflict";
+pub const DRIFTED: &str = "Drifted";
+
+/// The status a mapping should have after `outcome` was applied. `previous` supplies the
+/// transition times of conditions whose status did not change, so that an unchanged outcome gives
+/// an identical status (and no write).
+pub fn status_for(
+    outcome: &Outcome,
+    generation: Option<i64>,
+    previous: Option<&IamIdentityMappingStatus>,
+    now: &Time,
+) -> IamIdentityMappingStatus {
+    let mut conditions = Vec::new();
+    let mut push = |type_: &str, status: bool, reason: &str, message: String| {
+        conditions.push(Condition {
+            type_: type_.to_string(),
+            status: if status { "True" } else { "False" }.to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: now.clone(),
+        });
+    };
+    let reason = outcome.reason();
+    let message = outcome.message();
+    let mut rendered = None;
+    let mut last_drift_repair = previous.and_then(|p| p.last_drift_repair.clone());
+    match outcome {
+        Outcome::Rendered { entry, drift, .. } => {
+            rendered = Some(RenderedEntry::from(entry));
+            push(VALID, true, "Valid", "the spec is valid".to_string());
+            push(
+                CONFLICT,
+                false,
+                "NoConflict",
+                "no other mapping or protection claims this principal".to_string(),
+            );
+            match drift {
+                Some(drift) if !drift.repaired => {
+                    let live: Vec<String> = drift.live.iter().map(describe_entry).collect();
+                    let message = format!(
+                        "aws-auth was edited by hand: live {} vs desired {}; left in place (--drift=report)",
+                        if live.is_empty() {
+                            "(none)".to_string()
+                        } else {
+                            live.join(", ")
+                        },
+                        describe_entry(&drift.desired)
+                    );
+                    push(DRIFTED, true, "HandEdited", message.clone());
+                    push(READY, false, "Drifted", message);
+                }
+                Some(drift) => {
+                    last_drift_repair = Some(now.clone());
+                    let message = format!(
+                        "a hand edit of this entry was repaired (was {})",
+                        drift
+                            .live
+                            .first()
+                            .map(describe_entry)
+                            .unwrap_or_else(|| "deleted".to_string())
+                    );
+                    push(DRIFTED, false, "Repaired", message);
+                    push(READY, true, "Rendered", outcome.message());
+                }
+                None => {
+                    push(
+                        DRIFTED,
+                        false,
+                        "InSync",
+                        "aws-auth holds exactly the rendered entry".to_string(),
+                    );
+                    push(READY, true, "Rendered", message);
+                }
+            }
+        }
+        Outcome::Invalid { problems, .. } => {
+            let reason = problems.first().map(|p| p.reason).unwrap_or("Invalid");
+            push(VALID, false, reason, message.clone());
+            push(READY, false, "Invalid", message.clone());
+            push(STALLED, true, reason, message);
+        }
+        Outcome::Conflict { .. } | Outcome::Protected { .. } => {
+            push(VALID, true, "Valid", "the spec is valid".to_string());
+            push(CONFLICT, true, reason, message.clone());
+            push(READY, false, reason, message.clone());
+            push(STALLED, true, reason, message);
+        }
+        Outcome::GroupNotAllowed { .. } | Outcome::Blocked { .. } => {
+            push(READY, false, reason, message.clone());
+            push(STALLED, true, reason, message);
+        }
+    }
+    keep_transition_times(&mut conditions, previous);
+    IamIdentityMappingStatus {
+        observed_generation: generation,
+        conditions,
+        rendered,
+        last_drift_repair,
+    }
+}
+
+/// A condition keeps its lastTransitionTime while its status stays the same.
+fn keep_transition_times(
+    conditions: &mut [Condition],
+    previous: Option<&IamIdentityMappingStatus>,
+) {
+    let Some(previous) = previous else { return };
+    for condition in conditions {
+        if let Some(old) = previous
+            .conditions
+            .iter()
+            .find(|c| c.type_ == condition.type_ && c.status == condition.status)
+        {
+            condition.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+}
+
+/// The condition of a given type, if present.
+pub fn condition<'a>(status: &'a IamIdentityMappingStatus, type_: &str) -> Option<&'a Condition> {
+    status.conditions.iter().find(|c| c.type_ == type_)
+}
+
+fn describe_entry(entry: &crate::awsauth::Entry) -> String {
+    match entry.username() {
+        Some(username) => format!(
+            "{} -> {} [{}]",
+            entry.principal(),
+            username,
+            entry.groups().join(", ")
+        ),
+        None => entry.principal().to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::awsauth::{ArnMapping, Entry};
+    use crate::plan::Drift;
+    use crate::validate::validate;
+
+    fn time(s: i64) -> Time {
+        Time(Timestamp::from_second(s).unwrap())
+    }
+
+    fn entry(groups: &[&str]) -> Entry {
+        Entry::Role(ArnMapping {
+            arn: "arn:aws:iam::111122223333:role/admin".into(),
+            username: "admin".into(),
+            groups: groups.iter().map(|g| g.to_string()).collect(),
+            extra: Default::default(),
+        })
+    }
+
+    fn get<'a>(s: &'a IamIdentityMappingStatus, t: &str) -> Option<(&'a str, &'a str)> {
+        condition(s, t).map(|c| (c.status.as_str(), c.reason.as_str()))
+    }
+
+    #[test]
+    fn rendered_is_ready_without_abnormal_conditions() {
+        let outcome = Outcome::Rendered {
+            entry: entry(&["g"]),
+            took_over: None,
+            drift: None,
+        };
+        let s = status_for(&outcome, Some(3), None, &time(10));
+        assert_eq!(get(&s, READY), Some(("True", "Rendered")));
+        assert_eq!(get(&s, STALLED), None);
+        assert_eq!(get(&s, RECONCILING), None);
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(
+            s.rendered.as_ref().unwrap().principal,
+            "arn:aws:iam::111122223333:role/admin"
+        );
+        assert!(
+            s.conditions
+                .iter()
+                .all(|c| c.observed_generation == Some(3))
+        );
+    }
+
+    #[test]
+    fn unchanged_outcome_gives_an_identical_status() {
+        let outcome = Outcome::Rendered {
+            entry: entry(&["g"]),
+            took_over: None,
+            drift: None,
+        };
+        let first = status_for(&outcome, Some(1), None, &time(10));
+        let second = status_for(&outcome, Some(1), Some(&first), &time(99));
+        assert_eq!(first, second, "no idle status writes");
+    }
+
+    #[test]
+    fn invalid_is_stalled_with_the_problem_reason() {
+        let spec = crate::api::IamIdentityMappingSpec {
+            arn: Some("arn:aws:iam::111122223333:group/admins".into()),
+            username: Some("u".into()),
+            ..Default::default()
+        };
+        let problems = validate(&spec).unwrap_err();
+        let s = status_for(
+            &Outcome::Invalid {
+                problems,
+                kept: None,
+            },
+            Some(2),
+            None,
+            &time(1),
+        );
+        assert_eq!(get(&s, VALID), Some(("False", "ArnIsGroup")));
+        assert_eq!(get(&s, STALLED), Some(("True", "ArnIsGroup")));
+        assert_eq!(get(&s, READY), Some(("False", "Invalid")));
+        assert!(condition(&s, READY).unwrap().message.contains("group ARN"));
+        assert!(s.rendered.is_none());
+    }
+
+    #[test]
+    fn conflict_names_the_winner() {
+        let outcome = Outcome::Conflict {
+            winner: "older".into(),
+            principal: "arn:x".into(),
+        };
+        let s = status_for(&outcome, Some(1), None, &time(1));
+        assert_eq!(get(&s, CONFLICT), Some(("True", "Conflict")));
+        assert!(condition(&s, CONFLICT).unwrap().message.contains("`older`"));
+        assert_eq!(get(&s, STALLED), Some(("True", "Conflict")));
+    }
+
+    #[test]
+    fn drift_reported_and_repaired() {
+        let drift = Drift {
+            live: vec![entry(&["x"])],
+            desired: entry(&["g"]),
+            repaired: false,
+        };
+        let outcome = Outcome::Rendered {
+            entry: entry(&["g"]),
+            took_over: None,
+            drift: Some(Box::new(drift.clone())),
+        };
+        let s = status_for(&outcome, Some(1), None, &time(5));
+        assert_eq!(get(&s, DRIFTED), Some(("True", "HandEdited")));
+        assert_eq!(get(&s, READY), Some(("False", "Drifted")));
+        let message = &condition(&s, DRIFTED).unwrap().message;
+        assert!(
+            message.contains("[x]") && message.contains("[g]"),
+            "{message}"
+        );
+
+        let repaired = Outcome::Rendered {
+            entry: entry(&["g"]),
+            took_over: None,
+            drift: Some(Box::new(Drift {
+                repaired: true,
+                ..drift
+            })),
+        };
+        let s = status_for(&repaired, Some(1), Some(&s), &time(7));
+        assert_eq!(get(&s, DRIFTED), Some(("False", "Repaired")));
+        assert_eq!(get(&s, READY), Some(("True", "Rendered")));
+        assert_eq!(s.last_drift_repair, Some(time(7)));
+    }
+
+    #[test]
+    fn transition_time_changes_only_with_status() {
+        let ok = Outcome::Rendered {
+            entry: entry(&["g"]),
+            took_over: None,
+            drift: None,
+        };
+        let first = status_for(&ok, Some(1), None, &time(10));
+        let blocked = Outcome::Blocked {
+            reason: "AwsAuthTooLarge",
+            message: "too big".into(),
+        };
+        let second = status_for(&blocked, Some(1), Some(&first), &time(20));
+        assert_eq!(
+            condition(&second, READY).unwrap().last_transition_time,
+            time(20)
+        );
+        assert_eq!(get(&second, STALLED), Some(("True", "AwsAuthTooLarge")));
+    }
+}
