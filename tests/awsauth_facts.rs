@@ -520,7 +520,7 @@ fn diagnostics_display_location() {
     )]));
     let text = parsed.diagnostics[0].to_string();
     assert!(
-        text.starts_with("mapRoles[0] (line 3, column 12): error Yaml11Coercion:"),
+        text.starts_with("mapRoles[0] (mapRoles line 3, column 12): error Yaml11Coercion:"),
         "{text}"
     );
 }

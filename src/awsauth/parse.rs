@@ -142,7 +142,8 @@ impl fmt::Display for Diagnostic {
             write!(f, "[{entry}]")?;
         }
         if let (Some(line), Some(column)) = (self.line, self.column) {
-            write!(f, " (line {line}, column {column})")?;
+            // Positions count inside the key's own text, as the authenticator parses it.
+            write!(f, " ({} line {line}, column {column})", self.key)?;
         }
         write!(
             f,
@@ -659,8 +660,14 @@ impl<'a> SectionParser<'a> {
                 }
             }
         }
+        let coerced = self.out.diagnostics.iter().any(|d| {
+            d.key == self.section.key()
+                && d.entry == Some(index)
+                && d.reason == DiagnosticKind::Coerced
+        });
         for group in &mapping.groups {
-            if group.is_empty() {
+            // A group blanked by a YAML 1.1 coercion is already reported as such.
+            if group.is_empty() && !coerced {
                 let message = "empty group name".to_string();
                 self.push(
                     Severity::Warning,
