@@ -128,14 +128,15 @@ pub fn import(data: &ConfigMapData) -> Import {
         candidates.push((location, base_name(&entry), spec));
     }
 
+    // Count the names as they will be cut: long IAM paths can make distinct bases equal.
     let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
     for (_, base, _) in &candidates {
-        *counts.entry(base.as_str()).or_default() += 1;
+        *counts.entry(truncate(base, 253)).or_default() += 1;
     }
     let names: Vec<String> = candidates
         .iter()
         .map(|(_, base, spec)| {
-            if counts[base.as_str()] > 1 {
+            if counts[truncate(base, 253)] > 1 {
                 format!("{}-{:08x}", truncate(base, 240), fnv1a(spec.principal()))
             } else {
                 truncate(base, 253).to_string()

@@ -145,11 +145,14 @@ fn compile_all(flag: &'static str, patterns: &[String]) -> Result<Vec<Regex>, Se
     patterns
         .iter()
         .map(|p| {
-            Regex::new(&format!("^(?:{p})$")).map_err(|source| SettingsError::Regex {
+            let error = |source| SettingsError::Regex {
                 flag,
                 pattern: p.clone(),
                 source,
-            })
+            };
+            // Check the pattern as written first, so the error quotes the user's text.
+            Regex::new(p).map_err(error)?;
+            Regex::new(&format!("^(?:{p})$")).map_err(error)
         })
         .collect()
 }
