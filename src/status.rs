@@ -87,7 +87,10 @@ pub fn status_for(
                 }
             }
         }
-        Outcome::Invalid { problems, .. } => {
+        Outcome::Invalid { problems, kept } => {
+            // The last valid entry stays in aws-auth; status.rendered must keep saying so, or
+            // the next plan would forget it and remove the entry.
+            rendered = kept.as_ref().map(RenderedEntry::from);
             let reason = problems.first().map(|p| p.reason).unwrap_or("Invalid");
             push(VALID, false, reason, message.clone());
             push(READY, false, "Invalid", message.clone());
@@ -99,7 +102,13 @@ pub fn status_for(
             push(READY, false, reason, message.clone());
             push(STALLED, true, reason, message);
         }
-        Outcome::GroupNotAllowed { .. } | Outcome::Blocked { .. } => {
+        Outcome::Blocked { .. } => {
+            // Nothing was written: aws-auth still holds what was rendered before.
+            rendered = previous.and_then(|p| p.rendered.clone());
+            push(READY, false, reason, message.clone());
+            push(STALLED, true, reason, message);
+        }
+        Outcome::GroupNotAllowed { .. } => {
             push(READY, false, reason, message.clone());
             push(STALLED, true, reason, message);
         }

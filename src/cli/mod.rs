@@ -2,8 +2,10 @@
 //! and prints; the exit code says what happened.
 
 mod crd;
+pub mod history;
 mod import;
 mod render;
+mod run;
 mod validate;
 
 use std::io::Write;
@@ -51,6 +53,12 @@ pub enum Command {
     Validate(validate::ValidateArgs),
     /// Turn an existing aws-auth ConfigMap into IamIdentityMapping documents.
     Import(import::ImportArgs),
+    /// List the revisions of aws-auth saved in kube-system/aws-auth-operator-history, newest first.
+    History(history::HistoryArgs),
+    /// Restore aws-auth from a saved revision (prints the change; writes only with --yes).
+    Rollback(history::RollbackArgs),
+    /// Run the controller (kubeconfig or in-cluster).
+    Run(run::RunArgs),
 }
 
 /// Exit codes shared by the subcommands.
@@ -85,6 +93,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Render(args) => render::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Import(args) => import::run(args),
+        Command::History(args) => history::run_history(args),
+        Command::Rollback(args) => history::run_rollback(args),
+        Command::Run(args) => run::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

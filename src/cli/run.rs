@@ -1,0 +1,73 @@
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::{CliError, exit};
+use crate::controller::history::DEFAULT_HISTORY_LIMIT;
+use crate::controller::{RunConfig, run as run_controller};
+use crate::plan::{DriftPolicy, Settings};
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// What to do with a hand edit of a managed entry.
+    #[arg(long, value_enum, default_value_t = DriftPolicy::Repair, env = "AWS_AUTH_OPERATOR_DRIFT")]
+    pub drift: DriftPolicy,
+    /// Restore the unmanaged entries of an unparseable aws-auth key from the last good revision.
+    /// With false, nothing is written and every mapping is Stalled until a person fixes it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "AWS_AUTH_OPERATOR_RECOVER_MALFORMED")]
+    pub recover_malformed: bool,
+    /// A principal (role/user ARN or account id) the operator never changes or removes. Repeatable.
+    #[arg(long = "protected-arn")]
+    pub protected: Vec<String>,
+    /// Regex every group must fully match (repeatable; any one suffices).
+    #[arg(long = "allowed-groups")]
+    pub allowed_groups: Vec<String>,
+    /// Regex no group may fully match (repeatable), e.g. `system:masters`.
+    #[arg(long = "denied-groups")]
+    pub denied_groups: Vec<String>,
+    /// Revisions of aws-auth kept in kube-system/aws-auth-operator-history.
+    #[arg(long, default_value_t = DEFAULT_HISTORY_LIMIT)]
+    pub history_limit: usize,
+    /// Elect a leader on a Lease so that only one replica writes.
+    #[arg(long, env = "AWS_AUTH_OPERATOR_LEADER_ELECTION")]
+    pub leader_election: bool,
+    /// Namespace of the leader-election Lease.
+    #[arg(long, default_value = "kube-system", env = "POD_NAMESPACE")]
+    pub lease_namespace: String,
+    /// Address of /healthz, /readyz and /metrics.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub metrics_addr: SocketAddr,
+    /// Full reconcile at least this often, even without events.
+    #[arg(long, default_value_t = 300)]
+    pub resync_seconds: u64,
+}
+
+pub fn run(args: RunArgs) -> Result<u8, CliError> {
+    let mut settings = Settings::default()
+        .with_group_policy(&args.allowed_groups, &args.denied_groups)
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    for value in &args.protected {
+        settings
+            .protect(value)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+    }
+    settings.drift = args.drift;
+    settings.recover_malformed = args.recover_malformed;
+    let config = RunConfig {
+        settings,
+        history_limit: args.history_limit.max(1),
+        leader_election: args.leader_election,
+        lease_namespace: args.lease_namespace,
+        metrics_addr: args.metrics_addr,
+        resync: Duration::from_secs(args.resync_seconds.max(1)),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Write)?;
+    match runtime.block_on(run_controller(config)) {
+        Ok(()) => Ok(exit::OK),
+        Err(err) => Err(CliError::Input(err.to_string())),
+    }
+}

@@ -1,0 +1,627 @@
+//! `/healthz`, `/readyz` and Prometheus `/metrics` over HTTP/1.1 (axum).
+//!
+//! [`Metrics`] and [`Health`] are shared with the controller through `Arc`s; every method takes
+//! `&self` and is lock-free or uses the metric's own short lock, so the reconcile loop can update
+//! them without coordinating with scrapes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::{Registry, Unit};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tracing::{error, info};
+
+/// Prefix of every metric name.
+pub const METRICS_PREFIX: &str = "aws_auth_operator";
+
+/// Content type of the OpenMetrics text exposition served on `/metrics`.
+pub const OPENMETRICS_CONTENT_TYPE: &str =
+    "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Upper bounds (seconds) of the reconcile duration histogram: 1 ms .. 10 s in 1-2.5-5 steps,
+/// round numbers so dashboards can quote them.
+const DURATION_BUCKETS: [f64; 13] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Error reasons longer than this, or not plain ASCII alphanumerics, are reported as
+/// [`UNKNOWN_REASON`] so a bad caller cannot blow up label cardinality.
+const MAX_REASON_LEN: usize = 64;
+const UNKNOWN_REASON: &str = "Unknown";
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("binding the metrics/health listener on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("serving metrics/health: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabels {
+    result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
+/// The operator's Prometheus metrics. All names carry the `aws_auth_operator_` prefix.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    reconciles: Family<ResultLabels, Counter>,
+    reconcile_duration: Histogram,
+    reconcile_errors: Family<ReasonLabels, Counter>,
+    managed_entries: Gauge,
+    unmanaged_entries: Gauge,
+    aws_auth_writes: Counter,
+    status_writes: Counter,
+    drift_repairs: Counter,
+    conflicts: Gauge,
+    leader: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix(METRICS_PREFIX);
+        let reconciles = Family::<ResultLabels, Counter>::default();
+        let reconcile_duration = Histogram::new(DURATION_BUCKETS);
+        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
+        let managed_entries = Gauge::default();
+        let unmanaged_entries = Gauge::default();
+        let aws_auth_writes = Counter::default();
+        let status_writes = Counter::default();
+        let drift_repairs = Counter::default();
+        let conflicts = Gauge::default();
+        let leader = Gauge::default();
+
+        // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
+        // registry; the names here must not repeat them.
+        registry.register(
+            "reconciles",
+            "Reconciles of aws-auth, by result (success or error)",
+            reconciles.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_duration",
+            "Wall-clock duration of one reconcile of aws-auth",
+            Unit::Seconds,
+            reconcile_duration.clone(),
+        );
+        registry.register(
+            "reconcile_errors",
+            "Failed reconciles, by machine-readable reason",
+            reconcile_errors.clone(),
+        );
+        registry.register(
+            "managed_entries",
+            "aws-auth entries owned by the operator (rendered from IamIdentityMapping resources)",
+            managed_entries.clone(),
+        );
+        registry.register(
+            "unmanaged_entries",
+            "aws-auth entries the operator preserves but does not own",
+            unmanaged_entries.clone(),
+        );
+        registry.register(
+            "aws_auth_writes",
+            "Writes of the aws-auth ConfigMap",
+            aws_auth_writes.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "IamIdentityMapping status patches",
+            status_writes.clone(),
+        );
+        registry.register(
+            "drift_repairs",
+            "Managed aws-auth entries changed outside the operator and restored",
+            drift_repairs.clone(),
+        );
+        registry.register(
+            "conflicts",
+            "IamIdentityMapping resources currently in conflict with an older mapping",
+            conflicts.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 when this replica holds the leader lease, else 0",
+            leader.clone(),
+        );
+
+        // Both result series exist from the start so `rate()` over them is defined before the
+        // first error.
+        for result in ["success", "error"] {
+            let _ = reconciles.get_or_create(&ResultLabels { result });
+        }
+
+        Metrics {
+            registry,
+            reconciles,
+            reconcile_duration,
+            reconcile_errors,
+            managed_entries,
+            unmanaged_entries,
+            aws_auth_writes,
+            status_writes,
+            drift_repairs,
+            conflicts,
+            leader,
+        }
+    }
+
+    /// Records one finished reconcile; `error_reason` is `None` on success, else a short
+    /// CamelCase reason such as `Conflict` or `ApiError`.
+    pub fn reconciled(&self, duration: Duration, error_reason: Option<&str>) {
+        self.reconcile_duration.observe(duration.as_secs_f64());
+        let result = if error_reason.is_some() {
+            "error"
+        } else {
+            "success"
+        };
+        self.reconciles
+            .get_or_create(&ResultLabels { result })
+            .inc();
+        if let Some(reason) = error_reason {
+            let reason = sanitize_reason(reason).to_string();
+            self.reconcile_errors
+                .get_or_create(&ReasonLabels { reason })
+                .inc();
+        }
+    }
+
+    pub fn set_entries(&self, managed: usize, unmanaged: usize) {
+        self.managed_entries.set(to_i64(managed));
+        self.unmanaged_entries.set(to_i64(unmanaged));
+    }
+
+    pub fn set_conflicts(&self, n: usize) {
+        self.conflicts.set(to_i64(n));
+    }
+
+    pub fn aws_auth_written(&self) {
+        self.aws_auth_writes.inc();
+    }
+
+    pub fn status_written(&self) {
+        self.status_writes.inc();
+    }
+
+    pub fn drift_repaired(&self, n: usize) {
+        self.drift_repairs
+            .inc_by(u64::try_from(n).unwrap_or(u64::MAX));
+    }
+
+    pub fn set_leader(&self, leading: bool) {
+        self.leader.set(i64::from(leading));
+    }
+
+    /// The OpenMetrics text exposition, ending in `# EOF`.
+    pub fn try_encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+
+    /// Like [`Metrics::try_encode`]; encoding into a `String` only fails on a bug in a metric
+    /// type, in which case an empty (but valid) exposition is returned and the error logged.
+    pub fn encode(&self) -> String {
+        self.try_encode().unwrap_or_else(|err| {
+            error!(error = %err, "encoding metrics failed");
+            "# EOF\n".to_string()
+        })
+    }
+}
+
+fn to_i64(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn sanitize_reason(reason: &str) -> &str {
+    let ok = !reason.is_empty()
+        && reason.len() <= MAX_REASON_LEN
+        && reason.bytes().all(|b| b.is_ascii_alphanumeric());
+    if ok { reason } else { UNKNOWN_REASON }
+}
+
+/// Liveness and readiness, set by the controller and read by the probes.
+///
+/// Ready means the caches have synced. It deliberately does not depend on holding the leader
+/// lease: a standby replica is healthy and must stay Ready, or a rollout would never finish and
+/// a PodDisruptionBudget would count it as down. Live is false only when the main loop is
+/// wedged, since a failing liveness probe restarts the pod.
+#[derive(Debug)]
+pub struct Health {
+    ready: AtomicBool,
+    live: AtomicBool,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Health {
+    /// Not ready (caches not synced yet), live.
+    pub fn new() -> Health {
+        Health {
+            ready: AtomicBool::new(false),
+            live: AtomicBool::new(true),
+        }
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn set_live(&self, live: bool) {
+        self.live.store(live, Ordering::Relaxed);
+    }
+
+    pub fn is_live(&self) -> bool {
+        self.live.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+}
+
+/// The HTTP routes, without a socket: `GET /healthz`, `GET /readyz`, `GET /metrics`.
+pub fn router(metrics: Arc<Metrics>, health: Arc<Health>) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_handler))
+        .with_state(AppState { metrics, health })
+}
+
+async fn healthz(State(state): State<AppState>) -> Response {
+    probe(state.health.is_live(), "not live")
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    probe(state.health.is_ready(), "not ready")
+}
+
+fn probe(ok: bool, failure: &'static str) -> Response {
+    if ok {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, format!("{failure}\n")).into_response()
+    }
+}
+
+async fn metrics_handler(State(state): State<AppState>) -> Response {
+    match state.metrics.try_encode() {
+        Ok(body) => ([(header::CONTENT_TYPE, OPENMETRICS_CONTENT_TYPE)], body).into_response(),
+        Err(err) => {
+            error!(error = %err, "encoding metrics failed");
+            StatusCode::INTERNAL_SERVER_ERROR.into_response()
+        }
+    }
+}
+
+/// Binds `addr` and serves until `shutdown` resolves; see [`serve_on`].
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })?;
+    serve_on(listener, metrics, health, shutdown).await
+}
+
+/// Serves on an already bound listener until `shutdown` resolves, then stops accepting and waits
+/// for in-flight requests. Taking a listener lets tests bind port 0 and learn the port without
+/// a race, and lets the caller fail fast on a bad address before starting anything else.
+pub async fn serve_on(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    if let Ok(addr) = listener.local_addr() {
+        info!(%addr, "serving /healthz, /readyz and /metrics");
+    }
+    axum::serve(listener, router(metrics, health))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(ServerError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    fn fixtures() -> (Arc<Metrics>, Arc<Health>) {
+        (Arc::new(Metrics::new()), Arc::new(Health::new()))
+    }
+
+    async fn get_path(app: Router, path: &str) -> (StatusCode, Option<String>, String) {
+        let request = Request::builder().uri(path).body(Body::empty()).unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string());
+        let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (
+            status,
+            content_type,
+            String::from_utf8(body.to_vec()).unwrap(),
+        )
+    }
+
+    #[test]
+    fn fresh_metrics_expose_every_family() {
+        let text = Metrics::new().encode();
+        for name in [
+            "# TYPE aws_auth_operator_reconciles counter",
+            "aws_auth_operator_reconciles_total{result=\"success\"} 0",
+            "aws_auth_operator_reconciles_total{result=\"error\"} 0",
+            "# TYPE aws_auth_operator_reconcile_duration_seconds histogram",
+            "# UNIT aws_auth_operator_reconcile_duration_seconds seconds",
+            "aws_auth_operator_managed_entries 0",
+            "aws_auth_operator_unmanaged_entries 0",
+            "aws_auth_operator_aws_auth_writes_total 0",
+            "aws_auth_operator_status_writes_total 0",
+            "aws_auth_operator_drift_repairs_total 0",
+            "aws_auth_operator_conflicts 0",
+            "aws_auth_operator_leader 0",
+        ] {
+            assert!(text.contains(name), "missing {name:?} in\n{text}");
+        }
+        assert!(text.ends_with("# EOF\n"));
+        // The reason set is open, so no series exists before the first error (and
+        // prometheus-client omits empty families altogether).
+        assert!(!text.contains("reconcile_errors"), "{text}");
+    }
+
+    #[test]
+    fn recorded_values_appear_in_the_exposition() {
+        let m = Metrics::new();
+        m.reconciled(Duration::from_millis(3), None);
+        m.reconciled(Duration::from_millis(20), None);
+        m.reconciled(Duration::from_secs(2), Some("ApiError"));
+        m.reconciled(Duration::from_millis(1), Some("Conflict"));
+        m.reconciled(Duration::from_millis(1), Some("Conflict"));
+        m.set_entries(7, 3);
+        m.set_conflicts(2);
+        m.aws_auth_written();
+        m.status_written();
+        m.status_written();
+        m.drift_repaired(4);
+        m.set_leader(true);
+        let text = m.encode();
+        for line in [
+            "# TYPE aws_auth_operator_reconcile_errors counter",
+            "aws_auth_operator_reconciles_total{result=\"success\"} 2",
+            "aws_auth_operator_reconciles_total{result=\"error\"} 3",
+            "aws_auth_operator_reconcile_errors_total{reason=\"ApiError\"} 1",
+            "aws_auth_operator_reconcile_errors_total{reason=\"Conflict\"} 2",
+            "aws_auth_operator_reconcile_duration_seconds_count 5",
+            "aws_auth_operator_reconcile_duration_seconds_bucket{le=\"0.001\"} 2",
+            "aws_auth_operator_reconcile_duration_seconds_bucket{le=\"0.005\"} 3",
+            "aws_auth_operator_reconcile_duration_seconds_bucket{le=\"10.0\"} 5",
+            "aws_auth_operator_reconcile_duration_seconds_bucket{le=\"+Inf\"} 5",
+            "aws_auth_operator_managed_entries 7",
+            "aws_auth_operator_unmanaged_entries 3",
+            "aws_auth_operator_conflicts 2",
+            "aws_auth_operator_aws_auth_writes_total 1",
+            "aws_auth_operator_status_writes_total 2",
+            "aws_auth_operator_drift_repairs_total 4",
+            "aws_auth_operator_leader 1",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        m.set_leader(false);
+        assert!(m.encode().contains("aws_auth_operator_leader 0"));
+    }
+
+    #[test]
+    fn odd_error_reasons_are_bucketed() {
+        let m = Metrics::new();
+        m.reconciled(Duration::ZERO, Some("has spaces\"and quotes"));
+        m.reconciled(Duration::ZERO, Some(""));
+        m.reconciled(Duration::ZERO, Some(&"A".repeat(MAX_REASON_LEN + 1)));
+        let text = m.encode();
+        assert!(
+            text.contains("aws_auth_operator_reconcile_errors_total{reason=\"Unknown\"} 3"),
+            "{text}"
+        );
+        assert!(!text.contains("has spaces"));
+    }
+
+    #[test]
+    fn health_defaults_and_toggles() {
+        let h = Health::new();
+        assert!(!h.is_ready());
+        assert!(h.is_live());
+        h.set_ready(true);
+        h.set_live(false);
+        assert!(h.is_ready());
+        assert!(!h.is_live());
+    }
+
+    #[tokio::test]
+    async fn probes_follow_health() {
+        let (metrics, health) = fixtures();
+        let app = router(metrics, health.clone());
+
+        let (status, _, body) = get_path(app.clone(), "/healthz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+        let (status, _, _) = get_path(app.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+
+        health.set_ready(true);
+        let (status, _, body) = get_path(app.clone(), "/readyz").await;
+        assert_eq!((status, body.as_str()), (StatusCode::OK, "ok\n"));
+
+        health.set_live(false);
+        let (status, _, _) = get_path(app.clone(), "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        // Readiness is independent of liveness.
+        let (status, _, _) = get_path(app, "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+    }
+
+    #[tokio::test]
+    async fn metrics_endpoint_serves_openmetrics() {
+        let (metrics, health) = fixtures();
+        metrics.aws_auth_written();
+        let app = router(metrics, health);
+        let (status, content_type, body) = get_path(app, "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(content_type.as_deref(), Some(OPENMETRICS_CONTENT_TYPE));
+        assert!(body.contains("aws_auth_operator_aws_auth_writes_total 1"));
+        assert!(body.ends_with("# EOF\n"));
+    }
+
+    #[tokio::test]
+    async fn unknown_paths_and_methods_are_rejected() {
+        let (metrics, health) = fixtures();
+        let app = router(metrics, health);
+        let (status, _, _) = get_path(app.clone(), "/nope").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        let request = Request::builder()
+            .method("POST")
+            .uri("/metrics")
+            .body(Body::empty())
+            .unwrap();
+        let response = app.oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    /// A minimal HTTP/1.1 GET. tokio's `io-util` feature is off in this crate, so this drives the
+    /// socket with readiness + `try_read`/`try_write` instead of `AsyncReadExt`.
+    async fn raw_get(addr: SocketAddr, path: &str) -> String {
+        use std::io::ErrorKind::WouldBlock;
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+        let mut pending = request.as_bytes();
+        while !pending.is_empty() {
+            stream.writable().await.unwrap();
+            match stream.try_write(pending) {
+                Ok(n) => pending = &pending[n..],
+                Err(e) if e.kind() == WouldBlock => {}
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+        let mut response = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            stream.readable().await.unwrap();
+            match stream.try_read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => response.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == WouldBlock => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+        String::from_utf8(response).unwrap()
+    }
+
+    #[tokio::test]
+    async fn serve_on_answers_http_and_stops_on_shutdown() {
+        let (metrics, health) = fixtures();
+        health.set_ready(true);
+        metrics.set_leader(true);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve_on(listener, metrics, health, async move {
+            let _ = stop_rx.await;
+        }));
+
+        let response = raw_get(addr, "/metrics").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+        assert!(
+            response
+                .to_ascii_lowercase()
+                .contains(&format!("content-type: {OPENMETRICS_CONTENT_TYPE}")),
+            "{response}"
+        );
+        assert!(
+            response.contains("aws_auth_operator_leader 1"),
+            "{response}"
+        );
+        let response = raw_get(addr, "/readyz").await;
+        assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+
+        stop_tx.send(()).unwrap();
+        let result = tokio::time::timeout(Duration::from_secs(5), server)
+            .await
+            .expect("server did not stop after shutdown")
+            .unwrap();
+        assert!(result.is_ok(), "{result:?}");
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn serve_binds_the_address_and_reports_bind_errors() {
+        let (metrics, health) = fixtures();
+        // Hold a port so that binding it again fails.
+        let taken = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = serve(addr, metrics.clone(), health.clone(), async {})
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, ServerError::Bind { addr: a, .. } if a == addr),
+            "{err}"
+        );
+        drop(taken);
+
+        // With a free address and an already-resolved shutdown, serve starts and returns Ok.
+        let free: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let result = tokio::time::timeout(
+            Duration::from_secs(5),
+            serve(free, metrics, health, async {}),
+        )
+        .await
+        .expect("serve did not return");
+        assert!(result.is_ok(), "{result:?}");
+    }
+}
