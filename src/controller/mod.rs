@@ -153,8 +153,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
                 }
             }
         }
-        // Let a burst of events land in the store before planning.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        settle(&wake).await;
         let started = Instant::now();
         let mappings = store.state();
         let now = Time(Timestamp::now());
@@ -198,6 +197,19 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
     mapping_watch.abort();
     aws_auth_watch.abort();
     finish(shutdown, server, leadership).await
+}
+
+/// Waits until events stop arriving for a moment (at most `MAX_SETTLE`), so that a burst of
+/// changes (a GitOps sync creating hundreds of mappings) is planned and written once.
+async fn settle(wake: &Notify) {
+    const QUIET: Duration = Duration::from_millis(100);
+    const MAX_SETTLE: Duration = Duration::from_secs(1);
+    let deadline = Instant::now() + MAX_SETTLE;
+    while Instant::now() < deadline {
+        if tokio::time::timeout(QUIET, wake.notified()).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Resolves when leadership is lost; never without leader election.
