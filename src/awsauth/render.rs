@@ -17,45 +17,53 @@ pub fn sort_entries(entries: &mut AwsAuthEntries) {
 
 /// Renders every non-empty section. An empty section has no key at all.
 pub fn render_data(entries: &AwsAuthEntries) -> ConfigMapData {
-    let mut sorted = entries.clone();
-    sort_entries(&mut sorted);
-    Section::ALL
-        .into_iter()
-        .filter_map(|section| {
-            render_section(section, &sorted).map(|text| (section.key().to_string(), text))
-        })
-        .collect()
+    // Sorts references: the entries themselves are not copied.
+    let mut roles: Vec<&ArnMapping> = entries.roles.iter().collect();
+    roles.sort_by_cached_key(|m| m.arn.to_lowercase());
+    let mut users: Vec<&ArnMapping> = entries.users.iter().collect();
+    users.sort_by(|a, b| a.arn.cmp(&b.arn));
+    let mut accounts: Vec<&String> = entries.accounts.iter().collect();
+    accounts.sort();
+    let mut data = ConfigMapData::new();
+    let mut insert = |section: Section, text: Option<String>| {
+        if let Some(text) = text {
+            data.insert(section.key().to_string(), text);
+        }
+    };
+    insert(Section::MapRoles, render_mappings(Section::MapRoles, roles));
+    insert(Section::MapUsers, render_mappings(Section::MapUsers, users));
+    insert(Section::MapAccounts, render_accounts(accounts));
+    data
 }
 
 /// Renders one section of already sorted entries, or `None` when it is empty.
 pub fn render_section(section: Section, entries: &AwsAuthEntries) -> Option<String> {
-    let mut out = String::new();
     match section {
-        Section::MapRoles | Section::MapUsers => {
-            let list = if section == Section::MapRoles {
-                &entries.roles
-            } else {
-                &entries.users
-            };
-            if list.is_empty() {
-                return None;
-            }
-            for mapping in list {
-                write_mapping(&mut out, section.arn_field(), mapping);
-            }
-        }
-        Section::MapAccounts => {
-            if entries.accounts.is_empty() {
-                return None;
-            }
-            for account in &entries.accounts {
-                out.push_str("- ");
-                push_quoted(&mut out, account);
-                out.push('\n');
-            }
-        }
+        Section::MapRoles => render_mappings(section, &entries.roles),
+        Section::MapUsers => render_mappings(section, &entries.users),
+        Section::MapAccounts => render_accounts(&entries.accounts),
     }
-    Some(out)
+}
+
+fn render_mappings<'m>(
+    section: Section,
+    mappings: impl IntoIterator<Item = &'m ArnMapping>,
+) -> Option<String> {
+    let mut out = String::new();
+    for mapping in mappings {
+        write_mapping(&mut out, section.arn_field(), mapping);
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn render_accounts<'a>(accounts: impl IntoIterator<Item = &'a String>) -> Option<String> {
+    let mut out = String::new();
+    for account in accounts {
+        out.push_str("- ");
+        push_quoted(&mut out, account);
+        out.push('\n');
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 fn write_mapping(out: &mut String, arn_field: &str, mapping: &ArnMapping) {
@@ -120,26 +128,34 @@ fn push_flow(out: &mut String, value: &serde_json::Value) {
 /// A YAML double-quoted scalar that YAML 1.1 and 1.2 parsers read back as exactly `s`.
 pub(crate) fn push_quoted(out: &mut String, s: &str) {
     out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\t' => out.push_str("\\t"),
-            '\r' => out.push_str("\\r"),
-            c if needs_escape(c) => {
-                let code = c as u32;
-                let _ = if code <= 0xFF {
-                    write!(out, "\\x{code:02X}")
-                } else if code <= 0xFFFF {
-                    write!(out, "\\u{code:04X}")
-                } else {
-                    write!(out, "\\U{code:08X}")
-                };
-            }
-            c => out.push(c),
+    // Unescaped runs are copied in one go; most strings are plain ASCII and have none.
+    let mut copied = 0;
+    for (at, c) in s.char_indices() {
+        let escape = match c {
+            '"' => "\\\"",
+            '\\' => "\\\\",
+            '\n' => "\\n",
+            '\t' => "\\t",
+            '\r' => "\\r",
+            c if needs_escape(c) => "",
+            _ => continue,
+        };
+        out.push_str(&s[copied..at]);
+        copied = at + c.len_utf8();
+        if escape.is_empty() {
+            let code = c as u32;
+            let _ = if code <= 0xFF {
+                write!(out, "\\x{code:02X}")
+            } else if code <= 0xFFFF {
+                write!(out, "\\u{code:04X}")
+            } else {
+                write!(out, "\\U{code:08X}")
+            };
+        } else {
+            out.push_str(escape);
         }
     }
+    out.push_str(&s[copied..]);
     out.push('"');
 }
 
