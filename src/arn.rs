@@ -197,7 +197,7 @@ impl IamArn {
     /// write instead.
     pub fn parse(arn: &str) -> Result<IamArn, ArnError> {
         let owned = || arn.to_string();
-        if arn.contains("{{") || arn.contains("}}") {
+        if contains_pair(arn, b'{') || contains_pair(arn, b'}') {
             return Err(ArnError::Template { arn: owned() });
         }
         if arn.contains('*') || arn.contains('?') {
@@ -408,9 +408,9 @@ pub struct TemplateUse {
 pub fn template_variables(text: &str) -> Vec<TemplateUse> {
     let mut found = Vec::new();
     let mut rest = text;
-    while let Some(start) = rest.find("{{") {
+    while let Some(start) = find_pair(rest, b'{') {
         let after = &rest[start + 2..];
-        match after.find("}}") {
+        match find_pair(after, b'}') {
             Some(end) => {
                 let variable = after[..end].to_string();
                 let known = TEMPLATE_VARIABLES.contains(&variable.as_str());
@@ -429,27 +429,53 @@ pub fn template_variables(text: &str) -> Vec<TemplateUse> {
     found
 }
 
+/// Where `cc` (a doubled ASCII byte such as `{{`) first occurs. A byte scan: this runs for
+/// every string of a large aws-auth, where building a substring searcher each time shows.
+fn find_pair(text: &str, c: u8) -> Option<usize> {
+    text.as_bytes()
+        .windows(2)
+        .position(|w| w[0] == c && w[1] == c)
+}
+
+fn contains_pair(text: &str, c: u8) -> bool {
+    find_pair(text, c).is_some()
+}
+
 /// Placeholders people leave in copied examples (`<ACCOUNT_ID>`, `${AWS_ACCOUNT_ID}`,
 /// `{{AccountID}}`, `XXXXXXXXXXXX`). Returns the placeholder text when one is present.
 pub fn find_placeholder(arn: &str) -> Option<String> {
-    for (open, close) in [("{{", "}}"), ("${", "}"), ("<", ">")] {
-        if let Some(start) = arn.find(open)
-            && let Some(len) = arn[start..].find(close)
-        {
-            return Some(arn[start..start + len + close.len()].to_string());
+    if arn.bytes().any(|b| matches!(b, b'{' | b'$' | b'<')) {
+        for (open, close) in [("{{", "}}"), ("${", "}"), ("<", ">")] {
+            if let Some(start) = arn.find(open)
+                && let Some(len) = arn[start..].find(close)
+            {
+                return Some(arn[start..start + len + close.len()].to_string());
+            }
         }
     }
-    let upper = arn.to_ascii_uppercase();
-    for marker in [
+    // One pass over the bytes; a marker is only compared where its first letter occurs.
+    const MARKERS: [&str; 6] = [
         "ACCOUNT_ID",
         "ACCOUNTID",
         "AWS_ACCOUNT",
         "XXXXXXXXXXXX",
         "ROLE_NAME",
         "USER_NAME",
-    ] {
-        if let Some(i) = upper.find(marker) {
-            return Some(arn[i..i + marker.len()].to_string());
+    ];
+    let bytes = arn.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        let first = b.to_ascii_uppercase();
+        if !matches!(first, b'A' | b'X' | b'R' | b'U') {
+            continue;
+        }
+        for marker in MARKERS {
+            if marker.as_bytes()[0] == first
+                && bytes
+                    .get(i..i + marker.len())
+                    .is_some_and(|w| w.eq_ignore_ascii_case(marker.as_bytes()))
+            {
+                return Some(arn[i..i + marker.len()].to_string());
+            }
         }
     }
     None

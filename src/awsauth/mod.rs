@@ -1,6 +1,7 @@
 //! The aws-auth ConfigMap format: entry types, parsing with the authenticator's semantics, and
 //! rendering that the authenticator cannot misread.
 
+mod fastpath;
 mod parse;
 mod render;
 mod yaml11;

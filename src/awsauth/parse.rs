@@ -450,6 +450,7 @@ impl<'a> SectionParser<'a> {
             );
             return ArnMapping::default();
         };
+        let first_diagnostic = self.out.diagnostics.len();
         let arn_field = self.section.arn_field();
         let other_arn_field = match self.section {
             Section::MapRoles => "userarn",
@@ -538,7 +539,7 @@ impl<'a> SectionParser<'a> {
                 _ => mapping.arn = self.string_value(index, field, node),
             }
         }
-        self.check_mapping(index, *pos, &mapping);
+        self.check_mapping(index, *pos, &mapping, first_diagnostic);
         mapping
     }
 
@@ -569,7 +570,13 @@ impl<'a> SectionParser<'a> {
         }
     }
 
-    fn check_mapping(&mut self, index: usize, pos: Pos, mapping: &ArnMapping) {
+    fn check_mapping(
+        &mut self,
+        index: usize,
+        pos: Pos,
+        mapping: &ArnMapping,
+        first_diagnostic: usize,
+    ) {
         let arn_field = self.section.arn_field();
         let at = Some(pos);
         if mapping.arn.is_empty() {
@@ -660,11 +667,10 @@ impl<'a> SectionParser<'a> {
                 }
             }
         }
-        let coerced = self.out.diagnostics.iter().any(|d| {
-            d.key == self.section.key()
-                && d.entry == Some(index)
-                && d.reason == DiagnosticKind::Coerced
-        });
+        // Only this entry's own diagnostics, which start at `first_diagnostic`.
+        let coerced = self.out.diagnostics[first_diagnostic..]
+            .iter()
+            .any(|d| d.reason == DiagnosticKind::Coerced);
         for group in &mapping.groups {
             // A group blanked by a YAML 1.1 coercion is already reported as such.
             if group.is_empty() && !coerced {
@@ -738,14 +744,20 @@ impl<'a> SectionParser<'a> {
 fn check_duplicates(parsed: &mut ParsedAwsAuth) {
     let mut diagnostics = Vec::new();
     // Roles: key = lowercased ARN, last wins.
-    let mut last_role: HashMap<String, usize> = HashMap::new();
-    for (i, role) in parsed.entries.roles.iter().enumerate() {
+    let role_keys: Vec<String> = parsed
+        .entries
+        .roles
+        .iter()
+        .map(|role| role.arn.to_lowercase())
+        .collect();
+    let mut last_role: HashMap<&str, usize> = HashMap::with_capacity(role_keys.len());
+    for (i, (role, key)) in parsed.entries.roles.iter().zip(&role_keys).enumerate() {
         if !role.arn.is_empty() {
-            last_role.insert(role.arn.to_lowercase(), i);
+            last_role.insert(key, i);
         }
     }
-    for (i, role) in parsed.entries.roles.iter().enumerate() {
-        if let Some(&winner) = last_role.get(&role.arn.to_lowercase())
+    for (i, (role, key)) in parsed.entries.roles.iter().zip(&role_keys).enumerate() {
+        if let Some(&winner) = last_role.get(key.as_str())
             && winner != i
         {
             diagnostics.push(duplicate(

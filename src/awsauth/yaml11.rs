@@ -150,13 +150,21 @@ impl YamlError {
 
 /// The first document of `text` (go-yaml v2 reads only the first), or `None` for an empty
 /// document. `extra_documents` counts the documents that were ignored.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Document {
     pub root: Option<Node>,
     pub extra_documents: usize,
 }
 
 pub fn parse_document(text: &str) -> Result<Document, YamlError> {
+    match super::fastpath::parse_mostly_rendered(text, parse_document_general) {
+        Some(document) => Ok(document),
+        None => parse_document_general(text),
+    }
+}
+
+/// The general reader (any YAML); `parse_document` skips it for items in the renderer's shape.
+pub fn parse_document_general(text: &str) -> Result<Document, YamlError> {
     let mut builder = Builder::default();
     let mut documents = 0usize;
     for next in Parser::new_from_str(text) {
