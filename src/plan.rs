@@ -2,6 +2,7 @@
 //! outcome. The only place where the operator decides anything; the controller and the CLI both
 //! call it and only carry out what it says.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
@@ -601,8 +602,14 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         managed_entries,
         unmanaged_entries,
     };
-    let mut live_sorted = parsed.entries.clone();
-    sort_entries(&mut live_sorted);
+    // Usually the live entries are what the operator wrote, already sorted: no copy then.
+    let live_sorted = if is_sorted(&parsed.entries) {
+        Cow::Borrowed(&parsed.entries)
+    } else {
+        let mut sorted = parsed.entries.clone();
+        sort_entries(&mut sorted);
+        Cow::Owned(sorted)
+    };
     for section in Section::ALL {
         // A section whose meaning is unchanged keeps its text byte for byte.
         if section_entries_equal(section, &live_sorted, &next)
@@ -626,14 +633,14 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
 
 /// Live entries to build on: the parsed ones, with the unmanaged entries of malformed keys
 /// restored from the last good revision when allowed.
-fn recover(
-    parsed: &ParsedAwsAuth,
+fn recover<'p>(
+    parsed: &'p ParsedAwsAuth,
     live: &LiveAwsAuth,
     settings: &Settings,
     notes: &mut Vec<Note>,
-) -> Result<AwsAuthEntries, Blocked> {
+) -> Result<Cow<'p, AwsAuthEntries>, Blocked> {
     if parsed.malformed.is_empty() {
-        return Ok(parsed.entries.clone());
+        return Ok(Cow::Borrowed(&parsed.entries));
     }
     let section_errors = |section: Section| -> Vec<Diagnostic> {
         parsed
@@ -684,7 +691,7 @@ fn recover(
             entries.push(entry);
         }
     }
-    Ok(entries)
+    Ok(Cow::Owned(entries))
 }
 
 /// The entry of the mapping's last valid spec, if it is still what aws-auth holds for it.
@@ -739,6 +746,27 @@ fn detect_drift(
     }))
 }
 
+/// Whether `sort_entries` would leave the entries as they are.
+fn is_sorted(entries: &AwsAuthEntries) -> bool {
+    entries
+        .roles
+        .windows(2)
+        .all(|w| role_order(&w[0].arn, &w[1].arn).is_le())
+        && entries.users.is_sorted_by(|a, b| a.arn <= b.arn)
+        && entries.accounts.is_sorted()
+}
+
+/// The renderer's order of role ARNs (by `to_lowercase`), without allocating for ASCII ARNs.
+fn role_order(a: &str, b: &str) -> std::cmp::Ordering {
+    if a.is_ascii() && b.is_ascii() {
+        a.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    } else {
+        a.to_lowercase().cmp(&b.to_lowercase())
+    }
+}
+
 fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntries) -> bool {
     match section {
         Section::MapRoles => a.roles == b.roles,
@@ -749,7 +777,13 @@ fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntrie
 
 /// Checks that must pass before anything is written: round trip, size, annotation budget.
 fn check_write(plan: &Plan, intended: &AwsAuthEntries, settings: &Settings) -> Option<Blocked> {
-    let reparsed = parse_data(&plan.data);
+    // Only rewritten keys can have changed meaning; the others kept their text byte for byte.
+    let rewritten: ConfigMapData = plan
+        .rewritten
+        .iter()
+        .filter_map(|s| Some((s.key().to_string(), plan.data.get(s.key())?.clone())))
+        .collect();
+    let reparsed = parse_data(&rewritten);
     for &section in &plan.rewritten {
         if reparsed.malformed.contains(&section)
             || !section_entries_equal(section, &reparsed.entries, intended)
