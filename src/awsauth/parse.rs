@@ -305,7 +305,8 @@ impl<'a> SectionParser<'a> {
                 return;
             }
         };
-        for (index, item) in items.iter().enumerate() {
+        // The tree is consumed: its strings move into the entries instead of being copied.
+        for (index, item) in items.into_iter().enumerate() {
             match self.section {
                 Section::MapAccounts => {
                     let account = self.account(index, item);
@@ -323,13 +324,13 @@ impl<'a> SectionParser<'a> {
     }
 
     /// A string-typed value the way Go's json would decode it into a `string` field.
-    fn string_value(&mut self, index: usize, field: &str, node: &Node) -> String {
+    fn string_value(&mut self, index: usize, field: &str, node: Node) -> String {
         match node {
             Node::Scalar {
                 value,
                 resolved: ScalarType::Str | ScalarType::Merge,
                 ..
-            } => value.clone(),
+            } => value,
             Node::Scalar {
                 resolved: ScalarType::Null,
                 ..
@@ -347,7 +348,7 @@ impl<'a> SectionParser<'a> {
                     Severity::Error,
                     DiagnosticKind::Coerced,
                     Some(index),
-                    Some(*pos),
+                    Some(pos),
                     message,
                 );
                 String::new()
@@ -369,18 +370,19 @@ impl<'a> SectionParser<'a> {
         }
     }
 
-    fn account(&mut self, index: usize, item: &Node) -> String {
+    fn account(&mut self, index: usize, item: Node) -> String {
+        let item_pos = item.pos();
         let account = match item {
             Node::Scalar {
                 value,
                 resolved: ScalarType::Str,
                 ..
-            } => value.clone(),
+            } => value,
             Node::Scalar {
                 value,
                 resolved,
                 pos,
-            } if *resolved != ScalarType::Null => {
+            } if resolved != ScalarType::Null => {
                 let message = format!(
                     "account `{value}` is unquoted, so YAML 1.1 reads it as {}; the authenticator gets an empty account id. Quote it: \"{value}\"",
                     resolved.describe()
@@ -389,7 +391,7 @@ impl<'a> SectionParser<'a> {
                     Severity::Error,
                     DiagnosticKind::Coerced,
                     Some(index),
-                    Some(*pos),
+                    Some(pos),
                     message,
                 );
                 return String::new();
@@ -400,7 +402,7 @@ impl<'a> SectionParser<'a> {
                     Severity::Error,
                     DiagnosticKind::InvalidAccountId,
                     Some(index),
-                    Some(*pos),
+                    Some(pos),
                     message,
                 );
                 return String::new();
@@ -427,14 +429,14 @@ impl<'a> SectionParser<'a> {
                 Severity::Error,
                 DiagnosticKind::InvalidAccountId,
                 Some(index),
-                Some(item.pos()),
+                Some(item_pos),
                 message,
             );
         }
         account
     }
 
-    fn arn_mapping(&mut self, index: usize, item: &Node) -> ArnMapping {
+    fn arn_mapping(&mut self, index: usize, item: Node) -> ArnMapping {
         let Node::Map { entries, pos } = item else {
             let message = format!(
                 "{} entries are mappings (rolearn/userarn, username, groups), but this one is {}; the authenticator ignores it",
@@ -457,10 +459,11 @@ impl<'a> SectionParser<'a> {
             _ => "rolearn",
         };
         // Field -> the keys that match it; Go assigns them in sorted order, so the last wins.
-        let mut matched: BTreeMap<&'static str, Vec<(String, &Node, Pos)>> = BTreeMap::new();
+        let mut matched: BTreeMap<&'static str, Vec<(String, Node, Pos)>> = BTreeMap::new();
         let mut mapping = ArnMapping::default();
         for (key_node, value) in entries {
-            let key = key_node.key_string();
+            let key_pos = key_node.pos();
+            let key = key_node.into_key_string();
             let field = [arn_field, "username", "groups"]
                 .into_iter()
                 .find(|f| f.eq_ignore_ascii_case(&key));
@@ -474,14 +477,14 @@ impl<'a> SectionParser<'a> {
                             Severity::Warning,
                             DiagnosticKind::FieldNameCase,
                             Some(index),
-                            Some(key_node.pos()),
+                            Some(key_pos),
                             message,
                         );
                     }
                     matched
                         .entry(field)
                         .or_default()
-                        .push((key, value, key_node.pos()));
+                        .push((key, value, key_pos));
                 }
                 None if key.eq_ignore_ascii_case(other_arn_field) => {
                     let message = format!(
@@ -492,7 +495,7 @@ impl<'a> SectionParser<'a> {
                         Severity::Error,
                         DiagnosticKind::WrongArnField,
                         Some(index),
-                        Some(key_node.pos()),
+                        Some(key_pos),
                         message,
                     );
                     mapping.extra.insert(key, value.to_json());
@@ -505,7 +508,7 @@ impl<'a> SectionParser<'a> {
                         Severity::Warning,
                         DiagnosticKind::UnknownField,
                         Some(index),
-                        Some(key_node.pos()),
+                        Some(key_pos),
                         message,
                     );
                     mapping.extra.insert(key, value.to_json());
@@ -539,14 +542,14 @@ impl<'a> SectionParser<'a> {
                 _ => mapping.arn = self.string_value(index, field, node),
             }
         }
-        self.check_mapping(index, *pos, &mapping, first_diagnostic);
+        self.check_mapping(index, pos, &mapping, first_diagnostic);
         mapping
     }
 
-    fn groups(&mut self, index: usize, node: &Node) -> Vec<String> {
+    fn groups(&mut self, index: usize, node: Node) -> Vec<String> {
         match node {
             Node::Seq { items, .. } => items
-                .iter()
+                .into_iter()
                 .map(|item| self.string_value(index, "groups", item))
                 .collect(),
             Node::Scalar {

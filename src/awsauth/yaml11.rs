@@ -104,6 +104,18 @@ impl Node {
         }
     }
 
+    /// `key_string`, moving the text out of a string key instead of copying it.
+    pub fn into_key_string(self) -> String {
+        match self {
+            Node::Scalar {
+                value,
+                resolved: ScalarType::Str | ScalarType::Int | ScalarType::Float | ScalarType::Merge,
+                ..
+            } => value,
+            other => other.key_string(),
+        }
+    }
+
     /// A mapping key as it appears in the JSON object (non-string keys are stringified).
     pub fn key_string(&self) -> String {
         match self {
