@@ -64,7 +64,17 @@ pub fn validate(spec: &IamIdentityMappingSpec) -> Result<Entry, Vec<Problem>> {
         (Some(arn), None) => validate_arn_mapping(spec, arn, &mut problems),
         (None, Some(account)) => validate_account_mapping(spec, account, &mut problems),
     };
-    check_groups(spec, &mut problems);
+    // The ARN's kind decides which template variables a group may use; parsed once.
+    let kind = match &entry {
+        Some(Entry::Role(_)) => Some(PrincipalKind::Role),
+        Some(Entry::User(_)) => Some(PrincipalKind::User),
+        _ => spec
+            .arn
+            .as_deref()
+            .and_then(|a| IamArn::parse(a).ok())
+            .map(|a| a.kind),
+    };
+    check_groups(spec, kind, &mut problems);
     match entry {
         Some(entry) if problems.is_empty() => Ok(entry),
         _ => Err(problems),
@@ -152,12 +162,11 @@ fn validate_account_mapping(
     ok.then(|| Entry::Account(account.to_string()))
 }
 
-fn check_groups(spec: &IamIdentityMappingSpec, problems: &mut Vec<Problem>) {
-    let kind = spec
-        .arn
-        .as_deref()
-        .and_then(|a| IamArn::parse(a).ok())
-        .map(|a| a.kind);
+fn check_groups(
+    spec: &IamIdentityMappingSpec,
+    kind: Option<PrincipalKind>,
+    problems: &mut Vec<Problem>,
+) {
     if spec.groups.len() > MAX_GROUPS {
         problems.push(Problem::new(
             "TooManyGroups",
@@ -170,27 +179,29 @@ fn check_groups(spec: &IamIdentityMappingSpec, problems: &mut Vec<Problem>) {
     }
     let mut seen = BTreeSet::new();
     for (i, group) in spec.groups.iter().enumerate() {
-        let field = format!("spec.groups[{i}]");
+        // Formatted only when reported: most groups have no problem.
+        let field = || format!("spec.groups[{i}]");
         if group.is_empty() {
             problems.push(Problem::new(
                 "EmptyGroup",
-                field,
+                field(),
                 "group names must not be empty",
             ));
         } else if group.chars().any(char::is_whitespace) {
             problems.push(Problem::new(
                 "GroupHasWhitespace",
-                field,
+                field(),
                 format!("group `{group}` contains whitespace"),
             ));
         } else if !seen.insert(group.as_str()) {
             problems.push(Problem::new(
                 "DuplicateGroup",
-                field,
+                field(),
                 format!("group `{group}` is listed twice"),
             ));
-        } else {
-            check_templates(&field, group, kind, problems);
+        } else if group.contains('{') {
+            // Only `{{...}}` can be a template variable.
+            check_templates(&field(), group, kind, problems);
         }
     }
 }
