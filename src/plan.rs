@@ -728,14 +728,14 @@ fn detect_drift(
     live: &[Entry],
     policy: DriftPolicy,
 ) -> Option<Box<Drift>> {
+    // A spec change since the last write is not drift, whatever the live text says, unless the
+    // live entry also fails to match the new spec. Checked first: it is the steady state.
+    if live.len() == 1 && &live[0] == desired {
+        return None;
+    }
     let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
     let reference = last_written.as_ref().unwrap_or(desired);
     if live.len() == 1 && &live[0] == reference {
-        return None;
-    }
-    // A spec change since the last write is not drift, whatever the live text says, unless the
-    // live entry also fails to match the new spec.
-    if live.len() == 1 && &live[0] == desired {
         return None;
     }
     let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);
