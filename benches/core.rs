@@ -14,6 +14,10 @@ use std::fmt::Write as _;
 use std::hint::black_box;
 use std::time::Duration;
 
+/// The allocator the operator binary ships with, so the figures match what it does.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use aws_auth_operator::api::{IamIdentityMappingSpec, RenderedEntry};
 use aws_auth_operator::awsauth::{
     AwsAuthEntries, ConfigMapData, Entry, MAX_CONFIGMAP_DATA_BYTES, data_size, parse_data,

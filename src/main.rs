@@ -3,6 +3,11 @@ use std::process::ExitCode;
 use aws_auth_operator::cli::{Cli, LogFormat, run};
 use clap::Parser;
 
+/// mimalloc instead of the system allocator: the core makes many small short-lived strings
+/// (one per aws-auth field), and glibc's allocator doubled the time of a 5,000-mapping plan.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.log_format);
