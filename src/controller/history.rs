@@ -332,6 +332,19 @@ pub async fn record(
 ) -> Result<u64, HistoryError> {
     for attempt in 1..=MAX_WRITE_ATTEMPTS {
         let current = get_history(api).await?;
+        // A retry after aws-auth's own 409 saves the same previous data again: one revision is
+        // enough, and a conflict storm must not push the older revisions out.
+        if let Some(newest) = current.as_ref().and_then(|cm| decode_lossy(cm).0.pop())
+            && newest.data == *data
+            && newest.managed_annotation.as_deref() == managed_annotation
+            && newest.reason == reason
+        {
+            debug!(
+                revision = newest.revision,
+                "the previous aws-auth is already the newest revision"
+            );
+            return Ok(newest.revision);
+        }
         let exists = current.is_some();
         let (cm, revision) = with_revision(
             current,
@@ -904,6 +917,36 @@ mod tests {
         let (_, revisions) = load(&api).await.unwrap();
         let reasons: Vec<&str> = revisions.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(reasons, ["one", "other", "mine"]);
+    }
+
+    #[tokio::test]
+    async fn recording_the_same_state_twice_keeps_one_revision() {
+        let (client, state) = mock::start();
+        let api = api(client);
+        let first = record(&api, &data(GOOD), Some("a"), "write", at(1), 10)
+            .await
+            .unwrap();
+        // What a reconcile retrying after aws-auth's 409 does: the same previous data again.
+        let again = record(&api, &data(GOOD), Some("a"), "write", at(2), 10)
+            .await
+            .unwrap();
+        assert_eq!((first, again), (1, 1));
+        // A different state, or the same state for another reason, is a new revision.
+        let other = record(&api, &data(GOOD), Some("b"), "write", at(3), 10)
+            .await
+            .unwrap();
+        let rollback = record(&api, &data(GOOD), Some("b"), "rollback", at(4), 10)
+            .await
+            .unwrap();
+        assert_eq!((other, rollback), (2, 3));
+        let puts = state
+            .lock()
+            .unwrap()
+            .calls
+            .iter()
+            .filter(|c| !c.starts_with("GET"))
+            .count();
+        assert_eq!(puts, 3, "the repeated state is not written");
     }
 
     #[tokio::test]
