@@ -8,6 +8,7 @@ pub mod history;
 pub mod leader;
 pub mod reconcile;
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -136,12 +137,39 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
     health.set_ready(true);
     info!("cache synced; reconciling");
 
+    reconcile_loop(
+        &ctx,
+        &store,
+        &wake,
+        config.resync,
+        &metrics,
+        leadership.as_mut(),
+        &mut stop,
+    )
+    .await;
+    mapping_watch.abort();
+    aws_auth_watch.abort();
+    finish(shutdown, server, leadership).await
+}
+
+/// The reconcile loop: waits for a wake-up (or the resync period), lets a burst settle,
+/// reconciles with the mappings in `store`, and backs off after a failure. While another
+/// replica leads, it waits. Returns when `stop` resolves.
+pub async fn reconcile_loop<F: Future + Unpin>(
+    ctx: &Context,
+    store: &reflector::Store<IamIdentityMapping>,
+    wake: &Notify,
+    resync: Duration,
+    metrics: &Metrics,
+    mut leadership: Option<&mut leader::Leadership>,
+    mut stop: F,
+) {
     let mut backoff = Duration::from_secs(1);
     wake.notify_one();
     loop {
         tokio::select! {
             _ = wake.notified() => {}
-            _ = tokio::time::sleep(config.resync) => {}
+            _ = tokio::time::sleep(resync) => {}
             _ = &mut stop => break,
         }
         if let Some(leadership) = leadership.as_mut() {
@@ -153,15 +181,15 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
                 }
             }
         }
-        settle(&wake).await;
+        settle(wake).await;
         let started = Instant::now();
         let mappings = store.state();
         let now = Time(Timestamp::now());
         // Stop writing the moment leadership is lost (compare-and-swap keeps even a late
         // write safe, but a former leader should not keep going).
-        let subscription = leadership.as_ref().map(leader::Leadership::subscribe);
+        let subscription = leadership.as_deref().map(leader::Leadership::subscribe);
         let result = tokio::select! {
-            result = reconcile(&ctx, &mappings, now) => result,
+            result = reconcile(ctx, &mappings, now) => result,
             _ = leadership_lost(subscription) => {
                 warn!("leadership lost during a reconcile; standing by");
                 metrics.set_leader(false);
@@ -194,9 +222,6 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
             }
         }
     }
-    mapping_watch.abort();
-    aws_auth_watch.abort();
-    finish(shutdown, server, leadership).await
 }
 
 /// Waits until events stop arriving for a moment (at most `MAX_SETTLE`), so that a burst of

@@ -78,6 +78,8 @@ pub struct State {
     pub calls: Vec<Call>,
     resource_version: u64,
     conflicts_to_inject: usize,
+    /// The next this many ConfigMap requests are answered 500 (an API server having trouble).
+    pub configmap_failures_to_inject: usize,
     before_replace: Vec<Hook>,
     before_create: Vec<Hook>,
 }
@@ -130,6 +132,14 @@ impl State {
 
     fn handle(&mut self, method: Method, path: &str, content_type: &str, body: &[u8]) -> Reply {
         if let Some(rest) = path.strip_prefix(CONFIGMAPS) {
+            if self.configmap_failures_to_inject > 0 {
+                self.configmap_failures_to_inject -= 1;
+                return status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "InternalError",
+                    "injected failure",
+                );
+            }
             let name = rest.strip_prefix('/').filter(|n| !n.is_empty());
             return self.configmap(method, name, content_type, body);
         }
