@@ -459,10 +459,16 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         Err(blocked) => return blocked_plan(mappings, live, live_data, blocked, live_diagnostics),
     };
 
-    // Live entries grouped by principal, in the order the authenticator reads them.
-    let mut live_by_key: HashMap<PrincipalKey, Vec<Entry>> = HashMap::new();
-    for (_, entry) in live_entries.iter() {
-        live_by_key.entry(entry.key()).or_default().push(entry);
+    // Every live entry with its principal, computed once; then grouped by principal, in the
+    // order the authenticator reads them.
+    let live_list: Vec<(PrincipalKey, Entry)> = live_entries
+        .iter()
+        .map(|(_, entry)| (entry.key(), entry))
+        .collect();
+    let mut live_by_key: HashMap<&PrincipalKey, Vec<&Entry>> =
+        HashMap::with_capacity(live_list.len());
+    for (key, entry) in &live_list {
+        live_by_key.entry(key).or_default().push(entry);
     }
 
     let mut outcomes = BTreeMap::new();
@@ -524,7 +530,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         let live_for_key = live_by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
         let was_managed = live.managed.contains(&key);
         let took_over = (!was_managed)
-            .then(|| live_for_key.last().cloned())
+            .then(|| live_for_key.last().map(|e| (*e).clone()))
             .flatten();
         if let Some(previous) = &took_over {
             notes_takeover.push(Note::TookOver {
@@ -541,7 +547,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         let written = match &drift {
             Some(d) if !d.repaired => live_for_key
                 .last()
-                .cloned()
+                .map(|e| (*e).clone())
                 .unwrap_or_else(|| entry.clone()),
             _ => entry.clone(),
         };
@@ -571,8 +577,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     // New entry set: unmanaged live entries (and protected ones) in their order, then desired.
     let mut next = AwsAuthEntries::default();
     let mut unmanaged_entries = 0;
-    for (_, entry) in live_entries.iter() {
-        let key = entry.key();
+    for (key, entry) in live_list {
         let keep = settings.protected.contains(&key)
             || (!live.managed.contains(&key) && !desired.contains_key(&key));
         if keep {
@@ -698,13 +703,13 @@ fn recover<'p>(
 fn last_valid_entry(
     mapping: &MappingInput,
     managed: &ManagedSet,
-    live_by_key: &HashMap<PrincipalKey, Vec<Entry>>,
+    live_by_key: &HashMap<&PrincipalKey, Vec<&Entry>>,
 ) -> Option<Entry> {
     let rendered = mapping.last_rendered.as_ref()?;
     let entry = entry_from_rendered(rendered)?;
     let key = entry.key();
     let live = live_by_key.get(&key)?;
-    (managed.contains(&key) && live.last() == Some(&entry)).then_some(entry)
+    (managed.contains(&key) && live.last() == Some(&&entry)).then_some(entry)
 }
 
 fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
@@ -725,22 +730,22 @@ fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
 fn detect_drift(
     mapping: &MappingInput,
     desired: &Entry,
-    live: &[Entry],
+    live: &[&Entry],
     policy: DriftPolicy,
 ) -> Option<Box<Drift>> {
     // A spec change since the last write is not drift, whatever the live text says, unless the
     // live entry also fails to match the new spec. Checked first: it is the steady state.
-    if live.len() == 1 && &live[0] == desired {
+    if live.len() == 1 && live[0] == desired {
         return None;
     }
     let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
     let reference = last_written.as_ref().unwrap_or(desired);
-    if live.len() == 1 && &live[0] == reference {
+    if live.len() == 1 && live[0] == reference {
         return None;
     }
     let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);
     Some(Box::new(Drift {
-        live: live.to_vec(),
+        live: live.iter().map(|e| (*e).clone()).collect(),
         desired: desired.clone(),
         repaired: policy == DriftPolicy::Repair || !spec_unchanged || live.is_empty(),
     }))
