@@ -143,7 +143,9 @@ pub fn parse_configmaps(text: &str, source_name: &str) -> Result<Vec<ConfigMapDo
     Ok(out)
 }
 
-/// The aws-auth ConfigMap manifest for `data`, with the managed-principals annotation.
+/// The aws-auth ConfigMap manifest for `data`, with the managed-principals annotation: what the
+/// controller writes. No `app.kubernetes.io/managed-by` label: aws-auth is shared with EKS and
+/// often with Helm or eksctl, and overwriting their label would break their ownership checks.
 pub fn aws_auth_configmap(data: ConfigMapData, managed_annotation: &str) -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
@@ -152,10 +154,6 @@ pub fn aws_auth_configmap(data: ConfigMapData, managed_annotation: &str) -> Conf
             annotations: Some(BTreeMap::from([(
                 MANAGED_ANNOTATION.to_string(),
                 managed_annotation.to_string(),
-            )])),
-            labels: Some(BTreeMap::from([(
-                "app.kubernetes.io/managed-by".to_string(),
-                "aws-auth-operator".to_string(),
             )])),
             ..Default::default()
         },

@@ -184,7 +184,8 @@ fn render_without_paths_renders_builtin_examples_into_kube_system_aws_auth() {
     assert!(stdout.contains("\nkind: ConfigMap\n"), "{stdout}");
     assert!(stdout.contains("  name: aws-auth\n"), "{stdout}");
     assert!(stdout.contains("  namespace: kube-system\n"), "{stdout}");
-    assert!(stdout.contains("app.kubernetes.io/managed-by: aws-auth-operator"));
+    // Like the controller, render claims no label on the shared aws-auth.
+    assert!(!stdout.contains("app.kubernetes.io/managed-by"), "{stdout}");
     assert!(stdout.contains("awsauth.dev/managed: "));
 
     let data = aws_auth_data(stdout);
