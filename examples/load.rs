@@ -11,14 +11,17 @@
 //! 2. Creates `--count` mappings `<prefix><i>` for `arn:aws:iam::111122223333:role/<prefix><i>`
 //!    with at most `--concurrency` creates in flight; the counters start at zero here.
 //! 3. Waits (at most `--timeout-seconds` from the first create) until aws-auth holds every entry
-//!    (read with the operator's own parser) and every mapping is Ready for its generation, then
-//!    prints the time to converge after the last create and the writes counted so far.
+//!    (read with the operator's own parser) and every mapping is Ready for its generation, and
+//!    prints the time to converge after the last create. Then waits until no write was seen for
+//!    5 s (the operator's follow-up reconcile, woken by its own writes, is part of converging)
+//!    and prints the writes counted so far.
 //! 4. Stays idle for `--idle-seconds` and prints the writes seen meanwhile.
 //! 5. Unless `--keep`, deletes the mappings and waits until aws-auth has dropped their entries.
 //!
 //! The last line is a `load: summary ...` line. Exit status: 0 when aws-auth converged (targets
 //! missed or not), 1 when creating or converging failed or timed out, 2 when no cluster is
-//! reachable or it is not ready for the test (no CRD, leftovers of an earlier run).
+//! reachable or it is not ready for the test (no CRD, mappings named `<prefix>*` or aws-auth
+//! entries for the run's roles left by an earlier run).
 //!
 //! Targets for N = 1000 on a local control plane (kind, k3d): converged in < 3 s after the last
 //! create, with <= 10 aws-auth writes (a burst of changes coalesces into few compare-and-swap
@@ -52,6 +55,9 @@ const FIELD_MANAGER: &str = "aws-auth-operator-load";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 const TARGET_CONVERGE: Duration = Duration::from_secs(3);
+/// No write for this long ends convergence: longer than the operator's settle (1 s) plus a
+/// reconcile, so its follow-up reconcile is not counted as idle.
+const QUIET: Duration = Duration::from_secs(5);
 const TARGET_AWS_AUTH_WRITES: u64 = 10;
 
 /// Load test of a running aws-auth-operator: creates many IamIdentityMappings at once and
@@ -139,10 +145,12 @@ impl Report {
         }
         let writes = self.writes_to_converge;
         line.push_str(&format!(
-            " aws_auth_writes={} ({} <= {TARGET_AWS_AUTH_WRITES}) status_writes={}",
+            " aws_auth_writes={} ({} <= {TARGET_AWS_AUTH_WRITES}) status_writes={} ({} <= {})",
             writes.aws_auth,
             verdict(writes.aws_auth <= TARGET_AWS_AUTH_WRITES),
-            writes.status
+            writes.status,
+            verdict(writes.status <= u64::from(self.created)),
+            self.created
         ));
         if let Some(idle) = self.idle_writes {
             line.push_str(&format!(
@@ -195,6 +203,13 @@ async fn measure(args: &Args, client: &Client, shared: &Shared) -> Result<Report
         ));
     }
     let n = args.count as usize;
+    let present = shared.lock().entries_present;
+    if present > 0 {
+        return Err(format!(
+            "aws-auth already holds {present} entries for the run's roles `arn:aws:iam::{ACCOUNT}:role/{}*` (an earlier run that was interrupted?): the counts would be wrong; remove them or use another --prefix",
+            args.prefix
+        ));
+    }
     let timeout = Duration::from_secs(args.timeout_seconds);
     let mut report = Report::default();
 
@@ -219,6 +234,7 @@ async fn measure(args: &Args, client: &Client, shared: &Shared) -> Result<Report
         f64::from(report.created) / create_time.as_secs_f64().max(1e-9)
     );
     if let Some(first) = failures.first() {
+        report.writes_to_converge = shared.lock().counters;
         eprintln!(
             "load: {} creates failed, the first: {first}",
             failures.len()
@@ -226,15 +242,23 @@ async fn measure(args: &Args, client: &Client, shared: &Shared) -> Result<Report
     } else if wait_until(shared, started + timeout, |s| s.converged(n)).await {
         let converged = Instant::now();
         report.converged_after = Some(converged.saturating_duration_since(last_create));
-        report.writes_to_converge = shared.lock().counters;
         eprintln!(
-            "load: converged {:.3}s after the last create ({:.3}s after the first): aws-auth writes {}, status writes {}",
+            "load: converged {:.3}s after the last create ({:.3}s after the first)",
             converged
                 .saturating_duration_since(last_create)
                 .as_secs_f64(),
             (converged - started).as_secs_f64(),
-            report.writes_to_converge.aws_auth,
-            report.writes_to_converge.status
+        );
+        // Writes still in flight (the follow-up reconcile) belong to converging, not to idle.
+        if !wait_for_quiet(shared, converged + timeout).await {
+            eprintln!(
+                "load: the operator kept writing for {timeout:?} after converging; the idle count shows it"
+            );
+        }
+        report.writes_to_converge = shared.lock().counters;
+        eprintln!(
+            "load: writes until quiet: aws-auth {}, status {}",
+            report.writes_to_converge.aws_auth, report.writes_to_converge.status
         );
         report.idle_writes = measure_idle(shared, args.idle_seconds).await;
     } else {
@@ -252,6 +276,22 @@ async fn measure(args: &Args, client: &Client, shared: &Shared) -> Result<Report
         report.delete_after = after;
     }
     Ok(report)
+}
+
+/// Waits until no write has been seen for [`QUIET`], at most until `deadline`; returns whether
+/// it got quiet.
+async fn wait_for_quiet(shared: &Shared, deadline: Instant) -> bool {
+    loop {
+        let quiet_for = shared.lock().last_write.map_or(QUIET, |at| at.elapsed());
+        if quiet_for >= QUIET {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= deadline {
+            return false;
+        }
+        tokio::time::sleep((QUIET - quiet_for).min(deadline - now)).await;
+    }
 }
 
 /// Counts the writes of `seconds` of idle.
@@ -291,11 +331,12 @@ async fn connect() -> Result<Client, String> {
     Ok(client)
 }
 
-/// Fails when the CRD is missing or mappings of an earlier run with this prefix still exist.
+/// Fails when the CRD is missing or mappings named `<prefix>*` exist. Every mapping counts, not
+/// only the labelled ones: a create collides with any mapping of the same name.
 async fn refuse_leftovers(client: &Client, prefix: &str) -> Result<(), String> {
     let list = tokio::time::timeout(
         CONNECT_TIMEOUT,
-        mappings(client).list(&ListParams::default().labels(&created_by_selector())),
+        mappings(client).list(&ListParams::default()),
     )
     .await
     .map_err(|_| format!("listing IamIdentityMappings took over {CONNECT_TIMEOUT:?}"))?;
@@ -314,7 +355,7 @@ async fn refuse_leftovers(client: &Client, prefix: &str) -> Result<(), String> {
         .count();
     if leftovers > 0 {
         return Err(format!(
-            "{leftovers} IamIdentityMappings named `{prefix}*` already exist (an earlier --keep run?): delete them (kubectl delete iim -l {}) or use another --prefix",
+            "{leftovers} IamIdentityMappings named `{prefix}*` already exist (an earlier --keep run?): delete them (those of this tool: kubectl delete iim -l {}) or use another --prefix",
             created_by_selector()
         ));
     }
@@ -331,7 +372,14 @@ async fn create_all(client: &Client, args: &Args) -> Vec<String> {
         .map(|i| {
             let (api, params) = (&api, &params);
             let mapping = load_mapping(&args.prefix, i);
-            async move { api.create(params, &mapping).await.err() }
+            async move {
+                match api.create(params, &mapping).await {
+                    // kube retries a create after a 503/504 that may have hidden a success; no
+                    // mapping of this name existed before (refuse_leftovers), so it is ours.
+                    Err(kube::Error::Api(status)) if status.is_already_exists() => None,
+                    result => result.err(),
+                }
+            }
         })
         .buffer_unordered(usize::from(args.concurrency))
         .filter_map(|error| async move { error.map(|e| e.to_string()) })
@@ -442,19 +490,22 @@ fn expected_role_arns(prefix: &str, count: u32) -> HashSet<String> {
         .collect()
 }
 
-/// Mapping names and role names must both accept `<prefix><i>`.
+/// Mapping names (DNS subdomains: dot-separated labels that start and end with a letter or
+/// digit) and role names must both accept `<prefix><i>`.
 fn check_prefix(prefix: &str) -> Result<(), String> {
+    let alphanumeric = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
     let valid = !prefix.is_empty()
         && prefix.len() <= 50
-        && prefix.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && prefix
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.');
+        && format!("{prefix}0").split('.').all(|label| {
+            label.starts_with(alphanumeric)
+                && label.ends_with(alphanumeric)
+                && label.chars().all(|c| alphanumeric(c) || c == '-')
+        });
     if valid {
         Ok(())
     } else {
         Err(format!(
-            "--prefix `{prefix}`: use 1 to 50 lowercase letters, digits, `-` or `.`, starting with a letter or digit"
+            "--prefix `{prefix}`: use 1 to 50 lowercase letters, digits, `-` or `.`, starting with a letter or digit, with a letter or digit on both sides of every `.`"
         ))
     }
 }
@@ -465,7 +516,8 @@ fn is_not_found(error: &kube::Error) -> bool {
 
 fn is_ready(mapping: &IamIdentityMapping) -> bool {
     mapping.status.as_ref().is_some_and(|status| {
-        status.observed_generation == mapping.metadata.generation
+        status.observed_generation.is_some()
+            && status.observed_generation == mapping.metadata.generation
             && condition(status, READY).is_some_and(|c| c.status == "True")
     })
 }
@@ -510,6 +562,8 @@ struct State {
     aws_auth_listed: bool,
     /// How many of the run's principals aws-auth holds.
     entries_present: usize,
+    /// When the last counted write was seen.
+    last_write: Option<Instant>,
     /// The run's mappings: name -> (resourceVersion, generation).
     mappings: HashMap<String, (String, Option<i64>)>,
     /// The mappings returned by the current (re-)list, to forget those deleted meanwhile.
@@ -541,6 +595,7 @@ impl State {
     fn aws_auth_seen(&mut self, version: Option<String>, present: usize) {
         if self.aws_auth_synced && version != self.aws_auth_version {
             self.counters.aws_auth += 1;
+            self.last_write = Some(Instant::now());
         }
         self.aws_auth_version = version;
         self.entries_present = present;
@@ -562,6 +617,7 @@ impl State {
             } else {
                 self.counters.spec += 1;
             }
+            self.last_write = Some(Instant::now());
         }
         if is_ready(mapping) {
             self.ready.insert(name);

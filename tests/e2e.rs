@@ -45,13 +45,14 @@ use aws_auth_operator::awsauth::{
     AwsAuthEntries, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, ParsedAwsAuth,
     Section, parse_data, render_section, sort_entries,
 };
+use aws_auth_operator::controller::history::HISTORY_CONFIGMAP;
 use aws_auth_operator::manifest::parse_mappings;
 use aws_auth_operator::plan::{MANAGED_ANNOTATION, ManagedSet};
 use aws_auth_operator::status::{CONFLICT, READY, STALLED, condition};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::config::{Config, KubeConfigOptions, Kubeconfig};
 use kube::{Client, ResourceExt};
 
@@ -59,10 +60,12 @@ const KUBECONFIG_ENV: &str = "AWS_AUTH_OPERATOR_E2E_KUBECONFIG";
 const SKIP_NOTICE: &str = "SKIPPED: set AWS_AUTH_OPERATOR_E2E_KUBECONFIG to run the e2e suite";
 const WAIT_TIMEOUT: Duration = Duration::from_secs(60);
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// One probe's API calls may take this long: kube's client has no read timeout, and a hung
+/// request must not stall a wait past its limit.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(15);
 const FIELD_MANAGER: &str = "aws-auth-operator-e2e";
 /// Label on every mapping the suite creates; its value is the run id.
 const RUN_LABEL: &str = "e2e.awsauth.dev/run";
-const HISTORY_CONFIGMAP: &str = "aws-auth-operator-history";
 const ACCOUNT: &str = "111122223333";
 const HAND_EDITED_GROUP: &str = "e2e-hand-edited";
 const LOG_TAIL_LINES: usize = 60;
@@ -161,8 +164,20 @@ impl Suite {
         let run_id = unique_run_id();
         let log_path =
             Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("{run_id}-operator.log"));
+        let crd = crds(&client).get_opt(CRD_NAME).await?;
+        // A CRD still being deleted (an earlier run's clean-up) cannot be applied over, and
+        // counting it as existing would leave it installed after this run.
+        if crd
+            .as_ref()
+            .is_some_and(|c| c.metadata.deletion_timestamp.is_some())
+        {
+            return Err(format!(
+                "the CRD {CRD_NAME} is being deleted (an earlier run's clean-up?); try again once it is gone"
+            )
+            .into());
+        }
         let before = Before {
-            crd_existed: crds(&client).get_opt(CRD_NAME).await?.is_some(),
+            crd_existed: crd.is_some(),
             aws_auth: configmaps(&client).get_opt(CONFIGMAP_NAME).await?,
             history: configmaps(&client).get_opt(HISTORY_CONFIGMAP).await?,
         };
@@ -476,7 +491,26 @@ impl Suite {
                 if !parse_data(&data_of(&remaining)).entries.is_empty() {
                     return Err("aws-auth did not exist before the run but now holds entries the suite did not create; left in place".into());
                 }
-                delete_ignoring_not_found(&configmaps(&self.client), CONFIGMAP_NAME).await
+                // Only the version just checked: an entry added since (EKS adding a node role)
+                // turns the delete into a 409 instead of losing it.
+                let params = DeleteParams {
+                    preconditions: Some(Preconditions {
+                        resource_version: live.resource_version(),
+                        uid: live.uid(),
+                    }),
+                    ..Default::default()
+                };
+                match configmaps(&self.client)
+                    .delete(CONFIGMAP_NAME, &params)
+                    .await
+                {
+                    Ok(_) => Ok(()),
+                    Err(kube::Error::Api(status)) if status.is_not_found() => Ok(()),
+                    Err(kube::Error::Api(status)) if status.is_conflict() => {
+                        Err("aws-auth changed while it was being cleaned up; left in place".into())
+                    }
+                    Err(e) => Err(e.into()),
+                }
             }
         }
     }
@@ -507,7 +541,17 @@ impl Suite {
         if self.before.crd_existed {
             return Ok(());
         }
-        delete_ignoring_not_found(&crds(&self.client), CRD_NAME).await
+        delete_ignoring_not_found(&crds(&self.client), CRD_NAME).await?;
+        // The API server deletes a CRD asynchronously; the next run must not find it terminating.
+        let client = self.client.clone();
+        self.wait_for("the CRD to be deleted", async || {
+            let crd = crds(&client)
+                .get_opt(CRD_NAME)
+                .await
+                .map_err(|e| e.to_string())?;
+            check(crd.is_none(), "still terminating")
+        })
+        .await
     }
 
     // ---- helpers -----------------------------------------------------------------------------
@@ -572,7 +616,10 @@ impl Suite {
                 )
                 .into());
             }
-            match probe().await {
+            let answer = tokio::time::timeout(PROBE_TIMEOUT, probe())
+                .await
+                .unwrap_or_else(|_| Err(format!("no answer within {PROBE_TIMEOUT:?}")));
+            match answer {
                 Ok(value) => {
                     eprintln!("e2e:   {what}: ok after {:.1?}", start.elapsed());
                     return Ok(value);
@@ -636,10 +683,23 @@ struct Operator {
 impl Operator {
     fn start(kubeconfig: &Path, log_path: &Path) -> Result<Operator> {
         let log = File::options().create(true).append(true).open(log_path)?;
+        // Every behaviour the steps rely on is a flag (flags override the operator's
+        // environment variables); leader election has no "off" flag, so its variable goes.
+        // Port 0: the metrics server must not collide with anything on this machine.
         let child = Command::new(env!("CARGO_BIN_EXE_aws-auth-operator"))
-            .args(["run", "--metrics-addr", "127.0.0.1:0", "--drift", "repair"])
+            .args([
+                "run",
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--drift",
+                "repair",
+                "--recover-malformed",
+                "true",
+            ])
             .env("KUBECONFIG", kubeconfig)
             .env_remove("AWS_AUTH_OPERATOR_LEADER_ELECTION")
+            // The log is a file: no colour escapes in it.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -866,8 +926,8 @@ fn set_groups(cm: &mut ConfigMap, entry: &RenderedEntry, groups: &[&str]) -> Res
 }
 
 /// Brings `cm` back to `before` as far as the run changed it: drops the entries of `ours`,
-/// puts back each section's original text where its meaning is unchanged, and restores labels
-/// and annotations. Returns whether anything changed.
+/// puts back each section's original text where its meaning is unchanged, and restores the
+/// operator's annotation and label. Returns whether anything changed.
 fn restore_configmap(
     cm: &mut ConfigMap,
     before: &ConfigMap,
@@ -882,9 +942,34 @@ fn restore_configmap(
     if data != data_of(&original) {
         cm.data = Some(data);
     }
-    cm.metadata.labels = before.metadata.labels.clone();
-    cm.metadata.annotations = before.metadata.annotations.clone();
+    // Only what the operator writes (its annotation; it sets no label on aws-auth): labels and
+    // annotations others changed meanwhile stay.
+    restore_key(
+        &mut cm.metadata.annotations,
+        before.metadata.annotations.as_ref(),
+        MANAGED_ANNOTATION,
+    );
     *cm != original
+}
+
+/// Sets `key` of `map` back to its value in `before` (removing it if `before` had none).
+fn restore_key(
+    map: &mut Option<BTreeMap<String, String>>,
+    before: Option<&BTreeMap<String, String>>,
+    key: &str,
+) {
+    let original = before.and_then(|b| b.get(key));
+    if map.as_ref().and_then(|m| m.get(key)) == original {
+        return;
+    }
+    let current = map.get_or_insert_default();
+    match original {
+        Some(value) => current.insert(key.to_string(), value.clone()),
+        None => current.remove(key),
+    };
+    if current.is_empty() {
+        *map = None;
+    }
 }
 
 /// One section of [`restore_configmap`]; a section the authenticator cannot read is left alone.
