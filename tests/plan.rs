@@ -543,3 +543,151 @@ fn settings_reject_bad_input_with_the_flag_name() {
         .to_string();
     assert!(err.contains("--allowed-groups `(`"), "{err}");
 }
+
+mod properties {
+    //! The safety rule as a property: whatever aws-auth holds and whatever the mappings ask for,
+    //! an entry the operator does not own is never changed or dropped, and the plan's own output
+    //! is stable (planning again on it changes nothing).
+
+    use super::*;
+    use aws_auth_operator::awsauth::{ArnMapping, AwsAuthEntries, render_data};
+    use proptest::prelude::*;
+
+    /// A small pool, so that live entries, the managed set and mappings collide often.
+    const ROLES: [&str; 6] = ["admin", "Admin", "dev", "node", "ci", "audit"];
+    const USERS: [&str; 3] = ["alice", "ops/bob", "Alice"];
+
+    fn role_arn(name: &str) -> String {
+        format!("arn:aws:iam::111122223333:role/{name}")
+    }
+
+    fn user_arn(name: &str) -> String {
+        format!("arn:aws:iam::111122223333:user/{name}")
+    }
+
+    fn live_mapping(arn: String) -> impl Strategy<Value = ArnMapping> {
+        (
+            prop::sample::select(vec!["hand", "system:node:{{EC2PrivateDNSName}}", "x"]),
+            prop::collection::vec(
+                prop::sample::select(vec!["view", "system:masters", "ops"]),
+                0..3,
+            ),
+        )
+            .prop_map(move |(username, groups)| ArnMapping {
+                arn: arn.clone(),
+                username: username.to_string(),
+                groups: groups.into_iter().map(str::to_string).collect(),
+                extra: Default::default(),
+            })
+    }
+
+    fn live_entries() -> impl Strategy<Value = AwsAuthEntries> {
+        (
+            prop::collection::vec(
+                prop::sample::select(ROLES.to_vec()).prop_flat_map(|n| live_mapping(role_arn(n))),
+                0..6,
+            ),
+            prop::collection::vec(
+                prop::sample::select(USERS.to_vec()).prop_flat_map(|n| live_mapping(user_arn(n))),
+                0..3,
+            ),
+            prop::collection::vec(
+                prop::sample::select(vec!["111122223333", "444455556666"]),
+                0..2,
+            ),
+        )
+            .prop_map(|(roles, users, accounts)| AwsAuthEntries {
+                roles,
+                users,
+                accounts: accounts.into_iter().map(str::to_string).collect(),
+            })
+    }
+
+    fn mappings() -> impl Strategy<Value = Vec<MappingInput>> {
+        prop::collection::vec(
+            (
+                prop::sample::select(ROLES.to_vec()),
+                prop::sample::select(vec!["mapped", "mapped:{{SessionName}}", ""]),
+                0..100i64,
+            ),
+            0..5,
+        )
+        .prop_map(|specs| {
+            specs
+                .into_iter()
+                .enumerate()
+                .map(|(i, (role, username, created))| {
+                    let mut m =
+                        role_mapping(&format!("m{i}"), &role_arn(role), username, &["view"]);
+                    m.creation_timestamp = at(created);
+                    m
+                })
+                .collect()
+        })
+    }
+
+    fn managed_keys() -> impl Strategy<Value = ManagedSet> {
+        prop::collection::btree_set(prop::sample::select(ROLES.to_vec()), 0..4).prop_map(|names| {
+            ManagedSet(
+                names
+                    .into_iter()
+                    .map(|n| PrincipalKey::role(&role_arn(n)))
+                    .collect(),
+            )
+        })
+    }
+
+    fn entries_of(data: &ConfigMapData) -> Vec<Entry> {
+        parse_data(data).entries.iter().map(|(_, e)| e).collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        #[test]
+        fn entries_the_operator_does_not_own_are_kept_exactly(
+            live_entries in live_entries(),
+            managed in managed_keys(),
+            mappings in mappings(),
+            protect_admin in any::<bool>(),
+        ) {
+            let mut settings = Settings::default();
+            if protect_admin {
+                settings.protect(&role_arn("admin")).unwrap();
+            }
+            let live = LiveAwsAuth {
+                data: Some(render_data(&live_entries)),
+                managed: managed.clone(),
+                last_good: None,
+            };
+            let result = plan(&mappings, &live, &settings);
+            let before = entries_of(live.data.as_ref().unwrap());
+            let after = entries_of(&result.data);
+            let taken: Vec<PrincipalKey> = result
+                .outcomes
+                .values()
+                .filter_map(|o| match o {
+                    Outcome::Rendered { entry, .. } => Some(entry.key()),
+                    _ => None,
+                })
+                .collect();
+            for entry in &before {
+                let key = entry.key();
+                let protected = protect_admin && key == PrincipalKey::role(&role_arn("admin"));
+                let owned = managed.contains(&key) || taken.contains(&key);
+                if protected || !owned {
+                    prop_assert!(
+                        after.contains(entry),
+                        "lost or changed {:?}\nbefore: {:?}\nafter: {:?}\noutcomes: {:?}",
+                        entry, before, after, result.outcomes
+                    );
+                }
+            }
+            // Applying the plan and planning again changes nothing (no write loop).
+            if result.blocked.is_none() {
+                let again = plan(&mappings, &applied(&result), &settings);
+                prop_assert!(!again.changed, "second plan still changes: {:?}", again.rewritten);
+            }
+        }
+    }
+}

@@ -232,3 +232,87 @@ proptest! {
         prop_assert_eq!(render_data(&parsed.entries), data);
     }
 }
+
+/// YAML-ish text from fragments that exercise the parser's edges: indentation, quotes,
+/// escapes, flow collections, anchors, tags, comments, documents, odd Unicode.
+fn yamlish_text() -> impl Strategy<Value = String> {
+    let fragment = prop_oneof![
+        prop::sample::select(vec![
+            "- ",
+            "-",
+            "  ",
+            "    ",
+            "\n",
+            "\t",
+            "rolearn: ",
+            "userarn: ",
+            "username: ",
+            "groups:",
+            "groups: []",
+            "\"",
+            "'",
+            "\\",
+            "\\x85",
+            "\\u2028",
+            "\\uD800",
+            "[",
+            "]",
+            "{",
+            "}",
+            ",",
+            ": ",
+            "#",
+            "&a ",
+            "*a",
+            "<<: ",
+            "!!str ",
+            "!!int ",
+            "---\n",
+            "...\n",
+            "%YAML 1.1\n",
+            "|\n",
+            ">-\n",
+            "on",
+            "yes",
+            "~",
+            "0x1F",
+            "arn:aws:iam::111122223333:role/x",
+            "{{SessionName}}",
+            "é",
+            "\u{85}",
+            "\u{2028}",
+            "\u{FEFF}",
+            "\r\n",
+        ])
+        .prop_map(str::to_string),
+        "[a-z]{1,6}",
+        any::<char>().prop_map(String::from),
+    ];
+    prop::collection::vec(fragment, 0..40).prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(3_000))]
+
+    /// Whatever a person writes into aws-auth, the parser reports it and never panics, and a
+    /// key it calls malformed contributes no entries (the authenticator drops them all).
+    #[test]
+    fn parsing_any_text_never_panics(
+        texts in prop::collection::vec(
+            (prop::sample::select(vec!["mapRoles", "mapUsers", "mapAccounts", "maproles", "other"]), yamlish_text()),
+            0..4,
+        )
+    ) {
+        let data: std::collections::BTreeMap<String, String> =
+            texts.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let parsed = parse_data(&data);
+        if parsed.malformed.contains(&aws_auth_operator::awsauth::Section::MapRoles) {
+            prop_assert!(parsed.entries.roles.is_empty());
+        }
+        // Whatever was read renders into text that reads back the same.
+        let rendered = render_data(&parsed.entries);
+        let mut expected = parsed.entries.clone();
+        sort_entries(&mut expected);
+        prop_assert_eq!(parse_data(&rendered).entries, expected);
+    }
+}
