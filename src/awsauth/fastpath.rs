@@ -1,8 +1,10 @@
 //! A fast reader for exactly the block style the renderer writes. Most of the time the live
-//! aws-auth is what the operator wrote last, and the general YAML parser costs ~30 ms per MiB;
-//! this reader handles that shape in a few milliseconds and gives up (`None`) on the first byte
-//! it does not expect, so anything else goes through the general parser. It builds the same
-//! tree, positions included; tests check both readers agree on rendered and hand-written text.
+//! aws-auth is what the operator wrote last, and the general YAML parser costs ~30 ms per MiB.
+//! `parse_mostly_rendered` reads each top-level item in the renderer's shape here, in a few
+//! microseconds, and hands runs of other (hand-written) items to the general parser; it gives
+//! up (`None`, read the whole text generally) wherever reading a run on its own could differ.
+//! It builds the same tree, positions included: property tests check that it agrees with the
+//! general parser on rendered, mixed and randomly edited text.
 
 use super::yaml11::{Document, Node, Pos, ScalarType, YamlError};
 
@@ -300,8 +302,8 @@ fn is_raw_safe(c: char) -> bool {
         && !matches!(code, 0x2028 | 0x2029 | 0xFEFF)
 }
 
-/// Lines without their `\n`, numbered from 1; a `\r` anywhere makes the reader give up later
-/// because it is not raw-safe and no accepted line shape ends with it.
+/// Lines without their `\n`, numbered from 1 after the offset. A `\r` stays in the line, where
+/// no accepted shape allows it, so CRLF text goes to the general parser.
 struct Lines<'t> {
     rest: &'t str,
     number: usize,
