@@ -15,7 +15,7 @@ use crate::api::{IamIdentityMappingSpec, RenderedEntry};
 use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
     AwsAuthEntries, ConfigMapData, Diagnostic, Entry, MAX_CONFIGMAP_DATA_BYTES, ParsedAwsAuth,
-    Section, data_size, parse_data, render_section, sort_entries,
+    Section, data_size, is_sorted, parse_data, render_section, sort_entries,
 };
 use crate::validate::{Problem, validate};
 
@@ -749,27 +749,6 @@ fn detect_drift(
         desired: desired.clone(),
         repaired: policy == DriftPolicy::Repair || !spec_unchanged || live.is_empty(),
     }))
-}
-
-/// Whether `sort_entries` would leave the entries as they are.
-fn is_sorted(entries: &AwsAuthEntries) -> bool {
-    entries
-        .roles
-        .windows(2)
-        .all(|w| role_order(&w[0].arn, &w[1].arn).is_le())
-        && entries.users.is_sorted_by(|a, b| a.arn <= b.arn)
-        && entries.accounts.is_sorted()
-}
-
-/// The renderer's order of role ARNs (by `to_lowercase`), without allocating for ASCII ARNs.
-fn role_order(a: &str, b: &str) -> std::cmp::Ordering {
-    if a.is_ascii() && b.is_ascii() {
-        a.bytes()
-            .map(|c| c.to_ascii_lowercase())
-            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
-    } else {
-        a.to_lowercase().cmp(&b.to_lowercase())
-    }
 }
 
 fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntries) -> bool {

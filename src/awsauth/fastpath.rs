@@ -6,6 +6,7 @@
 //! It builds the same tree, positions included: property tests check that it agrees with the
 //! general parser on rendered, mixed and randomly edited text.
 
+use super::render::needs_escape;
 use super::yaml11::{Document, Node, Pos, ScalarType, YamlError};
 
 /// Reads text shaped like the renderer's output, or returns `None`.
@@ -263,7 +264,8 @@ fn quoted_node(text: &str, line: usize, column: usize) -> Option<Node> {
             '\\' => value.push(unescape(&mut chars)?),
             // A bare quote would have ended the scalar early.
             '"' => return None,
-            c if is_raw_safe(c) => value.push(c),
+            // Only what the renderer writes unescaped; anything else goes to the general parser.
+            c if !needs_escape(c) => value.push(c),
             _ => return None,
         }
     }
@@ -293,13 +295,6 @@ fn unescape(chars: &mut std::str::Chars<'_>) -> Option<char> {
         'U' => hex(chars, 8),
         _ => None,
     }
-}
-
-/// Characters the renderer writes unescaped: printable in YAML 1.1 and not a line break.
-fn is_raw_safe(c: char) -> bool {
-    let code = c as u32;
-    matches!(code, 0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
-        && !matches!(code, 0x2028 | 0x2029 | 0xFEFF)
 }
 
 /// Lines without their `\n`, numbered from 1 after the offset. A `\r` stays in the line, where
@@ -339,7 +334,7 @@ mod tests {
         true
     }
 
-    /// The reader the parser uses (whole-text fast path, then per-item hybrid, then general)
+    /// The reader the parser uses (rendered items here, other runs and fallbacks general)
     /// gives exactly what the general reader gives, errors included.
     fn assert_same_as_general(text: &str) {
         assert_eq!(

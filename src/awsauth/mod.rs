@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::arn::PrincipalKey;
 
 pub use parse::{Diagnostic, DiagnosticKind, ParsedAwsAuth, Severity, parse_data};
-pub use render::{render_data, render_section, sort_entries};
+pub use render::{is_sorted, render_data, render_section, sort_entries};
 
 /// ConfigMap data of aws-auth (key -> YAML-in-a-string).
 pub type ConfigMapData = BTreeMap<String, String>;

@@ -3,25 +3,56 @@
 //! string is double-quoted, so nothing can be read as a boolean, number or null, and characters
 //! YAML 1.1 treats as line breaks (NEL, LS, PS) are escaped.
 
+use std::cmp::Ordering;
 use std::fmt::Write;
 
 use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section};
 
+/// The authenticator's lookup key for roles: role ARNs match case-insensitively.
+fn role_key(m: &ArnMapping) -> String {
+    m.arn.to_lowercase()
+}
+
+/// The order of `role_key`, without allocating for ASCII ARNs (for checks; sorting caches the
+/// keys instead, which is faster than comparing byte by byte).
+fn role_order(a: &ArnMapping, b: &ArnMapping) -> Ordering {
+    let (a, b) = (&a.arn, &b.arn);
+    if a.is_ascii() && b.is_ascii() {
+        a.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.bytes().map(|c| c.to_ascii_lowercase()))
+    } else {
+        a.to_lowercase().cmp(&b.to_lowercase())
+    }
+}
+
+/// User ARNs are matched exactly.
+fn user_order(a: &ArnMapping, b: &ArnMapping) -> Ordering {
+    a.arn.cmp(&b.arn)
+}
+
 /// Sorts entries the way the renderer writes them. Stable: entries with the same key keep their
 /// relative order.
 pub fn sort_entries(entries: &mut AwsAuthEntries) {
-    entries.roles.sort_by_cached_key(|m| m.arn.to_lowercase());
-    entries.users.sort_by(|a, b| a.arn.cmp(&b.arn));
+    entries.roles.sort_by_cached_key(role_key);
+    entries.users.sort_by(user_order);
     entries.accounts.sort();
+}
+
+/// Whether `sort_entries` would leave the entries as they are.
+pub fn is_sorted(entries: &AwsAuthEntries) -> bool {
+    entries.roles.is_sorted_by(|a, b| role_order(a, b).is_le())
+        && entries.users.is_sorted_by(|a, b| user_order(a, b).is_le())
+        && entries.accounts.is_sorted()
 }
 
 /// Renders every non-empty section. An empty section has no key at all.
 pub fn render_data(entries: &AwsAuthEntries) -> ConfigMapData {
     // Sorts references: the entries themselves are not copied.
     let mut roles: Vec<&ArnMapping> = entries.roles.iter().collect();
-    roles.sort_by_cached_key(|m| m.arn.to_lowercase());
+    roles.sort_by_cached_key(|m| role_key(m));
     let mut users: Vec<&ArnMapping> = entries.users.iter().collect();
-    users.sort_by(|a, b| a.arn.cmp(&b.arn));
+    users.sort_by(|a, b| user_order(a, b));
     let mut accounts: Vec<&String> = entries.accounts.iter().collect();
     accounts.sort();
     let mut data = ConfigMapData::new();
@@ -160,7 +191,7 @@ pub(crate) fn push_quoted(out: &mut String, s: &str) {
 }
 
 /// Outside YAML 1.1's printable set, or a YAML 1.1 line break / BOM that would be folded away.
-fn needs_escape(c: char) -> bool {
+pub(crate) fn needs_escape(c: char) -> bool {
     let code = c as u32;
     !matches!(code, 0x20..=0x7E | 0xA0..=0xD7FF | 0xE000..=0xFFFD | 0x10000..=0x10FFFF)
         || matches!(code, 0x2028 | 0x2029 | 0xFEFF)
