@@ -1,100 +1,261 @@
 //! A fast reader for exactly the block style the renderer writes. Most of the time the live
 //! aws-auth is what the operator wrote last, and the general YAML parser costs ~30 ms per MiB.
-//! `parse_mostly_rendered` reads each top-level item in the renderer's shape here, in a few
-//! microseconds, and hands runs of other (hand-written) items to the general parser; it gives
-//! up (`None`, read the whole text generally) wherever reading a run on its own could differ.
-//! It builds the same tree, positions included: property tests check that it agrees with the
-//! general parser on rendered, mixed and randomly edited text.
+//! `read_mostly_rendered` reads each top-level item in the renderer's shape here, straight into
+//! strings ready for an entry (no YAML tree), and hands runs of other (hand-written) items to
+//! the general parser; it gives up (`None`, read the whole text generally) wherever reading a
+//! run on its own could differ. A rendered item turned into a tree (`RenderedItem::into_node`)
+//! is exactly what the general parser builds, positions included: property tests check that on
+//! rendered, mixed and randomly edited text.
 
 use super::render::needs_escape;
 use super::yaml11::{Document, Node, Pos, ScalarType, YamlError};
 
+/// A top-level list item: read here when it has the renderer's shape, else by the YAML parser.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ListItem {
+    Rendered(RenderedItem),
+    Tree(Node),
+}
+
+impl ListItem {
+    pub fn into_node(self) -> Node {
+        match self {
+            ListItem::Rendered(item) => item.into_node(),
+            ListItem::Tree(node) => node,
+        }
+    }
+}
+
+/// An item in the renderer's shape. Every string in it is a double-quoted YAML string, so it
+/// is a string whatever its text (no YAML 1.1 coercion applies).
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenderedItem {
+    /// `- "text"` (a mapAccounts entry).
+    Scalar { value: String, pos: Pos },
+    /// `- field: ...` with distinct field names, each one of `FieldName`.
+    Mapping {
+        fields: Vec<RenderedField>,
+        pos: Pos,
+    },
+}
+
+/// The field names the renderer writes, matched exactly (plain, never resolved to a non-string).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FieldName {
+    RoleArn,
+    UserArn,
+    Username,
+    Groups,
+}
+
+impl FieldName {
+    fn parse(text: &str) -> Option<FieldName> {
+        Some(match text {
+            "rolearn" => FieldName::RoleArn,
+            "userarn" => FieldName::UserArn,
+            "username" => FieldName::Username,
+            "groups" => FieldName::Groups,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldName::RoleArn => "rolearn",
+            FieldName::UserArn => "userarn",
+            FieldName::Username => "username",
+            FieldName::Groups => "groups",
+        }
+    }
+}
+
+/// One `name: value` line (and, for a block list, the lines under it). Fields are written
+/// at column 3: on the dash line or indented by two.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RenderedField {
+    pub name: FieldName,
+    pub line: usize,
+    pub value: RenderedValue,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum RenderedValue {
+    /// `"text"` after the field name.
+    Str(String),
+    /// `[]` on the field's line, or a block list of quoted strings indented by four, its items
+    /// on consecutive lines from `pos.line` at column `pos.column + 2`.
+    List { items: Vec<String>, pos: Pos },
+}
+
+/// Column of a field name in a rendered item (`- ` or two spaces before it).
+const FIELD_COLUMN: usize = 3;
+
+impl RenderedField {
+    /// Where the value starts: after `name: `.
+    fn value_pos(&self) -> Pos {
+        Pos {
+            line: self.line,
+            column: FIELD_COLUMN + self.name.as_str().len() + 2,
+        }
+    }
+}
+
+impl RenderedItem {
+    /// The tree the general YAML parser builds for this item.
+    pub fn into_node(self) -> Node {
+        let string = |value: String, pos: Pos| Node::Scalar {
+            value,
+            resolved: ScalarType::Str,
+            pos,
+        };
+        match self {
+            RenderedItem::Scalar { value, pos } => string(value, pos),
+            RenderedItem::Mapping { fields, pos } => {
+                let entries = fields
+                    .into_iter()
+                    .map(|field| {
+                        let key_pos = Pos {
+                            line: field.line,
+                            column: FIELD_COLUMN,
+                        };
+                        let value_pos = field.value_pos();
+                        let value = match field.value {
+                            RenderedValue::Str(value) => string(value, value_pos),
+                            RenderedValue::List { items, pos } => Node::Seq {
+                                items: items
+                                    .into_iter()
+                                    .enumerate()
+                                    .map(|(k, item)| {
+                                        let item_pos = Pos {
+                                            line: pos.line + k,
+                                            column: pos.column + 2,
+                                        };
+                                        string(item, item_pos)
+                                    })
+                                    .collect(),
+                                pos,
+                            },
+                        };
+                        (string(field.name.as_str().to_string(), key_pos), value)
+                    })
+                    .collect();
+                Node::Map { entries, pos }
+            }
+        }
+    }
+}
+
+/// A top-level list read by `read_mostly_rendered`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemList {
+    pub items: Vec<ListItem>,
+    /// Where the list starts (its first item).
+    pub pos: Pos,
+}
+
+impl ItemList {
+    #[cfg(test)]
+    /// The document the general YAML parser builds for the same text.
+    pub fn into_document(self) -> Document {
+        Document {
+            root: Some(Node::Seq {
+                items: self.items.into_iter().map(ListItem::into_node).collect(),
+                pos: self.pos,
+            }),
+            extra_documents: 0,
+        }
+    }
+}
+
 /// Reads text shaped like the renderer's output, or returns `None`.
 #[cfg(test)]
 pub fn parse_rendered(text: &str) -> Option<Document> {
-    let items = rendered_items(text, 0)?;
-    Some(Document {
-        root: Some(Node::Seq {
-            items,
-            pos: Pos { line: 1, column: 1 },
-        }),
-        extra_documents: 0,
-    })
-}
-
-/// The items of a top-level list in the renderer's shape; line numbers start after
-/// `line_offset`.
-fn rendered_items(text: &str, line_offset: usize) -> Option<Vec<Node>> {
     if text.is_empty() || !text.ends_with('\n') {
         return None;
     }
     let mut lines = Lines {
         rest: text,
-        number: line_offset,
+        number: 0,
     };
     let mut items = Vec::new();
     let mut line = lines.next();
-    while let Some((number, current)) = line {
-        let item_text = current.strip_prefix("- ")?;
-        if item_text.starts_with('"') {
-            items.push(quoted_node(item_text, number, 3)?);
-            line = lines.next();
-            continue;
-        }
-        // A mapping: its first field is on the dash line, the rest are indented by two.
-        let mut entries = Vec::new();
-        let mut field = Some((number, item_text, 3));
-        line = lines.next();
-        while let Some((field_line, field_text, column)) = field.take() {
-            let (key, value) = field_text.split_once(':')?;
-            if !is_field_name(key) {
-                return None;
-            }
-            let key_node = Node::Scalar {
-                value: key.to_string(),
-                resolved: ScalarType::Str,
-                pos: Pos {
-                    line: field_line,
-                    column,
-                },
-            };
-            let value_column = column + key.len() + 2;
-            let value_node = match value {
-                "" => {
-                    let (groups, next) = block_list(line, &mut lines)?;
-                    line = next;
-                    groups
-                }
-                " []" => Node::Seq {
-                    items: Vec::new(),
-                    pos: Pos {
-                        line: field_line,
-                        column: value_column,
-                    },
-                },
-                _ => quoted_node(value.strip_prefix(' ')?, field_line, value_column)?,
-            };
-            entries.push((key_node, value_node));
-            if let Some((next_number, next_text)) = line
-                && let Some(rest) = next_text.strip_prefix("  ")
-                && !rest.starts_with(' ')
-            {
-                field = Some((next_number, rest, 3));
-                line = lines.next();
-            }
-        }
-        if has_duplicate_keys(&entries) {
+    while let Some(first) = line {
+        let (item, next) = rendered_item(first, &mut lines)?;
+        items.push(ListItem::Rendered(item));
+        line = next;
+    }
+    let list = ItemList {
+        items,
+        pos: Pos { line: 1, column: 1 },
+    };
+    Some(list.into_document())
+}
+
+/// The item whose dash line is `first`; returns it and the first line after it.
+fn rendered_item<'t>(
+    (number, first): (usize, &'t str),
+    lines: &mut Lines<'t>,
+) -> Option<(RenderedItem, Line<'t>)> {
+    let item_pos = Pos {
+        line: number,
+        column: 3,
+    };
+    let item_text = first.strip_prefix("- ")?;
+    if item_text.starts_with('"') {
+        let value = quoted_string(item_text)?;
+        return Some((
+            RenderedItem::Scalar {
+                value,
+                pos: item_pos,
+            },
+            lines.next(),
+        ));
+    }
+    // A mapping: its first field is on the dash line, the rest are indented by two.
+    let mut fields: Vec<RenderedField> = Vec::with_capacity(3);
+    let mut field = Some((number, item_text));
+    let mut line = lines.next();
+    while let Some((field_line, field_text)) = field.take() {
+        let (key, value) = field_text.split_once(':')?;
+        let name = FieldName::parse(key)?;
+        if fields.iter().any(|f| f.name == name) {
             return None;
         }
-        items.push(Node::Map {
-            entries,
-            pos: Pos {
-                line: number,
-                column: 3,
+        let value = match value {
+            "" => {
+                let (items, pos, next) = block_list(line, lines)?;
+                line = next;
+                RenderedValue::List { items, pos }
+            }
+            " []" => RenderedValue::List {
+                items: Vec::new(),
+                pos: Pos {
+                    line: field_line,
+                    column: FIELD_COLUMN + key.len() + 2,
+                },
             },
+            _ => RenderedValue::Str(quoted_string(value.strip_prefix(' ')?)?),
+        };
+        fields.push(RenderedField {
+            name,
+            line: field_line,
+            value,
         });
+        if let Some((next_number, next_text)) = line
+            && let Some(rest) = next_text.strip_prefix("  ")
+            && !rest.starts_with(' ')
+        {
+            field = Some((next_number, rest));
+            line = lines.next();
+        }
     }
-    Some(items)
+    Some((
+        RenderedItem::Mapping {
+            fields,
+            pos: item_pos,
+        },
+        line,
+    ))
 }
 
 /// Reads a top-level list whose items are mostly in the renderer's shape, with some written by
@@ -104,10 +265,10 @@ fn rendered_items(text: &str, line_offset: usize) -> Option<Vec<Node>> {
 /// comments and blank lines, document markers or directives, or a run that does not read as a
 /// complete list on its own (an open quote or bracket that continues past the next item, an
 /// alias to an anchor in another run).
-pub fn parse_mostly_rendered(
+pub fn read_mostly_rendered(
     text: &str,
     general: impl Fn(&str) -> Result<Document, YamlError>,
-) -> Option<Document> {
+) -> Option<ItemList> {
     // Items as (index of their first line, byte range): each starts at a line beginning "- ".
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
     let mut offset = 0;
@@ -130,16 +291,16 @@ pub fn parse_mostly_rendered(
     }
     let first_item_line = chunks.first()?.0;
 
-    let mut items = Vec::new();
+    let mut items = Vec::with_capacity(chunks.len());
     // Consecutive hand-written items are read together.
     let mut pending: Option<(usize, usize, usize)> = None;
     for (line_index, start, end) in chunks {
-        match rendered_items(&text[start..end], line_index) {
+        match whole_rendered_item(&text[start..end], line_index) {
             Some(fast) => {
                 if let Some(run) = pending.take() {
-                    items.extend(read_run(text, run, &general)?);
+                    items.extend(read_run(text, run, &general)?.map(ListItem::Tree));
                 }
-                items.extend(fast);
+                items.push(ListItem::Rendered(fast));
             }
             None => {
                 pending = Some(match pending {
@@ -150,18 +311,32 @@ pub fn parse_mostly_rendered(
         }
     }
     if let Some(run) = pending {
-        items.extend(read_run(text, run, &general)?);
+        items.extend(read_run(text, run, &general)?.map(ListItem::Tree));
     }
-    Some(Document {
-        root: Some(Node::Seq {
-            items,
-            pos: Pos {
-                line: first_item_line + 1,
-                column: 1,
-            },
-        }),
-        extra_documents: 0,
+    Some(ItemList {
+        items,
+        pos: Pos {
+            line: first_item_line + 1,
+            column: 1,
+        },
     })
+}
+
+/// `chunk` (the lines of one item, each ending in `\n`) read as one rendered item, if it is
+/// one and nothing is left over; line numbers start after `line_offset`.
+fn whole_rendered_item(chunk: &str, line_offset: usize) -> Option<RenderedItem> {
+    if !chunk.ends_with('\n') {
+        return None;
+    }
+    let mut lines = Lines {
+        rest: chunk,
+        number: line_offset,
+    };
+    let first = lines.next()?;
+    match rendered_item(first, &mut lines)? {
+        (item, None) => Some(item),
+        (_, Some(_)) => None,
+    }
 }
 
 /// Reads a run of hand-written items on its own, with positions moved to where the run starts.
@@ -169,7 +344,7 @@ fn read_run(
     text: &str,
     (line_index, start, end): (usize, usize, usize),
     general: &impl Fn(&str) -> Result<Document, YamlError>,
-) -> Option<Vec<Node>> {
+) -> Option<impl Iterator<Item = Node>> {
     let document = general(&text[start..end]).ok()?;
     if document.extra_documents > 0 {
         return None;
@@ -180,7 +355,7 @@ fn read_run(
     for item in &mut items {
         shift_lines(item, line_index);
     }
-    Some(items)
+    Some(items.into_iter())
 }
 
 fn shift_lines(node: &mut Node, by: usize) {
@@ -200,62 +375,41 @@ fn shift_lines(node: &mut Node, by: usize) {
     }
 }
 
-/// A block list of quoted strings indented by four, starting at `line`; returns it and the
-/// first line after it.
+/// A block list of quoted strings indented by four, starting at `line`; returns its items,
+/// where it starts, and the first line after it.
 fn block_list<'t>(
-    mut line: Option<(usize, &'t str)>,
+    mut line: Line<'t>,
     lines: &mut Lines<'t>,
-) -> Option<(Node, Option<(usize, &'t str)>)> {
+) -> Option<(Vec<String>, Pos, Line<'t>)> {
     let mut items = Vec::new();
     let mut start = None;
     loop {
         match line {
             Some((number, text)) if text.starts_with("    - ") => {
                 start.get_or_insert(number);
-                items.push(quoted_node(&text[6..], number, 7)?);
+                items.push(quoted_string(&text[6..])?);
                 line = lines.next();
             }
             _ => {
-                let line_number = start?;
-                let node = Node::Seq {
-                    items,
-                    pos: Pos {
-                        line: line_number,
-                        column: 5,
-                    },
+                let pos = Pos {
+                    line: start?,
+                    column: 5,
                 };
-                return Some((node, line));
+                return Some((items, pos, line));
             }
         }
     }
 }
 
-/// The field names the renderer writes for an entry (plain, never resolved to a non-string).
-fn is_field_name(key: &str) -> bool {
-    matches!(key, "rolearn" | "userarn" | "username" | "groups")
-}
-
-fn has_duplicate_keys(entries: &[(Node, Node)]) -> bool {
-    entries.iter().enumerate().any(|(i, (a, _))| {
-        entries[..i]
-            .iter()
-            .any(|(b, _)| matches!((a, b), (Node::Scalar { value: x, .. }, Node::Scalar { value: y, .. }) if x == y))
-    })
-}
-
 /// `text` must be exactly one double-quoted scalar with the renderer's escapes.
-fn quoted_node(text: &str, line: usize, column: usize) -> Option<Node> {
+fn quoted_string(text: &str) -> Option<String> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     // Most values are printable ASCII with nothing escaped: copy them whole.
     if inner
         .bytes()
         .all(|b| matches!(b, 0x20..=0x7E) && b != b'"' && b != b'\\')
     {
-        return Some(Node::Scalar {
-            value: inner.to_string(),
-            resolved: ScalarType::Str,
-            pos: Pos { line, column },
-        });
+        return Some(inner.to_string());
     }
     let mut value = String::with_capacity(inner.len());
     let mut chars = inner.chars();
@@ -269,11 +423,7 @@ fn quoted_node(text: &str, line: usize, column: usize) -> Option<Node> {
             _ => return None,
         }
     }
-    Some(Node::Scalar {
-        value,
-        resolved: ScalarType::Str,
-        pos: Pos { line, column },
-    })
+    Some(value)
 }
 
 fn unescape(chars: &mut std::str::Chars<'_>) -> Option<char> {
@@ -297,6 +447,9 @@ fn unescape(chars: &mut std::str::Chars<'_>) -> Option<char> {
     }
 }
 
+/// A numbered line, or `None` at the end of the text.
+type Line<'t> = Option<(usize, &'t str)>;
+
 /// Lines without their `\n`, numbered from 1 after the offset. A `\r` stays in the line, where
 /// no accepted shape allows it, so CRLF text goes to the general parser.
 struct Lines<'t> {
@@ -305,7 +458,7 @@ struct Lines<'t> {
 }
 
 impl<'t> Lines<'t> {
-    fn next(&mut self) -> Option<(usize, &'t str)> {
+    fn next(&mut self) -> Line<'t> {
         let (line, rest) = self.rest.split_once('\n')?;
         self.rest = rest;
         self.number += 1;
@@ -317,8 +470,12 @@ impl<'t> Lines<'t> {
 mod tests {
     use proptest::prelude::*;
 
+    use super::super::parse::{parse_data, parse_data_general};
+    use super::super::render::push_quoted;
     use super::super::yaml11::{parse_document, parse_document_general};
-    use super::super::{ArnMapping, AwsAuthEntries, Section, render_section, sort_entries};
+    use super::super::{
+        ArnMapping, AwsAuthEntries, ConfigMapData, Section, render_section, sort_entries,
+    };
     use super::*;
 
     /// Both readers agree wherever the fast one answers.
@@ -544,18 +701,99 @@ mod tests {
     fn hybrid_reads_rendered_items_itself() {
         let text = "# kept by hand\n- rolearn: \"arn:aws:iam::111122223333:role/r\"\n  username: \"r\"\n  groups: []\n- rolearn: x\n  username: y\n";
         let calls = std::cell::Cell::new(0);
-        let document = parse_mostly_rendered(text, |run| {
+        let list = read_mostly_rendered(text, |run| {
             calls.set(calls.get() + 1);
             assert_eq!(run, "- rolearn: x\n  username: y\n");
             parse_document_general(run)
         })
         .expect("hybrid reads this text");
+        assert!(matches!(list.items[0], ListItem::Rendered(_)));
+        assert!(matches!(list.items[1], ListItem::Tree(_)));
+        let document = list.into_document();
         assert_eq!(calls.get(), 1);
         assert_eq!(Ok(document), parse_document_general(text));
     }
 
+    /// An item in the renderer's layout with any fields: right or wrong for the section,
+    /// repeated, strings where lists belong and the other way round.
+    fn rendered_shape_item() -> impl Strategy<Value = String> {
+        let field = (
+            prop::sample::select(vec!["rolearn", "userarn", "username", "groups"]),
+            prop::option::of(any_string()),
+            prop::collection::vec(any_string(), 0..3),
+        );
+        prop_oneof![
+            any_string().prop_map(|s| {
+                let mut item = "- ".to_string();
+                push_quoted(&mut item, &s);
+                item.push('\n');
+                item
+            }),
+            prop::collection::vec(field, 1..4).prop_map(|fields| {
+                let mut item = String::new();
+                for (i, (name, scalar, list)) in fields.into_iter().enumerate() {
+                    item.push_str(if i == 0 { "- " } else { "  " });
+                    item.push_str(name);
+                    item.push(':');
+                    match scalar {
+                        Some(s) => {
+                            item.push(' ');
+                            push_quoted(&mut item, &s);
+                        }
+                        None if list.is_empty() => item.push_str(" []"),
+                        None => {
+                            for g in list {
+                                item.push_str("\n    - ");
+                                push_quoted(&mut item, &g);
+                            }
+                        }
+                    }
+                    item.push('\n');
+                }
+                item
+            }),
+        ]
+    }
+
+    /// Whole aws-auth data: rendered sections with hand-written snippets and odd rendered-shape
+    /// items mixed in, sometimes edited.
+    fn any_data() -> impl Strategy<Value = ConfigMapData> {
+        (
+            hybrid_text(),
+            prop::collection::vec((any::<usize>(), rendered_shape_item()), 0..4),
+            prop::collection::vec((any::<usize>(), any::<u8>()), 0..2),
+        )
+            .prop_map(|(text, odd, edits)| {
+                let mut data = ConfigMapData::new();
+                for (i, section) in Section::ALL.into_iter().enumerate() {
+                    let mut lines: Vec<String> =
+                        text.split_inclusive('\n').map(str::to_string).collect();
+                    for (at, item) in &odd {
+                        if at % 3 == i {
+                            lines.insert(at % (lines.len() + 1), item.clone());
+                        }
+                    }
+                    let mut section_text = lines.concat();
+                    for (at, edit) in &edits {
+                        if at % 3 == i {
+                            section_text = mutate(&section_text, *at, *edit);
+                        }
+                    }
+                    data.insert(section.key().to_string(), section_text);
+                }
+                data
+            })
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(2_000))]
+
+        /// What the parser makes of aws-auth (entries, every diagnostic with its position,
+        /// malformed keys) is the same with the fast reader as with the YAML parser alone.
+        #[test]
+        fn parse_data_is_the_same_with_and_without_the_fast_reader(data in any_data()) {
+            prop_assert_eq!(parse_data(&data), parse_data_general(&data), "data: {:#?}", data);
+        }
 
         #[test]
         fn agrees_with_the_yaml_parser_on_rendered_text(entries in any_entries()) {

@@ -13,7 +13,10 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::yaml11::{Node, Pos, ScalarType, parse_document};
+use super::fastpath::{
+    FieldName, ListItem, RenderedField, RenderedItem, RenderedValue, read_mostly_rendered,
+};
+use super::yaml11::{Node, Pos, ScalarType, parse_document_general};
 use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section};
 use crate::arn::{IamArn, PrincipalKind, find_placeholder, is_account_id, template_variables};
 
@@ -176,10 +179,28 @@ impl ParsedAwsAuth {
 
 /// Parses ConfigMap data with the authenticator's semantics.
 pub fn parse_data(data: &ConfigMapData) -> ParsedAwsAuth {
+    parse_data_with(data, Reader::FastWherePossible)
+}
+
+/// `parse_data` with the general YAML parser only, to check the fast reader against.
+#[cfg(test)]
+pub(crate) fn parse_data_general(data: &ConfigMapData) -> ParsedAwsAuth {
+    parse_data_with(data, Reader::GeneralOnly)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// Items in the renderer's shape through `fastpath`, the rest through the YAML parser.
+    FastWherePossible,
+    #[cfg(test)]
+    GeneralOnly,
+}
+
+fn parse_data_with(data: &ConfigMapData, reader: Reader) -> ParsedAwsAuth {
     let mut parsed = ParsedAwsAuth::default();
     for (key, text) in data {
         match Section::from_key(key) {
-            Some(section) => SectionParser::new(section, &mut parsed).parse(text),
+            Some(section) => SectionParser::new(section, &mut parsed).parse(text, reader),
             None => parsed.diagnostics.push(unknown_key(key)),
         }
     }
@@ -248,8 +269,48 @@ impl<'a> SectionParser<'a> {
         });
     }
 
-    fn parse(mut self, text: &str) {
-        let doc = match parse_document(text) {
+    fn parse(mut self, text: &str, reader: Reader) {
+        // Items in the renderer's shape are read without building a YAML tree; the rest, or
+        // the whole text when that is the only faithful reading, by the general parser.
+        let fast = match reader {
+            Reader::FastWherePossible => read_mostly_rendered(text, parse_document_general),
+            #[cfg(test)]
+            Reader::GeneralOnly => None,
+        };
+        let items: Vec<ListItem> = match fast {
+            Some(list) => list.items,
+            None => match self.general_items(text) {
+                Some(items) => items.into_iter().map(ListItem::Tree).collect(),
+                None => return,
+            },
+        };
+        // The items are consumed: their strings move into the entries instead of being copied.
+        for (index, item) in items.into_iter().enumerate() {
+            match self.section {
+                Section::MapAccounts => {
+                    let account = self.account(index, item.into_node());
+                    self.out.entries.accounts.push(account);
+                }
+                Section::MapRoles | Section::MapUsers => {
+                    let mapping = match item {
+                        ListItem::Rendered(RenderedItem::Mapping { fields, pos }) => {
+                            self.rendered_mapping(index, fields, pos)
+                        }
+                        other => self.arn_mapping(index, other.into_node()),
+                    };
+                    match self.section {
+                        Section::MapRoles => self.out.entries.roles.push(mapping),
+                        _ => self.out.entries.users.push(mapping),
+                    }
+                }
+            }
+        }
+    }
+
+    /// The top-level items of `text` read by the general YAML parser, or `None` (with the
+    /// diagnostic) when the authenticator cannot use the key at all.
+    fn general_items(&mut self, text: &str) -> Option<Vec<Node>> {
+        let doc = match parse_document_general(text) {
             Ok(doc) => doc,
             Err(err) => {
                 self.out.malformed.insert(self.section);
@@ -264,7 +325,7 @@ impl<'a> SectionParser<'a> {
                     Some(err.pos),
                     message,
                 );
-                return;
+                return None;
             }
         };
         if doc.extra_documents > 0 {
@@ -280,13 +341,13 @@ impl<'a> SectionParser<'a> {
                 message,
             );
         }
-        let items = match doc.root {
+        match doc.root {
             None
             | Some(Node::Scalar {
                 resolved: ScalarType::Null,
                 ..
-            }) => return,
-            Some(Node::Seq { items, .. }) => items,
+            }) => None,
+            Some(Node::Seq { items, .. }) => Some(items),
             Some(other) => {
                 self.out.malformed.insert(self.section);
                 let message = format!(
@@ -302,25 +363,49 @@ impl<'a> SectionParser<'a> {
                     Some(other.pos()),
                     message,
                 );
-                return;
-            }
-        };
-        // The tree is consumed: its strings move into the entries instead of being copied.
-        for (index, item) in items.into_iter().enumerate() {
-            match self.section {
-                Section::MapAccounts => {
-                    let account = self.account(index, item);
-                    self.out.entries.accounts.push(account);
-                }
-                Section::MapRoles | Section::MapUsers => {
-                    let mapping = self.arn_mapping(index, item);
-                    match self.section {
-                        Section::MapRoles => self.out.entries.roles.push(mapping),
-                        _ => self.out.entries.users.push(mapping),
-                    }
-                }
+                None
             }
         }
+    }
+
+    /// An item in the renderer's shape. When its fields are exactly this section's (ARN field,
+    /// username, groups; each at most once, strings and a list of strings), the general rules
+    /// have nothing to report about its shape and its strings are used as they are; anything
+    /// else takes the general path, so every diagnostic comes from one place.
+    fn rendered_mapping(
+        &mut self,
+        index: usize,
+        fields: Vec<RenderedField>,
+        pos: Pos,
+    ) -> ArnMapping {
+        let arn_field = match self.section {
+            Section::MapRoles => FieldName::RoleArn,
+            _ => FieldName::UserArn,
+        };
+        let plain = fields.iter().all(|field| {
+            matches!(
+                (field.name, &field.value),
+                (FieldName::Groups, RenderedValue::List { .. })
+                    | (FieldName::Username, RenderedValue::Str(_))
+            ) || (field.name == arn_field && matches!(field.value, RenderedValue::Str(_)))
+        });
+        if !plain {
+            let item = RenderedItem::Mapping { fields, pos };
+            return self.arn_mapping(index, item.into_node());
+        }
+        let first_diagnostic = self.out.diagnostics.len();
+        let mut mapping = ArnMapping::default();
+        for field in fields {
+            match (field.name, field.value) {
+                (FieldName::Groups, RenderedValue::List { items, .. }) => mapping.groups = items,
+                (FieldName::Username, RenderedValue::Str(value)) => mapping.username = value,
+                (_, RenderedValue::Str(value)) => mapping.arn = value,
+                // Ruled out above.
+                (_, RenderedValue::List { .. }) => {}
+            }
+        }
+        self.check_mapping(index, pos, &mapping, first_diagnostic);
+        mapping
     }
 
     /// A string-typed value the way Go's json would decode it into a `string` field.

@@ -168,9 +168,10 @@ pub struct Document {
     pub extra_documents: usize,
 }
 
+#[cfg(test)]
 pub fn parse_document(text: &str) -> Result<Document, YamlError> {
-    match super::fastpath::parse_mostly_rendered(text, parse_document_general) {
-        Some(document) => Ok(document),
+    match super::fastpath::read_mostly_rendered(text, parse_document_general) {
+        Some(list) => Ok(list.into_document()),
         None => parse_document_general(text),
     }
 }
