@@ -74,6 +74,18 @@ impl fmt::Display for PrincipalKind {
     }
 }
 
+/// A parsed IAM role or user ARN that borrows its parts from the text (see `IamArn`). Checks
+/// over every entry of a large aws-auth use it, so that parsing does not allocate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct IamArnRef<'a> {
+    pub partition: Partition,
+    pub account: &'a str,
+    pub kind: PrincipalKind,
+    /// `/` or `/a/b/`, exactly as written.
+    pub path: &'a str,
+    pub name: &'a str,
+}
+
 /// A parsed IAM role or user ARN.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct IamArn {
@@ -192,10 +204,10 @@ fn is_valid_path(path: &str) -> bool {
         && path.bytes().all(|b| (0x21..=0x7e).contains(&b))
 }
 
-impl IamArn {
-    /// Parses an IAM role or user ARN. Rejects everything else with an error that says what to
+impl<'a> IamArnRef<'a> {
+    /// Parses an IAM role or user ARN without copying any of it. Rejects everything else with an error that says what to
     /// write instead.
-    pub fn parse(arn: &str) -> Result<IamArn, ArnError> {
+    pub fn parse(arn: &'a str) -> Result<IamArnRef<'a>, ArnError> {
         let owned = || arn.to_string();
         if contains_pair(arn, b'{') || contains_pair(arn, b'}') {
             return Err(ArnError::Template { arn: owned() });
@@ -275,15 +287,23 @@ impl IamArn {
                 });
             }
         };
+        // `resource` is `TYPE/PATH/NAME`: the path is the slice from the `/` after the type up
+        // to and including the last `/`.
         let (path, name) = match path_and_name.rfind('/') {
-            Some(i) => (
-                format!("/{}", &path_and_name[..=i]),
-                &path_and_name[i + 1..],
-            ),
-            None => ("/".to_string(), path_and_name),
+            Some(i) => {
+                let path_start = resource_type.len();
+                (
+                    &resource[path_start..path_start + i + 2],
+                    &path_and_name[i + 1..],
+                )
+            }
+            None => ("/", path_and_name),
         };
-        if !is_valid_path(&path) {
-            return Err(ArnError::BadPath { arn: owned(), path });
+        if !is_valid_path(path) {
+            return Err(ArnError::BadPath {
+                arn: owned(),
+                path: path.to_string(),
+            });
         }
         if !is_valid_name(name) {
             return Err(ArnError::BadName {
@@ -291,16 +311,70 @@ impl IamArn {
                 name: name.to_string(),
             });
         }
-        Ok(IamArn {
+        Ok(IamArnRef {
             partition,
-            account: account.to_string(),
+            account,
             kind,
             path,
-            name: name.to_string(),
+            name,
         })
     }
 
     /// The real ARN, path included (what IAM and EKS access entries use).
+    pub fn to_owned(&self) -> IamArn {
+        IamArn {
+            partition: self.partition,
+            account: self.account.to_string(),
+            kind: self.kind,
+            path: self.path.to_string(),
+            name: self.name.to_string(),
+        }
+    }
+
+    pub fn has_path(&self) -> bool {
+        self.path != "/"
+    }
+
+    /// The ARN as aws-auth must hold it: roles path-stripped (the authenticator compares
+    /// against the canonicalised caller ARN, which never has a path), users unchanged.
+    pub fn aws_auth_arn(&self) -> String {
+        let mut out = String::with_capacity(
+            "arn::iam:::role/".len() + 16 + self.account.len() + self.path.len() + self.name.len(),
+        );
+        out.push_str("arn:");
+        out.push_str(self.partition.as_str());
+        out.push_str(":iam::");
+        out.push_str(self.account);
+        out.push(':');
+        match self.kind {
+            PrincipalKind::Role => out.push_str("role/"),
+            PrincipalKind::User => {
+                out.push_str("user");
+                out.push_str(self.path);
+            }
+        }
+        out.push_str(self.name);
+        out
+    }
+}
+
+impl fmt::Display for IamArnRef<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "arn:{}:iam::{}:{}{}{}",
+            self.partition, self.account, self.kind, self.path, self.name
+        )
+    }
+}
+
+impl IamArn {
+    /// Parses an IAM role or user ARN. Rejects everything else with an error that says what to
+    /// write instead.
+    pub fn parse(arn: &str) -> Result<IamArn, ArnError> {
+        IamArnRef::parse(arn).map(|arn| arn.to_owned())
+    }
+
     pub fn full_arn(&self) -> String {
         format!(
             "arn:{}:iam::{}:{}{}{}",
@@ -311,12 +385,16 @@ impl IamArn {
     /// The ARN as aws-auth must hold it: roles path-stripped (the authenticator compares against
     /// the canonicalised caller ARN, which never has a path), users unchanged.
     pub fn aws_auth_arn(&self) -> String {
-        match self.kind {
-            PrincipalKind::Role => format!(
-                "arn:{}:iam::{}:role/{}",
-                self.partition, self.account, self.name
-            ),
-            PrincipalKind::User => self.full_arn(),
+        self.as_ref().aws_auth_arn()
+    }
+
+    pub fn as_ref(&self) -> IamArnRef<'_> {
+        IamArnRef {
+            partition: self.partition,
+            account: &self.account,
+            kind: self.kind,
+            path: &self.path,
+            name: &self.name,
         }
     }
 
@@ -398,28 +476,28 @@ pub const TEMPLATE_VARIABLES: [&str; 5] = [
 
 /// A `{{...}}` occurrence in a username or group.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TemplateUse {
-    pub variable: String,
+pub struct TemplateUse<'t> {
+    pub variable: &'t str,
     pub known: bool,
 }
 
 /// Finds every `{{...}}` in `text`. An opening `{{` without a closing `}}` is reported as an
 /// unknown variable, since the authenticator would leave it verbatim in the username.
-pub fn template_variables(text: &str) -> Vec<TemplateUse> {
+pub fn template_variables(text: &str) -> Vec<TemplateUse<'_>> {
     let mut found = Vec::new();
     let mut rest = text;
     while let Some(start) = find_pair(rest, b'{') {
         let after = &rest[start + 2..];
         match find_pair(after, b'}') {
             Some(end) => {
-                let variable = after[..end].to_string();
-                let known = TEMPLATE_VARIABLES.contains(&variable.as_str());
+                let variable = &after[..end];
+                let known = TEMPLATE_VARIABLES.contains(&variable);
                 found.push(TemplateUse { variable, known });
                 rest = &after[end + 2..];
             }
             None => {
                 found.push(TemplateUse {
-                    variable: after.to_string(),
+                    variable: after,
                     known: false,
                 });
                 break;
@@ -463,6 +541,21 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
         "USER_NAME",
     ];
     let bytes = arn.as_bytes();
+    // Every marker holds `CCO`, `XXX` or `_NA` (any case): most ARNs hold none, and are done
+    // here (`Access`, common in SSO role names, does not stop at this filter).
+    let may_hold_marker = bytes.windows(3).any(|w| {
+        matches!(
+            [
+                w[0].to_ascii_uppercase(),
+                w[1].to_ascii_uppercase(),
+                w[2].to_ascii_uppercase()
+            ],
+            [b'C', b'C', b'O'] | [b'X', b'X', b'X'] | [b'_', b'N', b'A']
+        )
+    });
+    if !may_hold_marker {
+        return None;
+    }
     for (i, b) in bytes.iter().enumerate() {
         let first = b.to_ascii_uppercase();
         if !matches!(first, b'A' | b'X' | b'R' | b'U') {
@@ -624,15 +717,15 @@ mod tests {
             found,
             vec![
                 TemplateUse {
-                    variable: "SessionName".into(),
+                    variable: "SessionName",
                     known: true
                 },
                 TemplateUse {
-                    variable: "Foo".into(),
+                    variable: "Foo",
                     known: false
                 },
                 TemplateUse {
-                    variable: "AccountID".into(),
+                    variable: "AccountID",
                     known: false
                 },
             ]
@@ -664,5 +757,45 @@ mod tests {
             Some("XXXXXXXXXXXX")
         );
         assert_eq!(find_placeholder("arn:aws:iam::111122223333:role/x"), None);
+        for (arn, marker) in [
+            ("arn:aws:iam::ACCOUNT_ID:role/x", "ACCOUNT_ID"),
+            ("arn:aws:iam::accountid:role/x", "accountid"),
+            ("arn:aws:iam::Aws_Account:role/x", "Aws_Account"),
+            ("arn:aws:iam::xxxxxxxxxxxx:role/x", "xxxxxxxxxxxx"),
+            ("arn:aws:iam::111122223333:role/ROLE_NAME", "ROLE_NAME"),
+            ("arn:aws:iam::111122223333:user/team/user_name", "user_name"),
+        ] {
+            assert_eq!(find_placeholder(arn).as_deref(), Some(marker), "{arn}");
+        }
+        assert_eq!(
+            find_placeholder(
+                "arn:aws:iam::111122223333:role/AWSReservedSSO_AdministratorAccess_0a1b"
+            ),
+            None
+        );
+    }
+
+    /// The markers looked for without the prefilter: what `find_placeholder` must agree with.
+    fn marker_by_plain_search(arn: &str) -> Option<String> {
+        let upper = arn.to_ascii_uppercase();
+        [
+            "ACCOUNT_ID",
+            "ACCOUNTID",
+            "AWS_ACCOUNT",
+            "XXXXXXXXXXXX",
+            "ROLE_NAME",
+            "USER_NAME",
+        ]
+        .into_iter()
+        .filter_map(|marker| upper.find(marker).map(|at| (at, marker.len())))
+        .min()
+        .map(|(at, len)| arn[at..at + len].to_string())
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn marker_search_misses_nothing(arn in "[ACOUNT_IDWSXRLEMacountidwsxrlem:/-]{0,40}") {
+            proptest::prop_assert_eq!(find_placeholder(&arn), marker_by_plain_search(&arn));
+        }
     }
 }

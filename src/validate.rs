@@ -3,13 +3,13 @@
 //! The CRD's OpenAPI patterns and CEL rules reject most bad input at admission; this is the full
 //! check, also applied to mappings read from files and to objects created before a CRD upgrade.
 
-use std::collections::BTreeSet;
+use std::collections::HashSet;
 use std::fmt;
 
 use serde::Serialize;
 
 use crate::api::IamIdentityMappingSpec;
-use crate::arn::{IamArn, PrincipalKind, is_account_id, template_variables};
+use crate::arn::{IamArnRef, PrincipalKind, is_account_id, template_variables};
 use crate::awsauth::{ArnMapping, Entry};
 
 /// Same bound as the CRD schema (`maxItems`), which keeps CEL cost estimates small.
@@ -71,7 +71,7 @@ pub fn validate(spec: &IamIdentityMappingSpec) -> Result<Entry, Vec<Problem>> {
         _ => spec
             .arn
             .as_deref()
-            .and_then(|a| IamArn::parse(a).ok())
+            .and_then(|a| IamArnRef::parse(a).ok())
             .map(|a| a.kind),
     };
     check_groups(spec, kind, &mut problems);
@@ -86,7 +86,7 @@ fn validate_arn_mapping(
     raw: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<Entry> {
-    let arn = match IamArn::parse(raw) {
+    let arn = match IamArnRef::parse(raw) {
         Ok(arn) => Some(arn),
         Err(err) => {
             problems.push(Problem::new(err.reason(), "spec.arn", err.to_string()));
@@ -177,7 +177,16 @@ fn check_groups(
             ),
         ));
     }
-    let mut seen = BTreeSet::new();
+    // A short list (the usual case) is scanned for repeats; a long one gets a set, so that
+    // a file with thousands of groups is still checked in linear time.
+    let mut seen: Option<HashSet<&str>> = (spec.groups.len() > 16).then(HashSet::new);
+    let mut is_repeat = |i: usize| {
+        let group = spec.groups[i].as_str();
+        match &mut seen {
+            Some(set) => !set.insert(group),
+            None => spec.groups[..i].iter().any(|earlier| earlier == group),
+        }
+    };
     for (i, group) in spec.groups.iter().enumerate() {
         // Formatted only when reported: most groups have no problem.
         let field = || format!("spec.groups[{i}]");
@@ -193,7 +202,7 @@ fn check_groups(
                 field(),
                 format!("group `{group}` contains whitespace"),
             ));
-        } else if !seen.insert(group.as_str()) {
+        } else if is_repeat(i) {
             problems.push(Problem::new(
                 "DuplicateGroup",
                 field(),
@@ -224,7 +233,7 @@ fn check_templates(
             ));
         } else if kind == Some(PrincipalKind::User)
             && matches!(
-                variable.variable.as_str(),
+                variable.variable,
                 "SessionName" | "SessionNameRaw" | "EC2PrivateDNSName"
             )
         {
@@ -352,6 +361,42 @@ mod tests {
                 "UnknownTemplateVariable"
             ]
         );
+    }
+
+    #[test]
+    fn repeated_groups_are_found_in_short_and_long_lists() {
+        for count in [3, 40] {
+            let mut groups: Vec<String> = (0..count).map(|i| format!("g{i}")).collect();
+            groups.extend(["g1", "", "", "a b", "a b", "g1"].map(String::from));
+            let refs: Vec<&str> = groups.iter().map(String::as_str).collect();
+            let problems = validate(&spec(
+                Some("arn:aws:iam::111122223333:role/r"),
+                None,
+                Some("r"),
+                &refs,
+            ))
+            .unwrap_err();
+            let found: Vec<(&str, &str)> = problems
+                .iter()
+                .map(|p| (p.reason, p.field.as_str()))
+                .collect();
+            let at = |k: usize| format!("spec.groups[{}]", count + k);
+            let expected = [
+                ("DuplicateGroup", at(0)),
+                ("EmptyGroup", at(1)),
+                ("EmptyGroup", at(2)),
+                ("GroupHasWhitespace", at(3)),
+                ("GroupHasWhitespace", at(4)),
+                ("DuplicateGroup", at(5)),
+            ];
+            let expected: Vec<(&str, &str)> =
+                expected.iter().map(|(r, f)| (*r, f.as_str())).collect();
+            let found: Vec<_> = found
+                .into_iter()
+                .filter(|(r, _)| *r != "TooManyGroups")
+                .collect();
+            assert_eq!(found, expected, "{count} groups");
+        }
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::fastpath::{
 };
 use super::yaml11::{Node, Pos, ScalarType, parse_document_general};
 use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section};
-use crate::arn::{IamArn, PrincipalKind, find_placeholder, is_account_id, template_variables};
+use crate::arn::{IamArnRef, PrincipalKind, find_placeholder, is_account_id, template_variables};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -689,7 +689,7 @@ impl<'a> SectionParser<'a> {
                 message,
             );
         } else {
-            match IamArn::parse(&mapping.arn) {
+            match IamArnRef::parse(&mapping.arn) {
                 Err(err) => {
                     let message = format!("{err}; this entry never matches");
                     self.push(
@@ -737,7 +737,7 @@ impl<'a> SectionParser<'a> {
                     );
                 } else if kind == PrincipalKind::User
                     && matches!(
-                        variable.variable.as_str(),
+                        variable.variable,
                         "SessionName" | "SessionNameRaw" | "EC2PrivateDNSName"
                     )
                 {
@@ -783,7 +783,7 @@ impl<'a> SectionParser<'a> {
         }
     }
 
-    fn check_arn(&mut self, index: usize, pos: Pos, arn: &IamArn) {
+    fn check_arn(&mut self, index: usize, pos: Pos, arn: &IamArnRef<'_>) {
         let at = Some(pos);
         match (self.section, arn.kind) {
             (Section::MapRoles, PrincipalKind::User) => {
