@@ -14,8 +14,8 @@ use thiserror::Error;
 use crate::api::{IamIdentityMappingSpec, RenderedEntry};
 use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
-    AwsAuthEntries, ConfigMapData, Diagnostic, Entry, MAX_CONFIGMAP_DATA_BYTES, ParsedAwsAuth,
-    Section, data_size, is_sorted, parse_data, render_section, sort_entries,
+    AwsAuthEntries, ConfigMapData, Diagnostic, Entry, EntryRef, MAX_CONFIGMAP_DATA_BYTES,
+    ParsedAwsAuth, Section, data_size, is_sorted, parse_data, render_section, sort_entries,
 };
 use crate::validate::{Problem, validate};
 
@@ -169,15 +169,16 @@ fn unanchor(rule: &Regex) -> &str {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ManagedSet(pub BTreeSet<PrincipalKey>);
 
-/// Compact, readable annotation form: names grouped by partition and account.
-#[derive(Debug, Default, Serialize, Deserialize)]
+/// Compact, readable annotation form: names grouped by partition and account (as written by
+/// `ManagedSet::encode`).
+#[derive(Debug, Default, Deserialize)]
 struct ManagedAnnotation {
     version: u32,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     roles: BTreeMap<String, Vec<String>>,
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default)]
     users: BTreeMap<String, Vec<String>>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(default)]
     accounts: Vec<String>,
 }
 
@@ -191,26 +192,68 @@ impl ManagedSet {
     }
 
     pub fn encode(&self) -> String {
-        let mut annotation = ManagedAnnotation {
+        // Borrowed names, one scope string per (partition, account) run: the keys are sorted
+        // by ARN, so a scope's names come together. Same JSON as `ManagedAnnotation`.
+        #[derive(Serialize)]
+        struct Encoded<'k> {
+            version: u32,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            roles: BTreeMap<String, Vec<&'k str>>,
+            #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+            users: BTreeMap<String, Vec<&'k str>>,
+            #[serde(skip_serializing_if = "Vec::is_empty")]
+            accounts: Vec<&'k str>,
+        }
+        let mut encoded = Encoded {
             version: 1,
-            ..Default::default()
+            roles: BTreeMap::new(),
+            users: BTreeMap::new(),
+            accounts: Vec::new(),
         };
+        type Run<'k> = (bool, Option<(&'k str, &'k str)>, Vec<&'k str>);
+        fn flush<'k>(run: Option<Run<'k>>, encoded: &mut Encoded<'k>) {
+            if let Some((is_role, scope, names)) = run {
+                let scope = match scope {
+                    Some((partition, account)) => format!("{partition}:{account}"),
+                    None => "raw".to_string(),
+                };
+                let target = if is_role {
+                    &mut encoded.roles
+                } else {
+                    &mut encoded.users
+                };
+                target.entry(scope).or_default().extend(names);
+            }
+        }
+        let mut run: Option<Run<'_>> = None;
         for key in &self.0 {
-            match key {
-                PrincipalKey::Account(id) => annotation.accounts.push(id.clone()),
-                PrincipalKey::Role(arn) | PrincipalKey::User(arn) => {
-                    // arn:PARTITION:iam::ACCOUNT:role/NAME -> ("PARTITION:ACCOUNT", "NAME")
-                    let (scope, name) = split_arn(arn);
-                    let target = if matches!(key, PrincipalKey::Role(_)) {
-                        &mut annotation.roles
-                    } else {
-                        &mut annotation.users
-                    };
-                    target.entry(scope).or_default().push(name);
+            let (is_role, arn) = match key {
+                PrincipalKey::Account(id) => {
+                    encoded.accounts.push(id);
+                    continue;
+                }
+                PrincipalKey::Role(arn) => (true, arn),
+                PrincipalKey::User(arn) => (false, arn),
+            };
+            // Keys not in ARN shape are kept whole under scope `raw`.
+            let (scope, name) = match split_arn(arn) {
+                Some((scope, name)) => (Some(scope), name),
+                None => (None, arn.as_str()),
+            };
+            match &mut run {
+                Some((run_is_role, run_scope, names))
+                    if *run_is_role == is_role && *run_scope == scope =>
+                {
+                    names.push(name)
+                }
+                _ => {
+                    let finished = run.replace((is_role, scope, vec![name]));
+                    flush(finished, &mut encoded);
                 }
             }
         }
-        serde_json::to_string(&annotation).unwrap_or_default()
+        flush(run, &mut encoded);
+        serde_json::to_string(&encoded).unwrap_or_default()
     }
 
     pub fn decode(text: &str) -> Result<ManagedSet, ManagedSetError> {
@@ -238,19 +281,25 @@ impl ManagedSet {
     }
 }
 
-/// Splits `arn:P:iam::A:role/NAME` into (`P:A`, `NAME`) and `arn:P:iam::A:user/PATH/NAME` into
-/// (`P:A`, `/PATH/NAME`). Keys that are not in this shape are kept whole under scope `raw`.
-fn split_arn(arn: &str) -> (String, String) {
-    let parts: Vec<&str> = arn.splitn(6, ':').collect();
-    if let [_, partition, _, _, account, resource] = parts[..] {
-        if let Some(name) = resource.strip_prefix("role/") {
-            return (format!("{partition}:{account}"), name.to_string());
-        }
-        if let Some(path_name) = resource.strip_prefix("user") {
-            return (format!("{partition}:{account}"), path_name.to_string());
-        }
-    }
-    ("raw".to_string(), arn.to_string())
+/// Splits `arn:P:iam::A:role/NAME` into ((`P`, `A`), `NAME`) and `arn:P:iam::A:user/PATH/NAME`
+/// into ((`P`, `A`), `/PATH/NAME`). `None` for keys not in this shape (kept whole under scope
+/// `raw`).
+fn split_arn(arn: &str) -> Option<((&str, &str), &str)> {
+    let mut parts = arn.splitn(6, ':');
+    let (Some(_), Some(partition), Some(_), Some(_), Some(account), Some(resource)) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return None;
+    };
+    let name = resource
+        .strip_prefix("role/")
+        .or_else(|| resource.strip_prefix("user"))?;
+    Some(((partition, account), name))
 }
 
 fn join_arn(scope: &str, kind: &str, name: &str) -> Result<String, ManagedSetError> {
@@ -447,6 +496,57 @@ pub struct Plan {
     pub unmanaged_entries: usize,
 }
 
+/// Everything the plan learns about one principal.
+#[derive(Default)]
+struct Principal<'a> {
+    /// Its live entries, in the order the authenticator reads them (it uses the last).
+    live: Vec<EntryRef<'a>>,
+    /// The operator wrote it last time (`LiveAwsAuth::managed`).
+    managed: bool,
+    /// `--protected-arn`: never changed or removed.
+    protected: bool,
+    /// Valid mappings for it, before conflict resolution.
+    contenders: Vec<(&'a MappingInput, Entry)>,
+    /// The entry the operator writes for it, until it is placed in the new entry set.
+    desired: Option<Entry>,
+    /// Its desired entry was placed in the new entry set.
+    placed: bool,
+}
+
+impl Principal<'_> {
+    /// The operator writes an entry for this principal.
+    fn is_written(&self) -> bool {
+        self.desired.is_some() || self.placed
+    }
+}
+
+/// The principals of one plan, each looked up once by its key. Keys are long ARNs sharing long
+/// prefixes: hashing them once beats comparing them in ordered maps at every step.
+#[derive(Default)]
+struct Principals<'a> {
+    index: HashMap<PrincipalKey, usize>,
+    slots: Vec<Principal<'a>>,
+}
+
+impl<'a> Principals<'a> {
+    fn slot(&mut self, key: PrincipalKey, settings: &Settings) -> usize {
+        if let Some(&slot) = self.index.get(&key) {
+            return slot;
+        }
+        let slot = self.slots.len();
+        self.slots.push(Principal {
+            protected: settings.protected.contains(&key),
+            ..Principal::default()
+        });
+        self.index.insert(key, slot);
+        slot
+    }
+
+    fn get(&self, key: &PrincipalKey) -> Option<&Principal<'a>> {
+        self.index.get(key).map(|&slot| &self.slots[slot])
+    }
+}
+
 /// Computes the plan. Pure: no I/O, no clock.
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
     let live_data = live.data.clone().unwrap_or_default();
@@ -459,27 +559,21 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         Err(blocked) => return blocked_plan(mappings, live, live_data, blocked, live_diagnostics),
     };
 
-    // Every live entry with its principal, computed once; then grouped by principal, in the
-    // order the authenticator reads them.
-    let live_list: Vec<(PrincipalKey, Entry)> = live_entries
-        .iter()
-        .map(|(_, entry)| (entry.key(), entry))
+    // Every live entry with its principal, in the order the authenticator reads them.
+    let mut principals = Principals::default();
+    let live_list: Vec<(usize, EntryRef)> = live_entries
+        .entries()
+        .map(|entry| (principals.slot(entry.key(), settings), entry))
         .collect();
-    let mut live_by_key: HashMap<&PrincipalKey, Vec<&Entry>> =
-        HashMap::with_capacity(live_list.len());
-    for (key, entry) in &live_list {
-        live_by_key.entry(key).or_default().push(entry);
+    for &(slot, entry) in &live_list {
+        principals.slots[slot].live.push(entry);
     }
 
     let mut outcomes = BTreeMap::new();
-    // Valid candidates per principal, before conflict resolution.
-    let mut candidates: BTreeMap<PrincipalKey, Vec<(&MappingInput, Entry)>> = BTreeMap::new();
+    let mut invalid = Vec::new();
     for mapping in mappings {
         match validate(&mapping.spec) {
-            Err(problems) => {
-                let kept = last_valid_entry(mapping, &live.managed, &live_by_key);
-                outcomes.insert(mapping.name.clone(), Outcome::Invalid { problems, kept });
-            }
+            Err(problems) => invalid.push((mapping, problems)),
             Ok(entry) => {
                 let key = entry.key();
                 if settings.protected.contains(&key) {
@@ -492,28 +586,41 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
                         Outcome::GroupNotAllowed { group, rule },
                     );
                 } else {
-                    candidates.entry(key).or_default().push((mapping, entry));
+                    let slot = principals.slot(key, settings);
+                    principals.slots[slot].contenders.push((mapping, entry));
                 }
             }
         }
     }
+    // Only principals already known (live or mapped) can be affected by having been managed.
+    for key in &live.managed.0 {
+        if let Some(&slot) = principals.index.get(key) {
+            principals.slots[slot].managed = true;
+        }
+    }
+    for (mapping, problems) in invalid {
+        let kept = last_valid_entry(mapping, &principals);
+        outcomes.insert(mapping.name.clone(), Outcome::Invalid { problems, kept });
+    }
 
     // Desired managed entries: one per principal, the oldest mapping (then name) wins.
-    let mut desired: BTreeMap<PrincipalKey, Entry> = BTreeMap::new();
-    let mut notes_takeover = Vec::new();
-    for (key, mut contenders) in candidates {
-        contenders.sort_by(|(a, _), (b, _)| {
-            (
-                a.creation_timestamp.is_none(),
-                &a.creation_timestamp,
-                &a.name,
-            )
-                .cmp(&(
-                    b.creation_timestamp.is_none(),
-                    &b.creation_timestamp,
-                    &b.name,
-                ))
-        });
+    let mut took_over_notes: Vec<(PrincipalKey, Note)> = Vec::new();
+    for principal in &mut principals.slots {
+        let mut contenders = std::mem::take(&mut principal.contenders);
+        if contenders.len() > 1 {
+            contenders.sort_by(|(a, _), (b, _)| {
+                (
+                    a.creation_timestamp.is_none(),
+                    &a.creation_timestamp,
+                    &a.name,
+                )
+                    .cmp(&(
+                        b.creation_timestamp.is_none(),
+                        &b.creation_timestamp,
+                        &b.name,
+                    ))
+            });
+        }
         let mut contenders = contenders.into_iter();
         let Some((winner, entry)) = contenders.next() else {
             continue;
@@ -527,18 +634,18 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
                 },
             );
         }
-        let live_for_key = live_by_key.get(&key).map(Vec::as_slice).unwrap_or_default();
-        let was_managed = live.managed.contains(&key);
-        let took_over = (!was_managed)
-            .then(|| live_for_key.last().map(|e| (*e).clone()))
+        let live_for_key = principal.live.as_slice();
+        let took_over = (!principal.managed)
+            .then(|| live_for_key.last().map(|e| e.to_entry()))
             .flatten();
         if let Some(previous) = &took_over {
-            notes_takeover.push(Note::TookOver {
+            let note = Note::TookOver {
                 mapping: winner.name.clone(),
                 previous: previous.clone(),
-            });
+            };
+            took_over_notes.push((entry.key(), note));
         }
-        let drift = if was_managed {
+        let drift = if principal.managed {
             detect_drift(winner, &entry, live_for_key, settings.drift)
         } else {
             None
@@ -547,11 +654,11 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         let written = match &drift {
             Some(d) if !d.repaired => live_for_key
                 .last()
-                .map(|e| (*e).clone())
+                .map(|e| e.to_entry())
                 .unwrap_or_else(|| entry.clone()),
             _ => entry.clone(),
         };
-        desired.insert(key, written);
+        principal.desired = Some(written);
         outcomes.insert(
             winner.name.clone(),
             Outcome::Rendered {
@@ -561,38 +668,56 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             },
         );
     }
-    notes.extend(notes_takeover);
+    // Ordered by principal, whatever order the mappings came in.
+    took_over_notes.sort_by(|a, b| a.0.cmp(&b.0));
+    notes.extend(took_over_notes.into_iter().map(|(_, note)| note));
 
     // Invalid mappings keep serving their last valid entry.
     for outcome in outcomes.values() {
         if let Outcome::Invalid {
             kept: Some(entry), ..
         } = outcome
-            && !settings.protected.contains(&entry.key())
         {
-            desired.entry(entry.key()).or_insert_with(|| entry.clone());
+            let slot = principals.slot(entry.key(), settings);
+            let principal = &mut principals.slots[slot];
+            if !principal.protected && principal.desired.is_none() {
+                principal.desired = Some(entry.clone());
+            }
         }
     }
 
-    // New entry set: unmanaged live entries (and protected ones) in their order, then desired.
+    // New entry set: unmanaged (and protected) live entries, and each desired entry where its
+    // principal's live entry was, so that a steady state comes out already sorted.
     let mut next = AwsAuthEntries::default();
     let mut unmanaged_entries = 0;
-    for (key, entry) in live_list {
-        let keep = settings.protected.contains(&key)
-            || (!live.managed.contains(&key) && !desired.contains_key(&key));
-        if keep {
+    let mut managed_entries = 0;
+    for &(slot, entry) in &live_list {
+        let principal = &mut principals.slots[slot];
+        if principal.protected || (!principal.managed && !principal.is_written()) {
             unmanaged_entries += 1;
-            next.push(entry);
-        } else if !desired.contains_key(&key) {
-            notes.push(Note::Removed { entry });
+            next.push(entry.to_entry());
+        } else if let Some(desired) = principal.desired.take() {
+            managed_entries += 1;
+            principal.placed = true;
+            next.push(desired);
+        } else if !principal.placed {
+            notes.push(Note::Removed {
+                entry: entry.to_entry(),
+            });
+        }
+        // Otherwise a second live entry of a principal whose new entry is already placed.
+    }
+    for principal in &mut principals.slots {
+        if let Some(desired) = principal.desired.take() {
+            managed_entries += 1;
+            principal.placed = true;
+            next.push(desired);
         }
     }
-    let managed_entries = desired.len();
-    let managed = ManagedSet(desired.keys().cloned().collect());
-    for entry in desired.into_values() {
-        next.push(entry);
+    if !is_sorted(&next) {
+        sort_entries(&mut next);
     }
-    sort_entries(&mut next);
+    let managed = managed_set(live, &principals, managed_entries);
 
     let mut plan = Plan {
         data: live_data.clone(),
@@ -634,6 +759,27 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
     plan.changed = plan.data != live_data || live.managed != plan.managed || live.data.is_none();
     plan
+}
+
+/// The principals written this time. In a steady state they are exactly last time's, and
+/// the recorded set is reused instead of sorting thousands of keys again.
+fn managed_set(live: &LiveAwsAuth, principals: &Principals, written: usize) -> ManagedSet {
+    let same_as_last_time = written == live.managed.0.len()
+        && principals
+            .slots
+            .iter()
+            .all(|principal| !principal.placed || principal.managed);
+    if same_as_last_time {
+        return live.managed.clone();
+    }
+    ManagedSet(
+        principals
+            .index
+            .iter()
+            .filter(|&(_, &slot)| principals.slots[slot].placed)
+            .map(|(key, _)| key.clone())
+            .collect(),
+    )
 }
 
 /// Live entries to build on: the parsed ones, with the unmanaged entries of malformed keys
@@ -700,16 +846,12 @@ fn recover<'p>(
 }
 
 /// The entry of the mapping's last valid spec, if it is still what aws-auth holds for it.
-fn last_valid_entry(
-    mapping: &MappingInput,
-    managed: &ManagedSet,
-    live_by_key: &HashMap<&PrincipalKey, Vec<&Entry>>,
-) -> Option<Entry> {
+fn last_valid_entry(mapping: &MappingInput, principals: &Principals) -> Option<Entry> {
     let rendered = mapping.last_rendered.as_ref()?;
     let entry = entry_from_rendered(rendered)?;
-    let key = entry.key();
-    let live = live_by_key.get(&key)?;
-    (managed.contains(&key) && live.last() == Some(&&entry)).then_some(entry)
+    let principal = principals.get(&entry.key())?;
+    let still_live = principal.live.last().is_some_and(|live| *live == entry);
+    (principal.managed && still_live).then_some(entry)
 }
 
 fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
@@ -730,22 +872,22 @@ fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
 fn detect_drift(
     mapping: &MappingInput,
     desired: &Entry,
-    live: &[&Entry],
+    live: &[EntryRef],
     policy: DriftPolicy,
 ) -> Option<Box<Drift>> {
     // A spec change since the last write is not drift, whatever the live text says, unless the
     // live entry also fails to match the new spec. Checked first: it is the steady state.
-    if live.len() == 1 && live[0] == desired {
+    if live.len() == 1 && live[0] == *desired {
         return None;
     }
     let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
     let reference = last_written.as_ref().unwrap_or(desired);
-    if live.len() == 1 && live[0] == reference {
+    if live.len() == 1 && live[0] == *reference {
         return None;
     }
     let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);
     Some(Box::new(Drift {
-        live: live.iter().map(|e| (*e).clone()).collect(),
+        live: live.iter().map(|e| e.to_entry()).collect(),
         desired: desired.clone(),
         repaired: policy == DriftPolicy::Repair || !spec_unchanged || live.is_empty(),
     }))

@@ -178,6 +178,52 @@ impl AwsAuthEntries {
     }
 }
 
+/// An entry of `AwsAuthEntries`, borrowed instead of copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EntryRef<'a> {
+    Role(&'a ArnMapping),
+    User(&'a ArnMapping),
+    Account(&'a str),
+}
+
+impl EntryRef<'_> {
+    pub fn to_entry(self) -> Entry {
+        match self {
+            EntryRef::Role(m) => Entry::Role(m.clone()),
+            EntryRef::User(m) => Entry::User(m.clone()),
+            EntryRef::Account(a) => Entry::Account(a.to_string()),
+        }
+    }
+
+    pub fn key(self) -> PrincipalKey {
+        match self {
+            EntryRef::Role(m) => PrincipalKey::role(&m.arn),
+            EntryRef::User(m) => PrincipalKey::user(&m.arn),
+            EntryRef::Account(a) => PrincipalKey::account(a),
+        }
+    }
+}
+
+impl PartialEq<Entry> for EntryRef<'_> {
+    fn eq(&self, other: &Entry) -> bool {
+        match (self, other) {
+            (EntryRef::Role(a), Entry::Role(b)) | (EntryRef::User(a), Entry::User(b)) => *a == b,
+            (EntryRef::Account(a), Entry::Account(b)) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl AwsAuthEntries {
+    /// Every entry in section order, borrowed.
+    pub fn entries(&self) -> impl Iterator<Item = EntryRef<'_>> + '_ {
+        let roles = self.roles.iter().map(EntryRef::Role);
+        let users = self.users.iter().map(EntryRef::User);
+        let accounts = self.accounts.iter().map(|a| EntryRef::Account(a));
+        roles.chain(users).chain(accounts)
+    }
+}
+
 /// Total size of ConfigMap data as the API server counts it (keys + values).
 pub fn data_size(data: &ConfigMapData) -> usize {
     data.iter().map(|(k, v)| k.len() + v.len()).sum()
