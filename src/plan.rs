@@ -3,7 +3,7 @@
 //! call it and only carry out what it says.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -524,7 +524,8 @@ impl Principal<'_> {
 /// prefixes: hashing them once beats comparing them in ordered maps at every step.
 #[derive(Default)]
 struct Principals<'a> {
-    index: HashMap<PrincipalKey, usize>,
+    /// Seeded per process (foldhash's `RandomState`), so keys cannot be chosen to collide.
+    index: foldhash::HashMap<PrincipalKey, usize>,
     slots: Vec<Principal<'a>>,
 }
 
@@ -569,7 +570,9 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         principals.slots[slot].live.push(entry);
     }
 
-    let mut outcomes = BTreeMap::new();
+    // Collected in decision order and sorted into a map once: thousands of ordered inserts of a
+    // large enum cost more than one sort.
+    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(mappings.len());
     let mut invalid = Vec::new();
     for mapping in mappings {
         match validate(&mapping.spec) {
@@ -578,13 +581,13 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
                 let key = entry.key();
                 if settings.protected.contains(&key) {
                     let principal = entry.principal().to_string();
-                    outcomes.insert(mapping.name.clone(), Outcome::Protected { principal });
+                    outcomes.push((mapping.name.clone(), Outcome::Protected { principal }));
                 } else if let Some((group, rule)) = settings.forbidden_group(entry.groups()) {
                     let group = group.to_string();
-                    outcomes.insert(
+                    outcomes.push((
                         mapping.name.clone(),
                         Outcome::GroupNotAllowed { group, rule },
-                    );
+                    ));
                 } else {
                     let slot = principals.slot(key, settings);
                     principals.slots[slot].contenders.push((mapping, entry));
@@ -600,7 +603,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
     for (mapping, problems) in invalid {
         let kept = last_valid_entry(mapping, &principals);
-        outcomes.insert(mapping.name.clone(), Outcome::Invalid { problems, kept });
+        outcomes.push((mapping.name.clone(), Outcome::Invalid { problems, kept }));
     }
 
     // Desired managed entries: one per principal, the oldest mapping (then name) wins.
@@ -626,13 +629,13 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             continue;
         };
         for (loser, _) in contenders {
-            outcomes.insert(
+            outcomes.push((
                 loser.name.clone(),
                 Outcome::Conflict {
                     winner: winner.name.clone(),
                     principal: entry.principal().to_string(),
                 },
-            );
+            ));
         }
         let live_for_key = principal.live.as_slice();
         let took_over = (!principal.managed)
@@ -659,21 +662,21 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             _ => entry.clone(),
         };
         principal.desired = Some(written);
-        outcomes.insert(
+        outcomes.push((
             winner.name.clone(),
             Outcome::Rendered {
                 entry,
                 took_over,
                 drift,
             },
-        );
+        ));
     }
     // Ordered by principal, whatever order the mappings came in.
     took_over_notes.sort_by(|a, b| a.0.cmp(&b.0));
     notes.extend(took_over_notes.into_iter().map(|(_, note)| note));
 
     // Invalid mappings keep serving their last valid entry.
-    for outcome in outcomes.values() {
+    for (_, outcome) in &outcomes {
         if let Outcome::Invalid {
             kept: Some(entry), ..
         } = outcome
@@ -725,7 +728,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         managed,
         changed: false,
         rewritten: BTreeSet::new(),
-        outcomes,
+        outcomes: outcomes.into_iter().collect(),
         notes,
         blocked: None,
         live_diagnostics,
