@@ -222,29 +222,31 @@ impl<'a> IamArnRef<'a> {
     /// an error that says what to write instead.
     pub fn parse(arn: &'a str) -> Result<IamArnRef<'a>, ArnError> {
         let owned = || arn.to_string();
-        // One pass over the bytes: template braces, wildcards, and where the first five colons
-        // are (`splitn(6, ':')` without a searcher per part).
-        let (mut template, mut wildcard) = (false, false);
+        let bytes = arn.as_bytes();
+        // Braces and wildcards are rare: one scan without early exit (it vectorises) says
+        // whether to look closer.
+        let special = bytes.iter().fold(false, |seen, &b| {
+            seen | matches!(b, b'{' | b'}' | b'*' | b'?')
+        });
+        if special {
+            if find_pair(arn, b'{').is_some() || find_pair(arn, b'}').is_some() {
+                return Err(ArnError::Template { arn: owned() });
+            }
+            if arn.contains(['*', '?']) {
+                return Err(ArnError::Wildcard { arn: owned() });
+            }
+        }
+        // The first five colons (`splitn(6, ':')`); they are all near the start.
         let mut colons = [0usize; 5];
         let mut found = 0;
-        let mut previous = 0u8;
-        for (i, &b) in arn.as_bytes().iter().enumerate() {
-            match b {
-                b'{' | b'}' if previous == b => template = true,
-                b'*' | b'?' => wildcard = true,
-                b':' if found < colons.len() => {
-                    colons[found] = i;
-                    found += 1;
+        for (i, &b) in bytes.iter().enumerate() {
+            if b == b':' {
+                colons[found] = i;
+                found += 1;
+                if found == colons.len() {
+                    break;
                 }
-                _ => {}
             }
-            previous = b;
-        }
-        if template {
-            return Err(ArnError::Template { arn: owned() });
-        }
-        if wildcard {
-            return Err(ArnError::Wildcard { arn: owned() });
         }
         if found < colons.len() || &arn[..colons[0]] != "arn" {
             return Err(ArnError::NotAnArn { arn: owned() });
@@ -503,6 +505,10 @@ pub struct TemplateUse<'t> {
 /// unknown variable, since the authenticator would leave it verbatim in the username.
 pub fn template_variables(text: &str) -> Vec<TemplateUse<'_>> {
     let mut found = Vec::new();
+    // Most groups have no template at all.
+    if !text.as_bytes().contains(&b'{') {
+        return found;
+    }
     let mut rest = text;
     while let Some(start) = find_pair(rest, b'{') {
         let after = &rest[start + 2..];
@@ -536,7 +542,10 @@ fn find_pair(text: &str, c: u8) -> Option<usize> {
 /// Placeholders people leave in copied examples (`<ACCOUNT_ID>`, `${AWS_ACCOUNT_ID}`,
 /// `{{AccountID}}`, `XXXXXXXXXXXX`). Returns the placeholder text when one is present.
 pub fn find_placeholder(arn: &str) -> Option<String> {
-    if arn.bytes().any(|b| matches!(b, b'{' | b'$' | b'<')) {
+    if arn
+        .bytes()
+        .fold(false, |seen, b| seen | matches!(b, b'{' | b'$' | b'<'))
+    {
         for (open, close) in [("{{", "}}"), ("${", "}"), ("<", ">")] {
             if let Some(start) = arn.find(open)
                 && let Some(len) = arn[start..].find(close)
@@ -557,15 +566,12 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
     let bytes = arn.as_bytes();
     // Every marker holds `CCO`, `XXX` or `_NA` (any case): most ARNs hold none, and are done
     // here (`Access`, common in SSO role names, does not stop at this filter).
-    let may_hold_marker = bytes.windows(3).any(|w| {
-        matches!(
-            [
-                w[0].to_ascii_uppercase(),
-                w[1].to_ascii_uppercase(),
-                w[2].to_ascii_uppercase()
-            ],
-            [b'C', b'C', b'O'] | [b'X', b'X', b'X'] | [b'_', b'N', b'A']
-        )
+    // `| 0x20` folds exactly the ASCII letters' case: `c` matches only `C` and `c`, etc.
+    let may_hold_marker = bytes.windows(3).fold(false, |seen, w| {
+        let (a, b, c) = (w[0] | 0x20, w[1] | 0x20, w[2] | 0x20);
+        seen | (a == b'c' && b == b'c' && c == b'o')
+            | (a == b'x' && b == b'x' && c == b'x')
+            | (w[0] == b'_' && b == b'n' && c == b'a')
     });
     if !may_hold_marker {
         return None;

@@ -341,7 +341,8 @@ pub enum Outcome {
     Rendered {
         entry: Entry,
         /// An unmanaged live entry for the same principal was replaced.
-        took_over: Option<Entry>,
+        /// Boxed: rare, and it would double the size of every outcome.
+        took_over: Option<Box<Entry>>,
         drift: Option<Box<Drift>>,
     },
     /// The spec is invalid; nothing new is rendered. `kept` is the entry rendered for its last
@@ -551,7 +552,7 @@ impl<'a> Principals<'a> {
 /// Computes the plan. Pure: no I/O, no clock.
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
     let live_data = live.data.clone().unwrap_or_default();
-    let parsed = parse_data(&live_data);
+    let (parsed, validated) = parse_and_validate(&live_data, mappings);
     let live_diagnostics = parsed.diagnostics.clone();
 
     let mut notes = Vec::new();
@@ -574,11 +575,10 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     // large enum cost more than one sort.
     let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(mappings.len());
     let mut invalid = Vec::new();
-    for mapping in mappings {
-        match validate(&mapping.spec) {
+    for (mapping, validated) in mappings.iter().zip(validated) {
+        match validated {
             Err(problems) => invalid.push((mapping, problems)),
-            Ok(entry) => {
-                let key = entry.key();
+            Ok((key, entry)) => {
                 if settings.protected.contains(&key) {
                     let principal = entry.principal().to_string();
                     outcomes.push((mapping.name.clone(), Outcome::Protected { principal }));
@@ -639,12 +639,12 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         }
         let live_for_key = principal.live.as_slice();
         let took_over = (!principal.managed)
-            .then(|| live_for_key.last().map(|e| e.to_entry()))
+            .then(|| live_for_key.last().map(|e| Box::new(e.to_entry())))
             .flatten();
         if let Some(previous) = &took_over {
             let note = Note::TookOver {
                 mapping: winner.name.clone(),
-                previous: previous.clone(),
+                previous: Entry::clone(previous),
             };
             took_over_notes.push((entry.key(), note));
         }
@@ -728,7 +728,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         managed,
         changed: false,
         rewritten: BTreeSet::new(),
-        outcomes: outcomes.into_iter().collect(),
+        outcomes: into_name_order(outcomes),
         notes,
         blocked: None,
         live_diagnostics,
@@ -762,6 +762,55 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
     plan.changed = plan.data != live_data || live.managed != plan.managed || live.data.is_none();
     plan
+}
+
+/// A mapping's entry and its principal, or what is wrong with it.
+type Validated = Result<(PrincipalKey, Entry), Vec<Problem>>;
+
+fn validate_all(mappings: &[MappingInput]) -> Vec<Validated> {
+    mappings
+        .iter()
+        .map(|mapping| validate(&mapping.spec).map(|entry| (entry.key(), entry)))
+        .collect()
+}
+
+/// Below these sizes a second thread costs more than it saves.
+const PARALLEL_MIN_MAPPINGS: usize = 512;
+const PARALLEL_MIN_LIVE_BYTES: usize = 64 * 1024;
+
+/// Parses the live data and validates every mapping. The two are independent, so for a large
+/// cluster the validation runs on a second thread meanwhile; the result is the same either way.
+fn parse_and_validate(
+    live_data: &ConfigMapData,
+    mappings: &[MappingInput],
+) -> (ParsedAwsAuth, Vec<Validated>) {
+    if mappings.len() < PARALLEL_MIN_MAPPINGS || data_size(live_data) < PARALLEL_MIN_LIVE_BYTES {
+        return (parse_data(live_data), validate_all(mappings));
+    }
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("plan-validate".to_string())
+            .spawn_scoped(scope, || validate_all(mappings));
+        let parsed = parse_data(live_data);
+        let validated = match worker {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            // No thread to be had: validate here instead.
+            Err(_) => validate_all(mappings),
+        };
+        (parsed, validated)
+    })
+}
+
+/// The outcomes as a map by name. Sorted by index first, so that the large outcome records are
+/// not moved around by the sort; a repeated name keeps its last outcome, as with inserts.
+fn into_name_order(outcomes: Vec<(String, Outcome)>) -> BTreeMap<String, Outcome> {
+    let mut order: Vec<usize> = (0..outcomes.len()).collect();
+    order.sort_by(|&a, &b| outcomes[a].0.cmp(&outcomes[b].0));
+    let mut slots: Vec<Option<(String, Outcome)>> = outcomes.into_iter().map(Some).collect();
+    // Already in order: `from_iter` only checks that, and builds the tree in one pass.
+    order.into_iter().filter_map(|i| slots[i].take()).collect()
 }
 
 /// The principals written this time. In a steady state they are exactly last time's, and
@@ -966,5 +1015,52 @@ fn blocked_plan(
         live_diagnostics,
         managed_entries: 0,
         unmanaged_entries: 0,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::awsauth::{ArnMapping, render_data};
+
+    /// Enough mappings and live data for the validation to run on its own thread.
+    #[test]
+    fn parsing_and_validating_side_by_side_gives_what_doing_them_in_turn_gives() {
+        let role = |i: usize| format!("arn:aws:iam::111122223333:role/team/role-{i}");
+        let mappings: Vec<MappingInput> = (0..PARALLEL_MIN_MAPPINGS + 100)
+            .map(|i| MappingInput {
+                name: format!("m{i}"),
+                creation_timestamp: None,
+                generation: Some(1),
+                spec: IamIdentityMappingSpec {
+                    // Every seventh one invalid, so both outcomes cross the thread.
+                    arn: Some(if i % 7 == 0 {
+                        format!("{}*", role(i))
+                    } else {
+                        role(i)
+                    }),
+                    account: None,
+                    username: Some(format!("user-{i}:{{{{SessionName}}}}")),
+                    groups: vec!["view".to_string()],
+                },
+                last_rendered: None,
+            })
+            .collect();
+        let mut live = AwsAuthEntries::default();
+        for i in 0..2_000 {
+            live.roles.push(ArnMapping {
+                arn: format!("arn:aws:iam::111122223333:role/role-{i}"),
+                username: format!("user-{i}"),
+                groups: vec!["system:masters".to_string()],
+                extra: Default::default(),
+            });
+        }
+        let data = render_data(&live);
+        assert!(data_size(&data) >= PARALLEL_MIN_LIVE_BYTES);
+
+        let (parsed, validated) = parse_and_validate(&data, &mappings);
+        assert_eq!(parsed, parse_data(&data));
+        assert_eq!(validated, validate_all(&mappings));
+        assert_eq!(validated.iter().filter(|v| v.is_err()).count(), 88);
     }
 }

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::api::IamIdentityMappingSpec;
 use crate::arn::{IamArnRef, PrincipalKind, is_account_id, template_variables};
-use crate::awsauth::{ArnMapping, Entry};
+use crate::awsauth::{ArnMapping, Entry, has_whitespace};
 
 /// Same bound as the CRD schema (`maxItems`), which keeps CEL cost estimates small.
 pub const MAX_GROUPS: usize = 64;
@@ -196,7 +196,7 @@ fn check_groups(
                 field(),
                 "group names must not be empty",
             ));
-        } else if group.chars().any(char::is_whitespace) {
+        } else if has_whitespace(group) {
             problems.push(Problem::new(
                 "GroupHasWhitespace",
                 field(),

@@ -405,10 +405,11 @@ fn block_list<'t>(
 fn quoted_string(text: &str) -> Option<String> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
     // Most values are printable ASCII with nothing escaped: copy them whole.
-    if inner
-        .bytes()
-        .all(|b| matches!(b, 0x20..=0x7E) && b != b'"' && b != b'\\')
-    {
+    // (A scan without early exit: it vectorises.)
+    let plain = inner.bytes().fold(true, |plain, b| {
+        plain & (matches!(b, 0x20..=0x7E) & (b != b'"') & (b != b'\\'))
+    });
+    if plain {
         return Some(inner.to_string());
     }
     let mut value = String::with_capacity(inner.len());

@@ -224,7 +224,37 @@ impl AwsAuthEntries {
     }
 }
 
+/// Unicode whitespace (`char::is_whitespace`) anywhere in `text`; ASCII text, the usual case,
+/// is checked a byte at a time.
+pub(crate) fn has_whitespace(text: &str) -> bool {
+    if text.is_ascii() {
+        text.bytes()
+            .fold(false, |seen, b| seen | matches!(b, b' ' | b'\t'..=b'\r'))
+    } else {
+        text.chars().any(char::is_whitespace)
+    }
+}
+
 /// Total size of ConfigMap data as the API server counts it (keys + values).
 pub fn data_size(data: &ConfigMapData) -> usize {
     data.iter().map(|(k, v)| k.len() + v.len()).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_whitespace;
+
+    #[test]
+    fn whitespace_check_is_char_is_whitespace() {
+        let samples = (0u32..0x3100).filter_map(char::from_u32);
+        for c in samples {
+            for text in [format!("{c}"), format!("ab{c}cd"), format!("é{c}")] {
+                assert_eq!(
+                    has_whitespace(&text),
+                    text.chars().any(char::is_whitespace),
+                    "{text:?}"
+                );
+            }
+        }
+    }
 }

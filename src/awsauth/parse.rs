@@ -17,7 +17,7 @@ use super::fastpath::{
     FieldName, ListItem, RenderedField, RenderedItem, RenderedValue, read_mostly_rendered,
 };
 use super::yaml11::{Node, Pos, ScalarType, parse_document_general};
-use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section};
+use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section, has_whitespace};
 use crate::arn::{IamArnRef, PrincipalKind, find_placeholder, is_account_id, template_variables};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -770,7 +770,7 @@ impl<'a> SectionParser<'a> {
                     at,
                     message,
                 );
-            } else if group.chars().any(char::is_whitespace) {
+            } else if has_whitespace(group) {
                 let message = format!("group `{group}` contains whitespace");
                 self.push(
                     Severity::Warning,
