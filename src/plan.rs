@@ -15,7 +15,8 @@ use crate::api::{IamIdentityMappingSpec, RenderedEntry};
 use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
     AwsAuthEntries, ConfigMapData, Diagnostic, Entry, EntryRef, MAX_CONFIGMAP_DATA_BYTES,
-    ParsedAwsAuth, Section, data_size, is_sorted, parse_data, render_section, sort_entries,
+    ParsedAwsAuth, Section, data_size, is_sorted, parse_data, parse_entries, render_section,
+    sort_entries,
 };
 use crate::validate::{Problem, validate};
 
@@ -552,7 +553,11 @@ impl<'a> Principals<'a> {
 /// Computes the plan. Pure: no I/O, no clock.
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
     let live_data = live.data.clone().unwrap_or_default();
-    let (parsed, validated) = parse_and_validate(&live_data, mappings);
+    let Prepared {
+        parsed,
+        validated,
+        last_managed,
+    } = prepare(&live_data, mappings, &live.managed);
     let live_diagnostics = parsed.diagnostics.clone();
 
     let mut notes = Vec::new();
@@ -720,11 +725,12 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     if !is_sorted(&next) {
         sort_entries(&mut next);
     }
-    let managed = managed_set(live, &principals, managed_entries);
+    let (managed, managed_annotation) =
+        managed_set(live, &principals, managed_entries, last_managed);
 
     let mut plan = Plan {
         data: live_data.clone(),
-        managed_annotation: managed.encode(),
+        managed_annotation,
         managed,
         changed: false,
         rewritten: BTreeSet::new(),
@@ -778,28 +784,57 @@ fn validate_all(mappings: &[MappingInput]) -> Vec<Validated> {
 const PARALLEL_MIN_MAPPINGS: usize = 512;
 const PARALLEL_MIN_LIVE_BYTES: usize = 64 * 1024;
 
-/// Parses the live data and validates every mapping. The two are independent, so for a large
-/// cluster the validation runs on a second thread meanwhile; the result is the same either way.
-fn parse_and_validate(
-    live_data: &ConfigMapData,
-    mappings: &[MappingInput],
-) -> (ParsedAwsAuth, Vec<Validated>) {
-    if mappings.len() < PARALLEL_MIN_MAPPINGS || data_size(live_data) < PARALLEL_MIN_LIVE_BYTES {
-        return (parse_data(live_data), validate_all(mappings));
+/// What `plan()` works from: the live data parsed, every mapping validated, and (when worked
+/// out ahead) last time's managed set copied and encoded, for a steady state to reuse.
+struct Prepared {
+    parsed: ParsedAwsAuth,
+    validated: Vec<Validated>,
+    last_managed: Option<(ManagedSet, String)>,
+}
+
+/// Parses the live data and validates every mapping. The two are independent, so with many
+/// mappings a second thread validates meanwhile: all of them when there is a large live
+/// aws-auth to parse here (and then it also copies and encodes last time's managed set, which
+/// a steady state reuses), else the first half while this thread does the second. The result
+/// is the same either way.
+fn prepare(live_data: &ConfigMapData, mappings: &[MappingInput], managed: &ManagedSet) -> Prepared {
+    let in_turn = || Prepared {
+        parsed: parse_data(live_data),
+        validated: validate_all(mappings),
+        last_managed: None,
+    };
+    if mappings.len() < PARALLEL_MIN_MAPPINGS {
+        return in_turn();
     }
+    let large_live = data_size(live_data) >= PARALLEL_MIN_LIVE_BYTES;
+    let (theirs, ours) = mappings.split_at(if large_live {
+        mappings.len()
+    } else {
+        mappings.len() / 2
+    });
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
             .name("plan-validate".to_string())
-            .spawn_scoped(scope, || validate_all(mappings));
-        let parsed = parse_data(live_data);
-        let validated = match worker {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            // No thread to be had: validate here instead.
-            Err(_) => validate_all(mappings),
+            .spawn_scoped(scope, || {
+                let validated = validate_all(theirs);
+                let last_managed = large_live.then(|| (managed.clone(), managed.encode()));
+                (validated, last_managed)
+            });
+        let Ok(worker) = worker else {
+            // No thread to be had: do it all here.
+            return in_turn();
         };
-        (parsed, validated)
+        let parsed = parse_data(live_data);
+        let validated_here = validate_all(ours);
+        let (mut validated, last_managed) = worker
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+        validated.extend(validated_here);
+        Prepared {
+            parsed,
+            validated,
+            last_managed,
+        }
     })
 }
 
@@ -815,23 +850,30 @@ fn into_name_order(outcomes: Vec<(String, Outcome)>) -> BTreeMap<String, Outcome
 
 /// The principals written this time. In a steady state they are exactly last time's, and
 /// the recorded set is reused instead of sorting thousands of keys again.
-fn managed_set(live: &LiveAwsAuth, principals: &Principals, written: usize) -> ManagedSet {
+fn managed_set(
+    live: &LiveAwsAuth,
+    principals: &Principals,
+    written: usize,
+    last_managed: Option<(ManagedSet, String)>,
+) -> (ManagedSet, String) {
     let same_as_last_time = written == live.managed.0.len()
         && principals
             .slots
             .iter()
             .all(|principal| !principal.placed || principal.managed);
     if same_as_last_time {
-        return live.managed.clone();
+        return last_managed.unwrap_or_else(|| (live.managed.clone(), live.managed.encode()));
     }
-    ManagedSet(
+    let managed = ManagedSet(
         principals
             .index
             .iter()
             .filter(|&(_, &slot)| principals.slots[slot].placed)
             .map(|(key, _)| key.clone())
             .collect(),
-    )
+    );
+    let encoded = managed.encode();
+    (managed, encoded)
 }
 
 /// Live entries to build on: the parsed ones, with the unmanaged entries of malformed keys
@@ -961,11 +1003,9 @@ fn check_write(plan: &Plan, intended: &AwsAuthEntries, settings: &Settings) -> O
         .iter()
         .filter_map(|s| Some((s.key().to_string(), plan.data.get(s.key())?.clone())))
         .collect();
-    let reparsed = parse_data(&rewritten);
+    let (reparsed, malformed) = parse_entries(&rewritten);
     for &section in &plan.rewritten {
-        if reparsed.malformed.contains(&section)
-            || !section_entries_equal(section, &reparsed.entries, intended)
-        {
+        if malformed.contains(&section) || !section_entries_equal(section, &reparsed, intended) {
             return Some(Blocked::RoundTripMismatch { section });
         }
     }
@@ -1058,9 +1098,21 @@ mod tests {
         let data = render_data(&live);
         assert!(data_size(&data) >= PARALLEL_MIN_LIVE_BYTES);
 
-        let (parsed, validated) = parse_and_validate(&data, &mappings);
-        assert_eq!(parsed, parse_data(&data));
-        assert_eq!(validated, validate_all(&mappings));
+        let managed = ManagedSet(
+            mappings
+                .iter()
+                .take(3)
+                .map(|m| PrincipalKey::role(m.spec.arn.as_deref().unwrap_or_default()))
+                .collect(),
+        );
+        let prepared = prepare(&data, &mappings, &managed);
+        assert_eq!(prepared.parsed, parse_data(&data));
+        assert_eq!(prepared.validated, validate_all(&mappings));
+        assert_eq!(
+            prepared.last_managed,
+            Some((managed.clone(), managed.encode()))
+        );
+        let validated = prepared.validated;
         assert_eq!(validated.iter().filter(|v| v.is_err()).count(), 88);
     }
 }

@@ -216,7 +216,7 @@ fn rendered_item<'t>(
     let mut field = Some((number, item_text));
     let mut line = lines.next();
     while let Some((field_line, field_text)) = field.take() {
-        let (key, value) = field_text.split_once(':')?;
+        let (key, value) = split_once_byte(field_text, b':')?;
         let name = FieldName::parse(key)?;
         if fields.iter().any(|f| f.name == name) {
             return None;
@@ -272,7 +272,7 @@ pub fn read_mostly_rendered(
     // Items as (index of their first line, byte range): each starts at a line beginning "- ".
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
     let mut offset = 0;
-    for (index, line) in text.split_inclusive('\n').enumerate() {
+    for (index, line) in lines_inclusive(text).enumerate() {
         let end = offset + line.len();
         if line.starts_with("---") || line.starts_with("...") || line.starts_with('%') {
             return None;
@@ -448,6 +448,32 @@ fn unescape(chars: &mut std::str::Chars<'_>) -> Option<char> {
     }
 }
 
+/// `text` split at the first `byte` (an ASCII byte, so both halves are valid UTF-8). A plain
+/// byte scan: lines and fields are short, and `str::split_once(char)` costs a searcher and a
+/// `memcmp` call per match.
+fn split_once_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
+    debug_assert!(byte.is_ascii());
+    let at = text.bytes().position(|b| b == byte)?;
+    Some((&text[..at], &text[at + 1..]))
+}
+
+/// `text.split_inclusive('\n')`, by bytes.
+fn lines_inclusive(text: &str) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest
+            .bytes()
+            .position(|b| b == b'\n')
+            .map_or(rest.len(), |at| at + 1);
+        let (line, after) = rest.split_at(end);
+        rest = after;
+        Some(line)
+    })
+}
+
 /// A numbered line, or `None` at the end of the text.
 type Line<'t> = Option<(usize, &'t str)>;
 
@@ -460,7 +486,7 @@ struct Lines<'t> {
 
 impl<'t> Lines<'t> {
     fn next(&mut self) -> Line<'t> {
-        let (line, rest) = self.rest.split_once('\n')?;
+        let (line, rest) = split_once_byte(self.rest, b'\n')?;
         self.rest = rest;
         self.number += 1;
         Some((self.number, line))
@@ -471,7 +497,7 @@ impl<'t> Lines<'t> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::parse::{parse_data, parse_data_general};
+    use super::super::parse::{parse_data, parse_data_general, parse_entries};
     use super::super::render::push_quoted;
     use super::super::yaml11::{parse_document, parse_document_general};
     use super::super::{
@@ -517,6 +543,28 @@ mod tests {
             username: username.to_string(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn byte_splitting_is_str_splitting() {
+        for text in [
+            "",
+            "\n",
+            "a",
+            "a\n",
+            "a\nb",
+            "a\n\nb\n",
+            "é:ü\n:x",
+            "::",
+            "- a: \"b\"\n",
+        ] {
+            assert_eq!(
+                lines_inclusive(text).collect::<Vec<_>>(),
+                text.split_inclusive('\n').collect::<Vec<_>>()
+            );
+            assert_eq!(split_once_byte(text, b':'), text.split_once(':'));
+            assert_eq!(split_once_byte(text, b'\n'), text.split_once('\n'));
         }
     }
 
@@ -793,7 +841,10 @@ mod tests {
         /// malformed keys) is the same with the fast reader as with the YAML parser alone.
         #[test]
         fn parse_data_is_the_same_with_and_without_the_fast_reader(data in any_data()) {
-            prop_assert_eq!(parse_data(&data), parse_data_general(&data), "data: {:#?}", data);
+            let parsed = parse_data(&data);
+            prop_assert_eq!(&parsed, &parse_data_general(&data), "data: {:#?}", data);
+            // Without diagnostics, the same entries and the same unusable keys.
+            prop_assert_eq!(parse_entries(&data), (parsed.entries, parsed.malformed));
         }
 
         #[test]

@@ -179,13 +179,13 @@ impl ParsedAwsAuth {
 
 /// Parses ConfigMap data with the authenticator's semantics.
 pub fn parse_data(data: &ConfigMapData) -> ParsedAwsAuth {
-    parse_data_with(data, Reader::FastWherePossible)
+    parse_data_with(data, Reader::FastWherePossible, Diagnose::Yes)
 }
 
 /// `parse_data` with the general YAML parser only, to check the fast reader against.
 #[cfg(test)]
 pub(crate) fn parse_data_general(data: &ConfigMapData) -> ParsedAwsAuth {
-    parse_data_with(data, Reader::GeneralOnly)
+    parse_data_with(data, Reader::GeneralOnly, Diagnose::Yes)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -196,16 +196,32 @@ enum Reader {
     GeneralOnly,
 }
 
-fn parse_data_with(data: &ConfigMapData, reader: Reader) -> ParsedAwsAuth {
+/// What the authenticator would use, without the diagnostics: the entries, and the keys it
+/// cannot use at all. For checking what is about to be written, where only the meaning counts.
+pub fn parse_entries(data: &ConfigMapData) -> (AwsAuthEntries, BTreeSet<Section>) {
+    let parsed = parse_data_with(data, Reader::FastWherePossible, Diagnose::No);
+    (parsed.entries, parsed.malformed)
+}
+
+fn parse_data_with(data: &ConfigMapData, reader: Reader, diagnose: Diagnose) -> ParsedAwsAuth {
     let mut parsed = ParsedAwsAuth::default();
     for (key, text) in data {
         match Section::from_key(key) {
-            Some(section) => SectionParser::new(section, &mut parsed).parse(text, reader),
+            Some(section) => SectionParser::new(section, &mut parsed, diagnose).parse(text, reader),
             None => parsed.diagnostics.push(unknown_key(key)),
         }
     }
-    check_duplicates(&mut parsed);
+    if diagnose == Diagnose::Yes {
+        check_duplicates(&mut parsed);
+    }
     parsed
+}
+
+/// Whether to check every entry for problems (`No` still reads it exactly the same way).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Diagnose {
+    Yes,
+    No,
 }
 
 fn unknown_key(key: &str) -> Diagnostic {
@@ -243,11 +259,16 @@ fn unknown_key(key: &str) -> Diagnostic {
 struct SectionParser<'a> {
     section: Section,
     out: &'a mut ParsedAwsAuth,
+    diagnose: Diagnose,
 }
 
 impl<'a> SectionParser<'a> {
-    fn new(section: Section, out: &'a mut ParsedAwsAuth) -> Self {
-        SectionParser { section, out }
+    fn new(section: Section, out: &'a mut ParsedAwsAuth, diagnose: Diagnose) -> Self {
+        SectionParser {
+            section,
+            out,
+            diagnose,
+        }
     }
 
     fn push(
@@ -404,7 +425,9 @@ impl<'a> SectionParser<'a> {
                 (_, RenderedValue::List { .. }) => {}
             }
         }
-        self.check_mapping(index, pos, &mapping, first_diagnostic);
+        if self.diagnose == Diagnose::Yes {
+            self.check_mapping(index, pos, &mapping, first_diagnostic);
+        }
         mapping
     }
 
@@ -627,7 +650,9 @@ impl<'a> SectionParser<'a> {
                 _ => mapping.arn = self.string_value(index, field, node),
             }
         }
-        self.check_mapping(index, pos, &mapping, first_diagnostic);
+        if self.diagnose == Diagnose::Yes {
+            self.check_mapping(index, pos, &mapping, first_diagnostic);
+        }
         mapping
     }
 
