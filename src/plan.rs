@@ -552,18 +552,21 @@ impl<'a> Principals<'a> {
 
 /// Computes the plan. Pure: no I/O, no clock.
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
-    let live_data = live.data.clone().unwrap_or_default();
+    let no_data = ConfigMapData::new();
+    let live_data = live.data.as_ref().unwrap_or(&no_data);
     let Prepared {
         parsed,
         validated,
         last_managed,
-    } = prepare(&live_data, mappings, &live.managed);
+    } = prepare(live_data, mappings, &live.managed);
     let live_diagnostics = parsed.diagnostics.clone();
 
     let mut notes = Vec::new();
     let live_entries = match recover(&parsed, live, settings, &mut notes) {
         Ok(entries) => entries,
-        Err(blocked) => return blocked_plan(mappings, live, live_data, blocked, live_diagnostics),
+        Err(blocked) => {
+            return blocked_plan(mappings, live, live_data.clone(), blocked, live_diagnostics);
+        }
     };
 
     // Every live entry with its principal, in the order the authenticator reads them.
@@ -697,6 +700,17 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     // New entry set: unmanaged (and protected) live entries, and each desired entry where its
     // principal's live entry was, so that a steady state comes out already sorted.
     let mut next = AwsAuthEntries::default();
+    // Sized up front: growing vectors of thousands of entries costs copies and fresh pages.
+    let mut desired_per_section = [0usize; 3];
+    for desired in principals.slots.iter().filter_map(|p| p.desired.as_ref()) {
+        desired_per_section[desired.section() as usize] += 1;
+    }
+    next.roles
+        .reserve(live_entries.roles.len() + desired_per_section[Section::MapRoles as usize]);
+    next.users
+        .reserve(live_entries.users.len() + desired_per_section[Section::MapUsers as usize]);
+    next.accounts
+        .reserve(live_entries.accounts.len() + desired_per_section[Section::MapAccounts as usize]);
     let mut unmanaged_entries = 0;
     let mut managed_entries = 0;
     for &(slot, entry) in &live_list {
@@ -722,7 +736,11 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             next.push(desired);
         }
     }
-    if !is_sorted(&next) {
+    // Usually the live entries are what the operator wrote, sorted, and the new set is the same
+    // (it is built in live order): then it needs no sortedness pass of its own.
+    let live_is_sorted = is_sorted(&parsed.entries);
+    let steady = live_is_sorted && next == parsed.entries;
+    if !steady && !is_sorted(&next) {
         sort_entries(&mut next);
     }
     let (managed, managed_annotation) =
@@ -741,8 +759,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         managed_entries,
         unmanaged_entries,
     };
-    // Usually the live entries are what the operator wrote, already sorted: no copy then.
-    let live_sorted = if is_sorted(&parsed.entries) {
+    let live_sorted = if live_is_sorted {
         Cow::Borrowed(&parsed.entries)
     } else {
         let mut sorted = parsed.entries.clone();
@@ -751,7 +768,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     };
     for section in Section::ALL {
         // A section whose meaning is unchanged keeps its text byte for byte.
-        if section_entries_equal(section, &live_sorted, &next)
+        if (steady || section_entries_equal(section, &live_sorted, &next))
             && !parsed.malformed.contains(&section)
         {
             continue;
@@ -764,9 +781,15 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
 
     if let Some(blocked) = check_write(&plan, &next, settings) {
-        return blocked_plan(mappings, live, live_data, blocked, plan.live_diagnostics);
+        return blocked_plan(
+            mappings,
+            live,
+            live_data.clone(),
+            blocked,
+            plan.live_diagnostics,
+        );
     }
-    plan.changed = plan.data != live_data || live.managed != plan.managed || live.data.is_none();
+    plan.changed = plan.data != *live_data || live.managed != plan.managed || live.data.is_none();
     plan
 }
 

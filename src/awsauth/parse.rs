@@ -8,7 +8,9 @@
 //!   last wins (Go marshals the intermediate map with sorted keys);
 //! - roles are keyed by the lowercased ARN and users by the exact ARN; the last duplicate wins.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt};
 use std::fmt;
 
 use serde::Serialize;
@@ -305,6 +307,11 @@ impl<'a> SectionParser<'a> {
                 None => return,
             },
         };
+        match self.section {
+            Section::MapRoles => self.out.entries.roles.reserve(items.len()),
+            Section::MapUsers => self.out.entries.users.reserve(items.len()),
+            Section::MapAccounts => self.out.entries.accounts.reserve(items.len()),
+        }
         // The items are consumed: their strings move into the entries instead of being copied.
         for (index, item) in items.into_iter().enumerate() {
             match self.section {
@@ -883,7 +890,7 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
         }
     }
     // Users: key = exact ARN, last wins; case variants both stay and race.
-    let mut last_user: HashMap<&str, usize> = HashMap::new();
+    let mut last_user: HashMap<&str, usize> = HashMap::with_capacity(parsed.entries.users.len());
     let mut by_folded: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
     for (i, user) in parsed.entries.users.iter().enumerate() {
         if !user.arn.is_empty() {
@@ -922,7 +929,8 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
             ),
         });
     }
-    let mut last_account: HashMap<&str, usize> = HashMap::new();
+    let mut last_account: HashMap<&str, usize> =
+        HashMap::with_capacity(parsed.entries.accounts.len());
     for (i, account) in parsed.entries.accounts.iter().enumerate() {
         if !account.is_empty() {
             last_account.insert(account, i);
