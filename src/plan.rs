@@ -507,8 +507,8 @@ struct Principal<'a> {
     managed: bool,
     /// `--protected-arn`: never changed or removed.
     protected: bool,
-    /// Valid mappings for it, before conflict resolution.
-    contenders: Vec<(&'a MappingInput, Entry)>,
+    /// Valid mappings for it (with their index), before conflict resolution.
+    contenders: Vec<(usize, &'a MappingInput, Entry)>,
     /// The entry the operator writes for it, until it is placed in the new entry set.
     desired: Option<Entry>,
     /// Its desired entry was placed in the new entry set.
@@ -556,9 +556,15 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     let live_data = live.data.as_ref().unwrap_or(&no_data);
     let Prepared {
         parsed,
-        validated,
+        candidates,
         last_managed,
-    } = prepare(live_data, mappings, &live.managed);
+    } = prepare(live_data, mappings, &live.managed, settings);
+    let Candidates {
+        mut principals,
+        mut outcomes,
+        invalid,
+        name_order,
+    } = candidates;
     let live_diagnostics = parsed.diagnostics.clone();
 
     let mut notes = Vec::new();
@@ -570,7 +576,6 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     };
 
     // Every live entry with its principal, in the order the authenticator reads them.
-    let mut principals = Principals::default();
     let live_list: Vec<(usize, EntryRef)> = live_entries
         .entries()
         .map(|entry| (principals.slot(entry.key(), settings), entry))
@@ -578,40 +583,15 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     for &(slot, entry) in &live_list {
         principals.slots[slot].live.push(entry);
     }
-
-    // Collected in decision order and sorted into a map once: thousands of ordered inserts of a
-    // large enum cost more than one sort.
-    let mut outcomes: Vec<(String, Outcome)> = Vec::with_capacity(mappings.len());
-    let mut invalid = Vec::new();
-    for (mapping, validated) in mappings.iter().zip(validated) {
-        match validated {
-            Err(problems) => invalid.push((mapping, problems)),
-            Ok((key, entry)) => {
-                if settings.protected.contains(&key) {
-                    let principal = entry.principal().to_string();
-                    outcomes.push((mapping.name.clone(), Outcome::Protected { principal }));
-                } else if let Some((group, rule)) = settings.forbidden_group(entry.groups()) {
-                    let group = group.to_string();
-                    outcomes.push((
-                        mapping.name.clone(),
-                        Outcome::GroupNotAllowed { group, rule },
-                    ));
-                } else {
-                    let slot = principals.slot(key, settings);
-                    principals.slots[slot].contenders.push((mapping, entry));
-                }
-            }
-        }
-    }
     // Only principals already known (live or mapped) can be affected by having been managed.
     for key in &live.managed.0 {
         if let Some(&slot) = principals.index.get(key) {
             principals.slots[slot].managed = true;
         }
     }
-    for (mapping, problems) in invalid {
-        let kept = last_valid_entry(mapping, &principals);
-        outcomes.push((mapping.name.clone(), Outcome::Invalid { problems, kept }));
+    for (index, problems) in invalid {
+        let kept = last_valid_entry(&mappings[index], &principals);
+        outcomes[index] = Some(Outcome::Invalid { problems, kept });
     }
 
     // Desired managed entries: one per principal, the oldest mapping (then name) wins.
@@ -619,7 +599,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     for principal in &mut principals.slots {
         let mut contenders = std::mem::take(&mut principal.contenders);
         if contenders.len() > 1 {
-            contenders.sort_by(|(a, _), (b, _)| {
+            contenders.sort_by(|(_, a, _), (_, b, _)| {
                 (
                     a.creation_timestamp.is_none(),
                     &a.creation_timestamp,
@@ -633,17 +613,14 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             });
         }
         let mut contenders = contenders.into_iter();
-        let Some((winner, entry)) = contenders.next() else {
+        let Some((winner_index, winner, entry)) = contenders.next() else {
             continue;
         };
-        for (loser, _) in contenders {
-            outcomes.push((
-                loser.name.clone(),
-                Outcome::Conflict {
-                    winner: winner.name.clone(),
-                    principal: entry.principal().to_string(),
-                },
-            ));
+        for (loser_index, _, _) in contenders {
+            outcomes[loser_index] = Some(Outcome::Conflict {
+                winner: winner.name.clone(),
+                principal: entry.principal().to_string(),
+            });
         }
         let live_for_key = principal.live.as_slice();
         let took_over = (!principal.managed)
@@ -670,21 +647,18 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             _ => entry.clone(),
         };
         principal.desired = Some(written);
-        outcomes.push((
-            winner.name.clone(),
-            Outcome::Rendered {
-                entry,
-                took_over,
-                drift,
-            },
-        ));
+        outcomes[winner_index] = Some(Outcome::Rendered {
+            entry,
+            took_over,
+            drift,
+        });
     }
     // Ordered by principal, whatever order the mappings came in.
     took_over_notes.sort_by(|a, b| a.0.cmp(&b.0));
     notes.extend(took_over_notes.into_iter().map(|(_, note)| note));
 
     // Invalid mappings keep serving their last valid entry.
-    for (_, outcome) in &outcomes {
+    for outcome in outcomes.iter().flatten() {
         if let Outcome::Invalid {
             kept: Some(entry), ..
         } = outcome
@@ -752,7 +726,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         managed,
         changed: false,
         rewritten: BTreeSet::new(),
-        outcomes: into_name_order(outcomes),
+        outcomes: into_name_order(mappings, &name_order, outcomes),
         notes,
         blocked: None,
         live_diagnostics,
@@ -807,68 +781,142 @@ fn validate_all(mappings: &[MappingInput]) -> Vec<Validated> {
 const PARALLEL_MIN_MAPPINGS: usize = 512;
 const PARALLEL_MIN_LIVE_BYTES: usize = 64 * 1024;
 
-/// What `plan()` works from: the live data parsed, every mapping validated, and (when worked
-/// out ahead) last time's managed set copied and encoded, for a steady state to reuse.
-struct Prepared {
-    parsed: ParsedAwsAuth,
+/// Valid mappings grouped by principal, the outcomes decided without the live data, and the
+/// order of the mappings by name.
+struct Candidates<'m> {
+    /// Principals with their contenders (live entries are added later).
+    principals: Principals<'m>,
+    /// One outcome per mapping, by index: set here for protected principals and groups outside
+    /// the policy, later for the rest.
+    outcomes: Vec<Option<Outcome>>,
+    /// Invalid mappings (by index) and their problems.
+    invalid: Vec<(usize, Vec<Problem>)>,
+    /// Mapping indexes sorted by name, for the outcome map.
+    name_order: Vec<usize>,
+}
+
+fn candidates<'m>(
+    mappings: &'m [MappingInput],
     validated: Vec<Validated>,
+    settings: &Settings,
+) -> Candidates<'m> {
+    let mut principals = Principals::default();
+    let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(mappings.len());
+    outcomes.resize_with(mappings.len(), || None);
+    let mut invalid = Vec::new();
+    for (index, (mapping, validated)) in mappings.iter().zip(validated).enumerate() {
+        match validated {
+            Err(problems) => invalid.push((index, problems)),
+            Ok((key, entry)) => {
+                if settings.protected.contains(&key) {
+                    let principal = entry.principal().to_string();
+                    outcomes[index] = Some(Outcome::Protected { principal });
+                } else if let Some((group, rule)) = settings.forbidden_group(entry.groups()) {
+                    let group = group.to_string();
+                    outcomes[index] = Some(Outcome::GroupNotAllowed { group, rule });
+                } else {
+                    let slot = principals.slot(key, settings);
+                    principals.slots[slot]
+                        .contenders
+                        .push((index, mapping, entry));
+                }
+            }
+        }
+    }
+    let mut name_order: Vec<usize> = (0..mappings.len()).collect();
+    name_order.sort_by(|&a, &b| mappings[a].name.cmp(&mappings[b].name));
+    Candidates {
+        principals,
+        outcomes,
+        invalid,
+        name_order,
+    }
+}
+
+/// What `plan()` works from: the live data parsed, the candidates, and (when worked out ahead)
+/// last time's managed set copied and encoded, for a steady state to reuse.
+struct Prepared<'m> {
+    parsed: ParsedAwsAuth,
+    candidates: Candidates<'m>,
     last_managed: Option<(ManagedSet, String)>,
 }
 
-/// Parses the live data and validates every mapping. The two are independent, so with many
-/// mappings a second thread validates meanwhile: all of them when there is a large live
-/// aws-auth to parse here (and then it also copies and encodes last time's managed set, which
-/// a steady state reuses), else the first half while this thread does the second. The result
-/// is the same either way.
-fn prepare(live_data: &ConfigMapData, mappings: &[MappingInput], managed: &ManagedSet) -> Prepared {
+/// Parses the live data, and validates and groups every mapping. The two are independent, so
+/// with many mappings a second thread does the mappings meanwhile: all of their work when
+/// there is a large live aws-auth to parse here (and then it also copies and encodes last
+/// time's managed set, which a steady state reuses), else it validates the first half while
+/// this thread validates the second. The result is the same either way.
+fn prepare<'m>(
+    live_data: &ConfigMapData,
+    mappings: &'m [MappingInput],
+    managed: &ManagedSet,
+    settings: &Settings,
+) -> Prepared<'m> {
     let in_turn = || Prepared {
         parsed: parse_data(live_data),
-        validated: validate_all(mappings),
+        candidates: candidates(mappings, validate_all(mappings), settings),
         last_managed: None,
     };
     if mappings.len() < PARALLEL_MIN_MAPPINGS {
         return in_turn();
     }
-    let large_live = data_size(live_data) >= PARALLEL_MIN_LIVE_BYTES;
-    let (theirs, ours) = mappings.split_at(if large_live {
-        mappings.len()
-    } else {
-        mappings.len() / 2
-    });
+    if data_size(live_data) >= PARALLEL_MIN_LIVE_BYTES {
+        return std::thread::scope(|scope| {
+            let worker = std::thread::Builder::new()
+                .name("plan-mappings".to_string())
+                .spawn_scoped(scope, || {
+                    let candidates = candidates(mappings, validate_all(mappings), settings);
+                    (candidates, (managed.clone(), managed.encode()))
+                });
+            let Ok(worker) = worker else {
+                // No thread to be had: do it all here.
+                return in_turn();
+            };
+            let parsed = parse_data(live_data);
+            let (candidates, last_managed) = worker
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
+            Prepared {
+                parsed,
+                candidates,
+                last_managed: Some(last_managed),
+            }
+        });
+    }
+    let (first_half, second_half) = mappings.split_at(mappings.len() / 2);
     std::thread::scope(|scope| {
         let worker = std::thread::Builder::new()
-            .name("plan-validate".to_string())
-            .spawn_scoped(scope, || {
-                let validated = validate_all(theirs);
-                let last_managed = large_live.then(|| (managed.clone(), managed.encode()));
-                (validated, last_managed)
-            });
+            .name("plan-mappings".to_string())
+            .spawn_scoped(scope, || validate_all(first_half));
         let Ok(worker) = worker else {
-            // No thread to be had: do it all here.
             return in_turn();
         };
         let parsed = parse_data(live_data);
-        let validated_here = validate_all(ours);
-        let (mut validated, last_managed) = worker
+        let validated_here = validate_all(second_half);
+        let mut validated = worker
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
         validated.extend(validated_here);
         Prepared {
             parsed,
-            validated,
-            last_managed,
+            candidates: candidates(mappings, validated, settings),
+            last_managed: None,
         }
     })
 }
 
-/// The outcomes as a map by name. Sorted by index first, so that the large outcome records are
-/// not moved around by the sort; a repeated name keeps its last outcome, as with inserts.
-fn into_name_order(outcomes: Vec<(String, Outcome)>) -> BTreeMap<String, Outcome> {
-    let mut order: Vec<usize> = (0..outcomes.len()).collect();
-    order.sort_by(|&a, &b| outcomes[a].0.cmp(&outcomes[b].0));
-    let mut slots: Vec<Option<(String, Outcome)>> = outcomes.into_iter().map(Some).collect();
-    // Already in order: `from_iter` only checks that, and builds the tree in one pass.
-    order.into_iter().filter_map(|i| slots[i].take()).collect()
+/// The outcomes as a map by name, built in name order (`from_iter` then only checks the
+/// order). Every mapping has exactly one outcome; a repeated name (which neither the API
+/// server nor the CLI lets through) keeps the outcome of its last mapping.
+fn into_name_order(
+    mappings: &[MappingInput],
+    name_order: &[usize],
+    mut outcomes: Vec<Option<Outcome>>,
+) -> BTreeMap<String, Outcome> {
+    name_order
+        .iter()
+        .filter_map(|&i| Some((mappings[i].name.clone(), outcomes[i].take()?)))
+        .collect()
 }
 
 /// The principals written this time. In a steady state they are exactly last time's, and
@@ -1086,13 +1134,45 @@ mod tests {
     use super::*;
     use crate::awsauth::{ArnMapping, render_data};
 
-    /// Enough mappings and live data for the validation to run on its own thread.
+    type CandidatesSummary = (
+        BTreeMap<PrincipalKey, Vec<(usize, Entry)>>,
+        Vec<Option<Outcome>>,
+        Vec<(usize, Vec<Problem>)>,
+        Vec<usize>,
+    );
+
+    fn summary(candidates: &Candidates) -> CandidatesSummary {
+        let principals = candidates
+            .principals
+            .index
+            .iter()
+            .map(|(key, &slot)| {
+                let contenders = candidates.principals.slots[slot]
+                    .contenders
+                    .iter()
+                    .map(|(index, _, entry)| (*index, entry.clone()))
+                    .collect();
+                (key.clone(), contenders)
+            })
+            .collect();
+        (
+            principals,
+            candidates.outcomes.clone(),
+            candidates.invalid.clone(),
+            candidates.name_order.clone(),
+        )
+    }
+
+    /// Enough mappings for a second thread: with a large live aws-auth (it does all the
+    /// mapping work) and without one (it validates half), the result is what doing everything
+    /// in turn gives.
     #[test]
-    fn parsing_and_validating_side_by_side_gives_what_doing_them_in_turn_gives() {
+    fn preparing_on_two_threads_gives_what_doing_it_in_turn_gives() {
         let role = |i: usize| format!("arn:aws:iam::111122223333:role/team/role-{i}");
         let mappings: Vec<MappingInput> = (0..PARALLEL_MIN_MAPPINGS + 100)
             .map(|i| MappingInput {
-                name: format!("m{i}"),
+                // Out of name order, and a few mappings share a principal.
+                name: format!("m{}", (i * 7919) % 1000),
                 creation_timestamp: None,
                 generation: Some(1),
                 spec: IamIdentityMappingSpec {
@@ -1100,11 +1180,11 @@ mod tests {
                     arn: Some(if i % 7 == 0 {
                         format!("{}*", role(i))
                     } else {
-                        role(i)
+                        role(i % 500)
                     }),
                     account: None,
                     username: Some(format!("user-{i}:{{{{SessionName}}}}")),
-                    groups: vec!["view".to_string()],
+                    groups: vec![if i % 11 == 0 { "denied" } else { "view" }.to_string()],
                 },
                 last_rendered: None,
             })
@@ -1118,9 +1198,12 @@ mod tests {
                 extra: Default::default(),
             });
         }
-        let data = render_data(&live);
-        assert!(data_size(&data) >= PARALLEL_MIN_LIVE_BYTES);
-
+        let large = render_data(&live);
+        assert!(data_size(&large) >= PARALLEL_MIN_LIVE_BYTES);
+        let mut settings = Settings::default()
+            .with_group_policy(&[], &["denied".to_string()])
+            .expect("valid policy");
+        settings.protect(&role(3)).expect("a valid ARN to protect");
         let managed = ManagedSet(
             mappings
                 .iter()
@@ -1128,14 +1211,28 @@ mod tests {
                 .map(|m| PrincipalKey::role(m.spec.arn.as_deref().unwrap_or_default()))
                 .collect(),
         );
-        let prepared = prepare(&data, &mappings, &managed);
-        assert_eq!(prepared.parsed, parse_data(&data));
-        assert_eq!(prepared.validated, validate_all(&mappings));
-        assert_eq!(
-            prepared.last_managed,
-            Some((managed.clone(), managed.encode()))
-        );
-        let validated = prepared.validated;
-        assert_eq!(validated.iter().filter(|v| v.is_err()).count(), 88);
+        for data in [large, ConfigMapData::new()] {
+            let prepared = prepare(&data, &mappings, &managed, &settings);
+            let in_turn = candidates(&mappings, validate_all(&mappings), &settings);
+            assert_eq!(prepared.parsed, parse_data(&data));
+            assert_eq!(summary(&prepared.candidates), summary(&in_turn));
+            let reuses = data_size(&data) >= PARALLEL_MIN_LIVE_BYTES;
+            let expected_last = reuses.then(|| (managed.clone(), managed.encode()));
+            assert_eq!(prepared.last_managed, expected_last);
+            let outcomes = &prepared.candidates.outcomes;
+            assert_eq!(prepared.candidates.invalid.len(), 88);
+            assert!(
+                outcomes
+                    .iter()
+                    .flatten()
+                    .any(|o| matches!(o, Outcome::Protected { .. }))
+            );
+            assert!(
+                outcomes
+                    .iter()
+                    .flatten()
+                    .any(|o| matches!(o, Outcome::GroupNotAllowed { .. }))
+            );
+        }
     }
 }
