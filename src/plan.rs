@@ -913,10 +913,13 @@ fn into_name_order(
     name_order: &[usize],
     mut outcomes: Vec<Option<Outcome>>,
 ) -> BTreeMap<String, Outcome> {
-    name_order
-        .iter()
-        .filter_map(|&i| Some((mappings[i].name.clone(), outcomes[i].take()?)))
-        .collect()
+    let mut in_order = Vec::with_capacity(name_order.len());
+    in_order.extend(
+        name_order
+            .iter()
+            .filter_map(|&i| Some((mappings[i].name.clone(), outcomes[i].take()?))),
+    );
+    in_order.into_iter().collect()
 }
 
 /// The principals written this time. In a steady state they are exactly last time's, and

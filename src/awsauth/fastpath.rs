@@ -448,12 +448,11 @@ fn unescape(chars: &mut std::str::Chars<'_>) -> Option<char> {
     }
 }
 
-/// `text` split at the first `byte` (an ASCII byte, so both halves are valid UTF-8). A plain
-/// byte scan: lines and fields are short, and `str::split_once(char)` costs a searcher and a
-/// `memcmp` call per match.
+/// `text` split at the first `byte` (an ASCII byte, so both halves are valid UTF-8).
+/// `str::split_once(char)` costs a searcher and a `memcmp` call per match.
 fn split_once_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
     debug_assert!(byte.is_ascii());
-    let at = text.bytes().position(|b| b == byte)?;
+    let at = memchr::memchr(byte, text.as_bytes())?;
     Some((&text[..at], &text[at + 1..]))
 }
 
@@ -464,10 +463,7 @@ fn lines_inclusive(text: &str) -> impl Iterator<Item = &str> {
         if rest.is_empty() {
             return None;
         }
-        let end = rest
-            .bytes()
-            .position(|b| b == b'\n')
-            .map_or(rest.len(), |at| at + 1);
+        let end = memchr::memchr(b'\n', rest.as_bytes()).map_or(rest.len(), |at| at + 1);
         let (line, after) = rest.split_at(end);
         rest = after;
         Some(line)
