@@ -269,6 +269,9 @@ pub fn read_mostly_rendered(
     text: &str,
     general: impl Fn(&str) -> Result<Document, YamlError>,
 ) -> Option<ItemList> {
+    if has_other_line_breaks(text) {
+        return None;
+    }
     // Items as (index of their first line, byte range): each starts at a line beginning "- ".
     let mut chunks: Vec<(usize, usize, usize)> = Vec::new();
     let mut offset = 0;
@@ -448,6 +451,19 @@ fn unescape(chars: &mut std::str::Chars<'_>) -> Option<char> {
     }
 }
 
+/// Whether `text` breaks lines anywhere but at `\n`: YAML also breaks at `\r`, and YAML 1.1
+/// at NEL, LS and PS. Lines, and with them positions, would be counted differently here, so
+/// such text is left to the YAML parser (the renderer escapes all of them).
+fn has_other_line_breaks(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    memchr::memchr3_iter(b'\r', 0xC2, 0xE2, bytes).any(|at| match bytes[at] {
+        b'\r' => true,
+        // U+0085 NEL is C2 85; U+2028 LS and U+2029 PS are E2 80 A8 and E2 80 A9.
+        0xC2 => bytes.get(at + 1) == Some(&0x85),
+        _ => matches!(bytes.get(at + 1..at + 3), Some([0x80, 0xA8 | 0xA9])),
+    })
+}
+
 /// `text` split at the first `byte` (an ASCII byte, so both halves are valid UTF-8).
 /// `str::split_once(char)` costs a searcher and a `memcmp` call per match.
 fn split_once_byte(text: &str, byte: u8) -> Option<(&str, &str)> {
@@ -539,6 +555,16 @@ mod tests {
             username: username.to_string(),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             extra: Default::default(),
+        }
+    }
+
+    #[test]
+    fn other_line_breaks_are_found() {
+        for text in ["a\rb", "a\r\n", "a\u{85}", "\u{2028}", "x\u{2029}y"] {
+            assert!(has_other_line_breaks(text), "{text:?}");
+        }
+        for text in ["", "a\nb\n", "é®①\u{80}\u{86}\u{2027}\u{202A}", "\u{C5}"] {
+            assert!(!has_other_line_breaks(text), "{text:?}");
         }
     }
 
@@ -699,6 +725,9 @@ mod tests {
         "- - nested\n",
         "foo:\n- a\n",
         "- rolearn: x\r\n  username: y\r\n",
+        "- rolearn: x\r  username: y\n",
+        "- rolearn: a\u{85}b\n- \"1\"\n",
+        "- rolearn: a\u{2028}  username: b\n",
         "- rolearn:\ta\n",
         "  continued: line\n",
         "- plain\n  continuation\n",
