@@ -539,6 +539,17 @@ fn find_pair(text: &str, c: u8) -> Option<usize> {
         .position(|w| w[0] == c && w[1] == c)
 }
 
+/// Words that mark a placeholder in an ARN, matched case-insensitively. Each holds `CCO`, `XXX`
+/// or `_NA`, which `find_placeholder` looks for first (a test checks this for every marker).
+const PLACEHOLDER_MARKERS: [&str; 6] = [
+    "ACCOUNT_ID",
+    "ACCOUNTID",
+    "AWS_ACCOUNT",
+    "XXXXXXXXXXXX",
+    "ROLE_NAME",
+    "USER_NAME",
+];
+
 /// Placeholders people leave in copied examples (`<ACCOUNT_ID>`, `${AWS_ACCOUNT_ID}`,
 /// `{{AccountID}}`, `XXXXXXXXXXXX`). Returns the placeholder text when one is present.
 pub fn find_placeholder(arn: &str) -> Option<String> {
@@ -555,14 +566,6 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
         }
     }
     // One pass over the bytes; a marker is only compared where its first letter occurs.
-    const MARKERS: [&str; 6] = [
-        "ACCOUNT_ID",
-        "ACCOUNTID",
-        "AWS_ACCOUNT",
-        "XXXXXXXXXXXX",
-        "ROLE_NAME",
-        "USER_NAME",
-    ];
     let bytes = arn.as_bytes();
     // Every marker holds `CCO`, `XXX` or `_NA` (any case): most ARNs hold none, and are done
     // here (`Access`, common in SSO role names, does not stop at this filter).
@@ -581,7 +584,7 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
         if !matches!(first, b'A' | b'X' | b'R' | b'U') {
             continue;
         }
-        for marker in MARKERS {
+        for marker in PLACEHOLDER_MARKERS {
             if marker.as_bytes()[0] == first
                 && bytes
                     .get(i..i + marker.len())
@@ -798,18 +801,24 @@ mod tests {
     /// The markers looked for without the prefilter: what `find_placeholder` must agree with.
     fn marker_by_plain_search(arn: &str) -> Option<String> {
         let upper = arn.to_ascii_uppercase();
-        [
-            "ACCOUNT_ID",
-            "ACCOUNTID",
-            "AWS_ACCOUNT",
-            "XXXXXXXXXXXX",
-            "ROLE_NAME",
-            "USER_NAME",
-        ]
-        .into_iter()
-        .filter_map(|marker| upper.find(marker).map(|at| (at, marker.len())))
-        .min()
-        .map(|(at, len)| arn[at..at + len].to_string())
+        PLACEHOLDER_MARKERS
+            .into_iter()
+            .filter_map(|marker| upper.find(marker).map(|at| (at, marker.len())))
+            .min()
+            .map(|(at, len)| arn[at..at + len].to_string())
+    }
+
+    #[test]
+    fn every_marker_is_found_alone() {
+        for marker in PLACEHOLDER_MARKERS {
+            let arn = format!("arn:aws:iam::111122223333:role/{}", marker.to_lowercase());
+            assert_eq!(
+                find_placeholder(&arn),
+                marker_by_plain_search(&arn),
+                "{marker}"
+            );
+            assert!(find_placeholder(&arn).is_some(), "{marker}");
+        }
     }
 
     proptest::proptest! {
