@@ -510,9 +510,33 @@ struct Principal<'a> {
     /// Valid mappings for it (with their index), before conflict resolution.
     contenders: Vec<(usize, &'a MappingInput, Entry)>,
     /// The entry the operator writes for it, until it is placed in the new entry set.
-    desired: Option<Entry>,
+    desired: Option<Desired<'a>>,
     /// Its desired entry was placed in the new entry set.
     placed: bool,
+}
+
+/// Where a principal's new entry comes from. Not copied until the new entry set is built,
+/// which a steady state skips.
+enum Desired<'a> {
+    /// The entry in the winning mapping's outcome (`Outcome::Rendered` at this mapping index).
+    Rendered(usize),
+    /// Its live entry, left in place (a hand edit in report mode).
+    Live(EntryRef<'a>),
+    /// The last valid entry of an invalid mapping.
+    Kept(Entry),
+}
+
+impl Desired<'_> {
+    fn entry<'x>(&'x self, outcomes: &'x [Option<Outcome>]) -> Option<EntryRef<'x>> {
+        match self {
+            Desired::Rendered(index) => match outcomes.get(*index) {
+                Some(Some(Outcome::Rendered { entry, .. })) => Some(entry.into()),
+                _ => None,
+            },
+            Desired::Live(entry) => Some(*entry),
+            Desired::Kept(entry) => Some(entry.into()),
+        }
+    }
 }
 
 impl Principal<'_> {
@@ -639,12 +663,9 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             None
         };
         // Report mode leaves a hand edit of an unchanged spec in place.
-        let written = match &drift {
-            Some(d) if !d.repaired => live_for_key
-                .last()
-                .map(|e| e.to_entry())
-                .unwrap_or_else(|| entry.clone()),
-            _ => entry.clone(),
+        let written = match (&drift, live_for_key.last()) {
+            (Some(d), Some(live_entry)) if !d.repaired => Desired::Live(*live_entry),
+            _ => Desired::Rendered(winner_index),
         };
         principal.desired = Some(written);
         outcomes[winner_index] = Some(Outcome::Rendered {
@@ -666,57 +687,36 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             let slot = principals.slot(entry.key(), settings);
             let principal = &mut principals.slots[slot];
             if !principal.protected && principal.desired.is_none() {
-                principal.desired = Some(entry.clone());
+                principal.desired = Some(Desired::Kept(entry.clone()));
             }
         }
     }
 
-    // New entry set: unmanaged (and protected) live entries, and each desired entry where its
-    // principal's live entry was, so that a steady state comes out already sorted.
-    let mut next = AwsAuthEntries::default();
-    // Sized up front: growing vectors of thousands of entries costs copies and fresh pages.
-    let mut desired_per_section = [0usize; 3];
-    for desired in principals.slots.iter().filter_map(|p| p.desired.as_ref()) {
-        desired_per_section[desired.section() as usize] += 1;
-    }
-    next.roles
-        .reserve(live_entries.roles.len() + desired_per_section[Section::MapRoles as usize]);
-    next.users
-        .reserve(live_entries.users.len() + desired_per_section[Section::MapUsers as usize]);
-    next.accounts
-        .reserve(live_entries.accounts.len() + desired_per_section[Section::MapAccounts as usize]);
-    let mut unmanaged_entries = 0;
-    let mut managed_entries = 0;
-    for &(slot, entry) in &live_list {
-        let principal = &mut principals.slots[slot];
-        if principal.protected || (!principal.managed && !principal.is_written()) {
-            unmanaged_entries += 1;
-            next.push(entry.to_entry());
-        } else if let Some(desired) = principal.desired.take() {
-            managed_entries += 1;
-            principal.placed = true;
-            next.push(desired);
-        } else if !principal.placed {
-            notes.push(Note::Removed {
-                entry: entry.to_entry(),
-            });
-        }
-        // Otherwise a second live entry of a principal whose new entry is already placed.
-    }
-    for principal in &mut principals.slots {
-        if let Some(desired) = principal.desired.take() {
-            managed_entries += 1;
-            principal.placed = true;
-            next.push(desired);
-        }
-    }
-    // Usually the live entries are what the operator wrote, sorted, and the new set is the same
-    // (it is built in live order): then it needs no sortedness pass of its own.
+    // Usually the live entries are what the operator wrote, sorted, and nothing changes: then
+    // the new entry set is the live one, and it is neither built nor sorted nor compared.
     let live_is_sorted = is_sorted(&parsed.entries);
-    let steady = live_is_sorted && next == parsed.entries;
-    if !steady && !is_sorted(&next) {
-        sort_entries(&mut next);
-    }
+    let steady_counts = if parsed.malformed.is_empty() && live_is_sorted {
+        new_set_is_live(&live_list, &principals, &outcomes)
+    } else {
+        None
+    };
+    let steady = steady_counts.is_some();
+    let mut next = AwsAuthEntries::default();
+    let (managed_entries, unmanaged_entries) = match steady_counts {
+        Some(counts) => {
+            for principal in &mut principals.slots {
+                principal.placed |= principal.desired.take().is_some();
+            }
+            counts
+        }
+        None => build_new_set(
+            &mut next,
+            &live_list,
+            &mut principals,
+            &outcomes,
+            &mut notes,
+        ),
+    };
     let (managed, managed_annotation) =
         managed_set(live, &principals, managed_entries, last_managed);
 
@@ -765,6 +765,97 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
     plan.changed = plan.data != *live_data || live.managed != plan.managed || live.data.is_none();
     plan
+}
+
+/// Whether the new entry set would be the live one, entry for entry: every live entry either
+/// kept or replaced by an identical desired entry, nothing removed or added. Returns the
+/// (managed, unmanaged) entry counts if so.
+fn new_set_is_live(
+    live_list: &[(usize, EntryRef)],
+    principals: &Principals,
+    outcomes: &[Option<Outcome>],
+) -> Option<(usize, usize)> {
+    let mut placed = vec![false; principals.slots.len()];
+    let (mut managed, mut unmanaged) = (0, 0);
+    for &(slot, entry) in live_list {
+        let principal = &principals.slots[slot];
+        if principal.protected || (!principal.managed && !principal.is_written()) {
+            unmanaged += 1;
+            continue;
+        }
+        match &principal.desired {
+            Some(desired) if !placed[slot] && desired.entry(outcomes) == Some(entry) => {
+                placed[slot] = true;
+                managed += 1;
+            }
+            // Replaced by something else, a second entry dropped, or removed.
+            _ => return None,
+        }
+    }
+    let all_placed = principals
+        .slots
+        .iter()
+        .zip(&placed)
+        .all(|(principal, &placed)| principal.desired.is_none() || placed);
+    all_placed.then_some((managed, unmanaged))
+}
+
+/// Builds the new entry set: unmanaged (and protected) live entries, and each desired entry
+/// where its principal's live entry was (then the new ones); sorted. Returns the (managed,
+/// unmanaged) entry counts.
+fn build_new_set(
+    next: &mut AwsAuthEntries,
+    live_list: &[(usize, EntryRef)],
+    principals: &mut Principals,
+    outcomes: &[Option<Outcome>],
+    notes: &mut Vec<Note>,
+) -> (usize, usize) {
+    // Sized up front: growing vectors of thousands of entries costs copies and fresh pages.
+    let mut per_section = [0usize; 3];
+    for &(_, entry) in live_list {
+        per_section[entry.section() as usize] += 1;
+    }
+    for desired in principals.slots.iter().filter_map(|p| p.desired.as_ref()) {
+        if let Some(entry) = desired.entry(outcomes) {
+            per_section[entry.section() as usize] += 1;
+        }
+    }
+    next.roles.reserve(per_section[Section::MapRoles as usize]);
+    next.users.reserve(per_section[Section::MapUsers as usize]);
+    next.accounts
+        .reserve(per_section[Section::MapAccounts as usize]);
+    let (mut managed, mut unmanaged) = (0, 0);
+    for &(slot, entry) in live_list {
+        let principal = &mut principals.slots[slot];
+        if principal.protected || (!principal.managed && !principal.is_written()) {
+            unmanaged += 1;
+            next.push(entry.to_entry());
+        } else if let Some(desired) = principal.desired.take() {
+            principal.placed = true;
+            if let Some(entry) = desired.entry(outcomes) {
+                managed += 1;
+                next.push(entry.to_entry());
+            }
+        } else if !principal.placed {
+            notes.push(Note::Removed {
+                entry: entry.to_entry(),
+            });
+        }
+        // Otherwise a second live entry of a principal whose new entry is already placed.
+    }
+    for principal in &mut principals.slots {
+        if let Some(desired) = principal.desired.take() {
+            principal.placed = true;
+            if let Some(entry) = desired.entry(outcomes) {
+                managed += 1;
+                next.push(entry.to_entry());
+            }
+        }
+    }
+    if !is_sorted(next) {
+        sort_entries(next);
+    }
+    (managed, unmanaged)
 }
 
 /// A mapping's entry and its principal, or what is wrong with it.

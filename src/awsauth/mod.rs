@@ -186,7 +186,25 @@ pub enum EntryRef<'a> {
     Account(&'a str),
 }
 
+impl<'a> From<&'a Entry> for EntryRef<'a> {
+    fn from(entry: &'a Entry) -> EntryRef<'a> {
+        match entry {
+            Entry::Role(m) => EntryRef::Role(m),
+            Entry::User(m) => EntryRef::User(m),
+            Entry::Account(a) => EntryRef::Account(a),
+        }
+    }
+}
+
 impl EntryRef<'_> {
+    pub fn section(self) -> Section {
+        match self {
+            EntryRef::Role(_) => Section::MapRoles,
+            EntryRef::User(_) => Section::MapUsers,
+            EntryRef::Account(_) => Section::MapAccounts,
+        }
+    }
+
     pub fn to_entry(self) -> Entry {
         match self {
             EntryRef::Role(m) => Entry::Role(m.clone()),
