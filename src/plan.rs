@@ -717,22 +717,6 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             &mut notes,
         ),
     };
-    let (managed, managed_annotation) =
-        managed_set(live, &principals, managed_entries, last_managed);
-
-    let mut plan = Plan {
-        data: live_data.clone(),
-        managed_annotation,
-        managed,
-        changed: false,
-        rewritten: BTreeSet::new(),
-        outcomes: into_name_order(mappings, &name_order, outcomes),
-        notes,
-        blocked: None,
-        live_diagnostics,
-        managed_entries,
-        unmanaged_entries,
-    };
     let live_sorted = if live_is_sorted {
         Cow::Borrowed(&parsed.entries)
     } else {
@@ -740,29 +724,66 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         sort_entries(&mut sorted);
         Cow::Owned(sorted)
     };
-    for section in Section::ALL {
-        // A section whose meaning is unchanged keeps its text byte for byte.
-        if (steady || section_entries_equal(section, &live_sorted, &next))
-            && !parsed.malformed.contains(&section)
-        {
-            continue;
+    // A section whose meaning is unchanged keeps its text byte for byte.
+    let rewritten: BTreeSet<Section> = Section::ALL
+        .into_iter()
+        .filter(|&section| {
+            let unchanged = steady || section_entries_equal(section, &live_sorted, &next);
+            !unchanged || parsed.malformed.contains(&section)
+        })
+        .collect();
+    let mut data = live_data.clone();
+    let render_and_check = |data: &mut ConfigMapData| {
+        for &section in &rewritten {
+            match render_section(section, &next) {
+                Some(text) => data.insert(section.key().to_string(), text),
+                None => data.remove(section.key()),
+            };
         }
-        plan.rewritten.insert(section);
-        match render_section(section, &next) {
-            Some(text) => plan.data.insert(section.key().to_string(), text),
-            None => plan.data.remove(section.key()),
+        check_round_trip(&rewritten, data, &next)
+    };
+    // Rendering and re-reading is the long part of a write; the new managed set is built and
+    // encoded on a second thread meanwhile (here, if no thread can be had).
+    let ((managed, managed_annotation), round_trip) =
+        if !rewritten.is_empty() && mappings.len() >= PARALLEL_MIN_MAPPINGS {
+            std::thread::scope(|scope| {
+                let principals = &principals;
+                let worker = std::thread::Builder::new()
+                    .name("plan-managed".to_string())
+                    .spawn_scoped(scope, move || {
+                        managed_set(live, principals, managed_entries, last_managed)
+                    });
+                let round_trip = render_and_check(&mut data);
+                let managed = match worker {
+                    Ok(handle) => handle
+                        .join()
+                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                    Err(_) => managed_set(live, principals, managed_entries, None),
+                };
+                (managed, round_trip)
+            })
+        } else {
+            let managed = managed_set(live, &principals, managed_entries, last_managed);
+            (managed, render_and_check(&mut data))
         };
+    let blocked = round_trip.or_else(|| check_sizes(&data, &managed_annotation, settings));
+    if let Some(blocked) = blocked {
+        return blocked_plan(mappings, live, live_data.clone(), blocked, live_diagnostics);
     }
 
-    if let Some(blocked) = check_write(&plan, &next, settings) {
-        return blocked_plan(
-            mappings,
-            live,
-            live_data.clone(),
-            blocked,
-            plan.live_diagnostics,
-        );
-    }
+    let mut plan = Plan {
+        data,
+        managed_annotation,
+        managed,
+        changed: false,
+        rewritten,
+        outcomes: into_name_order(mappings, &name_order, outcomes),
+        notes,
+        blocked: None,
+        live_diagnostics,
+        managed_entries,
+        unmanaged_entries,
+    };
     plan.changed = plan.data != *live_data || live.managed != plan.managed || live.data.is_none();
     plan
 }
@@ -1160,30 +1181,38 @@ fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntrie
     }
 }
 
-/// Checks that must pass before anything is written: round trip, size, annotation budget.
-fn check_write(plan: &Plan, intended: &AwsAuthEntries, settings: &Settings) -> Option<Blocked> {
-    // Only rewritten keys can have changed meaning; the others kept their text byte for byte.
-    let rewritten: ConfigMapData = plan
-        .rewritten
+/// The first check before anything is written: re-reading the rewritten keys gives back
+/// exactly the intended entries. Only rewritten keys can have changed meaning; the others kept
+/// their text byte for byte.
+fn check_round_trip(
+    rewritten: &BTreeSet<Section>,
+    data: &ConfigMapData,
+    intended: &AwsAuthEntries,
+) -> Option<Blocked> {
+    let texts: ConfigMapData = rewritten
         .iter()
-        .filter_map(|s| Some((s.key().to_string(), plan.data.get(s.key())?.clone())))
+        .filter_map(|s| Some((s.key().to_string(), data.get(s.key())?.clone())))
         .collect();
-    let (reparsed, malformed) = parse_entries(&rewritten);
-    for &section in &plan.rewritten {
-        if malformed.contains(&section) || !section_entries_equal(section, &reparsed, intended) {
-            return Some(Blocked::RoundTripMismatch { section });
-        }
-    }
-    let bytes = data_size(&plan.data);
+    let (reparsed, malformed) = parse_entries(&texts);
+    rewritten.iter().find_map(|&section| {
+        let differs =
+            malformed.contains(&section) || !section_entries_equal(section, &reparsed, intended);
+        differs.then_some(Blocked::RoundTripMismatch { section })
+    })
+}
+
+/// The other checks before anything is written: the data size and the annotation budget.
+fn check_sizes(data: &ConfigMapData, annotation: &str, settings: &Settings) -> Option<Blocked> {
+    let bytes = data_size(data);
     if bytes > settings.max_data_bytes {
         return Some(Blocked::TooLarge {
             bytes,
             limit: settings.max_data_bytes,
         });
     }
-    if plan.managed_annotation.len() > MAX_MANAGED_ANNOTATION_BYTES {
+    if annotation.len() > MAX_MANAGED_ANNOTATION_BYTES {
         return Some(Blocked::AnnotationTooLarge {
-            bytes: plan.managed_annotation.len(),
+            bytes: annotation.len(),
             limit: MAX_MANAGED_ANNOTATION_BYTES,
         });
     }
