@@ -742,29 +742,20 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         }
         check_round_trip(&rewritten, data, &next)
     };
-    // Rendering and re-reading is the long part of a write; the new managed set is built and
-    // encoded on a second thread meanwhile (here, if no thread can be had).
+    // Rendering and re-reading is the long part of a write; a new managed set is built and
+    // encoded on a second thread meanwhile.
     let ((managed, managed_annotation), round_trip) =
-        if !rewritten.is_empty() && mappings.len() >= PARALLEL_MIN_MAPPINGS {
-            std::thread::scope(|scope| {
-                let principals = &principals;
-                let worker = std::thread::Builder::new()
-                    .name("plan-managed".to_string())
-                    .spawn_scoped(scope, move || {
-                        managed_set(live, principals, managed_entries, last_managed)
-                    });
-                let round_trip = render_and_check(&mut data);
-                let managed = match worker {
-                    Ok(handle) => handle
-                        .join()
-                        .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-                    Err(_) => managed_set(live, principals, managed_entries, None),
-                };
-                (managed, round_trip)
-            })
-        } else {
-            let managed = managed_set(live, &principals, managed_entries, last_managed);
+        if same_as_last_time(live, &principals, managed_entries) {
+            let managed =
+                last_managed.unwrap_or_else(|| (live.managed.clone(), live.managed.encode()));
             (managed, render_and_check(&mut data))
+        } else if !rewritten.is_empty() && mappings.len() >= PARALLEL_MIN_MAPPINGS {
+            side_by_side(
+                || new_managed_set(&principals),
+                || render_and_check(&mut data),
+            )
+        } else {
+            (new_managed_set(&principals), render_and_check(&mut data))
         };
     let blocked = round_trip.or_else(|| check_sizes(&data, &managed_annotation, settings));
     if let Some(blocked) = blocked {
@@ -964,57 +955,38 @@ fn prepare<'m>(
     managed: &ManagedSet,
     settings: &Settings,
 ) -> Prepared<'m> {
-    let in_turn = || Prepared {
-        parsed: parse_data(live_data),
-        candidates: candidates(mappings, validate_all(mappings), settings),
-        last_managed: None,
-    };
     if mappings.len() < PARALLEL_MIN_MAPPINGS {
-        return in_turn();
+        return Prepared {
+            parsed: parse_data(live_data),
+            candidates: candidates(mappings, validate_all(mappings), settings),
+            last_managed: None,
+        };
     }
     if data_size(live_data) >= PARALLEL_MIN_LIVE_BYTES {
-        return std::thread::scope(|scope| {
-            let worker = std::thread::Builder::new()
-                .name("plan-mappings".to_string())
-                .spawn_scoped(scope, || {
-                    let candidates = candidates(mappings, validate_all(mappings), settings);
-                    (candidates, (managed.clone(), managed.encode()))
-                });
-            let Ok(worker) = worker else {
-                // No thread to be had: do it all here.
-                return in_turn();
-            };
-            let parsed = parse_data(live_data);
-            let (candidates, last_managed) = worker
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-            Prepared {
-                parsed,
-                candidates,
-                last_managed: Some(last_managed),
-            }
-        });
+        let ((candidates, last_managed), parsed) = side_by_side(
+            || {
+                let candidates = candidates(mappings, validate_all(mappings), settings);
+                (candidates, (managed.clone(), managed.encode()))
+            },
+            || parse_data(live_data),
+        );
+        return Prepared {
+            parsed,
+            candidates,
+            last_managed: Some(last_managed),
+        };
     }
     let (first_half, second_half) = mappings.split_at(mappings.len() / 2);
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("plan-mappings".to_string())
-            .spawn_scoped(scope, || validate_all(first_half));
-        let Ok(worker) = worker else {
-            return in_turn();
-        };
-        let parsed = parse_data(live_data);
-        let validated_here = validate_all(second_half);
-        let mut validated = worker
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        validated.extend(validated_here);
-        Prepared {
-            parsed,
-            candidates: candidates(mappings, validated, settings),
-            last_managed: None,
-        }
-    })
+    let (mut validated, (parsed, validated_here)) = side_by_side(
+        || validate_all(first_half),
+        || (parse_data(live_data), validate_all(second_half)),
+    );
+    validated.extend(validated_here);
+    Prepared {
+        parsed,
+        candidates: candidates(mappings, validated, settings),
+        last_managed: None,
+    }
 }
 
 /// The outcomes as a map by name, built in name order (`from_iter` then only checks the
@@ -1034,22 +1006,18 @@ fn into_name_order(
     in_order.into_iter().collect()
 }
 
-/// The principals written this time. In a steady state they are exactly last time's, and
-/// the recorded set is reused instead of sorting thousands of keys again.
-fn managed_set(
-    live: &LiveAwsAuth,
-    principals: &Principals,
-    written: usize,
-    last_managed: Option<(ManagedSet, String)>,
-) -> (ManagedSet, String) {
-    let same_as_last_time = written == live.managed.0.len()
+/// Whether the principals written this time are exactly last time's (then the recorded set
+/// is reused instead of sorting thousands of keys again).
+fn same_as_last_time(live: &LiveAwsAuth, principals: &Principals, written: usize) -> bool {
+    written == live.managed.0.len()
         && principals
             .slots
             .iter()
-            .all(|principal| !principal.placed || principal.managed);
-    if same_as_last_time {
-        return last_managed.unwrap_or_else(|| (live.managed.clone(), live.managed.encode()));
-    }
+            .all(|principal| !principal.placed || principal.managed)
+}
+
+/// The principals written this time, and their annotation.
+fn new_managed_set(principals: &Principals) -> (ManagedSet, String) {
     let managed = ManagedSet(
         principals
             .index
@@ -1060,6 +1028,25 @@ fn managed_set(
     );
     let encoded = managed.encode();
     (managed, encoded)
+}
+
+/// Runs `theirs` on a second thread while `ours` runs on this one. When no thread can be had,
+/// `theirs` runs here afterwards; the results are the same either way. A panic on the second
+/// thread is passed on.
+fn side_by_side<T: Send, U>(theirs: impl Fn() -> T + Sync, ours: impl FnOnce() -> U) -> (T, U) {
+    std::thread::scope(|scope| {
+        let worker = std::thread::Builder::new()
+            .name("plan-worker".to_string())
+            .spawn_scoped(scope, &theirs);
+        let ours = ours();
+        let theirs = match worker {
+            Ok(handle) => handle
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+            Err(_) => theirs(),
+        };
+        (theirs, ours)
+    })
 }
 
 /// Live entries to build on: the parsed ones, with the unmanaged entries of malformed keys

@@ -7,7 +7,7 @@
 //! is exactly what the general parser builds, positions included: property tests check that on
 //! rendered, mixed and randomly edited text.
 
-use super::render::needs_escape;
+use super::render::{is_plain, needs_escape};
 use super::yaml11::{Document, Node, Pos, ScalarType, YamlError};
 
 /// A top-level list item: read here when it has the renderer's shape, else by the YAML parser.
@@ -407,12 +407,8 @@ fn block_list<'t>(
 /// `text` must be exactly one double-quoted scalar with the renderer's escapes.
 fn quoted_string(text: &str) -> Option<String> {
     let inner = text.strip_prefix('"')?.strip_suffix('"')?;
-    // Most values are printable ASCII with nothing escaped: copy them whole.
-    // (A scan without early exit: it vectorises.)
-    let plain = inner.bytes().fold(true, |plain, b| {
-        plain & (matches!(b, 0x20..=0x7E) & (b != b'"') & (b != b'\\'))
-    });
-    if plain {
+    // Most values have nothing escaped: copy them whole.
+    if is_plain(inner) {
         return Some(inner.to_string());
     }
     let mut value = String::with_capacity(inner.len());

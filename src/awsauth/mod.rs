@@ -107,19 +107,11 @@ pub enum Entry {
 
 impl Entry {
     pub fn section(&self) -> Section {
-        match self {
-            Entry::Role(_) => Section::MapRoles,
-            Entry::User(_) => Section::MapUsers,
-            Entry::Account(_) => Section::MapAccounts,
-        }
+        EntryRef::from(self).section()
     }
 
     pub fn key(&self) -> PrincipalKey {
-        match self {
-            Entry::Role(m) => PrincipalKey::role(&m.arn),
-            Entry::User(m) => PrincipalKey::user(&m.arn),
-            Entry::Account(a) => PrincipalKey::account(a),
-        }
+        EntryRef::from(self).key()
     }
 
     /// The ARN or account id, as written in aws-auth.

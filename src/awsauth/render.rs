@@ -181,12 +181,7 @@ fn push_flow(out: &mut String, value: &serde_json::Value) {
 /// A YAML double-quoted scalar that YAML 1.1 and 1.2 parsers read back as exactly `s`.
 pub(crate) fn push_quoted(out: &mut String, s: &str) {
     out.push('"');
-    // Most strings are printable ASCII without quotes or backslashes: copied whole, after one
-    // scan without early exit (it vectorises).
-    let plain = s.bytes().fold(true, |plain, b| {
-        plain & (matches!(b, 0x20..=0x7E) & (b != b'"') & (b != b'\\'))
-    });
-    if plain {
+    if is_plain(s) {
         out.push_str(s);
         out.push('"');
         return;
@@ -220,6 +215,14 @@ pub(crate) fn push_quoted(out: &mut String, s: &str) {
     }
     out.push_str(&s[copied..]);
     out.push('"');
+}
+
+/// Printable ASCII without `"` or `\\`: written between the quotes exactly as it is. Most
+/// strings are; one scan without early exit (it vectorises).
+pub(crate) fn is_plain(s: &str) -> bool {
+    s.bytes().fold(true, |plain, b| {
+        plain & (matches!(b, 0x20..=0x7E) & (b != b'"') & (b != b'\\'))
+    })
 }
 
 /// Outside YAML 1.1's printable set, or a YAML 1.1 line break / BOM that would be folded away.
