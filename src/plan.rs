@@ -502,17 +502,58 @@ pub struct Plan {
 #[derive(Default)]
 struct Principal<'a> {
     /// Its live entries, in the order the authenticator reads them (it uses the last).
-    live: Vec<EntryRef<'a>>,
+    live: LiveEntries<'a>,
     /// The operator wrote it last time (`LiveAwsAuth::managed`).
     managed: bool,
     /// `--protected-arn`: never changed or removed.
     protected: bool,
-    /// Valid mappings for it (with their index), before conflict resolution.
-    contenders: Vec<(usize, &'a MappingInput, Entry)>,
+    /// The index of the valid mapping for it that wins: the oldest, then by name.
+    winner: Option<usize>,
     /// The entry the operator writes for it, until it is placed in the new entry set.
     desired: Option<Desired<'a>>,
+    /// It has exactly one live entry, and that is the winner's entry.
+    rendered_is_live: bool,
     /// Its desired entry was placed in the new entry set.
     placed: bool,
+}
+
+/// The live entries of one principal. Nearly always one: it is held inline, so that most
+/// principals need no allocation of their own.
+#[derive(Default)]
+struct LiveEntries<'a> {
+    first: Option<EntryRef<'a>>,
+    rest: Vec<EntryRef<'a>>,
+}
+
+impl<'a> LiveEntries<'a> {
+    fn push(&mut self, entry: EntryRef<'a>) {
+        match self.first {
+            None => self.first = Some(entry),
+            Some(_) => self.rest.push(entry),
+        }
+    }
+
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.len()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The entry the authenticator uses.
+    fn last(&self) -> Option<EntryRef<'a>> {
+        self.rest.last().copied().or(self.first)
+    }
+
+    /// The only entry, if there is exactly one.
+    fn only(&self) -> Option<EntryRef<'a>> {
+        self.first.filter(|_| self.rest.is_empty())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = EntryRef<'a>> + '_ {
+        self.first.iter().chain(&self.rest).copied()
+    }
 }
 
 /// Where a principal's new entry comes from. Not copied until the new entry set is built,
@@ -544,6 +585,16 @@ impl Principal<'_> {
     fn is_written(&self) -> bool {
         self.desired.is_some() || self.placed
     }
+
+    /// Whether its desired entry is `live`, one of its live entries.
+    fn desired_is(&self, live: EntryRef, outcomes: &[Option<Outcome>]) -> bool {
+        match &self.desired {
+            // Worked out once, when the winner was chosen.
+            Some(Desired::Rendered(_)) if self.live.len() == 1 => self.rendered_is_live,
+            Some(desired) => desired.entry(outcomes) == Some(live),
+            None => false,
+        }
+    }
 }
 
 /// The principals of one plan, each looked up once by its key. Keys are long ARNs sharing long
@@ -556,6 +607,13 @@ struct Principals<'a> {
 }
 
 impl<'a> Principals<'a> {
+    fn with_capacity(capacity: usize) -> Principals<'a> {
+        Principals {
+            index: foldhash::HashMap::with_capacity_and_hasher(capacity, Default::default()),
+            slots: Vec::with_capacity(capacity),
+        }
+    }
+
     fn slot(&mut self, key: PrincipalKey, settings: &Settings) -> usize {
         if let Some(&slot) = self.index.get(&key) {
             return slot;
@@ -586,6 +644,8 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     let Candidates {
         mut principals,
         mut outcomes,
+        mut entries,
+        losers,
         invalid,
         name_order,
     } = candidates;
@@ -618,35 +678,28 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         outcomes[index] = Some(Outcome::Invalid { problems, kept });
     }
 
-    // Desired managed entries: one per principal, the oldest mapping (then name) wins.
-    let mut took_over_notes: Vec<(PrincipalKey, Note)> = Vec::new();
-    for principal in &mut principals.slots {
-        let mut contenders = std::mem::take(&mut principal.contenders);
-        if contenders.len() > 1 {
-            contenders.sort_by(|(_, a, _), (_, b, _)| {
-                (
-                    a.creation_timestamp.is_none(),
-                    &a.creation_timestamp,
-                    &a.name,
-                )
-                    .cmp(&(
-                        b.creation_timestamp.is_none(),
-                        &b.creation_timestamp,
-                        &b.name,
-                    ))
-            });
-        }
-        let mut contenders = contenders.into_iter();
-        let Some((winner_index, winner, entry)) = contenders.next() else {
-            continue;
-        };
-        for (loser_index, _, _) in contenders {
+    // One desired entry per principal: the oldest mapping (then name) won.
+    for (slot, loser_index) in losers {
+        if let Some(winner_index) = principals.slots[slot].winner
+            && let Some(entry) = &entries[winner_index]
+        {
             outcomes[loser_index] = Some(Outcome::Conflict {
-                winner: winner.name.clone(),
+                winner: mappings[winner_index].name.clone(),
                 principal: entry.principal().to_string(),
             });
         }
-        let live_for_key = principal.live.as_slice();
+    }
+    let mut took_over_notes: Vec<(PrincipalKey, Note)> = Vec::new();
+    for principal in &mut principals.slots {
+        let Some(winner_index) = principal.winner else {
+            continue;
+        };
+        let Some(entry) = entries[winner_index].take() else {
+            continue;
+        };
+        let winner = &mappings[winner_index];
+        let live_for_key = &principal.live;
+        principal.rendered_is_live = live_for_key.only().is_some_and(|live| live == entry);
         let took_over = (!principal.managed)
             .then(|| live_for_key.last().map(|e| Box::new(e.to_entry())))
             .flatten();
@@ -657,14 +710,14 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             };
             took_over_notes.push((entry.key(), note));
         }
-        let drift = if principal.managed {
+        let drift = if principal.managed && !principal.rendered_is_live {
             detect_drift(winner, &entry, live_for_key, settings.drift)
         } else {
             None
         };
         // Report mode leaves a hand edit of an unchanged spec in place.
         let written = match (&drift, live_for_key.last()) {
-            (Some(d), Some(live_entry)) if !d.repaired => Desired::Live(*live_entry),
+            (Some(d), Some(live_entry)) if !d.repaired => Desired::Live(live_entry),
             _ => Desired::Rendered(winner_index),
         };
         principal.desired = Some(written);
@@ -796,7 +849,7 @@ fn new_set_is_live(
             continue;
         }
         match &principal.desired {
-            Some(desired) if !placed[slot] && desired.entry(outcomes) == Some(entry) => {
+            Some(_) if !placed[slot] && principal.desired_is(entry, outcomes) => {
                 placed[slot] = true;
                 managed += 1;
             }
@@ -887,11 +940,15 @@ const PARALLEL_MIN_LIVE_BYTES: usize = 64 * 1024;
 /// Valid mappings grouped by principal, the outcomes decided without the live data, and the
 /// order of the mappings by name.
 struct Candidates<'m> {
-    /// Principals with their contenders (live entries are added later).
+    /// Principals with their winning mapping (live entries are added later).
     principals: Principals<'m>,
     /// One outcome per mapping, by index: set here for protected principals and groups outside
     /// the policy, later for the rest.
     outcomes: Vec<Option<Outcome>>,
+    /// The entry of each mapping that contends for its principal, by index.
+    entries: Vec<Option<Entry>>,
+    /// Mappings that lost their principal to an older mapping: (principal slot, index).
+    losers: Vec<(usize, usize)>,
     /// Invalid mappings (by index) and their problems.
     invalid: Vec<(usize, Vec<Problem>)>,
     /// Mapping indexes sorted by name, for the outcome map.
@@ -903,9 +960,13 @@ fn candidates<'m>(
     validated: Vec<Validated>,
     settings: &Settings,
 ) -> Candidates<'m> {
-    let mut principals = Principals::default();
+    // Room for the live-only principals too, which usually are few.
+    let mut principals = Principals::with_capacity(mappings.len() + mappings.len() / 8);
     let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(mappings.len());
     outcomes.resize_with(mappings.len(), || None);
+    let mut entries: Vec<Option<Entry>> = Vec::with_capacity(mappings.len());
+    entries.resize_with(mappings.len(), || None);
+    let mut losers = Vec::new();
     let mut invalid = Vec::new();
     for (index, (mapping, validated)) in mappings.iter().zip(validated).enumerate() {
         match validated {
@@ -919,9 +980,18 @@ fn candidates<'m>(
                     outcomes[index] = Some(Outcome::GroupNotAllowed { group, rule });
                 } else {
                     let slot = principals.slot(key, settings);
-                    principals.slots[slot]
-                        .contenders
-                        .push((index, mapping, entry));
+                    let principal = &mut principals.slots[slot];
+                    // A stable choice: of equals, the first in input order wins.
+                    match principal.winner {
+                        Some(current) if !is_older(mapping, &mappings[current]) => {
+                            losers.push((slot, index));
+                        }
+                        previous => {
+                            losers.extend(previous.map(|current| (slot, current)));
+                            principal.winner = Some(index);
+                        }
+                    }
+                    entries[index] = Some(entry);
                 }
             }
         }
@@ -931,9 +1001,25 @@ fn candidates<'m>(
     Candidates {
         principals,
         outcomes,
+        entries,
+        losers,
         invalid,
         name_order,
     }
+}
+
+/// Whether `a` beats `b` for a principal: created earlier (a mapping with no creation time comes
+/// last), then by name.
+fn is_older(a: &MappingInput, b: &MappingInput) -> bool {
+    (
+        a.creation_timestamp.is_none(),
+        &a.creation_timestamp,
+        &a.name,
+    ) < (
+        b.creation_timestamp.is_none(),
+        &b.creation_timestamp,
+        &b.name,
+    )
 }
 
 /// What `plan()` works from: the live data parsed, the candidates, and (when worked out ahead)
@@ -1030,23 +1116,41 @@ fn new_managed_set(principals: &Principals) -> (ManagedSet, String) {
     (managed, encoded)
 }
 
-/// Runs `theirs` on a second thread while `ours` runs on this one. When no thread can be had,
-/// `theirs` runs here afterwards; the results are the same either way. A panic on the second
-/// thread is passed on.
+/// Runs `theirs` on the helper thread while `ours` runs on this one. When there is no helper,
+/// `theirs` runs here afterwards; the results are the same either way. A panic in either is
+/// passed on once both are done.
 fn side_by_side<T: Send, U>(theirs: impl Fn() -> T + Sync, ours: impl FnOnce() -> U) -> (T, U) {
-    std::thread::scope(|scope| {
-        let worker = std::thread::Builder::new()
-            .name("plan-worker".to_string())
-            .spawn_scoped(scope, &theirs);
+    let Some(pool) = helper() else {
         let ours = ours();
-        let theirs = match worker {
-            Ok(handle) => handle
-                .join()
-                .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
-            Err(_) => theirs(),
-        };
-        (theirs, ours)
-    })
+        return (theirs(), ours);
+    };
+    let mut result = None;
+    let ours = pool.in_place_scope(|scope| {
+        scope.spawn(|_| result = Some(theirs()));
+        ours()
+    });
+    // `None` only if `theirs` panicked, and then `in_place_scope` has already panicked.
+    (result.unwrap_or_else(&theirs), ours)
+}
+
+/// One long-lived helper thread for large plans. Long-lived, because a new thread per plan
+/// starts with a cold heap (fresh pages, faulted in) and leaves its allocations to be freed
+/// across threads. `None` if the thread cannot be started.
+fn helper() -> Option<&'static rayon_core::ThreadPool> {
+    static HELPER: std::sync::OnceLock<Option<rayon_core::ThreadPool>> = std::sync::OnceLock::new();
+    if std::env::var("TMP_NO_HELPER").is_ok() {
+        return None;
+    }
+    HELPER
+        .get_or_init(|| {
+            rayon_core::ThreadPoolBuilder::new()
+                .num_threads(1)
+                .thread_name(|_| "plan-helper".to_string())
+                .build()
+                .map_err(|err| tracing::warn!(error = %err, "no helper thread for plan(); large plans run on one thread"))
+                .ok()
+        })
+        .as_ref()
 }
 
 /// Live entries to build on: the parsed ones, with the unmanaged entries of malformed keys
@@ -1117,7 +1221,7 @@ fn last_valid_entry(mapping: &MappingInput, principals: &Principals) -> Option<E
     let rendered = mapping.last_rendered.as_ref()?;
     let entry = entry_from_rendered(rendered)?;
     let principal = principals.get(&entry.key())?;
-    let still_live = principal.live.last().is_some_and(|live| *live == entry);
+    let still_live = principal.live.last().is_some_and(|live| live == entry);
     (principal.managed && still_live).then_some(entry)
 }
 
@@ -1136,20 +1240,18 @@ fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
 }
 
 /// Drift: aws-auth no longer holds exactly what the operator last wrote for this mapping.
+/// The caller has checked the steady state first: the only live entry is the desired one.
 fn detect_drift(
     mapping: &MappingInput,
     desired: &Entry,
-    live: &[EntryRef],
+    live: &LiveEntries,
     policy: DriftPolicy,
 ) -> Option<Box<Drift>> {
     // A spec change since the last write is not drift, whatever the live text says, unless the
-    // live entry also fails to match the new spec. Checked first: it is the steady state.
-    if live.len() == 1 && live[0] == *desired {
-        return None;
-    }
+    // live entry also fails to match the new spec.
     let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
     let reference = last_written.as_ref().unwrap_or(desired);
-    if live.len() == 1 && live[0] == *reference {
+    if live.only().is_some_and(|only| only == *reference) {
         return None;
     }
     let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);
@@ -1243,34 +1345,120 @@ fn blocked_plan(
 mod tests {
     use super::*;
     use crate::awsauth::{ArnMapping, render_data};
+    use k8s_openapi::jiff::Timestamp;
 
     type CandidatesSummary = (
-        BTreeMap<PrincipalKey, Vec<(usize, Entry)>>,
+        BTreeMap<PrincipalKey, (Option<usize>, Vec<usize>)>,
         Vec<Option<Outcome>>,
+        Vec<Option<Entry>>,
         Vec<(usize, Vec<Problem>)>,
         Vec<usize>,
     );
 
+    /// What the candidates say, by principal key (slots are numbered in the order principals
+    /// are first met, which is the same either way, but keys say more when a test fails).
     fn summary(candidates: &Candidates) -> CandidatesSummary {
         let principals = candidates
             .principals
             .index
             .iter()
             .map(|(key, &slot)| {
-                let contenders = candidates.principals.slots[slot]
-                    .contenders
+                let mut losers: Vec<usize> = candidates
+                    .losers
                     .iter()
-                    .map(|(index, _, entry)| (*index, entry.clone()))
+                    .filter(|&&(loser_slot, _)| loser_slot == slot)
+                    .map(|&(_, index)| index)
                     .collect();
-                (key.clone(), contenders)
+                losers.sort_unstable();
+                let winner = candidates.principals.slots[slot].winner;
+                (key.clone(), (winner, losers))
             })
             .collect();
         (
             principals,
             candidates.outcomes.clone(),
+            candidates.entries.clone(),
             candidates.invalid.clone(),
             candidates.name_order.clone(),
         )
+    }
+
+    /// However the contenders for one principal arrive, the winner is the first by (has a
+    /// creation time, creation time, name), as a stable sort would put it, and every other
+    /// contender is a loser.
+    #[test]
+    fn the_winner_does_not_depend_on_input_order() {
+        let at = |second: i64| {
+            Some(Time(
+                Timestamp::from_second(1_700_000_000 + second).expect("a valid time"),
+            ))
+        };
+        // Two share the oldest time (the name decides), one has none, one repeats a name.
+        let contenders = [
+            ("b", at(5)),
+            ("a", at(5)),
+            ("c", at(9)),
+            ("0-no-time", None),
+            ("a", at(5)),
+        ];
+        let arn = "arn:aws:iam::111122223333:role/shared";
+        let mut order: Vec<usize> = (0..contenders.len()).collect();
+        // All 120 orders, by Heap's algorithm.
+        let mut counters = vec![0; order.len()];
+        let mut checked = 0;
+        let mut i = 0;
+        loop {
+            let mappings: Vec<MappingInput> = order
+                .iter()
+                .map(|&c| MappingInput {
+                    name: contenders[c].0.to_string(),
+                    creation_timestamp: contenders[c].1.clone(),
+                    generation: Some(1),
+                    spec: IamIdentityMappingSpec {
+                        arn: Some(arn.to_string()),
+                        account: None,
+                        username: Some(format!("u{c}")),
+                        groups: vec![],
+                    },
+                    last_rendered: None,
+                })
+                .collect();
+            let mut by_sort: Vec<usize> = (0..mappings.len()).collect();
+            by_sort.sort_by_key(|&m| {
+                let m = &mappings[m];
+                (
+                    m.creation_timestamp.is_none(),
+                    m.creation_timestamp.clone(),
+                    m.name.clone(),
+                )
+            });
+            let found = candidates(&mappings, validate_all(&mappings), &Settings::default());
+            let slot = found.principals.index[&PrincipalKey::role(arn)];
+            assert_eq!(
+                found.principals.slots[slot].winner,
+                Some(by_sort[0]),
+                "{order:?}"
+            );
+            let mut losers: Vec<usize> = found.losers.iter().map(|&(_, l)| l).collect();
+            losers.sort_unstable();
+            let mut expected = by_sort[1..].to_vec();
+            expected.sort_unstable();
+            assert_eq!(losers, expected, "{order:?}");
+            checked += 1;
+            // Next permutation.
+            while i < order.len() && counters[i] >= i {
+                counters[i] = 0;
+                i += 1;
+            }
+            if i == order.len() {
+                break;
+            }
+            let swap_with = if i % 2 == 0 { 0 } else { counters[i] };
+            order.swap(swap_with, i);
+            counters[i] += 1;
+            i = 0;
+        }
+        assert_eq!(checked, 120);
     }
 
     /// Enough mappings for a second thread: with a large live aws-auth (it does all the
