@@ -189,22 +189,41 @@ pub fn is_account_id(s: &str) -> bool {
     s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit())
 }
 
-/// Bytes allowed in an IAM name: letters, digits and `+=,.@_-`. A table, because every entry of
-/// a large aws-auth is checked.
-const NAME_BYTES: [bool; 256] = {
-    let mut table = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        let c = b as u8;
-        table[b] = c.is_ascii_alphanumeric()
-            || matches!(c, b'+' | b'=' | b',' | b'.' | b'@' | b'_' | b'-');
-        b += 1;
-    }
-    table
-};
+// The scans below run for every ARN, username and group of a large aws-auth and of every
+// mapping. They fold over all bytes of a slice with `|` and `&` instead of stopping early,
+// which lets the compiler check many bytes at a time.
+
+/// Whether `bytes` holds `byte`.
+fn has_byte(bytes: &[u8], byte: u8) -> bool {
+    bytes.iter().fold(false, |seen, &b| seen | (b == byte))
+}
+
+/// Whether `bytes` holds the byte pair `first`, `second`.
+fn has_pair(bytes: &[u8], first: u8, second: u8) -> bool {
+    let next = bytes.get(1..).unwrap_or_default();
+    bytes.iter().zip(next).fold(false, |seen, (&a, &b)| {
+        seen | ((a == first) & (b == second))
+    })
+}
+
+/// A byte allowed in an IAM name: a letter, a digit or one of `+=,.@_-`.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        | (b == b'+')
+        | (b == b'=')
+        | (b == b',')
+        | (b == b'.')
+        | (b == b'@')
+        | (b == b'_')
+        | (b == b'-')
+}
 
 fn is_valid_name(name: &str) -> bool {
-    (1..=64).contains(&name.len()) && name.bytes().all(|b| NAME_BYTES[usize::from(b)])
+    (1..=64).contains(&name.len())
+        && name
+            .as_bytes()
+            .iter()
+            .fold(true, |valid, &b| valid & is_name_byte(b))
 }
 
 /// `/`, or `/a/b/`: printable ASCII without spaces, no empty segment.
@@ -213,8 +232,10 @@ fn is_valid_path(path: &str) -> bool {
     bytes.len() <= 512
         && bytes.first() == Some(&b'/')
         && bytes.last() == Some(&b'/')
-        && bytes.iter().all(|b| (0x21..=0x7e).contains(b))
-        && !bytes.windows(2).any(|w| w == b"//")
+        && bytes
+            .iter()
+            .fold(true, |valid, &b| valid & (0x21..=0x7e).contains(&b))
+        && !has_pair(bytes, b'/', b'/')
 }
 
 impl<'a> IamArnRef<'a> {
@@ -223,13 +244,12 @@ impl<'a> IamArnRef<'a> {
     pub fn parse(arn: &'a str) -> Result<IamArnRef<'a>, ArnError> {
         let owned = || arn.to_string();
         let bytes = arn.as_bytes();
-        // Braces and wildcards are rare: one scan without early exit (it vectorises) says
-        // whether to look closer.
+        // Braces and wildcards are rare: one scan says whether to look closer.
         let special = bytes.iter().fold(false, |seen, &b| {
             seen | matches!(b, b'{' | b'}' | b'*' | b'?')
         });
         if special {
-            if find_pair(arn, b'{').is_some() || find_pair(arn, b'}').is_some() {
+            if has_pair(bytes, b'{', b'{') || has_pair(bytes, b'}', b'}') {
                 return Err(ArnError::Template { arn: owned() });
             }
             if arn.contains(['*', '?']) {
@@ -288,7 +308,11 @@ impl<'a> IamArnRef<'a> {
                 region: region.to_string(),
             });
         }
-        let (resource_type, path_and_name) = resource.split_once('/').unwrap_or((resource, ""));
+        // `str::split_once` and `str::rfind` cost more to set up than these short scans.
+        let (resource_type, path_and_name) = match resource.bytes().position(|b| b == b'/') {
+            Some(slash) => (&resource[..slash], &resource[slash + 1..]),
+            None => (resource, ""),
+        };
         let kind = match resource_type {
             "role" => PrincipalKind::Role,
             "user" => PrincipalKind::User,
@@ -309,7 +333,7 @@ impl<'a> IamArnRef<'a> {
         };
         // `resource` is `TYPE/PATH/NAME`: the path is the slice from the `/` after the type up
         // to and including the last `/`.
-        let (path, name) = match path_and_name.rfind('/') {
+        let (path, name) = match memchr::memrchr(b'/', path_and_name.as_bytes()) {
             Some(i) => {
                 let path_start = resource_type.len();
                 (
@@ -501,42 +525,53 @@ pub struct TemplateUse<'t> {
     pub known: bool,
 }
 
-/// Finds every `{{...}}` in `text`. An opening `{{` without a closing `}}` is reported as an
+/// Every `{{...}}` in `text`, in order. An opening `{{` without a closing `}}` is reported as an
 /// unknown variable, since the authenticator would leave it verbatim in the username.
-pub fn template_variables(text: &str) -> Vec<TemplateUse<'_>> {
-    let mut found = Vec::new();
+pub fn template_variables(text: &str) -> TemplateVariables<'_> {
     // Most groups have no template at all.
-    if !text.as_bytes().contains(&b'{') {
-        return found;
+    TemplateVariables {
+        rest: has_byte(text.as_bytes(), b'{').then_some(text),
     }
-    let mut rest = text;
-    while let Some(start) = find_pair(rest, b'{') {
-        let after = &rest[start + 2..];
-        match find_pair(after, b'}') {
+}
+
+/// The iterator of `template_variables`.
+pub struct TemplateVariables<'t> {
+    /// The text not scanned yet; `None` when done.
+    rest: Option<&'t str>,
+}
+
+impl<'t> Iterator for TemplateVariables<'t> {
+    type Item = TemplateUse<'t>;
+
+    fn next(&mut self) -> Option<TemplateUse<'t>> {
+        let rest = self.rest.take()?;
+        let after = &rest[find_pair(rest, b'{')? + 2..];
+        Some(match find_pair(after, b'}') {
             Some(end) => {
                 let variable = &after[..end];
-                let known = TEMPLATE_VARIABLES.contains(&variable);
-                found.push(TemplateUse { variable, known });
-                rest = &after[end + 2..];
+                self.rest = Some(&after[end + 2..]);
+                TemplateUse {
+                    variable,
+                    known: TEMPLATE_VARIABLES.contains(&variable),
+                }
             }
-            None => {
-                found.push(TemplateUse {
-                    variable: after,
-                    known: false,
-                });
-                break;
-            }
-        }
+            None => TemplateUse {
+                variable: after,
+                known: false,
+            },
+        })
     }
-    found
 }
 
 /// Where `cc` (a doubled ASCII byte such as `{{`) first occurs. A byte scan: this runs for
 /// every string of a large aws-auth, where building a substring searcher each time shows.
 fn find_pair(text: &str, c: u8) -> Option<usize> {
-    text.as_bytes()
-        .windows(2)
-        .position(|w| w[0] == c && w[1] == c)
+    let bytes = text.as_bytes();
+    let next = bytes.get(1..).unwrap_or_default();
+    bytes
+        .iter()
+        .zip(next)
+        .position(|(&a, &b)| (a == c) & (b == c))
 }
 
 /// Words that mark a placeholder in an ARN, matched case-insensitively. Each holds `CCO`, `XXX`
@@ -554,8 +589,9 @@ const PLACEHOLDER_MARKERS: [&str; 6] = [
 /// `{{AccountID}}`, `XXXXXXXXXXXX`). Returns the placeholder text when one is present.
 pub fn find_placeholder(arn: &str) -> Option<String> {
     if arn
-        .bytes()
-        .fold(false, |seen, b| seen | matches!(b, b'{' | b'$' | b'<'))
+        .as_bytes()
+        .iter()
+        .fold(false, |seen, &b| seen | matches!(b, b'{' | b'$' | b'<'))
     {
         for (open, close) in [("{{", "}}"), ("${", "}"), ("<", ">")] {
             if let Some(start) = arn.find(open)
@@ -572,9 +608,9 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
     // `| 0x20` folds exactly the ASCII letters' case: `c` matches only `C` and `c`, etc.
     let may_hold_marker = bytes.windows(3).fold(false, |seen, w| {
         let (a, b, c) = (w[0] | 0x20, w[1] | 0x20, w[2] | 0x20);
-        seen | (a == b'c' && b == b'c' && c == b'o')
-            | (a == b'x' && b == b'x' && c == b'x')
-            | (w[0] == b'_' && b == b'n' && c == b'a')
+        seen | ((a == b'c') & (b == b'c') & (c == b'o'))
+            | ((a == b'x') & (b == b'x') & (c == b'x'))
+            | ((w[0] == b'_') & (b == b'n') & (c == b'a'))
     });
     if !may_hold_marker {
         return None;
@@ -735,7 +771,7 @@ mod tests {
 
     #[test]
     fn template_variable_scan() {
-        let found = template_variables("{{SessionName}}-{{Foo}}-{{AccountID");
+        let found: Vec<_> = template_variables("{{SessionName}}-{{Foo}}-{{AccountID").collect();
         assert_eq!(
             found,
             vec![
@@ -753,12 +789,24 @@ mod tests {
                 },
             ]
         );
-        assert!(template_variables("plain").is_empty());
+        assert_eq!(template_variables("plain").count(), 0);
+        assert_eq!(template_variables("a{b}{c").count(), 0);
+        assert_eq!(template_variables("").count(), 0);
+        assert_eq!(template_variables("{").count(), 0);
         for v in TEMPLATE_VARIABLES {
-            assert!(template_variables(&format!("x{{{{{v}}}}}y"))[0].known);
+            let text = format!("x{{{{{v}}}}}y");
+            let found: Vec<_> = template_variables(&text).collect();
+            assert_eq!(found.len(), 1);
+            assert!(found[0].known);
         }
         // Variables are case-sensitive in the authenticator.
-        assert!(!template_variables("{{accountid}}")[0].known);
+        let found: Vec<_> = template_variables("{{accountid}}").collect();
+        assert!(!found[0].known);
+        // An unclosed one is unknown, and ends the scan.
+        let found: Vec<_> = template_variables("{{AccountID}}{{SessionName").collect();
+        assert_eq!(found.len(), 2);
+        assert!(found[0].known && !found[1].known);
+        assert_eq!(found[1].variable, "SessionName");
     }
 
     #[test]

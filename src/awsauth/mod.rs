@@ -238,8 +238,9 @@ impl AwsAuthEntries {
 /// is checked a byte at a time.
 pub(crate) fn has_whitespace(text: &str) -> bool {
     if text.is_ascii() {
-        text.bytes()
-            .fold(false, |seen, b| seen | matches!(b, b' ' | b'\t'..=b'\r'))
+        text.as_bytes()
+            .iter()
+            .fold(false, |seen, &b| seen | matches!(b, b' ' | b'\t'..=b'\r'))
     } else {
         text.chars().any(char::is_whitespace)
     }

@@ -218,9 +218,9 @@ pub(crate) fn push_quoted(out: &mut String, s: &str) {
 }
 
 /// Printable ASCII without `"` or `\\`: written between the quotes exactly as it is. Most
-/// strings are; one scan without early exit (it vectorises).
+/// strings are.
 pub(crate) fn is_plain(s: &str) -> bool {
-    s.bytes().fold(true, |plain, b| {
+    s.as_bytes().iter().fold(true, |plain, &b| {
         plain & (matches!(b, 0x20..=0x7E) & (b != b'"') & (b != b'\\'))
     })
 }
