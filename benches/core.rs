@@ -516,7 +516,7 @@ struct PlanCase {
 fn steady_state() -> PlanCase {
     let specs = workload(23, 4000, 900, 100);
     let mut all = entries_of(&specs);
-    let managed = ManagedSet(all.iter().map(|(_, e)| e.key()).collect());
+    let managed = ManagedSet::new(all.iter().map(|(_, e)| e.key()).collect());
     for node in eks_node_roles(29, 50) {
         all.push(node);
     }

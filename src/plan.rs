@@ -5,6 +5,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use regex::Regex;
@@ -167,8 +168,11 @@ fn unanchor(rule: &Regex) -> &str {
 }
 
 /// The principals the operator manages, as recorded in the aws-auth annotation.
+///
+/// Shared (`Arc`): a plan that writes the same principals as last time hands back the live set,
+/// and copying thousands of keys for that is wasted work.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ManagedSet(pub BTreeSet<PrincipalKey>);
+pub struct ManagedSet(pub Arc<BTreeSet<PrincipalKey>>);
 
 /// Compact, readable annotation form: names grouped by partition and account (as written by
 /// `ManagedSet::encode`).
@@ -188,6 +192,10 @@ struct ManagedAnnotation {
 pub struct ManagedSetError(String);
 
 impl ManagedSet {
+    pub fn new(keys: BTreeSet<PrincipalKey>) -> ManagedSet {
+        ManagedSet(Arc::new(keys))
+    }
+
     pub fn contains(&self, key: &PrincipalKey) -> bool {
         self.0.contains(key)
     }
@@ -227,7 +235,7 @@ impl ManagedSet {
             }
         }
         let mut run: Option<Run<'_>> = None;
-        for key in &self.0 {
+        for key in self.0.iter() {
             let (is_role, arn) = match key {
                 PrincipalKey::Account(id) => {
                     encoded.accounts.push(id);
@@ -278,7 +286,7 @@ impl ManagedSet {
             }
         }
         set.extend(annotation.accounts.iter().map(|a| PrincipalKey::account(a)));
-        Ok(ManagedSet(set))
+        Ok(ManagedSet::new(set))
     }
 }
 
@@ -668,7 +676,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         principals.slots[slot].live.push(entry);
     }
     // Only principals already known (live or mapped) can be affected by having been managed.
-    for key in &live.managed.0 {
+    for key in live.managed.0.iter() {
         if let Some(&slot) = principals.index.get(key) {
             principals.slots[slot].managed = true;
         }
@@ -1104,7 +1112,7 @@ fn same_as_last_time(live: &LiveAwsAuth, principals: &Principals, written: usize
 
 /// The principals written this time, and their annotation.
 fn new_managed_set(principals: &Principals) -> (ManagedSet, String) {
-    let managed = ManagedSet(
+    let managed = ManagedSet::new(
         principals
             .index
             .iter()
@@ -1502,7 +1510,7 @@ mod tests {
             .with_group_policy(&[], &["denied".to_string()])
             .expect("valid policy");
         settings.protect(&role(3)).expect("a valid ARN to protect");
-        let managed = ManagedSet(
+        let managed = ManagedSet::new(
             mappings
                 .iter()
                 .take(3)

@@ -62,7 +62,7 @@ async fn missing_aws_auth_is_created() {
     );
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([
+        ManagedSet::new(BTreeSet::from([
             PrincipalKey::role(ADMIN_ARN),
             PrincipalKey::role(DEV_ARN)
         ]))
@@ -124,7 +124,7 @@ async fn unmanaged_entries_are_preserved() {
     );
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)])),
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)])),
         "only the mapping's principal is managed"
     );
     assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
@@ -154,7 +154,7 @@ async fn conflict_on_write_rereads_and_retries() {
     assert_eq!(role_arns(&entries), [ADMIN_ARN, NODE_ROLE_ARN]);
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
     // The refused replace and the one that landed; aws-auth was read once per attempt.
@@ -194,7 +194,7 @@ async fn foreign_edit_between_read_and_write_is_kept() {
     );
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)])),
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)])),
         "the new node role stays unmanaged"
     );
     assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
@@ -251,7 +251,7 @@ async fn malformed_aws_auth_is_recovered_from_history() {
     assert_eq!(data["mapUsers"], HAND_USER);
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
     assert_eq!(fake.aws_auth_writes(), 1);
@@ -376,7 +376,7 @@ async fn drift_is_repaired_by_default() {
     assert_eq!(user_arns(&entries), [HAND_USER_ARN]);
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     let (drifted, reason, message) = cond(&fake, "admin", DRIFTED);
     assert_eq!((drifted.as_str(), reason.as_str()), ("False", "Repaired"));
@@ -432,7 +432,7 @@ async fn drift_is_reported_with_drift_policy_report() {
     );
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     let (drifted, reason, message) = cond(&fake, "admin", DRIFTED);
     assert_eq!((drifted.as_str(), reason.as_str()), ("True", "HandEdited"));
@@ -482,7 +482,7 @@ async fn deleted_mapping_entry_is_removed() {
     assert_eq!(data["mapUsers"], HAND_USER);
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
     assert_eq!(fake.aws_auth_writes(), 1);
@@ -515,7 +515,7 @@ async fn older_mapping_wins_a_shared_principal() {
     );
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     assert_eq!(cond2(&fake, "z-older", READY), is("True", "Rendered"));
     assert_eq!(cond2(&fake, "z-older", CONFLICT), is("False", "NoConflict"));
@@ -551,7 +551,7 @@ async fn protected_principal_is_never_touched() {
     assert_eq!(role_arns(&entries), [ADMIN_ARN, NODE_ROLE_ARN]);
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)])),
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)])),
         "a protected principal is never managed"
     );
     let (conflict, reason, message) = cond(&fake, "nodes", CONFLICT);
@@ -595,7 +595,7 @@ async fn denied_group_is_not_rendered() {
     );
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(DEV_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(DEV_ARN)]))
     );
     let (stalled, reason, message) = cond(&fake, "admin", STALLED);
     assert_eq!(
@@ -714,7 +714,7 @@ async fn aws_auth_created_by_someone_else_first_is_replaced_not_overwritten() {
     assert_eq!(role_arns(&entries), [ADMIN_ARN, NODE_ROLE_ARN]);
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     assert_eq!(
         fake.count(|c| c.method == http::Method::POST && c.writes_configmap("aws-auth")),
@@ -810,7 +810,7 @@ async fn takeover_of_an_unmanaged_entry_saves_it_first_and_tells() {
     );
     assert_eq!(
         managed_set(&fake),
-        ManagedSet(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
+        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
     assert!(revisions[0].data["mapRoles"].contains("admin-by-hand"));

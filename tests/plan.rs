@@ -245,7 +245,7 @@ fn protected_principals_are_never_changed_or_removed() {
 
     // Even when the operator once managed it, a protected entry is not removed.
     let mut managed_live = live.clone();
-    managed_live.managed = ManagedSet(
+    managed_live.managed = ManagedSet::new(
         [PrincipalKey::role(
             "arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC",
         )]
@@ -514,7 +514,7 @@ fn account_mappings_render_into_map_accounts() {
 
 #[test]
 fn managed_set_annotation_round_trips() {
-    let set = ManagedSet(
+    let set = ManagedSet::new(
         [
             PrincipalKey::role("arn:aws:iam::111122223333:role/Admin"),
             PrincipalKey::role("arn:aws-cn:iam::111122223333:role/x"),
@@ -628,7 +628,7 @@ mod properties {
 
     fn managed_keys() -> impl Strategy<Value = ManagedSet> {
         prop::collection::btree_set(prop::sample::select(ROLES.to_vec()), 0..4).prop_map(|names| {
-            ManagedSet(
+            ManagedSet::new(
                 names
                     .into_iter()
                     .map(|n| PrincipalKey::role(&role_arn(n)))

@@ -133,7 +133,7 @@ pub fn store(fake: &FakeApi, mappings: Vec<IamIdentityMapping>) -> Vec<Arc<IamId
 
 /// The managed-principals annotation for these role ARNs.
 pub fn managed_roles(arns: &[&str]) -> String {
-    ManagedSet(arns.iter().map(|a| PrincipalKey::role(a)).collect()).encode()
+    ManagedSet::new(arns.iter().map(|a| PrincipalKey::role(a)).collect()).encode()
 }
 
 /// The parsed entries of aws-auth data; fails the test on any malformed section.
