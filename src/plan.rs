@@ -16,8 +16,8 @@ use crate::api::{IamIdentityMappingSpec, RenderedEntry};
 use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
     AwsAuthEntries, ConfigMapData, Diagnostic, Entry, EntryRef, MAX_CONFIGMAP_DATA_BYTES,
-    ParsedAwsAuth, Section, data_size, is_sorted, parse_data, parse_entries, render_section,
-    sort_entries,
+    ParsedAwsAuth, Section, data_size, duplicate_diagnostics, is_sorted, parse_data,
+    parse_data_but_duplicates, parse_entries, render_section, sort_entries,
 };
 use crate::validate::{Problem, validate};
 
@@ -595,11 +595,13 @@ impl Principal<'_> {
     }
 
     /// Whether its desired entry is `live`, one of its live entries.
-    fn desired_is(&self, live: EntryRef, outcomes: &[Option<Outcome>]) -> bool {
+    fn desired_is(&self, live: EntryRef) -> bool {
         match &self.desired {
-            // Worked out once, when the winner was chosen.
-            Some(Desired::Rendered(_)) if self.live.len() == 1 => self.rendered_is_live,
-            Some(desired) => desired.entry(outcomes) == Some(live),
+            // Worked out once, when the winner was chosen. With other than one live entry, the
+            // new set differs from the live one anyway.
+            Some(Desired::Rendered(_)) => self.live.len() == 1 && self.rendered_is_live,
+            Some(Desired::Live(entry)) => *entry == live,
+            Some(Desired::Kept(entry)) => live == *entry,
             None => false,
         }
     }
@@ -642,32 +644,129 @@ impl<'a> Principals<'a> {
 
 /// Computes the plan. Pure: no I/O, no clock.
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
+    plan_with(
+        mappings,
+        live,
+        settings,
+        mappings.len() >= PARALLEL_MIN_MAPPINGS,
+    )
+}
+
+/// `plan()`, with the helper thread for large plans (`parallel`) or without. The result is the
+/// same either way.
+fn plan_with(
+    mappings: &[MappingInput],
+    live: &LiveAwsAuth,
+    settings: &Settings,
+    parallel: bool,
+) -> Plan {
     let no_data = ConfigMapData::new();
     let live_data = live.data.as_ref().unwrap_or(&no_data);
     let Prepared {
         parsed,
         candidates,
         last_managed,
-    } = prepare(live_data, mappings, &live.managed, settings);
+    } = prepare(live_data, mappings, &live.managed, settings, parallel);
     let Candidates {
         mut principals,
         mut outcomes,
-        mut entries,
+        entries,
         losers,
         invalid,
         name_order,
     } = candidates;
-    let live_diagnostics = parsed.diagnostics.clone();
 
     let mut notes = Vec::new();
     let live_entries = match recover(&parsed, live, settings, &mut notes) {
         Ok(entries) => entries,
         Err(blocked) => {
+            let mut live_diagnostics = parsed.diagnostics.clone();
+            live_diagnostics.extend(duplicate_diagnostics(&parsed.entries));
             return blocked_plan(mappings, live, live_data.clone(), blocked, live_diagnostics);
         }
     };
+    // The checks across a large live aws-auth need nothing decided here: the helper does them
+    // meanwhile.
+    let ((duplicates, live_is_sorted), live_list) = side_by_side(
+        parallel && data_size(live_data) >= PARALLEL_MIN_LIVE_BYTES,
+        || {
+            (
+                duplicate_diagnostics(&parsed.entries),
+                is_sorted(&parsed.entries),
+            )
+        },
+        || {
+            decide(
+                mappings,
+                live,
+                settings,
+                &live_entries,
+                &mut principals,
+                &mut outcomes,
+                Decisions {
+                    entries,
+                    losers,
+                    invalid,
+                },
+                &mut notes,
+            )
+        },
+    );
+    let mut live_diagnostics = parsed.diagnostics.clone();
+    live_diagnostics.extend(duplicates);
 
-    // Every live entry with its principal, in the order the authenticator reads them.
+    // Usually the live entries are what the operator wrote, sorted, and nothing changes: then
+    // the new entry set is the live one, and it is neither built nor sorted nor compared.
+    let steady_counts = if parsed.malformed.is_empty() && live_is_sorted {
+        new_set_is_live(&live_list, &principals)
+    } else {
+        None
+    };
+    finish(FinishInput {
+        mappings,
+        live,
+        live_data,
+        settings,
+        parsed: &parsed,
+        live_is_sorted,
+        live_list,
+        principals,
+        outcomes,
+        name_order,
+        last_managed,
+        notes,
+        live_diagnostics,
+        steady_counts,
+        parallel,
+    })
+}
+
+/// What `plan()` decides from the candidates once the live entries are known.
+struct Decisions {
+    entries: Vec<Option<Entry>>,
+    losers: Vec<(usize, usize)>,
+    invalid: Vec<(usize, Vec<Problem>)>,
+}
+
+/// Gives every live entry its principal, and decides every mapping's outcome and every
+/// principal's desired entry. Returns every live entry with its principal, in the order the
+/// authenticator reads them.
+#[allow(clippy::too_many_arguments)]
+fn decide<'p>(
+    mappings: &'p [MappingInput],
+    live: &LiveAwsAuth,
+    settings: &Settings,
+    live_entries: &'p AwsAuthEntries,
+    principals: &mut Principals<'p>,
+    outcomes: &mut [Option<Outcome>],
+    decisions: Decisions,
+    notes: &mut Vec<Note>,
+) -> Vec<(usize, EntryRef<'p>)> {
+    let Decisions {
+        mut entries,
+        losers,
+        invalid,
+    } = decisions;
     let live_list: Vec<(usize, EntryRef)> = live_entries
         .entries()
         .map(|entry| (principals.slot(entry.key(), settings), entry))
@@ -682,7 +781,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         }
     }
     for (index, problems) in invalid {
-        let kept = last_valid_entry(&mappings[index], &principals);
+        let kept = last_valid_entry(&mappings[index], principals);
         outcomes[index] = Some(Outcome::Invalid { problems, kept });
     }
 
@@ -753,14 +852,48 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         }
     }
 
-    // Usually the live entries are what the operator wrote, sorted, and nothing changes: then
-    // the new entry set is the live one, and it is neither built nor sorted nor compared.
-    let live_is_sorted = is_sorted(&parsed.entries);
-    let steady_counts = if parsed.malformed.is_empty() && live_is_sorted {
-        new_set_is_live(&live_list, &principals, &outcomes)
-    } else {
-        None
-    };
+    live_list
+}
+
+/// Everything `finish` works from.
+struct FinishInput<'a> {
+    mappings: &'a [MappingInput],
+    live: &'a LiveAwsAuth,
+    live_data: &'a ConfigMapData,
+    settings: &'a Settings,
+    parsed: &'a ParsedAwsAuth,
+    live_is_sorted: bool,
+    live_list: Vec<(usize, EntryRef<'a>)>,
+    principals: Principals<'a>,
+    outcomes: Vec<Option<Outcome>>,
+    name_order: Vec<usize>,
+    last_managed: Option<(ManagedSet, String)>,
+    notes: Vec<Note>,
+    live_diagnostics: Vec<Diagnostic>,
+    steady_counts: Option<(usize, usize)>,
+    parallel: bool,
+}
+
+/// Builds the new entry set (unless it is the live one), renders and checks what changed, and
+/// assembles the plan.
+fn finish(input: FinishInput) -> Plan {
+    let FinishInput {
+        mappings,
+        live,
+        live_data,
+        settings,
+        parsed,
+        live_is_sorted,
+        live_list,
+        mut principals,
+        outcomes,
+        name_order,
+        last_managed,
+        mut notes,
+        live_diagnostics,
+        steady_counts,
+        parallel,
+    } = input;
     let steady = steady_counts.is_some();
     let mut next = AwsAuthEntries::default();
     let (managed_entries, unmanaged_entries) = match steady_counts {
@@ -794,30 +927,29 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         })
         .collect();
     let mut data = live_data.clone();
-    let render_and_check = |data: &mut ConfigMapData| {
-        for &section in &rewritten {
-            match render_section(section, &next) {
-                Some(text) => data.insert(section.key().to_string(), text),
-                None => data.remove(section.key()),
-            };
-        }
-        check_round_trip(&rewritten, data, &next)
-    };
-    // Rendering and re-reading is the long part of a write; a new managed set is built and
-    // encoded on a second thread meanwhile.
-    let ((managed, managed_annotation), round_trip) =
-        if same_as_last_time(live, &principals, managed_entries) {
-            let managed =
-                last_managed.unwrap_or_else(|| (live.managed.clone(), live.managed.encode()));
-            (managed, render_and_check(&mut data))
-        } else if !rewritten.is_empty() && mappings.len() >= PARALLEL_MIN_MAPPINGS {
-            side_by_side(
-                || new_managed_set(&principals),
-                || render_and_check(&mut data),
-            )
-        } else {
-            (new_managed_set(&principals), render_and_check(&mut data))
-        };
+    let same_principals = same_as_last_time(live, &principals, managed_entries);
+    // The outcomes are final. Rendering and re-reading is the long part of a write: meanwhile
+    // the helper puts the outcomes in name order and builds and encodes a new managed set.
+    // In a steady state there is too little to do here to be worth a second thread.
+    let ((new_managed, outcomes), round_trip) = side_by_side(
+        parallel && !rewritten.is_empty(),
+        || {
+            let managed = (!same_principals).then(|| new_managed_set(&principals));
+            (managed, into_name_order(mappings, &name_order, outcomes))
+        },
+        || {
+            for &section in &rewritten {
+                match render_section(section, &next) {
+                    Some(text) => data.insert(section.key().to_string(), text),
+                    None => data.remove(section.key()),
+                };
+            }
+            check_round_trip(&rewritten, &data, &next)
+        },
+    );
+    let (managed, managed_annotation) = new_managed.unwrap_or_else(|| {
+        last_managed.unwrap_or_else(|| (live.managed.clone(), live.managed.encode()))
+    });
     let blocked = round_trip.or_else(|| check_sizes(&data, &managed_annotation, settings));
     if let Some(blocked) = blocked {
         return blocked_plan(mappings, live, live_data.clone(), blocked, live_diagnostics);
@@ -829,7 +961,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         managed,
         changed: false,
         rewritten,
-        outcomes: into_name_order(mappings, &name_order, outcomes),
+        outcomes,
         notes,
         blocked: None,
         live_diagnostics,
@@ -846,7 +978,6 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
 fn new_set_is_live(
     live_list: &[(usize, EntryRef)],
     principals: &Principals,
-    outcomes: &[Option<Outcome>],
 ) -> Option<(usize, usize)> {
     let mut placed = vec![false; principals.slots.len()];
     let (mut managed, mut unmanaged) = (0, 0);
@@ -857,7 +988,7 @@ fn new_set_is_live(
             continue;
         }
         match &principal.desired {
-            Some(_) if !placed[slot] && principal.desired_is(entry, outcomes) => {
+            Some(_) if !placed[slot] && principal.desired_is(entry) => {
                 placed[slot] = true;
                 managed += 1;
             }
@@ -1048,21 +1179,23 @@ fn prepare<'m>(
     mappings: &'m [MappingInput],
     managed: &ManagedSet,
     settings: &Settings,
+    parallel: bool,
 ) -> Prepared<'m> {
-    if mappings.len() < PARALLEL_MIN_MAPPINGS {
+    if !parallel {
         return Prepared {
-            parsed: parse_data(live_data),
+            parsed: parse_data_but_duplicates(live_data),
             candidates: candidates(mappings, validate_all(mappings), settings),
             last_managed: None,
         };
     }
     if data_size(live_data) >= PARALLEL_MIN_LIVE_BYTES {
         let ((candidates, last_managed), parsed) = side_by_side(
+            true,
             || {
                 let candidates = candidates(mappings, validate_all(mappings), settings);
                 (candidates, (managed.clone(), managed.encode()))
             },
-            || parse_data(live_data),
+            || parse_data_but_duplicates(live_data),
         );
         return Prepared {
             parsed,
@@ -1072,8 +1205,14 @@ fn prepare<'m>(
     }
     let (first_half, second_half) = mappings.split_at(mappings.len() / 2);
     let (mut validated, (parsed, validated_here)) = side_by_side(
+        true,
         || validate_all(first_half),
-        || (parse_data(live_data), validate_all(second_half)),
+        || {
+            (
+                parse_data_but_duplicates(live_data),
+                validate_all(second_half),
+            )
+        },
     );
     validated.extend(validated_here);
     Prepared {
@@ -1124,11 +1263,16 @@ fn new_managed_set(principals: &Principals) -> (ManagedSet, String) {
     (managed, encoded)
 }
 
-/// Runs `theirs` on the helper thread while `ours` runs on this one. When there is no helper,
+/// Runs `theirs` on the helper thread while `ours` runs on this one, if `parallel` (below some
+/// size a second thread costs more than it saves). Otherwise, or when there is no helper,
 /// `theirs` runs here afterwards; the results are the same either way. A panic in either is
 /// passed on once both are done.
-fn side_by_side<T: Send, U>(theirs: impl Fn() -> T + Sync, ours: impl FnOnce() -> U) -> (T, U) {
-    let Some(pool) = helper() else {
+fn side_by_side<T: Send, U>(
+    parallel: bool,
+    theirs: impl FnOnce() -> T + Send,
+    ours: impl FnOnce() -> U,
+) -> (T, U) {
+    let Some(pool) = helper().filter(|_| parallel) else {
         let ours = ours();
         return (theirs(), ours);
     };
@@ -1137,8 +1281,11 @@ fn side_by_side<T: Send, U>(theirs: impl Fn() -> T + Sync, ours: impl FnOnce() -
         scope.spawn(|_| result = Some(theirs()));
         ours()
     });
-    // `None` only if `theirs` panicked, and then `in_place_scope` has already panicked.
-    (result.unwrap_or_else(&theirs), ours)
+    match result {
+        Some(theirs) => (theirs, ours),
+        // Only if `theirs` panicked, and `in_place_scope` then passes that panic on first.
+        None => std::panic::resume_unwind(Box::new("the helper's work did not finish")),
+    }
 }
 
 /// One long-lived helper thread for large plans. Long-lived, because a new thread per plan
@@ -1146,9 +1293,6 @@ fn side_by_side<T: Send, U>(theirs: impl Fn() -> T + Sync, ours: impl FnOnce() -
 /// across threads. `None` if the thread cannot be started.
 fn helper() -> Option<&'static rayon_core::ThreadPool> {
     static HELPER: std::sync::OnceLock<Option<rayon_core::ThreadPool>> = std::sync::OnceLock::new();
-    if std::env::var("TMP_NO_HELPER").is_ok() {
-        return None;
-    }
     HELPER
         .get_or_init(|| {
             rayon_core::ThreadPoolBuilder::new()
@@ -1352,7 +1496,7 @@ fn blocked_plan(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::awsauth::{ArnMapping, render_data};
+    use crate::awsauth::{ArnMapping, DiagnosticKind, render_data};
     use k8s_openapi::jiff::Timestamp;
 
     type CandidatesSummary = (
@@ -1389,6 +1533,99 @@ mod tests {
             candidates.invalid.clone(),
             candidates.name_order.clone(),
         )
+    }
+
+    /// Large plans, where the helper thread takes part in every step, come out exactly as
+    /// without it: a first render, a steady state, and a write with changes, drift, a takeover,
+    /// a removal and principals listed twice.
+    #[test]
+    fn a_large_plan_is_the_same_with_and_without_the_helper() {
+        let mapping = |i: usize, username: &str| MappingInput {
+            name: format!("m{:04}", (i * 7919) % 2000),
+            creation_timestamp: None,
+            generation: Some(1),
+            spec: IamIdentityMappingSpec {
+                arn: Some(format!("arn:aws:iam::111122223333:role/team/role-{i}")),
+                account: None,
+                username: Some(username.to_string()),
+                groups: vec!["view".to_string()],
+            },
+            last_rendered: None,
+        };
+        let mut mappings: Vec<MappingInput> = (0..PARALLEL_MIN_MAPPINGS + 200)
+            .map(|i| mapping(i, "dev:{{SessionName}}"))
+            .collect();
+        let settings = Settings::default();
+        let same = |mappings: &[MappingInput], live: &LiveAwsAuth| {
+            let with_helper = plan_with(mappings, live, &settings, true);
+            assert_eq!(with_helper, plan_with(mappings, live, &settings, false));
+            with_helper
+        };
+
+        let first = same(&mappings, &LiveAwsAuth::default());
+        assert!(first.changed && first.blocked.is_none());
+
+        // Hand-written entries, one principal listed twice, enough to parse on two threads.
+        let mut data = first.data.clone();
+        let roles = data.entry("mapRoles".to_string()).or_default();
+        for i in 0..600 {
+            roles.push_str(&format!(
+                "- rolearn: arn:aws:iam::444455556666:role/hand-{}\n  username: hand\n",
+                i % 599
+            ));
+        }
+        assert!(data_size(&data) >= PARALLEL_MIN_LIVE_BYTES);
+        let mut live = LiveAwsAuth {
+            data: Some(data),
+            managed: first.managed.clone(),
+            last_good: None,
+        };
+        let steady = same(&mappings, &live);
+        assert!(steady.rewritten.is_empty());
+        assert!(
+            steady
+                .live_diagnostics
+                .iter()
+                .any(|d| d.reason == DiagnosticKind::DuplicatePrincipal)
+        );
+
+        // A changed spec, a removed mapping, a hand edit of a managed entry, a takeover.
+        mappings[3] = mapping(3, "changed");
+        mappings.remove(10);
+        mappings.push(MappingInput {
+            spec: IamIdentityMappingSpec {
+                arn: Some("arn:aws:iam::444455556666:role/hand-7".to_string()),
+                ..mappings[0].spec.clone()
+            },
+            name: "takes-over".to_string(),
+            ..mappings[0].clone()
+        });
+        let text = live
+            .data
+            .as_mut()
+            .and_then(|d| d.get_mut("mapRoles"))
+            .expect("mapRoles");
+        *text = text.replacen("dev:{{SessionName}}", "edited-by-hand", 1);
+        let changed = same(&mappings, &live);
+        assert!(changed.changed && changed.blocked.is_none());
+        assert!(
+            changed
+                .notes
+                .iter()
+                .any(|n| matches!(n, Note::Removed { .. }))
+        );
+        assert!(
+            changed
+                .notes
+                .iter()
+                .any(|n| matches!(n, Note::TookOver { .. }))
+        );
+        assert!(
+            changed
+                .outcomes
+                .values()
+                .any(|o| matches!(o, Outcome::Rendered { drift: Some(_), .. }))
+        );
     }
 
     /// However the contenders for one principal arrive, the winner is the first by (has a
@@ -1518,9 +1755,9 @@ mod tests {
                 .collect(),
         );
         for data in [large, ConfigMapData::new()] {
-            let prepared = prepare(&data, &mappings, &managed, &settings);
+            let prepared = prepare(&data, &mappings, &managed, &settings, true);
             let in_turn = candidates(&mappings, validate_all(&mappings), &settings);
-            assert_eq!(prepared.parsed, parse_data(&data));
+            assert_eq!(prepared.parsed, parse_data_but_duplicates(&data));
             assert_eq!(summary(&prepared.candidates), summary(&in_turn));
             let reuses = data_size(&data) >= PARALLEL_MIN_LIVE_BYTES;
             let expected_last = reuses.then(|| (managed.clone(), managed.encode()));

@@ -13,7 +13,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::arn::PrincipalKey;
 
-pub use parse::{Diagnostic, DiagnosticKind, ParsedAwsAuth, Severity, parse_data, parse_entries};
+pub use parse::{
+    Diagnostic, DiagnosticKind, ParsedAwsAuth, Severity, duplicate_diagnostics, parse_data,
+    parse_data_but_duplicates, parse_entries,
+};
 pub use render::{is_sorted, render_data, render_section, sort_entries};
 
 /// ConfigMap data of aws-auth (key -> YAML-in-a-string).

@@ -184,6 +184,13 @@ pub fn parse_data(data: &ConfigMapData) -> ParsedAwsAuth {
     parse_data_with(data, Reader::FastWherePossible, Diagnose::Yes)
 }
 
+/// `parse_data` in two parts, so that the second can run elsewhere: this one leaves out the
+/// diagnostics of principals listed more than once, which `duplicate_diagnostics` gives.
+/// Appended to these diagnostics, they make `parse_data`'s.
+pub fn parse_data_but_duplicates(data: &ConfigMapData) -> ParsedAwsAuth {
+    parse_data_with(data, Reader::FastWherePossible, Diagnose::AllButDuplicates)
+}
+
 /// `parse_data` with the general YAML parser only, to check the fast reader against.
 #[cfg(test)]
 pub(crate) fn parse_data_general(data: &ConfigMapData) -> ParsedAwsAuth {
@@ -214,7 +221,8 @@ fn parse_data_with(data: &ConfigMapData, reader: Reader, diagnose: Diagnose) -> 
         }
     }
     if diagnose == Diagnose::Yes {
-        check_duplicates(&mut parsed);
+        let duplicates = duplicate_diagnostics(&parsed.entries);
+        parsed.diagnostics.extend(duplicates);
     }
     parsed
 }
@@ -223,6 +231,8 @@ fn parse_data_with(data: &ConfigMapData, reader: Reader, diagnose: Diagnose) -> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Diagnose {
     Yes,
+    /// Every check but the one across entries (principals listed more than once).
+    AllButDuplicates,
     No,
 }
 
@@ -432,7 +442,7 @@ impl<'a> SectionParser<'a> {
                 (_, RenderedValue::List { .. }) => {}
             }
         }
-        if self.diagnose == Diagnose::Yes {
+        if self.diagnose != Diagnose::No {
             self.check_mapping(index, pos, &mapping, first_diagnostic);
         }
         mapping
@@ -657,7 +667,7 @@ impl<'a> SectionParser<'a> {
                 _ => mapping.arn = self.string_value(index, field, node),
             }
         }
-        if self.diagnose == Diagnose::Yes {
+        if self.diagnose != Diagnose::No {
             self.check_mapping(index, pos, &mapping, first_diagnostic);
         }
         mapping
@@ -861,22 +871,22 @@ impl<'a> SectionParser<'a> {
     }
 }
 
-fn check_duplicates(parsed: &mut ParsedAwsAuth) {
+/// The diagnostics of principals listed more than once (the authenticator uses the last).
+pub fn duplicate_diagnostics(entries: &AwsAuthEntries) -> Vec<Diagnostic> {
     let mut diagnostics = Vec::new();
     // Roles: key = lowercased ARN, last wins.
-    let role_keys: Vec<String> = parsed
-        .entries
+    let role_keys: Vec<String> = entries
         .roles
         .iter()
         .map(|role| role.arn.to_lowercase())
         .collect();
     let mut last_role: HashMap<&str, usize> = HashMap::with_capacity(role_keys.len());
-    for (i, (role, key)) in parsed.entries.roles.iter().zip(&role_keys).enumerate() {
+    for (i, (role, key)) in entries.roles.iter().zip(&role_keys).enumerate() {
         if !role.arn.is_empty() {
             last_role.insert(key, i);
         }
     }
-    for (i, (role, key)) in parsed.entries.roles.iter().zip(&role_keys).enumerate() {
+    for (i, (role, key)) in entries.roles.iter().zip(&role_keys).enumerate() {
         if let Some(&winner) = last_role.get(key.as_str())
             && winner != i
         {
@@ -885,14 +895,14 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
                 i,
                 winner,
                 &role.arn,
-                &parsed.entries.roles[winner].arn,
+                &entries.roles[winner].arn,
             ));
         }
     }
     // Users: key = exact ARN, last wins; case variants both stay and race.
-    let mut last_user: HashMap<&str, usize> = HashMap::with_capacity(parsed.entries.users.len());
+    let mut last_user: HashMap<&str, usize> = HashMap::with_capacity(entries.users.len());
     let mut by_folded: BTreeMap<String, BTreeSet<&str>> = BTreeMap::new();
-    for (i, user) in parsed.entries.users.iter().enumerate() {
+    for (i, user) in entries.users.iter().enumerate() {
         if !user.arn.is_empty() {
             last_user.insert(&user.arn, i);
             by_folded
@@ -901,7 +911,7 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
                 .insert(&user.arn);
         }
     }
-    for (i, user) in parsed.entries.users.iter().enumerate() {
+    for (i, user) in entries.users.iter().enumerate() {
         if let Some(&winner) = last_user.get(user.arn.as_str())
             && winner != i
         {
@@ -929,14 +939,13 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
             ),
         });
     }
-    let mut last_account: HashMap<&str, usize> =
-        HashMap::with_capacity(parsed.entries.accounts.len());
-    for (i, account) in parsed.entries.accounts.iter().enumerate() {
+    let mut last_account: HashMap<&str, usize> = HashMap::with_capacity(entries.accounts.len());
+    for (i, account) in entries.accounts.iter().enumerate() {
         if !account.is_empty() {
             last_account.insert(account, i);
         }
     }
-    for (i, account) in parsed.entries.accounts.iter().enumerate() {
+    for (i, account) in entries.accounts.iter().enumerate() {
         if let Some(&winner) = last_account.get(account.as_str())
             && winner != i
         {
@@ -951,7 +960,7 @@ fn check_duplicates(parsed: &mut ParsedAwsAuth) {
             });
         }
     }
-    parsed.diagnostics.extend(diagnostics);
+    diagnostics
 }
 
 fn duplicate(
