@@ -294,17 +294,21 @@ impl ManagedSet {
 /// into ((`P`, `A`), `/PATH/NAME`). `None` for keys not in this shape (kept whole under scope
 /// `raw`).
 fn split_arn(arn: &str) -> Option<((&str, &str), &str)> {
-    let mut parts = arn.splitn(6, ':');
-    let (Some(_), Some(partition), Some(_), Some(_), Some(account), Some(resource)) = (
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
-        parts.next(),
+    // The first five colons, by bytes: `str::splitn` sets up a searcher for each key, and this
+    // runs for every key of a large managed set.
+    let mut colons = memchr::memchr_iter(b':', arn.as_bytes());
+    let (Some(first), Some(after_partition), Some(_), Some(after_region), Some(after_account)) = (
+        colons.next(),
+        colons.next(),
+        colons.next(),
+        colons.next(),
+        colons.next(),
     ) else {
         return None;
     };
+    let partition = &arn[first + 1..after_partition];
+    let account = &arn[after_region + 1..after_account];
+    let resource = &arn[after_account + 1..];
     let name = resource
         .strip_prefix("role/")
         .or_else(|| resource.strip_prefix("user"))?;
@@ -1626,6 +1630,36 @@ mod tests {
                 .values()
                 .any(|o| matches!(o, Outcome::Rendered { drift: Some(_), .. }))
         );
+    }
+
+    /// The byte-wise split gives what `splitn(6, ':')` gives, on keys of every shape.
+    #[test]
+    fn split_arn_is_splitn() {
+        fn by_splitn(arn: &str) -> Option<((&str, &str), &str)> {
+            let parts: Vec<&str> = arn.splitn(6, ':').collect();
+            let [_, partition, _, _, account, resource] = parts.as_slice() else {
+                return None;
+            };
+            let name = resource
+                .strip_prefix("role/")
+                .or_else(|| resource.strip_prefix("user"))?;
+            Some(((*partition, *account), name))
+        }
+        for arn in [
+            "arn:aws:iam::111122223333:role/admin",
+            "arn:aws-cn:iam::111122223333:user/ops/alice",
+            "arn:aws:iam::111122223333:user/a:b:c",
+            "arn:aws:iam::111122223333:group/x",
+            "arn:aws:iam::111122223333:role",
+            "arn:aws:iam::111122223333",
+            "arn:aws:iam:",
+            ":::::role/x",
+            "",
+            "111122223333",
+            "arn:é:iam::ü:role/ß",
+        ] {
+            assert_eq!(split_arn(arn), by_splitn(arn), "{arn}");
+        }
     }
 
     /// However the contenders for one principal arrive, the winner is the first by (has a
