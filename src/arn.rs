@@ -604,8 +604,22 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
     // One pass over the bytes; a marker is only compared where its first letter occurs.
     let bytes = arn.as_bytes();
     // Every marker holds `CCO`, `XXX` or `_NA` (any case): most ARNs hold none, and are done
-    // here (`Access`, common in SSO role names, does not stop at this filter).
+    // here (`Access`, common in SSO role names, passes the first filter, not the second).
     // `| 0x20` folds exactly the ASCII letters' case: `c` matches only `C` and `c`, etc.
+    // First the pairs each of those starts with: a scan of two slices, which vectorises.
+    let next = bytes.get(1..).unwrap_or_default();
+    let may_hold_pair = bytes
+        .iter()
+        .zip(next)
+        .fold(false, |seen, (&first, &second)| {
+            let (a, b) = (first | 0x20, second | 0x20);
+            seen | ((a == b'c') & (b == b'c'))
+                | ((a == b'x') & (b == b'x'))
+                | ((first == b'_') & (b == b'n'))
+        });
+    if !may_hold_pair {
+        return None;
+    }
     let may_hold_marker = bytes.windows(3).fold(false, |seen, w| {
         let (a, b, c) = (w[0] | 0x20, w[1] | 0x20, w[2] | 0x20);
         seen | ((a == b'c') & (b == b'c') & (c == b'o'))
