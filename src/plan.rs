@@ -17,7 +17,7 @@ use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
     AwsAuthEntries, ConfigMapData, Diagnostic, Entry, EntryRef, MAX_CONFIGMAP_DATA_BYTES,
     ParsedAwsAuth, Section, data_size, duplicate_diagnostics, is_sorted, parse_data,
-    parse_data_but_duplicates, parse_entries, render_section, sort_entries,
+    parse_data_but_duplicates, parse_section_entries, render_section, sort_entries,
 };
 use crate::validate::{Problem, validate};
 
@@ -932,25 +932,46 @@ fn finish(input: FinishInput) -> Plan {
         .collect();
     let mut data = live_data.clone();
     let same_principals = same_as_last_time(live, &principals, managed_entries);
-    // The outcomes are final. Rendering and re-reading is the long part of a write: meanwhile
-    // the helper puts the outcomes in name order and builds and encodes a new managed set.
-    // In a steady state there is too little to do here to be worth a second thread.
-    let ((new_managed, outcomes), round_trip) = side_by_side(
+    // The outcomes are final. Rendering and re-reading is the long part of a write: this
+    // thread does mapRoles, usually the largest key, while the helper does the other keys,
+    // puts the outcomes in name order, and builds and encodes a new managed set. In a steady
+    // state there is too little to do here to be worth a second thread.
+    let ((new_managed, outcomes, others), roles) = side_by_side(
         parallel && !rewritten.is_empty(),
         || {
             let managed = (!same_principals).then(|| new_managed_set(&principals));
-            (managed, into_name_order(mappings, &name_order, outcomes))
+            let others: Vec<_> = rewritten
+                .iter()
+                .filter(|&&section| section != Section::MapRoles)
+                .map(|&section| (section, render_and_check(section, &next)))
+                .collect();
+            (
+                managed,
+                into_name_order(mappings, &name_order, outcomes),
+                others,
+            )
         },
         || {
-            for &section in &rewritten {
-                match render_section(section, &next) {
-                    Some(text) => data.insert(section.key().to_string(), text),
-                    None => data.remove(section.key()),
-                };
-            }
-            check_round_trip(&rewritten, &data, &next)
+            rewritten.contains(&Section::MapRoles).then(|| {
+                (
+                    Section::MapRoles,
+                    render_and_check(Section::MapRoles, &next),
+                )
+            })
         },
     );
+    // In key order: the new texts go into the data, and the first that does not read back as
+    // intended blocks the write.
+    let mut round_trip = None;
+    for (section, (text, reads_back)) in roles.into_iter().chain(others) {
+        match text {
+            Some(text) => data.insert(section.key().to_string(), text),
+            None => data.remove(section.key()),
+        };
+        if !reads_back && round_trip.is_none() {
+            round_trip = Some(Blocked::RoundTripMismatch { section });
+        }
+    }
     let (managed, managed_annotation) = new_managed.unwrap_or_else(|| {
         last_managed.unwrap_or_else(|| (live.managed.clone(), live.managed.encode()))
     });
@@ -1426,24 +1447,19 @@ fn section_entries_equal(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntrie
     }
 }
 
-/// The first check before anything is written: re-reading the rewritten keys gives back
-/// exactly the intended entries. Only rewritten keys can have changed meaning; the others kept
-/// their text byte for byte.
-fn check_round_trip(
-    rewritten: &BTreeSet<Section>,
-    data: &ConfigMapData,
-    intended: &AwsAuthEntries,
-) -> Option<Blocked> {
-    let texts: ConfigMapData = rewritten
-        .iter()
-        .filter_map(|s| Some((s.key().to_string(), data.get(s.key())?.clone())))
-        .collect();
-    let (reparsed, malformed) = parse_entries(&texts);
-    rewritten.iter().find_map(|&section| {
-        let differs =
-            malformed.contains(&section) || !section_entries_equal(section, &reparsed, intended);
-        differs.then_some(Blocked::RoundTripMismatch { section })
-    })
+/// A rewritten key's new text (`None`: the key goes), and the first check before anything is
+/// written: whether re-reading that text gives back exactly the intended entries. Only
+/// rewritten keys can have changed meaning; the others keep their text byte for byte.
+fn render_and_check(section: Section, intended: &AwsAuthEntries) -> (Option<String>, bool) {
+    let text = render_section(section, intended);
+    let reads_back = match &text {
+        Some(text) => {
+            let (reread, malformed) = parse_section_entries(section, text);
+            !malformed && section_entries_equal(section, &reread, intended)
+        }
+        None => section_entries_equal(section, &AwsAuthEntries::default(), intended),
+    };
+    (text, reads_back)
 }
 
 /// The other checks before anything is written: the data size and the annotation budget.

@@ -212,6 +212,14 @@ pub fn parse_entries(data: &ConfigMapData) -> (AwsAuthEntries, BTreeSet<Section>
     (parsed.entries, parsed.malformed)
 }
 
+/// `parse_entries` for one key's text: its entries, and whether the authenticator cannot use
+/// the key at all.
+pub fn parse_section_entries(section: Section, text: &str) -> (AwsAuthEntries, bool) {
+    let mut parsed = ParsedAwsAuth::default();
+    SectionParser::new(section, &mut parsed, Diagnose::No).parse(text, Reader::FastWherePossible);
+    (parsed.entries, parsed.malformed.contains(&section))
+}
+
 fn parse_data_with(data: &ConfigMapData, reader: Reader, diagnose: Diagnose) -> ParsedAwsAuth {
     let mut parsed = ParsedAwsAuth::default();
     for (key, text) in data {
