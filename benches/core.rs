@@ -3,8 +3,8 @@
 //! ones, and planning 5,000 mappings (steady state and first render).
 //!
 //! Targets: `render_5000_entries` < 5 ms, `parse_1mib_aws_auth` < 20 ms,
-//! `plan_5000_mappings/*` < 10 ms. At this size `plan()` uses a second thread (see `prepare` in
-//! src/plan.rs), and criterion measures wall time, not CPU time.
+//! `plan_5000_mappings/*` < 10 ms. At this size `plan()` shares the work with a helper thread
+//! (see `side_by_side` in src/plan.rs), and criterion measures wall time, not CPU time.
 //!
 //! Data is generated deterministically (a fixed-seed SplitMix64), so runs are comparable. Setup
 //! asserts what each case is meant to be (sizes, diagnostics present, steady state unchanged).
