@@ -198,12 +198,19 @@ fn has_byte(bytes: &[u8], byte: u8) -> bool {
     bytes.iter().fold(false, |seen, &b| seen | (b == byte))
 }
 
+/// Whether `test` holds for two neighbouring bytes somewhere in `bytes`. A scan of two slices,
+/// which vectorises.
+fn any_pair(bytes: &[u8], test: impl Fn(u8, u8) -> bool) -> bool {
+    let next = bytes.get(1..).unwrap_or_default();
+    bytes
+        .iter()
+        .zip(next)
+        .fold(false, |seen, (&a, &b)| seen | test(a, b))
+}
+
 /// Whether `bytes` holds the byte pair `first`, `second`.
 fn has_pair(bytes: &[u8], first: u8, second: u8) -> bool {
-    let next = bytes.get(1..).unwrap_or_default();
-    bytes.iter().zip(next).fold(false, |seen, (&a, &b)| {
-        seen | ((a == first) & (b == second))
-    })
+    any_pair(bytes, |a, b| (a == first) & (b == second))
 }
 
 /// Bytes allowed in an IAM name: letters, digits and `+=,.@_-`. A table: a range test per
@@ -608,17 +615,11 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
     // Every marker holds `CCO`, `XXX` or `_NA` (any case): most ARNs hold none, and are done
     // here (`Access`, common in SSO role names, passes the first filter, not the second).
     // `| 0x20` folds exactly the ASCII letters' case: `c` matches only `C` and `c`, etc.
-    // First the pairs each of those starts with: a scan of two slices, which vectorises.
-    let next = bytes.get(1..).unwrap_or_default();
-    let may_hold_pair = bytes
-        .iter()
-        .zip(next)
-        .fold(false, |seen, (&first, &second)| {
-            let (a, b) = (first | 0x20, second | 0x20);
-            seen | ((a == b'c') & (b == b'c'))
-                | ((a == b'x') & (b == b'x'))
-                | ((first == b'_') & (b == b'n'))
-        });
+    // First the pairs each of those starts with.
+    let may_hold_pair = any_pair(bytes, |first, second| {
+        let (a, b) = (first | 0x20, second | 0x20);
+        ((a == b'c') & (b == b'c')) | ((a == b'x') & (b == b'x')) | ((first == b'_') & (b == b'n'))
+    });
     if !may_hold_pair {
         return None;
     }

@@ -545,10 +545,6 @@ impl<'a> LiveEntries<'a> {
         }
     }
 
-    fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
-    }
-
     fn is_empty(&self) -> bool {
         self.first.is_none()
     }
@@ -601,9 +597,9 @@ impl Principal<'_> {
     /// Whether its desired entry is `live`, one of its live entries.
     fn desired_is(&self, live: EntryRef) -> bool {
         match &self.desired {
-            // Worked out once, when the winner was chosen. With other than one live entry, the
-            // new set differs from the live one anyway.
-            Some(Desired::Rendered(_)) => self.live.len() == 1 && self.rendered_is_live,
+            // Worked out once, when the winner was chosen (only ever true with exactly one live
+            // entry; with any other number the new set differs from the live one anyway).
+            Some(Desired::Rendered(_)) => self.rendered_is_live,
             Some(Desired::Live(entry)) => *entry == live,
             Some(Desired::Kept(entry)) => live == *entry,
             None => false,
@@ -1187,18 +1183,18 @@ fn is_older(a: &MappingInput, b: &MappingInput) -> bool {
 }
 
 /// What `plan()` works from: the live data parsed, the candidates, and (when worked out ahead)
-/// last time's managed set copied and encoded, for a steady state to reuse.
+/// last time's managed set and its encoding, for a steady state to reuse.
 struct Prepared<'m> {
     parsed: ParsedAwsAuth,
     candidates: Candidates<'m>,
     last_managed: Option<(ManagedSet, String)>,
 }
 
-/// Parses the live data, and validates and groups every mapping. The two are independent, so
-/// with many mappings a second thread does the mappings meanwhile: all of their work when
-/// there is a large live aws-auth to parse here (and then it also copies and encodes last
-/// time's managed set, which a steady state reuses), else it validates the first half while
-/// this thread validates the second. The result is the same either way.
+/// Parses the live data (all but the duplicate check, see `plan_with`), and validates and groups
+/// every mapping. The two are independent, so when `parallel` the helper does the mappings
+/// meanwhile: all of their work when there is a large live aws-auth to parse here (and then it
+/// also encodes last time's managed set, which a steady state reuses), else it validates the
+/// first half while this thread validates the second. The result is the same either way.
 fn prepare<'m>(
     live_data: &ConfigMapData,
     mappings: &'m [MappingInput],

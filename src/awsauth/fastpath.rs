@@ -507,7 +507,7 @@ mod tests {
 
     use super::super::parse::{
         duplicate_diagnostics, parse_data, parse_data_but_duplicates, parse_data_general,
-        parse_entries,
+        parse_section_entries,
     };
     use super::super::render::push_quoted;
     use super::super::yaml11::{parse_document, parse_document_general};
@@ -871,8 +871,19 @@ mod tests {
             let mut in_parts = parse_data_but_duplicates(&data);
             in_parts.diagnostics.extend(duplicate_diagnostics(&in_parts.entries));
             prop_assert_eq!(&in_parts, &parsed);
-            // Without diagnostics, the same entries and the same unusable keys.
-            prop_assert_eq!(parse_entries(&data), (parsed.entries, parsed.malformed));
+            // Without diagnostics, key by key, the same entries and the same unusable keys.
+            for (key, text) in &data {
+                let Some(section) = Section::from_key(key) else { continue };
+                let (entries, malformed) = parse_section_entries(section, text);
+                let mut expected = AwsAuthEntries::default();
+                match section {
+                    Section::MapRoles => expected.roles = parsed.entries.roles.clone(),
+                    Section::MapUsers => expected.users = parsed.entries.users.clone(),
+                    Section::MapAccounts => expected.accounts = parsed.entries.accounts.clone(),
+                }
+                prop_assert_eq!(entries, expected);
+                prop_assert_eq!(malformed, parsed.malformed.contains(&section));
+            }
         }
 
         #[test]

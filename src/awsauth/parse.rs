@@ -205,15 +205,9 @@ enum Reader {
     GeneralOnly,
 }
 
-/// What the authenticator would use, without the diagnostics: the entries, and the keys it
-/// cannot use at all. For checking what is about to be written, where only the meaning counts.
-pub fn parse_entries(data: &ConfigMapData) -> (AwsAuthEntries, BTreeSet<Section>) {
-    let parsed = parse_data_with(data, Reader::FastWherePossible, Diagnose::No);
-    (parsed.entries, parsed.malformed)
-}
-
-/// `parse_entries` for one key's text: its entries, and whether the authenticator cannot use
-/// the key at all.
+/// What the authenticator would use of one key's text, without the diagnostics: its entries,
+/// and whether it cannot use the key at all. For checking what is about to be written, where
+/// only the meaning counts.
 pub fn parse_section_entries(section: Section, text: &str) -> (AwsAuthEntries, bool) {
     let mut parsed = ParsedAwsAuth::default();
     SectionParser::new(section, &mut parsed, Diagnose::No).parse(text, Reader::FastWherePossible);
