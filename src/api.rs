@@ -45,9 +45,11 @@ pub const CRD_NAME: &str = "iamidentitymappings.awsauth.dev";
     )
 )]
 #[x_kube(
-    validation = Rule::new("has(self.arn) != has(self.account)").message("set exactly one of spec.arn or spec.account"),
-    validation = Rule::new("!has(self.arn) || has(self.username)").message("spec.username is required with spec.arn"),
-    validation = Rule::new("!has(self.account) || (!has(self.username) && (!has(self.groups) || size(self.groups) == 0))").message("an account mapping (mapAccounts) takes no username or groups: the authenticator uses the caller's ARN as username")
+    validation = Rule::new("has(self.arn) != has(self.account)").message("set exactly one of spec.arn (an IAM role or user) or spec.account (a 12-digit account id)"),
+    validation = Rule::new("!has(self.arn) || has(self.username)").message("spec.username is required with spec.arn, e.g. `admin:{{SessionName}}`"),
+    validation = Rule::new("!has(self.account) || (!has(self.username) && (!has(self.groups) || size(self.groups) == 0))").message("an account mapping (mapAccounts) takes no username or groups: the authenticator uses the caller's ARN as username"),
+    validation = Rule::new("!has(self.arn) || !self.arn.matches(':user/') || !has(self.username) || !self.username.matches('[{][{](SessionName|SessionNameRaw|EC2PrivateDNSName)[}][}]')").message("{{SessionName}}, {{SessionNameRaw}} and {{EC2PrivateDNSName}} exist only for role sessions, and spec.arn is an IAM user"),
+    validation = Rule::new("!has(self.arn) || !self.arn.matches(':user/') || !has(self.groups) || self.groups.all(g, !g.matches('[{][{](SessionName|SessionNameRaw|EC2PrivateDNSName)[}][}]'))").message("{{SessionName}}, {{SessionNameRaw}} and {{EC2PrivateDNSName}} exist only for role sessions, and spec.arn is an IAM user")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IamIdentityMappingSpec {
@@ -55,29 +57,62 @@ pub struct IamIdentityMappingSpec {
     /// role's real ARN, path included: the operator writes it path-stripped into aws-auth, as the
     /// authenticator requires.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(
-        pattern = r"^arn:aws(-cn|-us-gov|-iso|-iso-b|-iso-e|-iso-f|-eusc)?:iam::[0-9]{12}:(role|user)/([\x21-\x7E]+/)?[A-Za-z0-9+=,.@_-]{1,64}$"
-    ))]
     #[schemars(length(max = 2048))]
+    #[x_kube(
+        validation = Rule::new("!self.contains('*') && !self.contains('?')").message("spec.arn must name one IAM role or user: aws-auth has no wildcards. Create one mapping per principal, or map a whole account with spec.account"),
+        validation = Rule::new("!self.matches('[{}<>]')").message("spec.arn still holds a placeholder ({...} or <...>): write the real ARN"),
+        validation = Rule::new("!self.matches('^arn:[^:]*:sts:')").message("spec.arn is an STS (assumed-role session) ARN: give the role's IAM ARN instead, arn:PARTITION:iam::ACCOUNT:role/NAME; the authenticator maps every session of the role to it"),
+        validation = Rule::new("!self.matches(':root$')").message("spec.arn is an account root ARN: to map every principal of an account, set spec.account to the 12-digit account id instead"),
+        validation = Rule::new("!self.matches('^arn:[^:]*:iam::[^:]*:group/')").message("spec.arn is an IAM group ARN: aws-auth cannot map IAM groups. Map the role the group's members assume, or each user"),
+        validation = Rule::new("!self.matches('^arn:[^:]*:iam::[^:]*:instance-profile/')").message("spec.arn is an instance profile ARN: give the ARN of the role in the instance profile"),
+        validation = Rule::new(concat!(
+            "self.matches('[*?{}<>]') || self.matches('^arn:[^:]*:sts:') || self.matches(':root$') ",
+            "|| self.matches('^arn:[^:]*:iam::[^:]*:(group|instance-profile)/') ",
+            "|| self.matches('^arn:(aws|aws-cn|aws-us-gov|aws-iso|aws-iso-b|aws-iso-e|aws-iso-f|aws-eusc):iam::[0-9]{12}:(role|user)/([!-~]*/)?[A-Za-z0-9+=,.@_-]{1,64}$')"
+        )).message("spec.arn must be an IAM role or user ARN: arn:PARTITION:iam::ACCOUNT:role/NAME or arn:PARTITION:iam::ACCOUNT:user/PATH/NAME, with a partition of aws, aws-cn, aws-us-gov, aws-iso, aws-iso-b, aws-iso-e, aws-iso-f or aws-eusc, a 12-digit account, no region, and a name of letters, digits and +=,.@_-")
+    )]
     pub arn: Option<String>,
 
     /// 12-digit AWS account id whose every principal is mapped (mapAccounts): the username is the
     /// caller's ARN and there are no groups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(regex(pattern = r"^[0-9]{12}$"))]
+    #[x_kube(validation = Rule::new("self.matches('^[0-9]{12}$')").message("spec.account must be a 12-digit AWS account id, e.g. \"111122223333\" (quoted in YAML)"))]
     pub account: Option<String>,
 
     /// Kubernetes username. May use {{AccountID}}, {{SessionName}}, {{SessionNameRaw}},
     /// {{AccessKeyID}} and, for node roles, {{EC2PrivateDNSName}}.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 1024))]
+    #[x_kube(
+        validation = Rule::new("!self.matches('^\\\\s|\\\\s$')").message("spec.username must not be blank or start or end with whitespace"),
+        validation = Rule::new(TEMPLATES_ONLY_KNOWN).message("spec.username may use only the template variables {{AccountID}}, {{SessionName}}, {{SessionNameRaw}}, {{AccessKeyID}} and {{EC2PrivateDNSName}}, spelled exactly so with no spaces inside the braces; the authenticator leaves anything else verbatim in the username")
+    )]
     pub username: Option<String>,
 
-    /// Kubernetes groups (non-empty, no whitespace; may use the same template variables).
+    /// Kubernetes groups (each listed once, non-empty, no whitespace; may use the same template
+    /// variables).
     #[serde(default)]
-    #[schemars(length(max = 64), inner(regex(pattern = r"^\S+$"), length(max = 256)))]
+    #[schemars(length(max = 64), inner(length(max = 256)))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[x_kube(
+        validation = Rule::new("self.all(g, g != '')").message("spec.groups must not hold an empty group name"),
+        validation = Rule::new("self.all(g, !g.matches('\\\\s'))").message("a group in spec.groups contains whitespace: Kubernetes group names have none"),
+        validation = Rule::new(TEMPLATES_ONLY_KNOWN_IN_GROUPS).message("spec.groups may use only the template variables {{AccountID}}, {{SessionName}}, {{SessionNameRaw}}, {{AccessKeyID}} and {{EC2PrivateDNSName}}, spelled exactly so; the authenticator leaves anything else verbatim")
+    )]
     pub groups: Vec<String>,
+
+    /// When aws-auth already holds an entry for this principal that the operator does not
+    /// manage, the mapping takes it over. By default the operator keeps the entry it replaced and
+    /// puts it back when this mapping is deleted; with true, the mapping adopts the entry for good
+    /// and deleting the mapping removes it (what `aws-auth-operator import` writes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub adopt_existing_entry: bool,
 }
+
+/// Every `{{` in the string starts one of the authenticator's template variables (a full match
+/// of text made of: any character but `{`, a `{` not followed by `{`, or a known variable).
+const TEMPLATES_ONLY_KNOWN: &str = "self.matches('^([^{]|[{][^{]|[{]$|[{][{](AccountID|SessionName|SessionNameRaw|AccessKeyID|EC2PrivateDNSName)[}][}])*$')";
+const TEMPLATES_ONLY_KNOWN_IN_GROUPS: &str = "self.all(g, g.matches('^([^{]|[{][^{]|[{]$|[{][{](AccountID|SessionName|SessionNameRaw|AccessKeyID|EC2PrivateDNSName)[}][}])*$'))";
 
 impl IamIdentityMappingSpec {
     /// What the PRINCIPAL column shows: the ARN or the account id.
@@ -118,7 +153,8 @@ pub struct RenderedEntry {
     pub principal: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// Always present, `[]` included: status says exactly what was written.
+    #[serde(default)]
     pub groups: Vec<String>,
 }
 

@@ -479,8 +479,10 @@ impl fmt::Display for IamArn {
     }
 }
 
-/// The identity of an aws-auth entry as the authenticator keys it: roles by lowercased ARN, users
-/// by the exact ARN, accounts by id. Two entries with the same key compete for the same caller.
+/// The identity of an aws-auth entry as the authenticator keys it: roles and users by lowercased
+/// ARN, accounts by id. Two entries with the same key compete for the same caller. (IAM names are
+/// unique case-insensitively, so `user/Bob` and `user/bob` are one IAM user; the authenticator
+/// matches both entries and picks one at random, or the last, depending on its version.)
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum PrincipalKey {
     Role(String),
@@ -494,7 +496,7 @@ impl PrincipalKey {
     }
 
     pub fn user(userarn: &str) -> PrincipalKey {
-        PrincipalKey::User(userarn.to_string())
+        PrincipalKey::User(userarn.to_lowercase())
     }
 
     pub fn account(id: &str) -> PrincipalKey {
@@ -709,13 +711,20 @@ mod tests {
     }
 
     #[test]
-    fn role_keys_are_case_insensitive_user_keys_exact() {
+    fn role_and_user_keys_are_case_insensitive() {
         let a = IamArn::parse("arn:aws:iam::111122223333:role/Admin").unwrap();
         let b = IamArn::parse("arn:aws:iam::111122223333:role/path/admin").unwrap();
         assert_eq!(a.principal_key(), b.principal_key());
         let u1 = IamArn::parse("arn:aws:iam::111122223333:user/Alice").unwrap();
         let u2 = IamArn::parse("arn:aws:iam::111122223333:user/alice").unwrap();
-        assert_ne!(u1.principal_key(), u2.principal_key());
+        assert_eq!(u1.principal_key(), u2.principal_key());
+        // A user keeps its path: another path is another user.
+        let u3 = IamArn::parse("arn:aws:iam::111122223333:user/ops/alice").unwrap();
+        assert_ne!(u1.principal_key(), u3.principal_key());
+        assert_ne!(
+            a.principal_key(),
+            PrincipalKey::user("arn:aws:iam::111122223333:role/admin")
+        );
     }
 
     #[test]

@@ -158,6 +158,8 @@ pub fn import(data: &ConfigMapData) -> Import {
     out
 }
 
+/// The mapping that renders exactly `entry`. It adopts the entry for good: the mapping is the
+/// entry from now on, and deleting it removes the entry (rather than giving back a copy).
 fn spec_for(entry: &Entry) -> IamIdentityMappingSpec {
     match entry {
         Entry::Role(m) | Entry::User(m) => IamIdentityMappingSpec {
@@ -165,9 +167,11 @@ fn spec_for(entry: &Entry) -> IamIdentityMappingSpec {
             account: None,
             username: Some(m.username.clone()),
             groups: m.groups.clone(),
+            adopt_existing_entry: true,
         },
         Entry::Account(a) => IamIdentityMappingSpec {
             account: Some(a.clone()),
+            adopt_existing_entry: true,
             ..Default::default()
         },
     }

@@ -4,9 +4,10 @@
 //! `&self` and is lock-free or uses the metric's own short lock, so the reconcile loop can update
 //! them without coordinating with scrapes.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -78,6 +79,7 @@ pub struct Metrics {
     drift_repairs: Counter,
     conflicts: Gauge,
     leader: Gauge,
+    history_revisions: Gauge,
 }
 
 impl Default for Metrics {
@@ -99,6 +101,7 @@ impl Metrics {
         let drift_repairs = Counter::default();
         let conflicts = Gauge::default();
         let leader = Gauge::default();
+        let history_revisions = Gauge::default();
 
         // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
         // registry; the names here must not repeat them.
@@ -150,8 +153,13 @@ impl Metrics {
         );
         registry.register(
             "leader",
-            "1 when this replica holds the leader lease, else 0",
+            "1 when this replica writes aws-auth (it holds the leader lease, or leader election is off), else 0",
             leader.clone(),
+        );
+        registry.register(
+            "history_revisions",
+            "Revisions of aws-auth kept in kube-system/aws-auth-operator-history after the last one recorded",
+            history_revisions.clone(),
         );
 
         // Both result series exist from the start so `rate()` over them is defined before the
@@ -172,6 +180,7 @@ impl Metrics {
             drift_repairs,
             conflicts,
             leader,
+            history_revisions,
         }
     }
 
@@ -221,6 +230,10 @@ impl Metrics {
         self.leader.set(i64::from(leading));
     }
 
+    pub fn set_history_revisions(&self, kept: usize) {
+        self.history_revisions.set(to_i64(kept));
+    }
+
     /// The OpenMetrics text exposition, ending in `# EOF`.
     pub fn try_encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -251,14 +264,18 @@ fn sanitize_reason(reason: &str) -> &str {
 
 /// Liveness and readiness, set by the controller and read by the probes.
 ///
-/// Ready means the caches have synced. It deliberately does not depend on holding the leader
-/// lease: a standby replica is healthy and must stay Ready, or a rollout would never finish and
-/// a PodDisruptionBudget would count it as down. Live is false only when the main loop is
-/// wedged, since a failing liveness probe restarts the pod.
+/// Ready means the operator can do its job: the caches have synced and no component reports a
+/// problem (a watch that is down, an API call the RBAC forbids, a frozen aws-auth, a failing
+/// lease renewal). It deliberately does not depend on holding the leader lease: a standby
+/// replica is healthy and must stay Ready, or a rollout would never finish and a
+/// PodDisruptionBudget would count it as down. Live is false only when the main loop is wedged,
+/// since a failing liveness probe restarts the pod.
 #[derive(Debug)]
 pub struct Health {
-    ready: AtomicBool,
+    synced: AtomicBool,
     live: AtomicBool,
+    /// What keeps the operator from doing its job, by component.
+    problems: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Default for Health {
@@ -271,17 +288,43 @@ impl Health {
     /// Not ready (caches not synced yet), live.
     pub fn new() -> Health {
         Health {
-            ready: AtomicBool::new(false),
+            synced: AtomicBool::new(false),
             live: AtomicBool::new(true),
+            problems: Mutex::new(BTreeMap::new()),
         }
     }
 
+    /// The caches have synced (or not).
     pub fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Relaxed);
+        self.synced.store(ready, Ordering::Relaxed);
     }
 
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.synced.load(Ordering::Relaxed) && self.problems().is_empty()
+    }
+
+    /// Reports (`Some`) or clears (`None`) a problem of one component.
+    pub fn set_problem(&self, component: &'static str, problem: Option<String>) {
+        let mut problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        match problem {
+            Some(problem) => problems.insert(component, problem),
+            None => problems.remove(component),
+        };
+    }
+
+    /// The current problems, as `component: problem`.
+    pub fn problems(&self) -> Vec<String> {
+        let problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        problems.iter().map(|(c, p)| format!("{c}: {p}")).collect()
+    }
+
+    /// Why the operator is not ready, for the /readyz body.
+    pub fn not_ready_reason(&self) -> String {
+        let mut reasons = self.problems();
+        if !self.synced.load(Ordering::Relaxed) {
+            reasons.insert(0, "caches not synced yet".to_string());
+        }
+        reasons.join("; ")
     }
 
     pub fn set_live(&self, live: bool) {
@@ -313,7 +356,16 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
-    probe(state.health.is_ready(), "not ready")
+    if state.health.is_ready() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let reason = state.health.not_ready_reason();
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}\n"),
+        )
+            .into_response()
+    }
 }
 
 fn probe(ok: bool, failure: &'static str) -> Response {

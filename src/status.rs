@@ -36,18 +36,39 @@ pub fn status_for(
     };
     let reason = outcome.reason();
     let message = outcome.message();
-    let mut rendered = None;
+    // Exactly what aws-auth holds for this mapping because of the operator (empty lists
+    // included); `None` when nothing is.
+    let rendered = match outcome {
+        // Nothing was written: aws-auth still holds what was rendered before.
+        Outcome::Blocked { .. } => previous.and_then(|p| p.rendered.clone()),
+        other => other.written_entry().map(RenderedEntry::from),
+    };
     let mut last_drift_repair = previous.and_then(|p| p.last_drift_repair.clone());
+    let valid = || "the spec is valid".to_string();
     match outcome {
-        Outcome::Rendered { entry, drift, .. } => {
-            rendered = Some(RenderedEntry::from(entry));
-            push(VALID, true, "Valid", "the spec is valid".to_string());
-            push(
-                CONFLICT,
-                false,
-                "NoConflict",
-                "no other mapping or protection claims this principal".to_string(),
-            );
+        Outcome::Rendered {
+            drift, contenders, ..
+        } => {
+            push(VALID, true, "Valid", valid());
+            if contenders.is_empty() {
+                push(
+                    CONFLICT,
+                    false,
+                    "NoConflict",
+                    "no other mapping claims this principal".to_string(),
+                );
+            } else {
+                let names: Vec<String> = contenders.iter().map(|n| format!("`{n}`")).collect();
+                push(
+                    CONFLICT,
+                    false,
+                    "OldestWins",
+                    format!(
+                        "IamIdentityMapping {} also map this principal; this mapping is the oldest and wins, the others are Stalled",
+                        names.join(", ")
+                    ),
+                );
+            }
             match drift {
                 Some(drift) if !drift.repaired => {
                     let live: Vec<String> = drift.live.iter().map(describe_entry).collect();
@@ -87,28 +108,24 @@ pub fn status_for(
                 }
             }
         }
-        Outcome::Invalid { problems, kept } => {
-            // The last valid entry stays in aws-auth; status.rendered must keep saying so, or
-            // the next plan would forget it and remove the entry.
-            rendered = kept.as_ref().map(RenderedEntry::from);
+        Outcome::Invalid { problems, .. } => {
             let reason = problems.first().map(|p| p.reason).unwrap_or("Invalid");
             push(VALID, false, reason, message.clone());
             push(READY, false, "Invalid", message.clone());
             push(STALLED, true, reason, message);
         }
         Outcome::Conflict { .. } | Outcome::Protected { .. } => {
-            push(VALID, true, "Valid", "the spec is valid".to_string());
+            push(VALID, true, "Valid", valid());
             push(CONFLICT, true, reason, message.clone());
             push(READY, false, reason, message.clone());
             push(STALLED, true, reason, message);
         }
-        Outcome::Blocked { .. } => {
-            // Nothing was written: aws-auth still holds what was rendered before.
-            rendered = previous.and_then(|p| p.rendered.clone());
+        Outcome::PolicyViolation { .. } | Outcome::DoesNotFit { .. } => {
+            push(VALID, true, "Valid", valid());
             push(READY, false, reason, message.clone());
             push(STALLED, true, reason, message);
         }
-        Outcome::GroupNotAllowed { .. } => {
+        Outcome::Blocked { .. } => {
             push(READY, false, reason, message.clone());
             push(STALLED, true, reason, message);
         }
@@ -186,7 +203,9 @@ mod tests {
     fn rendered_is_ready_without_abnormal_conditions() {
         let outcome = Outcome::Rendered {
             entry: entry(&["g"]),
-            took_over: None,
+            took_over: Vec::new(),
+            contenders: Vec::new(),
+            gives_back_on_delete: false,
             drift: None,
         };
         let s = status_for(&outcome, Some(3), None, &time(10));
@@ -209,7 +228,9 @@ mod tests {
     fn unchanged_outcome_gives_an_identical_status() {
         let outcome = Outcome::Rendered {
             entry: entry(&["g"]),
-            took_over: None,
+            took_over: Vec::new(),
+            contenders: Vec::new(),
+            gives_back_on_delete: false,
             drift: None,
         };
         let first = status_for(&outcome, Some(1), None, &time(10));
@@ -262,7 +283,9 @@ mod tests {
         };
         let outcome = Outcome::Rendered {
             entry: entry(&["g"]),
-            took_over: None,
+            took_over: Vec::new(),
+            contenders: Vec::new(),
+            gives_back_on_delete: false,
             drift: Some(Box::new(drift.clone())),
         };
         let s = status_for(&outcome, Some(1), None, &time(5));
@@ -276,7 +299,9 @@ mod tests {
 
         let repaired = Outcome::Rendered {
             entry: entry(&["g"]),
-            took_over: None,
+            took_over: Vec::new(),
+            contenders: Vec::new(),
+            gives_back_on_delete: false,
             drift: Some(Box::new(Drift {
                 repaired: true,
                 ..drift
@@ -292,7 +317,9 @@ mod tests {
     fn transition_time_changes_only_with_status() {
         let ok = Outcome::Rendered {
             entry: entry(&["g"]),
-            took_over: None,
+            took_over: Vec::new(),
+            contenders: Vec::new(),
+            gives_back_on_delete: false,
             drift: None,
         };
         let first = status_for(&ok, Some(1), None, &time(10));

@@ -264,6 +264,7 @@ mod tests {
             account: account.map(str::to_string),
             username: username.map(str::to_string),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            adopt_existing_entry: false,
         }
     }
 

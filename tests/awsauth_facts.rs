@@ -151,32 +151,95 @@ fn unquoted_yaml11_booleans_blank_the_group_but_keep_the_entry() {
 }
 
 #[test]
-fn unquoted_numbers_blank_username_and_accounts() {
-    let parsed = parse_data(&data(&[
-        (
-            "mapUsers",
-            "- userarn: arn:aws:iam::111122223333:user/bob\n  username: 1234\n  groups: []\n",
-        ),
-        (
-            "mapAccounts",
-            "- 111122223333\n- \"444455556666\"\n- 012345678901\n",
-        ),
-    ]));
+fn an_unquoted_number_blanks_a_username() {
+    let parsed = parse_data(&data(&[(
+        "mapUsers",
+        "- userarn: arn:aws:iam::111122223333:user/bob\n  username: 1234\n  groups: []\n",
+    )]));
     assert_eq!(parsed.entries.users[0].username, "");
-    assert_eq!(parsed.entries.accounts, vec!["", "444455556666", ""]);
     let coerced: Vec<_> = parsed
         .diagnostics
         .iter()
         .filter(|d| d.reason == DiagnosticKind::Coerced)
         .map(|d| (d.key.as_str(), d.entry))
         .collect();
+    assert_eq!(coerced, vec![("mapUsers", Some(0))]);
+}
+
+/// mapAccounts is decoded by go-yaml v2 straight into `[]string`, without the JSON step of the
+/// other keys: a non-null scalar is its literal text, whatever YAML 1.1 resolves it to; null is
+/// ""; a list or mapping item is a type error and is skipped.
+#[test]
+fn map_accounts_items_are_their_literal_text() {
+    let parsed = parse_data(&data(&[(
+        "mapAccounts",
+        "- \"444455556666\"\n- 777788889999\n- 012345678901\n- 0x1F\n- 1e3\n- true\n- 12.50\n- ~\n-\n- [1]\n- {a: b}\n- '111122223333'\n",
+    )]));
     assert_eq!(
-        coerced,
+        parsed.entries.accounts,
         vec![
-            ("mapAccounts", Some(0)),
-            ("mapAccounts", Some(2)),
-            ("mapUsers", Some(0))
+            "444455556666",
+            "777788889999",
+            "012345678901",
+            "0x1F",
+            "1e3",
+            "true",
+            "12.50",
+            "",
+            "",
+            "111122223333"
         ]
+    );
+    assert!(parsed.malformed.is_empty());
+    // The three valid ids have no diagnostic at all; the rest say exactly what is wrong.
+    let by_entry: Vec<_> = parsed
+        .diagnostics
+        .iter()
+        .map(|d| (d.entry, d.reason))
+        .collect();
+    assert_eq!(
+        by_entry,
+        vec![
+            (Some(3), DiagnosticKind::InvalidAccountId),
+            (Some(4), DiagnosticKind::InvalidAccountId),
+            (Some(5), DiagnosticKind::InvalidAccountId),
+            (Some(6), DiagnosticKind::InvalidAccountId),
+            (Some(7), DiagnosticKind::InvalidAccountId),
+            (Some(8), DiagnosticKind::InvalidAccountId),
+            (Some(9), DiagnosticKind::EntryWrongType),
+            (Some(10), DiagnosticKind::EntryWrongType),
+        ]
+    );
+    assert!(
+        parsed.diagnostics[4].message.contains("null"),
+        "{}",
+        parsed.diagnostics[4].message
+    );
+    assert!(parsed.diagnostics[6].message.contains("skips it"));
+}
+
+/// `groups: [on, dev]` blanks only the coerced element: Go's encoding/json leaves that element
+/// empty and fills the others.
+#[test]
+fn a_coerced_group_blanks_only_that_group() {
+    let parsed = parse_data(&data(&[(
+        "mapRoles",
+        "- rolearn: arn:aws:iam::111122223333:role/a\n  username: a\n  groups: [on, dev]\n",
+    )]));
+    assert_eq!(parsed.entries.roles[0].groups, vec!["", "dev"]);
+    let message = &parsed
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == DiagnosticKind::Coerced)
+        .expect("a coercion diagnostic")
+        .message;
+    assert!(
+        message.starts_with("group #1 `on` is unquoted"),
+        "{message}"
+    );
+    assert!(
+        message.contains("the other groups still apply"),
+        "{message}"
     );
 }
 

@@ -93,8 +93,11 @@ async fn missing_aws_auth_is_created() {
         "writes carry the field manager"
     );
     assert_eq!(fake.status_writes(), 2);
-    // Nothing existed before, so there is nothing to save.
-    assert!(fake.configmap(HISTORY_CONFIGMAP).is_none());
+    // Nothing existed before; the history holds what was written.
+    let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
+    assert_eq!(revisions.len(), 1);
+    assert_eq!(revisions[0].data, data);
+    assert_eq!(revisions[0].origin, history::Origin::Operator);
     assert_eq!(report.aws_auth_writes, 1);
     assert_eq!(report.status_writes, 2);
     assert_eq!(report.conflicts_retried, 0);
@@ -201,12 +204,18 @@ async fn foreign_edit_between_read_and_write_is_kept() {
     assert_eq!(fake.aws_auth_writes(), 2, "one refused, one landed");
     assert_eq!(report.aws_auth_writes, 1);
     assert_eq!(fake.status_writes(), 1);
-    // The newest revision is what the landed write replaced: EKS's version.
+    // History: the state found, EKS's version (recorded before it was replaced), what was
+    // written.
     let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
+    let origins: Vec<history::Origin> = revisions.iter().map(|r| r.origin).collect();
+    use history::Origin::{Observed, Operator};
+    assert_eq!(origins, [Observed, Observed, Operator]);
+    assert_eq!(revisions[0].data["mapRoles"], NODE_ROLE);
     assert_eq!(
-        revisions.last().unwrap().data["mapRoles"],
+        revisions[1].data["mapRoles"],
         format!("{NODE_ROLE}{NEW_NODE_ROLE}")
     );
+    assert_eq!(revisions[2].data, fake.aws_auth_data());
 }
 
 const BROKEN_ROLES: &str = "- rolearn: arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC\n username: broken\n   groups: [\n";
@@ -218,9 +227,20 @@ fn seed_malformed_with_history(fake: &FakeApi) {
         ("mapUsers".to_string(), HAND_USER.to_string()),
     ]
     .into();
-    let (history_cm, revision) =
-        history::with_revision(None, &good, None, "seeded", time(0), 10).unwrap();
-    assert_eq!(revision, 1);
+    let state = history::State {
+        data: &good,
+        managed_annotation: None,
+    };
+    let (history_cm, recorded) = history::with_state(
+        None,
+        state,
+        history::Origin::Operator,
+        "seeded",
+        time(0),
+        10,
+    )
+    .unwrap();
+    assert_eq!(recorded.revision, 1);
     fake.state().put_configmap(history_cm);
     fake.seed_aws_auth(&[("mapRoles", BROKEN_ROLES), ("mapUsers", HAND_USER)], None);
 }
@@ -280,12 +300,13 @@ async fn malformed_aws_auth_is_recovered_from_history() {
         "the mapping gets an event for its new outcome: {events:?}"
     );
 
-    // The broken text was saved before it was overwritten.
+    // The broken text was saved before it was overwritten, then what was written.
     let (_, revisions) = history::load(&kube::Api::namespaced(fake.client.clone(), "kube-system"))
         .await
         .unwrap();
-    assert_eq!(revisions.len(), 2);
+    assert_eq!(revisions.len(), 3);
     assert_eq!(revisions[1].data["mapRoles"], BROKEN_ROLES);
+    assert_eq!(revisions[2].data, data);
 }
 
 #[tokio::test]
@@ -310,7 +331,8 @@ async fn malformed_aws_auth_without_recovery_stalls_every_mapping() {
     );
     assert_eq!(fake.managed_annotation(), None);
     assert_eq!(fake.aws_auth_writes(), 0);
-    assert_eq!(fake.count(|c| c.writes_configmap(HISTORY_CONFIGMAP)), 0);
+    // Only the broken state is recorded, as the operator found it.
+    assert_eq!(fake.count(|c| c.writes_configmap(HISTORY_CONFIGMAP)), 1);
     let expected_error = aws_auth_operator::awsauth::parse_data(&fake.aws_auth_data())
         .diagnostics
         .iter()
@@ -518,7 +540,13 @@ async fn older_mapping_wins_a_shared_principal() {
         ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     assert_eq!(cond2(&fake, "z-older", READY), is("True", "Rendered"));
-    assert_eq!(cond2(&fake, "z-older", CONFLICT), is("False", "NoConflict"));
+    // The winner says who else claims it (finding 15).
+    let (conflict, reason, message) = cond(&fake, "z-older", CONFLICT);
+    assert_eq!(
+        (conflict.as_str(), reason.as_str()),
+        ("False", "OldestWins")
+    );
+    assert!(message.contains("`a-newer`"), "{message}");
     let (conflict, reason, message) = cond(&fake, "a-newer", CONFLICT);
     assert_eq!((conflict.as_str(), reason.as_str()), ("True", "Conflict"));
     assert!(message.contains("`z-older`"), "{message}");
@@ -600,13 +628,13 @@ async fn denied_group_is_not_rendered() {
     let (stalled, reason, message) = cond(&fake, "admin", STALLED);
     assert_eq!(
         (stalled.as_str(), reason.as_str()),
-        ("True", "GroupNotAllowed")
+        ("True", "PolicyViolation")
     );
     assert!(
         message.contains("system:masters") && message.contains("--denied-groups"),
         "{message}"
     );
-    assert_eq!(cond2(&fake, "admin", READY), is("False", "GroupNotAllowed"));
+    assert_eq!(cond2(&fake, "admin", READY), is("False", "PolicyViolation"));
     assert!(status(&fake, "admin").rendered.is_none());
     assert_eq!(cond2(&fake, "developer", READY), is("True", "Rendered"));
     assert_eq!(report.blocked, None);
@@ -651,49 +679,76 @@ async fn second_reconcile_writes_nothing() {
     assert_eq!(second.mappings_in_conflict, 2);
 }
 
+/// History keeps distinct states: the state found (a foreign one), a burst of the operator's
+/// writes coalesced into its last state, a later write of its own, trimmed to the limit.
 #[tokio::test]
-async fn every_write_saves_the_previous_data_trimmed_to_the_limit() {
+async fn history_keeps_distinct_states_and_coalesces_a_burst() {
     let fake = FakeApi::start();
     fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
     let ctx = aws_auth_operator::controller::reconcile::Context {
         history_limit: 2,
         ..context(&fake, Settings::default())
     };
+    let seeded = fake.aws_auth_data();
 
-    // Three writes: add admin, add developer, remove developer.
-    let mut before = Vec::new();
+    // A burst, one second apart: add admin, add developer, remove developer.
     store(&fake, vec![admin_mapping()]);
-    before.push((fake.aws_auth_data(), fake.managed_annotation()));
     reconcile(&ctx, &fake.mappings(), time(1)).await.unwrap();
     store(&fake, vec![dev_mapping()]);
-    before.push((fake.aws_auth_data(), fake.managed_annotation()));
     reconcile(&ctx, &fake.mappings(), time(2)).await.unwrap();
     fake.state().mappings.remove("developer");
-    before.push((fake.aws_auth_data(), fake.managed_annotation()));
     reconcile(&ctx, &fake.mappings(), time(3)).await.unwrap();
-
     assert_eq!(fake.aws_auth_writes(), 3);
-    assert_eq!(fake.count(|c| c.writes_configmap(HISTORY_CONFIGMAP)), 3);
-    let entries = entries(&fake.aws_auth_data());
-    assert_eq!(role_arns(&entries), [ADMIN_ARN, NODE_ROLE_ARN]);
-
-    let history_cm = fake.configmap(HISTORY_CONFIGMAP).expect("history exists");
-    let revisions = history::decode(&history_cm).unwrap();
-    let numbers: Vec<u64> = revisions.iter().map(|r| r.revision).collect();
-    assert_eq!(numbers, [2, 3], "trimmed to history_limit, newest kept");
-    for (revision, (data, annotation)) in revisions.iter().zip(&before[1..]) {
-        assert_eq!(&revision.data, data, "revision {}", revision.revision);
-        assert_eq!(
-            &revision.managed_annotation, annotation,
-            "revision {}",
-            revision.revision
-        );
-        assert!(revision.reason.contains("mapRoles"), "{}", revision.reason);
-    }
-    assert_eq!(revisions[0].time, time(2));
+    let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
+    assert_eq!(revisions.len(), 2, "{revisions:?}");
+    assert_eq!(
+        revisions[0].data, seeded,
+        "the state before the burst stays"
+    );
+    assert_eq!(revisions[0].origin, history::Origin::Observed);
+    assert_eq!(revisions[1].data, fake.aws_auth_data());
     assert_eq!(revisions[1].time, time(3));
-    // The oldest revision (the seeded aws-auth without annotation) is gone.
-    assert!(revisions.iter().all(|r| r.managed_annotation.is_some()));
+    assert!(
+        revisions[1].reason.contains("mapRoles"),
+        "{}",
+        revisions[1].reason
+    );
+
+    // An idle reconcile reads no history at all.
+    fake.clear_calls();
+    reconcile(&ctx, &fake.mappings(), time(4)).await.unwrap();
+    assert_eq!(fake.count(|c| c.path.ends_with(HISTORY_CONFIGMAP)), 0);
+
+    // Much later, another write: a revision of its own; the limit of 2 drops the oldest.
+    store(&fake, vec![dev_mapping()]);
+    reconcile(&ctx, &fake.mappings(), time(600)).await.unwrap();
+    let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
+    let times: Vec<_> = revisions.iter().map(|r| r.time.clone()).collect();
+    assert_eq!(times, [time(3), time(600)]);
+}
+
+/// A hand edit between the operator's writes is captured even when nothing needs writing.
+#[tokio::test]
+async fn a_foreign_edit_is_recorded_even_without_a_write() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let ctx = context(&fake, Settings::default());
+    store(&fake, vec![admin_mapping()]);
+    reconcile(&ctx, &fake.mappings(), time(1)).await.unwrap();
+    fake.state().edit_aws_auth_data(|data| {
+        data.insert("mapUsers".to_string(), HAND_USER.to_string());
+    });
+    fake.clear_calls();
+    reconcile(&ctx, &fake.mappings(), time(2)).await.unwrap();
+    assert_eq!(
+        fake.aws_auth_writes(),
+        0,
+        "nothing of the operator's changed"
+    );
+    let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
+    let newest = revisions.last().unwrap();
+    assert_eq!(newest.origin, history::Origin::Observed);
+    assert_eq!(newest.data["mapUsers"], HAND_USER);
 }
 
 // Beyond the list: paths of reconcile() the scenarios above do not reach.
@@ -724,10 +779,11 @@ async fn aws_auth_created_by_someone_else_first_is_replaced_not_overwritten() {
         fake.count(|c| c.method == http::Method::PUT && c.writes_configmap("aws-auth")),
         1
     );
-    // EKS's version was saved before it was replaced.
+    // EKS's version was saved before it was replaced, then what was written.
     let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
-    assert_eq!(revisions.len(), 1);
+    assert_eq!(revisions.len(), 2);
     assert_eq!(revisions[0].data["mapRoles"], NODE_ROLE);
+    assert_eq!(revisions[1].data, fake.aws_auth_data());
 }
 
 #[tokio::test]
@@ -808,10 +864,12 @@ async fn takeover_of_an_unmanaged_entry_saves_it_first_and_tells() {
         [ADMIN_ARN, NODE_ROLE_ARN],
         "replaced, not duplicated"
     );
-    assert_eq!(
-        managed_set(&fake),
-        ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
-    );
+    // The annotation records the admin as managed, and the entry it replaced, to give back.
+    let managed = managed_set(&fake);
+    assert!(managed.contains(&PrincipalKey::role(ADMIN_ARN)));
+    assert_eq!(managed.len(), 1);
+    let original = &managed.originals()[&PrincipalKey::role(ADMIN_ARN)];
+    assert_eq!(original[0].username(), Some("admin-by-hand"));
     let revisions = history::decode(&fake.configmap(HISTORY_CONFIGMAP).unwrap()).unwrap();
     assert!(revisions[0].data["mapRoles"].contains("admin-by-hand"));
     let events = fake.events();
@@ -824,7 +882,8 @@ async fn takeover_of_an_unmanaged_entry_saves_it_first_and_tells() {
         Some("admin")
     );
     assert_eq!(
-        took_over.metadata.namespace, None,
+        took_over.metadata.namespace.as_deref(),
+        Some("default"),
         "cluster-scoped object, event in default"
     );
     assert!(fake.calls().iter().any(|c| c.method == http::Method::POST
@@ -944,7 +1003,7 @@ async fn users_and_accounts_round_trip_through_the_annotation() {
         "role path stripped: {:?}",
         role_arns(&live)
     );
-    assert_eq!(managed_set(&fake).0.len(), 3);
+    assert_eq!(managed_set(&fake).len(), 3);
     for name in ["bob", "partner", "platform"] {
         assert_eq!(cond2(&fake, name, READY), is("True", "Rendered"), "{name}");
     }
@@ -967,10 +1026,10 @@ async fn users_and_accounts_round_trip_through_the_annotation() {
     assert_eq!(managed_set(&fake), ManagedSet::default());
 }
 
-/// An aws-auth just under the 1 MiB ConfigMap limit: `plan()` accepts it, but as a revision (JSON,
-/// every newline escaped) it does not fit the history ConfigMap.
+/// An aws-auth just under the 1 MiB ConfigMap limit fits in the history too: revisions are
+/// compressed (finding 13).
 #[tokio::test]
-async fn aws_auth_too_large_for_history_is_written_without_a_revision_and_a_warning() {
+async fn aws_auth_close_to_the_limit_is_recorded_compressed() {
     let fake = FakeApi::start();
     let mut roles = String::new();
     for i in 0.. {
@@ -999,19 +1058,28 @@ async fn aws_auth_too_large_for_history_is_written_without_a_revision_and_a_warn
         now(),
     )
     .await
-    .expect("the operator keeps managing aws-auth; the plan preserved every entry");
+    .unwrap();
 
-    // The plan keeps every unmanaged entry; the missing history revision is reported loudly.
     assert_eq!(report.aws_auth_writes, 1);
-    assert_eq!(fake.aws_auth_writes(), 1);
     assert_eq!(cond2(&fake, "bob", READY).0, "True");
-    let events = fake.events();
+    let history_cm = fake.configmap(HISTORY_CONFIGMAP).unwrap();
+    let revisions = history::decode(&history_cm).unwrap();
+    assert_eq!(revisions.len(), 2, "the state found and the state written");
+    let stored: usize = history_cm
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(_, v)| v.0.len())
+        .sum();
     assert!(
-        events
+        stored < 300 * 1024,
+        "{stored} bytes for two ~1 MiB revisions"
+    );
+    assert!(
+        !fake
+            .events()
             .iter()
-            .any(|e| e.reason.as_deref() == Some("HistoryRevisionTooLarge")
-                && e.type_.as_deref() == Some("Warning")),
-        "{events:?}"
+            .any(|e| e.reason.as_deref() == Some("HistoryRevisionTooLarge"))
     );
     let entries = aws_auth_operator::awsauth::parse_data(&fake.aws_auth_data()).entries;
     assert_eq!(entries.users.len(), 1);

@@ -17,7 +17,7 @@ use aws_auth_operator::api::IamIdentityMapping;
 use aws_auth_operator::awsauth::parse_data;
 use aws_auth_operator::controller::reconcile_loop;
 use aws_auth_operator::plan::Settings;
-use aws_auth_operator::server::{METRICS_PREFIX, Metrics};
+use aws_auth_operator::server::{Health, METRICS_PREFIX, Metrics};
 use aws_auth_operator::status::READY;
 use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
@@ -87,7 +87,11 @@ impl Running {
             let (fake, metrics, wake) = (fake.clone(), metrics.clone(), wake.clone());
             tokio::spawn(async move {
                 let ctx = context(&fake, Settings::default());
-                reconcile_loop(&ctx, &store, &wake, resync, &metrics, None, stopped).await;
+                let health = Health::new();
+                reconcile_loop(
+                    &ctx, &store, &wake, resync, &metrics, &health, None, stopped,
+                )
+                .await;
             })
         };
         Running {

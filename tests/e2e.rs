@@ -257,10 +257,10 @@ impl Suite {
             return Ok(());
         };
         let managed = managed_set(aws_auth)?;
-        if !managed.0.is_empty() {
+        if !managed.is_empty() {
             return Err(format!(
                 "kube-system/aws-auth is already managed by an aws-auth-operator ({MANAGED_ANNOTATION} lists {} principals): use a cluster without one",
-                managed.0.len()
+                managed.len()
             )
             .into());
         }

@@ -4,8 +4,8 @@ use aws_auth_operator::api::{IamIdentityMappingSpec, RenderedEntry};
 use aws_auth_operator::arn::PrincipalKey;
 use aws_auth_operator::awsauth::{ConfigMapData, Entry, parse_data};
 use aws_auth_operator::plan::{
-    Blocked, DriftPolicy, LiveAwsAuth, ManagedSet, MappingInput, Note, Outcome, Plan, Settings,
-    plan,
+    Blocked, DriftPolicy, LiveAwsAuth, ManagedSet, MappingInput, Note, Outcome, Plan,
+    RecoverySource, Settings, Unrecoverable, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -22,6 +22,7 @@ fn role_mapping(name: &str, arn: &str, username: &str, groups: &[&str]) -> Mappi
             account: None,
             username: Some(username.into()),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            adopt_existing_entry: false,
         },
         last_rendered: None,
     }
@@ -56,17 +57,31 @@ fn applied(plan: &Plan) -> LiveAwsAuth {
     LiveAwsAuth {
         data: Some(plan.data.clone()),
         managed: ManagedSet::decode(&plan.managed_annotation).unwrap(),
-        last_good: None,
+        recovery: None,
     }
 }
 
-/// Status after the operator applied `plan`: `last_rendered` from the outcome.
+/// Status after the operator applied `plan`: `last_rendered` is what it wrote for the mapping.
 fn with_status(mut mapping: MappingInput, plan: &Plan) -> MappingInput {
-    if let Some(Outcome::Rendered { entry, .. }) = plan.outcomes.get(&mapping.name) {
-        mapping.last_rendered = Some(RenderedEntry::from(entry));
-    }
+    mapping.last_rendered = plan
+        .outcomes
+        .get(&mapping.name)
+        .and_then(Outcome::written_entry)
+        .map(RenderedEntry::from);
     mapping
 }
+
+/// The recovery source the controller loads from history: a revision of `data` recorded with
+/// `managed`, and every principal managed since.
+fn source(revision: u64, plan: &Plan, ever_managed: ManagedSet) -> RecoverySource {
+    RecoverySource {
+        revision,
+        data: plan.data.clone(),
+        managed: plan.managed.clone(),
+        ever_managed: plan.managed.union(&ever_managed),
+    }
+}
+
 
 fn rendered_entry(plan: &Plan, name: &str) -> Entry {
     match &plan.outcomes[name] {
@@ -84,9 +99,10 @@ fn first_render_creates_the_data_and_the_managed_set() {
         p.data["mapRoles"],
         "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n  username: \"admin:{{SessionName}}\"\n  groups:\n    - \"system:masters\"\n"
     );
-    assert_eq!(
-        p.managed.0.iter().collect::<Vec<_>>(),
-        vec![&PrincipalKey::role("arn:aws:iam::111122223333:role/admin")]
+    assert_eq!(p.managed.len(), 1);
+    assert!(
+        p.managed
+            .contains(&PrincipalKey::role("arn:aws:iam::111122223333:role/admin"))
     );
     assert_eq!(p.managed_entries, 1);
 }
@@ -172,16 +188,28 @@ fn the_oldest_mapping_wins_a_principal_then_the_name() {
     assert!(matches!(p.outcomes["b"], Outcome::Conflict { .. }));
 }
 
+/// IAM user names are unique case-insensitively, and the authenticator matches both entries
+/// (picking one at random): two mappings for `user/Alice` and `user/alice` are one principal,
+/// and the younger one is in Conflict, as for roles (finding 7).
 #[test]
-fn user_arns_differing_in_case_are_different_principals() {
-    let a = role_mapping("a", "arn:aws:iam::111122223333:user/Alice", "a", &[]);
-    let b = role_mapping("b", "arn:aws:iam::111122223333:user/alice", "b", &[]);
+fn user_arns_differing_in_case_are_one_principal() {
+    let mut a = role_mapping("a", "arn:aws:iam::111122223333:user/Alice", "a", &[]);
+    a.creation_timestamp = at(1);
+    let mut b = role_mapping("b", "arn:aws:iam::111122223333:user/alice", "b", &[]);
+    b.creation_timestamp = at(2);
     let p = plan(&[a, b], &LiveAwsAuth::default(), &Settings::default());
+    assert!(matches!(p.outcomes["a"], Outcome::Rendered { .. }));
     assert!(
-        p.outcomes
-            .values()
-            .all(|o| matches!(o, Outcome::Rendered { .. }))
+        matches!(&p.outcomes["b"], Outcome::Conflict { winner, .. } if winner == "a"),
+        "{:?}",
+        p.outcomes["b"]
     );
+    assert_eq!(parse_data(&p.data).entries.users.len(), 1);
+    // The winner's status says who else claims it.
+    match &p.outcomes["a"] {
+        Outcome::Rendered { contenders, .. } => assert_eq!(contenders, &["b"]),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
@@ -245,12 +273,9 @@ fn protected_principals_are_never_changed_or_removed() {
 
     // Even when the operator once managed it, a protected entry is not removed.
     let mut managed_live = live.clone();
-    managed_live.managed = ManagedSet::new(
-        [PrincipalKey::role(
-            "arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC",
-        )]
-        .into(),
-    );
+    managed_live.managed = ManagedSet::new([PrincipalKey::role(
+        "arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC",
+    )]);
     let p = plan(&[], &managed_live, &settings);
     assert_eq!(p.data["mapRoles"], NODE_ROLE);
 }
@@ -262,7 +287,12 @@ fn group_policy() {
         .unwrap();
     let p = plan(&[admin()], &LiveAwsAuth::default(), &settings);
     match &p.outcomes["admin"] {
-        Outcome::GroupNotAllowed { group, rule } => {
+        Outcome::PolicyViolation {
+            group,
+            rule,
+            kept: None,
+            removed: None,
+        } => {
             assert_eq!(group, "system:masters");
             assert!(rule.contains("--denied-groups `system:masters`"), "{rule}");
         }
@@ -289,7 +319,7 @@ fn group_policy() {
     assert!(matches!(p.outcomes["ok"], Outcome::Rendered { .. }));
     // Patterns match the whole group name.
     assert!(
-        matches!(&p.outcomes["no"], Outcome::GroupNotAllowed { group, .. } if group == "xteam-c")
+        matches!(&p.outcomes["no"], Outcome::PolicyViolation { group, .. } if group == "xteam-c")
     );
 }
 
@@ -302,9 +332,10 @@ fn a_mapping_takes_over_an_unmanaged_entry() {
     let p = plan(&[admin()], &live, &Settings::default());
     match &p.outcomes["admin"] {
         Outcome::Rendered {
-            took_over: Some(previous),
+            took_over,
+            gives_back_on_delete: true,
             ..
-        } => assert_eq!(previous.username(), Some("old")),
+        } => assert_eq!(took_over[0].username(), Some("old")),
         other => panic!("{other:?}"),
     }
     assert!(matches!(&p.notes[..], [Note::TookOver { mapping, .. }] if mapping == "admin"));
@@ -326,7 +357,7 @@ fn deleting_a_mapping_removes_its_entry_but_nothing_else() {
     assert_eq!(roles.len(), 1);
     assert!(roles[0].arn.ends_with("NodeInstanceRole-1ABC"));
     assert!(matches!(&p.notes[..], [Note::Removed { .. }]));
-    assert!(p.managed.0.is_empty());
+    assert!(p.managed.is_empty());
 }
 
 fn hand_edit(plan: &Plan, from: &str, to: &str) -> LiveAwsAuth {
@@ -425,7 +456,7 @@ fn malformed_live_key_is_recovered_from_the_last_good_revision() {
     let good = live(&[("mapRoles", NODE_ROLE)]);
     let first = plan(&[admin()], &good, &Settings::default());
     let mut broken = applied(&first);
-    broken.last_good = Some(first.data.clone());
+    broken.recovery = Some(source(4, &first, ManagedSet::default()));
     broken
         .data
         .as_mut()
@@ -437,10 +468,11 @@ fn malformed_live_key_is_recovered_from_the_last_good_revision() {
         &Settings::default(),
     );
     assert!(p.blocked.is_none());
-    assert!(matches!(
-        &p.notes[..],
-        [Note::Recovered { restored: 1, .. }]
-    ));
+    assert!(
+        matches!(&p.notes[..], [Note::Recovered { restored, revision: 4, .. }] if restored.len() == 1),
+        "{:?}",
+        p.notes
+    );
     assert_eq!(parse_data(&p.data).entries, parse_data(&first.data).entries);
     assert!(p.changed);
 }
@@ -448,10 +480,11 @@ fn malformed_live_key_is_recovered_from_the_last_good_revision() {
 #[test]
 fn malformed_live_key_blocks_the_plan_without_recovery() {
     let mut broken = live(&[("mapRoles", "- rolearn: x\n bad: [\n")]);
-    broken.last_good = Some(ConfigMapData::from([(
-        "mapRoles".to_string(),
-        NODE_ROLE.to_string(),
-    )]));
+    broken.recovery = Some(RecoverySource {
+        revision: 1,
+        data: ConfigMapData::from([("mapRoles".to_string(), NODE_ROLE.to_string())]),
+        ..Default::default()
+    });
     let settings = Settings {
         recover_malformed: false,
         ..Default::default()
@@ -467,32 +500,63 @@ fn malformed_live_key_blocks_the_plan_without_recovery() {
         Outcome::Blocked { reason, message } => {
             assert_eq!(*reason, "LiveAwsAuthMalformed");
             assert!(message.contains("mapRoles"), "{message}");
+            // Finding 14: the message says why, not "no good revision" (there is one).
+            assert!(message.contains("--recover-malformed=false"), "{message}");
+            assert!(!message.contains("no revision"), "{message}");
         }
         other => panic!("{other:?}"),
     }
     // Recovery on, but nothing to recover from.
-    broken.last_good = None;
+    broken.recovery = None;
     let p = plan(&[admin()], &broken, &Settings::default());
     assert!(matches!(
         p.blocked,
-        Some(Blocked::LiveAwsAuthMalformed { .. })
+        Some(Blocked::LiveAwsAuthMalformed {
+            why: Unrecoverable::NoGoodRevision,
+            ..
+        })
     ));
 }
 
+/// A mapping whose entry does not fit is refused on its own (DoesNotFit); an aws-auth that is
+/// too large even without any change blocks the write.
 #[test]
-fn the_size_limit_blocks_the_write() {
+fn the_size_limit_refuses_what_does_not_fit() {
     let settings = Settings {
         max_data_bytes: 100,
         ..Default::default()
     };
     let p = plan(&[admin()], &LiveAwsAuth::default(), &settings);
-    match &p.blocked {
-        Some(blocked @ Blocked::TooLarge { bytes, limit: 100 }) => {
+    assert!(p.blocked.is_none());
+    match &p.outcomes["admin"] {
+        outcome @ Outcome::DoesNotFit {
+            bytes,
+            limit: 100,
+            kept: None,
+            ..
+        } => {
             assert!(*bytes > 100);
+            let message = outcome.message();
+            assert!(message.contains("over its 100-byte limit"), "{message}");
+            assert!(message.contains("nothing is rendered"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(!p.data.contains_key("mapRoles"));
+
+    let big = live(&[("mapRoles", NODE_ROLE)]);
+    let tiny = Settings {
+        max_data_bytes: 10,
+        ..Default::default()
+    };
+    let p = plan(&[admin()], &big, &tiny);
+    match &p.blocked {
+        Some(blocked @ Blocked::TooLarge { bytes, limit: 10 }) => {
+            assert!(*bytes > 10);
             assert!(
                 blocked
                     .to_string()
-                    .contains("over the 100-byte ConfigMap limit")
+                    .contains("over the 10-byte ConfigMap limit")
             );
         }
         other => panic!("{other:?}"),
@@ -514,16 +578,13 @@ fn account_mappings_render_into_map_accounts() {
 
 #[test]
 fn managed_set_annotation_round_trips() {
-    let set = ManagedSet::new(
-        [
-            PrincipalKey::role("arn:aws:iam::111122223333:role/Admin"),
-            PrincipalKey::role("arn:aws-cn:iam::111122223333:role/x"),
-            PrincipalKey::user("arn:aws:iam::111122223333:user/ops/Alice"),
-            PrincipalKey::user("arn:aws:iam::444455556666:user/bob"),
-            PrincipalKey::account("444455556666"),
-        ]
-        .into(),
-    );
+    let set = ManagedSet::new([
+        PrincipalKey::role("arn:aws:iam::111122223333:role/Admin"),
+        PrincipalKey::role("arn:aws-cn:iam::111122223333:role/x"),
+        PrincipalKey::user("arn:aws:iam::111122223333:user/ops/Alice"),
+        PrincipalKey::user("arn:aws:iam::444455556666:user/bob"),
+        PrincipalKey::account("444455556666"),
+    ]);
     let text = set.encode();
     assert_eq!(ManagedSet::decode(&text).unwrap(), set);
     assert!(ManagedSet::decode("not json").is_err());
@@ -628,12 +689,7 @@ mod properties {
 
     fn managed_keys() -> impl Strategy<Value = ManagedSet> {
         prop::collection::btree_set(prop::sample::select(ROLES.to_vec()), 0..4).prop_map(|names| {
-            ManagedSet::new(
-                names
-                    .into_iter()
-                    .map(|n| PrincipalKey::role(&role_arn(n)))
-                    .collect(),
-            )
+            ManagedSet::new(names.into_iter().map(|n| PrincipalKey::role(&role_arn(n))))
         })
     }
 
@@ -658,7 +714,7 @@ mod properties {
             let live = LiveAwsAuth {
                 data: Some(render_data(&live_entries)),
                 managed: managed.clone(),
-                last_good: None,
+                recovery: None,
             };
             let result = plan(&mappings, &live, &settings);
             let before = entries_of(live.data.as_ref().unwrap());

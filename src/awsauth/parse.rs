@@ -328,8 +328,9 @@ impl<'a> SectionParser<'a> {
         for (index, item) in items.into_iter().enumerate() {
             match self.section {
                 Section::MapAccounts => {
-                    let account = self.account(index, item.into_node());
-                    self.out.entries.accounts.push(account);
+                    if let Some(account) = self.account(index, item.into_node()) {
+                        self.out.entries.accounts.push(account);
+                    }
                 }
                 Section::MapRoles | Section::MapUsers => {
                     let mapping = match item {
@@ -451,7 +452,23 @@ impl<'a> SectionParser<'a> {
     }
 
     /// A string-typed value the way Go's json would decode it into a `string` field.
-    fn string_value(&mut self, index: usize, field: &str, node: Node) -> String {
+    /// A string field as Go's encoding/json fills it from the JSON go-yaml made: a non-string
+    /// value is a type error that leaves the field empty. `group` is the item's position when
+    /// the value is one element of `groups` (then only that element becomes "").
+    fn string_value(
+        &mut self,
+        index: usize,
+        field: &str,
+        node: Node,
+        group: Option<usize>,
+    ) -> String {
+        let (what, effect) = match group {
+            Some(item) => (
+                format!("group #{} ", item + 1),
+                "the authenticator turns this group into an empty string (the other groups still apply)".to_string(),
+            ),
+            None => (String::new(), format!("the authenticator leaves {field} empty")),
+        };
         match node {
             Node::Scalar {
                 value,
@@ -467,8 +484,12 @@ impl<'a> SectionParser<'a> {
                 resolved,
                 pos,
             } => {
+                let shown = match group {
+                    Some(_) => format!("`{value}`"),
+                    None => format!("`{field}: {value}`"),
+                };
                 let message = format!(
-                    "`{field}: {value}` is unquoted, so YAML 1.1 reads it as {}; the authenticator leaves {field} empty. Quote it: \"{value}\"",
+                    "{what}{shown} is unquoted, so YAML 1.1 reads it as {}; {effect}. Quote it: \"{value}\"",
                     resolved.describe()
                 );
                 self.push(
@@ -481,10 +502,16 @@ impl<'a> SectionParser<'a> {
                 String::new()
             }
             other => {
-                let message = format!(
-                    "`{field}` must be a string but is {}; the authenticator leaves it empty",
-                    other.kind_name()
-                );
+                let message = match group {
+                    Some(_) => format!(
+                        "{what}of `groups` must be a string but is {}; {effect}",
+                        other.kind_name()
+                    ),
+                    None => format!(
+                        "`{field}` must be a string but is {}; {effect}",
+                        other.kind_name()
+                    ),
+                };
                 self.push(
                     Severity::Error,
                     DiagnosticKind::FieldWrongType,
@@ -497,34 +524,26 @@ impl<'a> SectionParser<'a> {
         }
     }
 
-    fn account(&mut self, index: usize, item: Node) -> String {
+    /// A mapAccounts item as go-yaml v2 decodes it into a `[]string` (no JSON step, unlike the
+    /// other keys): every non-null scalar is its literal text, whatever YAML 1.1 would resolve it
+    /// to (`- 777788889999`, `- 012345678901`, `- true` stay those strings); null (`~`, an empty
+    /// item) is ""; a list or mapping is a type error and go-yaml skips the item (`None`).
+    fn account(&mut self, index: usize, item: Node) -> Option<String> {
         let item_pos = item.pos();
         let account = match item {
             Node::Scalar {
-                value,
-                resolved: ScalarType::Str,
-                ..
-            } => value,
-            Node::Scalar {
-                value,
-                resolved,
+                resolved: ScalarType::Null,
                 pos,
-            } if resolved != ScalarType::Null => {
+                value,
+            } => {
+                let shown = if value.is_empty() {
+                    "an empty item".to_string()
+                } else {
+                    format!("`{value}` (null in YAML 1.1)")
+                };
                 let message = format!(
-                    "account `{value}` is unquoted, so YAML 1.1 reads it as {}; the authenticator gets an empty account id. Quote it: \"{value}\"",
-                    resolved.describe()
+                    "{shown} is an empty account id for the authenticator: this entry never matches"
                 );
-                self.push(
-                    Severity::Error,
-                    DiagnosticKind::Coerced,
-                    Some(index),
-                    Some(pos),
-                    message,
-                );
-                return String::new();
-            }
-            Node::Scalar { pos, .. } => {
-                let message = "empty account id: this entry never matches".to_string();
                 self.push(
                     Severity::Error,
                     DiagnosticKind::InvalidAccountId,
@@ -532,11 +551,12 @@ impl<'a> SectionParser<'a> {
                     Some(pos),
                     message,
                 );
-                return String::new();
+                return Some(String::new());
             }
+            Node::Scalar { value, .. } => value,
             other => {
                 let message = format!(
-                    "mapAccounts entries are account ids, but this one is {}; the authenticator gets an empty account id",
+                    "mapAccounts entries are account ids, but this one is {}; the authenticator skips it",
                     other.kind_name()
                 );
                 self.push(
@@ -546,7 +566,7 @@ impl<'a> SectionParser<'a> {
                     Some(other.pos()),
                     message,
                 );
-                return String::new();
+                return None;
             }
         };
         if !is_account_id(&account) {
@@ -560,7 +580,7 @@ impl<'a> SectionParser<'a> {
                 message,
             );
         }
-        account
+        Some(account)
     }
 
     fn arn_mapping(&mut self, index: usize, item: Node) -> ArnMapping {
@@ -664,9 +684,9 @@ impl<'a> SectionParser<'a> {
                 continue;
             };
             match field {
-                "username" => mapping.username = self.string_value(index, field, node),
+                "username" => mapping.username = self.string_value(index, field, node, None),
                 "groups" => mapping.groups = self.groups(index, node),
-                _ => mapping.arn = self.string_value(index, field, node),
+                _ => mapping.arn = self.string_value(index, field, node, None),
             }
         }
         if self.diagnose != Diagnose::No {
@@ -679,7 +699,8 @@ impl<'a> SectionParser<'a> {
         match node {
             Node::Seq { items, .. } => items
                 .into_iter()
-                .map(|item| self.string_value(index, "groups", item))
+                .enumerate()
+                .map(|(item, node)| self.string_value(index, "groups", node, Some(item)))
                 .collect(),
             Node::Scalar {
                 resolved: ScalarType::Null,

@@ -1,5 +1,6 @@
-//! entries -> aws-auth data. Deterministic (stable-sorted by the authenticator's lookup key, so
-//! the relative order of duplicates, and with it "last wins", is kept) and YAML-1.1-safe: every
+//! entries -> aws-auth data. Deterministic (stable-sorted by the lowercased ARN, the key the
+//! authenticator looks roles and users up by, so the relative order of duplicates and case
+//! variants, and with it "last wins", is kept) and YAML-1.1-safe: every
 //! string is double-quoted, so nothing can be read as a boolean, number or null, and characters
 //! YAML 1.1 treats as line breaks (NEL, LS, PS) are escaped.
 
@@ -8,14 +9,14 @@ use std::fmt::Write;
 
 use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section};
 
-/// The authenticator's lookup key for roles: role ARNs match case-insensitively.
-fn role_key(m: &ArnMapping) -> String {
+/// The authenticator's lookup key: role and user ARNs match case-insensitively.
+fn arn_key(m: &ArnMapping) -> String {
     m.arn.to_lowercase()
 }
 
-/// The order of `role_key`, without allocating for ASCII ARNs (for checks; sorting caches the
+/// The order of `arn_key`, without allocating for ASCII ARNs (for checks; sorting caches the
 /// keys instead, which is faster than comparing byte by byte).
-fn role_order(a: &ArnMapping, b: &ArnMapping) -> Ordering {
+fn arn_order(a: &ArnMapping, b: &ArnMapping) -> Ordering {
     let (a, b) = (&a.arn, &b.arn);
     if a.is_ascii() && b.is_ascii() {
         // ARNs share long prefixes: skip the identical bytes at memcmp speed, then compare the
@@ -48,23 +49,18 @@ fn common_prefix_len(a: &[u8], b: &[u8]) -> usize {
         .count()
 }
 
-/// User ARNs are matched exactly.
-fn user_order(a: &ArnMapping, b: &ArnMapping) -> Ordering {
-    a.arn.cmp(&b.arn)
-}
-
 /// Sorts entries the way the renderer writes them. Stable: entries with the same key keep their
 /// relative order.
 pub fn sort_entries(entries: &mut AwsAuthEntries) {
-    entries.roles.sort_by_cached_key(role_key);
-    entries.users.sort_by(user_order);
+    entries.roles.sort_by_cached_key(arn_key);
+    entries.users.sort_by_cached_key(arn_key);
     entries.accounts.sort();
 }
 
 /// Whether `sort_entries` would leave the entries as they are.
 pub fn is_sorted(entries: &AwsAuthEntries) -> bool {
-    entries.roles.is_sorted_by(|a, b| role_order(a, b).is_le())
-        && entries.users.is_sorted_by(|a, b| user_order(a, b).is_le())
+    entries.roles.is_sorted_by(|a, b| arn_order(a, b).is_le())
+        && entries.users.is_sorted_by(|a, b| arn_order(a, b).is_le())
         && entries.accounts.is_sorted()
 }
 
@@ -72,9 +68,9 @@ pub fn is_sorted(entries: &AwsAuthEntries) -> bool {
 pub fn render_data(entries: &AwsAuthEntries) -> ConfigMapData {
     // Sorts references: the entries themselves are not copied.
     let mut roles: Vec<&ArnMapping> = entries.roles.iter().collect();
-    roles.sort_by_cached_key(|m| role_key(m));
+    roles.sort_by_cached_key(|m| arn_key(m));
     let mut users: Vec<&ArnMapping> = entries.users.iter().collect();
-    users.sort_by(|a, b| user_order(a, b));
+    users.sort_by_cached_key(|m| arn_key(m));
     let mut accounts: Vec<&String> = entries.accounts.iter().collect();
     accounts.sort();
     let mut data = ConfigMapData::new();
@@ -259,13 +255,13 @@ mod tests {
     proptest::proptest! {
         /// The check that decides whether to sort agrees with the order the sort uses.
         #[test]
-        fn role_order_is_the_order_of_role_keys(
+        fn arn_order_is_the_order_of_arn_keys(
             prefix in "[aA:/r-]{0,20}",
             a in "[aAbBzZ_:/é]{0,12}",
             b in "[aAbBzZ_:/é]{0,12}",
         ) {
             let (x, y) = (role(&format!("{prefix}{a}")), role(&format!("{prefix}{b}")));
-            proptest::prop_assert_eq!(role_order(&x, &y), role_key(&x).cmp(&role_key(&y)));
+            proptest::prop_assert_eq!(arn_order(&x, &y), arn_key(&x).cmp(&arn_key(&y)));
         }
     }
 }

@@ -61,6 +61,42 @@ pub enum Command {
     Run(run::RunArgs),
 }
 
+/// The settings that decide what a mapping may render, shared by `run`, `render` and
+/// `rollback` (which must predict what the operator will do).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct PolicyArgs {
+    /// A principal (role/user ARN or account id) the operator never changes or removes, e.g. a
+    /// break-glass admin or a node role. Repeatable.
+    #[arg(long = "protected-arn")]
+    pub protected: Vec<String>,
+    /// Regex every group must fully match (repeatable; any one suffices).
+    #[arg(long = "allowed-groups")]
+    pub allowed_groups: Vec<String>,
+    /// Regex no group may fully match (repeatable), e.g. `system:masters`.
+    #[arg(long = "denied-groups")]
+    pub denied_groups: Vec<String>,
+    /// Remove the entry of a mapping that violates the group policy. Without it the last
+    /// rendered entry stays and the mapping is Stalled (PolicyViolation): a policy change never
+    /// locks anyone out silently.
+    #[arg(long, env = "AWS_AUTH_OPERATOR_ENFORCE_GROUP_POLICY")]
+    pub enforce_group_policy: bool,
+}
+
+impl PolicyArgs {
+    pub fn settings(&self) -> Result<crate::plan::Settings, CliError> {
+        let mut settings = crate::plan::Settings::default()
+            .with_group_policy(&self.allowed_groups, &self.denied_groups)
+            .map_err(|e| CliError::Input(e.to_string()))?;
+        for value in &self.protected {
+            settings
+                .protect(value)
+                .map_err(|e| CliError::Input(e.to_string()))?;
+        }
+        settings.enforce_group_policy = self.enforce_group_policy;
+        Ok(settings)
+    }
+}
+
 /// Exit codes shared by the subcommands.
 pub mod exit {
     pub const OK: u8 = 0;

@@ -3,14 +3,12 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 
-use super::{CliError, exit, expand_paths, print_stdout, read_file};
+use super::{CliError, PolicyArgs, exit, expand_paths, print_stdout, read_file};
 use crate::awsauth::CONFIGMAP_NAME;
 use crate::manifest::{
     ConfigMapDoc, aws_auth_configmap, configmap_yaml, parse_configmaps, parse_mappings,
 };
-use crate::plan::{
-    LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Settings, plan,
-};
+use crate::plan::{LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Outcome, plan};
 
 /// The examples shipped in `examples/`, rendered when no path is given.
 const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
@@ -49,15 +47,8 @@ pub struct RenderArgs {
     /// unmanaged entries are kept, as the controller would.
     #[arg(long)]
     pub live: Option<PathBuf>,
-    /// A principal (role/user ARN or account id) the operator never changes. Repeatable.
-    #[arg(long = "protected-arn")]
-    pub protected: Vec<String>,
-    /// Regex every group must match (repeatable; any one suffices).
-    #[arg(long = "allowed-groups")]
-    pub allowed_groups: Vec<String>,
-    /// Regex no group may match (repeatable).
-    #[arg(long = "denied-groups")]
-    pub denied_groups: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
 }
 
 pub fn run(args: RenderArgs) -> Result<u8, CliError> {
@@ -98,14 +89,7 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
         }
     }
 
-    let mut settings = Settings::default()
-        .with_group_policy(&args.allowed_groups, &args.denied_groups)
-        .map_err(|e| CliError::Input(e.to_string()))?;
-    for value in &args.protected {
-        settings
-            .protect(value)
-            .map_err(|e| CliError::Input(e.to_string()))?;
-    }
+    let settings = args.policy.settings()?;
     let live = match &args.live {
         Some(path) => live_from_file(path)?,
         None => LiveAwsAuth::default(),
@@ -120,19 +104,7 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
         eprintln!("live aws-auth: {diagnostic}");
     }
     for note in &plan.notes {
-        match note {
-            Note::TookOver { mapping, previous } => eprintln!(
-                "{mapping}: takes over the unmanaged entry for {} in {}",
-                previous.principal(),
-                previous.section()
-            ),
-            Note::Removed { entry } => eprintln!(
-                "removed {} from {}: no mapping renders it any more",
-                entry.principal(),
-                entry.section()
-            ),
-            Note::Recovered { .. } => {}
-        }
+        eprintln!("{note}");
     }
     let mut failed = 0;
     for (name, outcome) in &plan.outcomes {
@@ -168,7 +140,7 @@ fn live_from_file(path: &Path) -> Result<LiveAwsAuth, CliError> {
     Ok(LiveAwsAuth {
         data: Some(cm.data),
         managed,
-        last_good: None,
+        recovery: None,
     })
 }
 

@@ -3,10 +3,11 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{CliError, exit};
+use super::{CliError, PolicyArgs, exit};
 use crate::controller::history::DEFAULT_HISTORY_LIMIT;
+use crate::controller::reconcile::DEFAULT_STATUS_CONCURRENCY;
 use crate::controller::{RunConfig, run as run_controller};
-use crate::plan::{DriftPolicy, Settings};
+use crate::plan::DriftPolicy;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -17,15 +18,8 @@ pub struct RunArgs {
     /// With false, nothing is written and every mapping is Stalled until a person fixes it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set, env = "AWS_AUTH_OPERATOR_RECOVER_MALFORMED")]
     pub recover_malformed: bool,
-    /// A principal (role/user ARN or account id) the operator never changes or removes. Repeatable.
-    #[arg(long = "protected-arn")]
-    pub protected: Vec<String>,
-    /// Regex every group must fully match (repeatable; any one suffices).
-    #[arg(long = "allowed-groups")]
-    pub allowed_groups: Vec<String>,
-    /// Regex no group may fully match (repeatable), e.g. `system:masters`.
-    #[arg(long = "denied-groups")]
-    pub denied_groups: Vec<String>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Revisions of aws-auth kept in kube-system/aws-auth-operator-history.
     #[arg(long, default_value_t = DEFAULT_HISTORY_LIMIT)]
     pub history_limit: usize,
@@ -41,17 +35,13 @@ pub struct RunArgs {
     /// Full reconcile at least this often, even without events.
     #[arg(long, default_value_t = 300)]
     pub resync_seconds: u64,
+    /// IamIdentityMapping status patches in flight at once.
+    #[arg(long, default_value_t = DEFAULT_STATUS_CONCURRENCY)]
+    pub status_concurrency: usize,
 }
 
 pub fn run(args: RunArgs) -> Result<u8, CliError> {
-    let mut settings = Settings::default()
-        .with_group_policy(&args.allowed_groups, &args.denied_groups)
-        .map_err(|e| CliError::Input(e.to_string()))?;
-    for value in &args.protected {
-        settings
-            .protect(value)
-            .map_err(|e| CliError::Input(e.to_string()))?;
-    }
+    let mut settings = args.policy.settings()?;
     settings.drift = args.drift;
     settings.recover_malformed = args.recover_malformed;
     let config = RunConfig {
@@ -61,6 +51,7 @@ pub fn run(args: RunArgs) -> Result<u8, CliError> {
         lease_namespace: args.lease_namespace,
         metrics_addr: args.metrics_addr,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
+        status_concurrency: args.status_concurrency.max(1),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

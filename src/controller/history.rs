@@ -1,17 +1,30 @@
 //! Revisions of aws-auth kept in the `kube-system/aws-auth-operator-history` ConfigMap.
 //!
-//! Before every write of aws-auth the controller saves the data it is about to replace (and the
-//! managed-principals annotation) as a revision; `aws-auth-operator rollback` restores one. Each
-//! revision is one data key, `revision-<10-digit zero-padded number>`, whose value is the
-//! [`Revision`] as JSON. The newest `keep` revisions are kept, and fewer when they would not fit
-//! in a ConfigMap.
+//! The history is the sequence of distinct states aws-auth had, as the operator saw them: every
+//! state it wrote, and every state another writer (a person, eksctl, EKS) left that the operator
+//! read. A burst of the operator's own writes (a GitOps sync creating or deleting mappings one by
+//! one) is coalesced into its last state, so the state before the burst is never pushed out by
+//! it. `aws-auth-operator rollback` restores a revision; recovery of a malformed key (or a deleted
+//! aws-auth) restores unmanaged entries from the newest revision that parses cleanly.
 //!
-//! The functions that build and read the ConfigMap are pure ([`decode`], [`with_revision`],
-//! [`last_good`], [`find`]); [`load`] and [`record`] move them to and from the API server, with
-//! compare-and-swap writes.
+//! Each revision is one `binaryData` key, `revision-<10-digit zero-padded number>`, holding the
+//! [`Revision`] as gzip-compressed JSON (aws-auth compresses about tenfold, so the requested
+//! number of revisions fits even for a large aws-auth). Revisions written by older versions as
+//! plain JSON under `data` are still read, and re-encoded at the next write. The newest
+//! `keep` revisions are kept, and fewer when they would not fit in a ConfigMap (then the
+//! `awsauth.dev/history` annotation and the log say how many).
+//!
+//! The functions that build and read the ConfigMap are pure ([`decode`], [`with_state`],
+//! [`last_good`], [`recovery_source`], [`find`]); [`load`] and [`record`] move them to and from the
+//! API server, with compare-and-swap writes.
 
 use std::collections::BTreeMap;
+use std::io::{Read, Write};
 
+use flate2::Compression;
+use flate2::read::GzDecoder;
+use flate2::write::GzEncoder;
+use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::Api;
@@ -21,6 +34,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::awsauth::{CONFIGMAP_NAMESPACE, ConfigMapData, MAX_CONFIGMAP_DATA_BYTES, parse_data};
+use crate::plan::{ManagedSet, RecoverySource};
 
 pub const HISTORY_CONFIGMAP: &str = "aws-auth-operator-history";
 pub const DEFAULT_HISTORY_LIMIT: usize = 10;
@@ -30,11 +44,30 @@ pub const SIZE_MARGIN_BYTES: usize = 16 * 1024;
 pub const MAX_HISTORY_DATA_BYTES: usize = MAX_CONFIGMAP_DATA_BYTES - SIZE_MARGIN_BYTES;
 /// Compare-and-swap writes give up after this many conflicts in a row.
 pub const MAX_WRITE_ATTEMPTS: u32 = 5;
+/// The operator's own writes less than this far apart are one burst: each replaces the
+/// revision of the previous one.
+pub const COALESCE_SECONDS: i64 = 60;
+/// Annotation on the history ConfigMap: how many revisions are kept, of how many requested.
+pub const HISTORY_ANNOTATION: &str = "awsauth.dev/history";
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "aws-auth-operator";
 
 const KEY_PREFIX: &str = "revision-";
+
+/// Who left a recorded state in aws-auth.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Origin {
+    /// Written by the operator's reconcile (revisions of older versions, which saved the state
+    /// before each write, read as this too).
+    #[default]
+    Operator,
+    /// Left by another writer and read by the operator.
+    Observed,
+    /// Written by `aws-auth-operator rollback`.
+    Rollback,
+}
 
 /// One saved state of aws-auth.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -42,13 +75,37 @@ pub struct Revision {
     pub revision: u64,
     /// When it was saved (whole seconds, as Kubernetes timestamps are).
     pub time: Time,
-    /// Why it was saved, e.g. `before aws-auth-operator rewrote mapRoles`.
+    /// What happened, e.g. `aws-auth-operator rewrote mapRoles`.
     pub reason: String,
     /// The aws-auth data at that time.
     pub data: ConfigMapData,
     /// The managed-principals annotation at that time, if aws-auth had one.
     #[serde(default)]
     pub managed_annotation: Option<String>,
+    #[serde(default)]
+    pub origin: Origin,
+}
+
+impl Revision {
+    /// Whether it records exactly this state of aws-auth.
+    pub fn is_state(&self, state: &State) -> bool {
+        self.data == *state.data && self.managed_annotation.as_deref() == state.managed_annotation
+    }
+
+    /// The managed set recorded with it (empty when it has none or it is unreadable).
+    pub fn managed(&self) -> ManagedSet {
+        self.managed_annotation
+            .as_deref()
+            .and_then(|text| ManagedSet::decode(text).ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A state of aws-auth: its data and managed annotation.
+#[derive(Clone, Copy, Debug)]
+pub struct State<'a> {
+    pub data: &'a ConfigMapData,
+    pub managed_annotation: Option<&'a str>,
 }
 
 #[derive(Debug, Error)]
@@ -56,7 +113,7 @@ pub enum HistoryError {
     #[error("{HISTORY_CONFIGMAP}: key `{key}` is not a readable revision: {reason}")]
     Corrupt { key: String, reason: String },
     #[error(
-        "revision {revision} would take {bytes} bytes, more than the {limit} bytes a history ConfigMap can hold; it was not recorded"
+        "revision {revision} would take {bytes} bytes compressed, more than the {limit} bytes a history ConfigMap can hold; it was not recorded"
     )]
     RevisionTooLarge {
         revision: u64,
@@ -66,7 +123,7 @@ pub enum HistoryError {
     #[error("serialising revision {revision}: {source}")]
     Serialize {
         revision: u64,
-        source: serde_json::Error,
+        source: std::io::Error,
     },
     #[error("revision {revision} is not in {CONFIGMAP_NAMESPACE}/{HISTORY_CONFIGMAP}{}", available_list(.available))]
     RevisionNotFound { revision: u64, available: Vec<u64> },
@@ -131,7 +188,19 @@ pub fn parse_revision_key(key: &str) -> Option<u64> {
     (revision_key(revision) == key).then_some(revision)
 }
 
-fn decode_entry(key: &str, value: &str) -> Result<Revision, HistoryError> {
+/// A revision as stored: gzip-compressed JSON.
+pub fn compress(revision: &Revision) -> Result<Vec<u8>, HistoryError> {
+    let serialize = |source| HistoryError::Serialize {
+        revision: revision.revision,
+        source,
+    };
+    let json = serde_json::to_vec(revision).map_err(|e| serialize(e.into()))?;
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(&json).map_err(serialize)?;
+    encoder.finish().map_err(serialize)
+}
+
+fn decode_value(key: &str, json: &[u8]) -> Result<Revision, HistoryError> {
     let corrupt = |reason: String| HistoryError::Corrupt {
         key: key.to_string(),
         reason,
@@ -141,7 +210,7 @@ fn decode_entry(key: &str, value: &str) -> Result<Revision, HistoryError> {
             "not a revision key (expected {KEY_PREFIX} and 10 digits)"
         ))
     })?;
-    let revision: Revision = serde_json::from_str(value).map_err(|e| corrupt(e.to_string()))?;
+    let revision: Revision = serde_json::from_slice(json).map_err(|e| corrupt(e.to_string()))?;
     if revision.revision != number {
         return Err(corrupt(format!(
             "its value says revision {}",
@@ -151,15 +220,37 @@ fn decode_entry(key: &str, value: &str) -> Result<Revision, HistoryError> {
     Ok(revision)
 }
 
-/// Every revision in the history ConfigMap, oldest first. Any key that is not a readable
-/// revision is an error naming that key.
-pub fn decode(cm: &ConfigMap) -> Result<Vec<Revision>, HistoryError> {
-    let mut revisions = cm
+fn decode_compressed(key: &str, bytes: &[u8]) -> Result<Revision, HistoryError> {
+    let mut json = Vec::new();
+    GzDecoder::new(bytes)
+        .read_to_end(&mut json)
+        .map_err(|e| HistoryError::Corrupt {
+            key: key.to_string(),
+            reason: format!("not gzip-compressed JSON: {e}"),
+        })?;
+    decode_value(key, &json)
+}
+
+/// Every stored revision (compressed under binaryData, or plain JSON under data from older
+/// versions), decoded or with its error.
+fn decode_all(cm: &ConfigMap) -> Vec<Result<Revision, HistoryError>> {
+    let plain = cm
         .data
         .iter()
         .flatten()
-        .map(|(key, value)| decode_entry(key, value))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|(key, value)| decode_value(key, value.as_bytes()));
+    let compressed = cm
+        .binary_data
+        .iter()
+        .flatten()
+        .map(|(key, value)| decode_compressed(key, &value.0));
+    plain.chain(compressed).collect()
+}
+
+/// Every revision in the history ConfigMap, oldest first. Any key that is not a readable
+/// revision is an error naming that key.
+pub fn decode(cm: &ConfigMap) -> Result<Vec<Revision>, HistoryError> {
+    let mut revisions = decode_all(cm).into_iter().collect::<Result<Vec<_>, _>>()?;
     revisions.sort_by_key(|r| r.revision);
     Ok(revisions)
 }
@@ -169,8 +260,8 @@ pub fn decode(cm: &ConfigMap) -> Result<Vec<Revision>, HistoryError> {
 pub fn decode_lossy(cm: &ConfigMap) -> (Vec<Revision>, Vec<HistoryError>) {
     let mut revisions = Vec::new();
     let mut errors = Vec::new();
-    for (key, value) in cm.data.iter().flatten() {
-        match decode_entry(key, value) {
+    for result in decode_all(cm) {
+        match result {
             Ok(revision) => revisions.push(revision),
             Err(err) => errors.push(err),
         }
@@ -190,37 +281,79 @@ fn new_history_configmap() -> ConfigMap {
     }
 }
 
-/// The history ConfigMap with one more revision, and that revision's number.
+/// What recording a state did.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Recorded {
+    /// The revision that holds the state.
+    pub revision: u64,
+    /// The state was already the newest revision: nothing to write.
+    pub unchanged: bool,
+    /// The previous revision, the operator's own write of the same burst, was replaced.
+    pub coalesced: bool,
+    /// Revisions kept after this one was added, and how many were asked for.
+    pub kept: usize,
+    pub requested: usize,
+    /// Fewer than `requested` are kept because no more fit in the ConfigMap.
+    pub limited_by_size: bool,
+}
+
+/// The history ConfigMap with `state` recorded, and what that did.
 ///
-/// The new revision is numbered one more than the highest revision key present. The newest
-/// revisions are kept: at most `keep` (at least 1, the new one), and only as many as fit in
-/// [`MAX_HISTORY_DATA_BYTES`]. A new revision that does not fit on its own is an error. Keys that
-/// are not readable revisions are dropped (a corrupt history never blocks recording). Everything
-/// else of `cm` is kept, its resourceVersion in particular, so that writing the result is a
-/// compare-and-swap.
-pub fn with_revision(
+/// Nothing changes when the newest revision already holds `state`. A write of the operator's
+/// own (`Origin::Operator`) less than [`COALESCE_SECONDS`] after the newest revision, also its
+/// own, replaces it. The new revision is numbered one more than the highest revision key
+/// present. The newest revisions are kept: at most `keep` (at least 1, the new one), and only
+/// as many as fit in [`MAX_HISTORY_DATA_BYTES`]; one that does not fit on its own is an error.
+/// Keys that are not readable revisions are dropped. Everything else of `cm` is kept, its
+/// resourceVersion in particular, so that writing the result is a compare-and-swap.
+pub fn with_state(
     cm: Option<ConfigMap>,
-    data: &ConfigMapData,
-    managed_annotation: Option<&str>,
+    state: State,
+    origin: Origin,
     reason: &str,
     time: Time,
     keep: usize,
-) -> Result<(ConfigMap, u64), HistoryError> {
+) -> Result<(ConfigMap, Recorded), HistoryError> {
+    let keep = keep.max(1);
     let mut cm = cm.unwrap_or_else(new_history_configmap);
-    let old = cm.data.take().unwrap_or_default();
-
     let mut highest = 0;
-    let mut readable: BTreeMap<u64, (String, String)> = BTreeMap::new();
-    for (key, value) in old {
-        if let Some(number) = parse_revision_key(&key) {
+    for key in cm
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, _)| k)
+        .chain(cm.binary_data.iter().flatten().map(|(k, _)| k))
+    {
+        if let Some(number) = parse_revision_key(key) {
             highest = highest.max(number);
         }
-        match decode_entry(&key, &value) {
-            Ok(revision) => {
-                readable.insert(revision.revision, (key, value));
-            }
-            Err(err) => warn!(key = %key, error = %err, "dropping an unreadable history entry"),
-        }
+    }
+    let (mut revisions, errors) = decode_lossy(&cm);
+    for err in &errors {
+        warn!(error = %err, "dropping an unreadable history entry");
+    }
+    if let Some(newest) = revisions.last()
+        && newest.is_state(&state)
+    {
+        let recorded = Recorded {
+            revision: newest.revision,
+            unchanged: true,
+            coalesced: false,
+            kept: revisions.len(),
+            requested: keep,
+            limited_by_size: false,
+        };
+        return Ok((cm, recorded));
+    }
+    let coalesced = origin == Origin::Operator
+        && revisions.last().is_some_and(|newest| {
+            newest.origin == Origin::Operator
+                && time.0.as_second() - newest.time.0.as_second() < COALESCE_SECONDS
+                // Never coalesce away the only revision.
+                && revisions.len() > 1
+        });
+    if coalesced {
+        revisions.pop();
     }
 
     let revision = highest.saturating_add(1);
@@ -228,12 +361,12 @@ pub fn with_revision(
         revision,
         time,
         reason: reason.to_string(),
-        data: data.clone(),
-        managed_annotation: managed_annotation.map(str::to_string),
+        data: state.data.clone(),
+        managed_annotation: state.managed_annotation.map(str::to_string),
+        origin,
     };
-    let value = serde_json::to_string(&new)
-        .map_err(|source| HistoryError::Serialize { revision, source })?;
     let key = revision_key(revision);
+    let value = compress(&new)?;
     let mut total = key.len() + value.len();
     if total > MAX_HISTORY_DATA_BYTES {
         return Err(HistoryError::RevisionTooLarge {
@@ -242,38 +375,56 @@ pub fn with_revision(
             limit: MAX_HISTORY_DATA_BYTES,
         });
     }
-
-    let keep = keep.max(1);
-    let mut kept = BTreeMap::from([(key, value)]);
-    let mut dropped = 0usize;
-    let mut older = readable.into_values().rev();
-    for (key, value) in older.by_ref() {
+    let mut kept = BTreeMap::from([(key, ByteString(value))]);
+    let mut limited_by_size = false;
+    for older in revisions.iter().rev() {
+        if kept.len() >= keep {
+            break;
+        }
+        let key = revision_key(older.revision);
+        let value = compress(older)?;
         let size = key.len() + value.len();
-        if kept.len() >= keep || total + size > MAX_HISTORY_DATA_BYTES {
+        if total + size > MAX_HISTORY_DATA_BYTES {
             // This one and everything older goes: the kept revisions are always the newest.
-            dropped += 1;
+            limited_by_size = true;
             break;
         }
         total += size;
-        kept.insert(key, value);
+        kept.insert(key, ByteString(value));
     }
-    dropped += older.count();
-    if dropped > 0 {
-        debug!(
-            revision,
-            dropped,
-            kept = kept.len(),
-            bytes = total,
-            "dropped the oldest revisions"
-        );
-    }
-
-    cm.data = Some(kept);
+    let recorded = Recorded {
+        revision,
+        unchanged: false,
+        coalesced,
+        kept: kept.len(),
+        requested: keep,
+        limited_by_size,
+    };
+    debug!(
+        revision,
+        kept = kept.len(),
+        bytes = total,
+        "history revisions"
+    );
+    cm.data = None;
+    cm.binary_data = Some(kept);
     cm.metadata
         .labels
         .get_or_insert_with(BTreeMap::new)
         .insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
-    Ok((cm, revision))
+    let summary = if limited_by_size {
+        format!(
+            "{} of {keep} requested revisions kept: no more fit in the ConfigMap's {MAX_HISTORY_DATA_BYTES} bytes",
+            recorded.kept
+        )
+    } else {
+        format!("up to {keep} revisions kept")
+    };
+    cm.metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(HISTORY_ANNOTATION.to_string(), summary);
+    Ok((cm, recorded))
 }
 
 /// The newest revision whose every section the authenticator can read (nothing `malformed`).
@@ -282,6 +433,22 @@ pub fn last_good(revisions: &[Revision]) -> Option<&Revision> {
         .iter()
         .filter(|r| parse_data(&r.data).malformed.is_empty())
         .max_by_key(|r| r.revision)
+}
+
+/// What to restore unmanaged entries from: the newest good revision, with every principal the
+/// operator managed in it or any newer revision (those never come back as unmanaged).
+pub fn recovery_source(revisions: &[Revision]) -> Option<RecoverySource> {
+    let good = last_good(revisions)?;
+    let ever_managed = revisions
+        .iter()
+        .filter(|r| r.revision >= good.revision)
+        .fold(ManagedSet::default(), |all, r| all.union(&r.managed()));
+    Some(RecoverySource {
+        revision: good.revision,
+        data: good.data.clone(),
+        managed: good.managed(),
+        ever_managed,
+    })
 }
 
 pub fn find(revisions: &[Revision], revision: u64) -> Option<&Revision> {
@@ -317,43 +484,31 @@ async fn get_history(api: &Api<ConfigMap>) -> Result<Option<ConfigMap>, HistoryE
     }
 }
 
-/// Saves `data` (and the managed annotation) as a new revision and returns its number.
+/// Records `state` (see [`with_state`]) and returns what that did.
 ///
 /// Creates the history ConfigMap when it is missing, otherwise replaces it with the
 /// resourceVersion that was read; when someone else wrote in between (409), re-reads and tries
-/// again, up to [`MAX_WRITE_ATTEMPTS`] times.
+/// again, up to [`MAX_WRITE_ATTEMPTS`] times. Writes nothing when the state is already the
+/// newest revision.
 pub async fn record(
     api: &Api<ConfigMap>,
-    data: &ConfigMapData,
-    managed_annotation: Option<&str>,
+    state: State<'_>,
+    origin: Origin,
     reason: &str,
     time: Time,
     keep: usize,
-) -> Result<u64, HistoryError> {
+) -> Result<Recorded, HistoryError> {
     for attempt in 1..=MAX_WRITE_ATTEMPTS {
         let current = get_history(api).await?;
-        // A retry after aws-auth's own 409 saves the same previous data again: one revision is
-        // enough, and a conflict storm must not push the older revisions out.
-        if let Some(newest) = current.as_ref().and_then(|cm| decode_lossy(cm).0.pop())
-            && newest.data == *data
-            && newest.managed_annotation.as_deref() == managed_annotation
-            && newest.reason == reason
-        {
-            debug!(
-                revision = newest.revision,
-                "the previous aws-auth is already the newest revision"
-            );
-            return Ok(newest.revision);
-        }
         let exists = current.is_some();
-        let (cm, revision) = with_revision(
-            current,
-            data,
-            managed_annotation,
-            reason,
-            time.clone(),
-            keep,
-        )?;
+        let (cm, recorded) = with_state(current, state, origin, reason, time.clone(), keep)?;
+        if recorded.unchanged {
+            debug!(
+                revision = recorded.revision,
+                "this aws-auth is already the newest revision"
+            );
+            return Ok(recorded);
+        }
         let result = if exists {
             api.replace(HISTORY_CONFIGMAP, &PostParams::default(), &cm)
                 .await
@@ -364,9 +519,22 @@ pub async fn record(
             Ok(_) => {
                 info!(
                     configmap = HISTORY_CONFIGMAP,
-                    revision, reason, attempt, "recorded an aws-auth revision"
+                    revision = recorded.revision,
+                    coalesced = recorded.coalesced,
+                    kept = recorded.kept,
+                    reason,
+                    attempt,
+                    "recorded an aws-auth revision"
                 );
-                return Ok(revision);
+                if recorded.limited_by_size {
+                    warn!(
+                        configmap = HISTORY_CONFIGMAP,
+                        kept = recorded.kept,
+                        requested = recorded.requested,
+                        "fewer revisions than --history-limit are kept: no more fit in a ConfigMap"
+                    );
+                }
+                return Ok(recorded);
             }
             // 409: Conflict on replace, AlreadyExists on create. Either way: re-read and retry.
             Err(err) if is_status(&err, 409) => {
@@ -393,7 +561,8 @@ pub async fn record(
 }
 
 /// A minimal in-memory API server for ConfigMaps in kube-system (GET, POST, PUT with
-/// resourceVersion preconditions), for the I/O tests of this module and of `cli::history`.
+/// resourceVersion preconditions) and a list of IamIdentityMappings, for the I/O tests of this
+/// module and of `cli::history`.
 #[cfg(test)]
 pub(crate) mod mock {
     use std::collections::BTreeMap;
@@ -404,13 +573,18 @@ pub(crate) mod mock {
     use kube::client::Body;
     use serde_json::{Value, json};
 
+    use crate::api::IamIdentityMapping;
+
     const PREFIX: &str = "/api/v1/namespaces/kube-system/configmaps";
+    const MAPPINGS: &str = "/apis/awsauth.dev/v1alpha1/iamidentitymappings";
 
     type Edit = Box<dyn FnOnce(&mut ConfigMap) + Send>;
 
     #[derive(Default)]
     pub struct State {
         pub configmaps: BTreeMap<String, ConfigMap>,
+        /// What a list of IamIdentityMappings returns.
+        pub mappings: Vec<IamIdentityMapping>,
         /// Requests as `METHOD name`.
         pub calls: Vec<String>,
         /// Edits applied by "someone else" right before our PUTs of that ConfigMap, one per PUT.
@@ -429,6 +603,14 @@ pub(crate) mod mock {
         }
 
         fn handle(&mut self, method: &Method, path: &str, body: &[u8]) -> (u16, Value) {
+            if path == MAPPINGS {
+                self.calls.push(format!("{method} iamidentitymappings"));
+                return (
+                    200,
+                    json!({"apiVersion": "awsauth.dev/v1alpha1", "kind": "IamIdentityMappingList",
+                           "metadata": {"resourceVersion": "1"}, "items": self.mappings}),
+                );
+            }
             let name = path.strip_prefix(PREFIX).unwrap_or_default();
             let name = name.trim_start_matches('/').to_string();
             let parsed: Option<ConfigMap> = serde_json::from_slice(body).ok();
@@ -509,6 +691,7 @@ pub(crate) mod mock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arn::PrincipalKey;
     use k8s_openapi::jiff::Timestamp;
 
     fn at(second: i64) -> Time {
@@ -519,17 +702,38 @@ mod tests {
         ConfigMapData::from([("mapRoles".to_string(), roles.to_string())])
     }
 
+    fn role(i: usize) -> String {
+        format!(
+            "- rolearn: \"arn:aws:iam::111122223333:role/role-{i}\"\n  username: \"user-{i}\"\n  groups:\n    - \"view\"\n"
+        )
+    }
+
     const GOOD: &str = "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n  username: \"admin\"\n  groups:\n    - \"system:masters\"\n";
     const MALFORMED: &str =
         "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n username: broken\n   groups: [\n";
 
-    /// A history with revisions 1..=n, each with `n` as its reason.
+    fn state(data: &ConfigMapData) -> State<'_> {
+        State {
+            data,
+            managed_annotation: None,
+        }
+    }
+
+    /// A history of `n` distinct states, observed an hour apart (nothing coalesces).
     fn history(n: u64, keep: usize) -> ConfigMap {
         let mut cm = None;
         for i in 1..=n {
-            let (next, revision) =
-                with_revision(cm, &data(GOOD), None, &i.to_string(), at(i as i64), keep).unwrap();
-            assert_eq!(revision, i);
+            let d = data(&role(i as usize));
+            let (next, recorded) = with_state(
+                cm,
+                state(&d),
+                Origin::Observed,
+                &i.to_string(),
+                at(i as i64 * 3600),
+                keep,
+            )
+            .unwrap();
+            assert_eq!(recorded.revision, i);
             cm = Some(next);
         }
         cm.unwrap()
@@ -554,20 +758,24 @@ mod tests {
     }
 
     #[test]
-    fn first_revision_creates_the_configmap() {
-        let (cm, revision) = with_revision(
+    fn first_revision_creates_the_configmap_compressed() {
+        let d = data(GOOD);
+        let (cm, recorded) = with_state(
             None,
-            &data(GOOD),
-            Some("{\"version\":1}"),
+            State {
+                data: &d,
+                managed_annotation: Some("{\"version\":2}"),
+            },
+            Origin::Operator,
             "first",
             at(0),
             10,
         )
         .unwrap();
-        assert_eq!(revision, 1);
+        assert_eq!(recorded.revision, 1);
+        assert!(!recorded.unchanged && !recorded.coalesced);
         assert_eq!(cm.metadata.name.as_deref(), Some(HISTORY_CONFIGMAP));
         assert_eq!(cm.metadata.namespace.as_deref(), Some("kube-system"));
-        assert_eq!(cm.metadata.resource_version, None);
         assert_eq!(
             cm.metadata
                 .labels
@@ -576,251 +784,266 @@ mod tests {
                 .map(String::as_str),
             Some("aws-auth-operator")
         );
-        let keys: Vec<&String> = cm.data.as_ref().unwrap().keys().collect();
+        assert!(cm.data.is_none());
+        let keys: Vec<&String> = cm.binary_data.as_ref().unwrap().keys().collect();
         assert_eq!(keys, ["revision-0000000001"]);
-        let revisions = decode(&cm).unwrap();
         assert_eq!(
-            revisions,
+            decode(&cm).unwrap(),
             vec![Revision {
                 revision: 1,
                 time: at(0),
                 reason: "first".to_string(),
-                data: data(GOOD),
-                managed_annotation: Some("{\"version\":1}".to_string()),
+                data: d,
+                managed_annotation: Some("{\"version\":2}".to_string()),
+                origin: Origin::Operator,
             }]
         );
     }
 
     #[test]
-    fn numbering_continues_from_the_highest_revision() {
-        let cm = history(3, 10);
-        assert_eq!(numbers(&cm), [1, 2, 3]);
-        // Even after the oldest were trimmed, numbers are never reused.
-        let cm = history(15, 4);
-        assert_eq!(numbers(&cm), [12, 13, 14, 15]);
-        let (_, next) = with_revision(Some(cm), &data(GOOD), None, "x", at(99), 4).unwrap();
-        assert_eq!(next, 16);
+    fn the_same_state_twice_is_one_revision() {
+        let cm = history(2, 10);
+        let d = data(&role(2));
+        let (again, recorded) = with_state(
+            Some(cm.clone()),
+            state(&d),
+            Origin::Observed,
+            "x",
+            at(99_999),
+            10,
+        )
+        .unwrap();
+        assert!(recorded.unchanged);
+        assert_eq!(recorded.revision, 2);
+        assert_eq!(again, cm, "nothing to write");
+        // The same data with another annotation is another state.
+        let (_, recorded) = with_state(
+            Some(cm),
+            State {
+                data: &d,
+                managed_annotation: Some("{}"),
+            },
+            Origin::Observed,
+            "x",
+            at(99_999),
+            10,
+        )
+        .unwrap();
+        assert_eq!(recorded.revision, 3);
     }
 
+    /// A burst of the operator's own writes leaves one revision (its last state), and the state
+    /// before the burst is kept; a foreign edit in between is never coalesced away.
     #[test]
-    fn decode_is_ascending_whatever_the_key_order() {
-        let mut cm = history(3, 10);
-        // Keys past 10 digits sort before shorter ones as strings; decode sorts by number.
-        let big = Revision {
-            revision: 12_345_678_901,
-            time: at(5),
-            reason: "big".to_string(),
-            data: ConfigMapData::new(),
-            managed_annotation: None,
-        };
-        cm.data.as_mut().unwrap().insert(
-            revision_key(big.revision),
-            serde_json::to_string(&big).unwrap(),
-        );
-        assert_eq!(numbers(&cm), [1, 2, 3, 12_345_678_901]);
-        let (_, next) = with_revision(Some(cm), &data(GOOD), None, "x", at(6), 10).unwrap();
-        assert_eq!(next, 12_345_678_902);
+    fn a_burst_of_own_writes_is_coalesced() {
+        let before = data("before");
+        let (mut cm, _) = with_state(
+            None,
+            state(&before),
+            Origin::Observed,
+            "observed",
+            at(0),
+            10,
+        )
+        .unwrap();
+        for i in 1..=300 {
+            let d = data(&role(i));
+            let (next, recorded) = with_state(
+                Some(cm),
+                state(&d),
+                Origin::Operator,
+                "write",
+                at(100 + i as i64),
+                10,
+            )
+            .unwrap();
+            assert_eq!(recorded.coalesced, i > 1, "write {i}");
+            cm = next;
+        }
+        let revisions = decode(&cm).unwrap();
+        assert_eq!(revisions.len(), 2);
+        assert_eq!(revisions[0].data, before);
+        assert_eq!(revisions[1].data, data(&role(300)));
+        assert_eq!(revisions[1].revision, 301, "numbers are never reused");
+        // A foreign edit, then the operator again: three states.
+        let foreign = data("foreign");
+        let (cm, _) = with_state(
+            Some(cm),
+            state(&foreign),
+            Origin::Observed,
+            "edit",
+            at(500),
+            10,
+        )
+        .unwrap();
+        let (cm, recorded) = with_state(
+            Some(cm),
+            state(&before),
+            Origin::Operator,
+            "write",
+            at(501),
+            10,
+        )
+        .unwrap();
+        assert!(!recorded.coalesced);
+        assert_eq!(decode(&cm).unwrap().len(), 4);
+        // After a quiet minute, the operator's next write is a revision of its own.
+        let (cm, recorded) = with_state(
+            Some(cm),
+            state(&foreign),
+            Origin::Operator,
+            "write",
+            at(501 + COALESCE_SECONDS),
+            10,
+        )
+        .unwrap();
+        assert!(!recorded.coalesced);
+        assert_eq!(decode(&cm).unwrap().len(), 5);
     }
 
     #[test]
     fn trims_the_oldest_beyond_keep() {
         let cm = history(12, 10);
         assert_eq!(numbers(&cm), (3..=12).collect::<Vec<_>>());
-        let reasons: Vec<String> = decode(&cm).unwrap().into_iter().map(|r| r.reason).collect();
-        assert_eq!(reasons.first().map(String::as_str), Some("3"));
-        assert_eq!(reasons.last().map(String::as_str), Some("12"));
         // A smaller limit trims the existing history down at the next write.
-        let (cm, _) = with_revision(Some(cm), &data(GOOD), None, "x", at(13), 2).unwrap();
+        let d = data("x");
+        let (cm, recorded) =
+            with_state(Some(cm), state(&d), Origin::Observed, "x", at(99_999), 2).unwrap();
         assert_eq!(numbers(&cm), [12, 13]);
-        // keep 0 still records the new revision.
-        let (cm, _) = with_revision(Some(cm), &data(GOOD), None, "x", at(14), 0).unwrap();
-        assert_eq!(numbers(&cm), [14]);
+        assert_eq!((recorded.kept, recorded.requested), (2, 2));
+        assert!(!recorded.limited_by_size);
     }
 
-    fn big_data(bytes: usize) -> ConfigMapData {
-        data(&"x".repeat(bytes))
-    }
-
-    fn total_bytes(cm: &ConfigMap) -> usize {
-        crate::awsauth::data_size(cm.data.as_ref().unwrap())
-    }
-
+    /// Random text does not compress: a few large revisions fill the ConfigMap, and the
+    /// annotation and the result say how many of the requested revisions were kept.
     #[test]
-    fn trims_the_oldest_while_over_the_size_limit() {
+    fn trims_by_size_and_says_so() {
+        let noise = |seed: u64, bytes: usize| {
+            let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+            (0..bytes)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(b'!' + (x % 90) as u8)
+                })
+                .collect::<String>()
+        };
         let mut cm = None;
+        let mut last = None;
         for i in 1..=4 {
-            let (next, _) =
-                with_revision(cm, &big_data(300 * 1024), None, "big", at(i), 10).unwrap();
+            let d = data(&noise(i, 350 * 1024));
+            let (next, recorded) = with_state(
+                cm,
+                state(&d),
+                Origin::Observed,
+                "big",
+                at(i as i64 * 3600),
+                10,
+            )
+            .unwrap();
             cm = Some(next);
+            last = Some(recorded);
         }
         let cm = cm.unwrap();
-        // Three 300 KiB revisions fit under 1 MiB - 16 KiB; four do not.
+        let recorded = last.unwrap();
         assert_eq!(numbers(&cm), [2, 3, 4]);
-        assert!(total_bytes(&cm) <= MAX_HISTORY_DATA_BYTES);
-        // A large one pushes out as many old ones as it needs to, oldest first.
-        let (cm, revision) =
-            with_revision(Some(cm), &big_data(700 * 1024), None, "bigger", at(5), 10).unwrap();
-        assert_eq!(revision, 5);
-        assert_eq!(numbers(&cm), [4, 5]);
-        assert!(total_bytes(&cm) <= MAX_HISTORY_DATA_BYTES);
-        // A small one after that keeps everything that still fits.
-        let (cm, _) = with_revision(Some(cm), &data(GOOD), None, "small", at(6), 10).unwrap();
-        assert_eq!(numbers(&cm), [4, 5, 6]);
+        assert!(recorded.limited_by_size);
+        assert_eq!((recorded.kept, recorded.requested), (3, 10));
+        let note = &cm.metadata.annotations.as_ref().unwrap()[HISTORY_ANNOTATION];
+        assert!(
+            note.starts_with("3 of 10 requested revisions kept"),
+            "{note}"
+        );
+        // A revision that cannot fit at all is refused.
+        let d = data(&noise(9, MAX_HISTORY_DATA_BYTES * 2));
+        let Err(err) = with_state(Some(cm), state(&d), Origin::Observed, "huge", at(0), 10) else {
+            panic!("a revision larger than a ConfigMap was accepted");
+        };
+        assert!(
+            matches!(err, HistoryError::RevisionTooLarge { revision: 5, .. }),
+            "{err}"
+        );
+    }
+
+    /// aws-auth compresses well: ten revisions of a 600 KB aws-auth fit in one ConfigMap.
+    #[test]
+    fn ten_revisions_of_a_large_aws_auth_fit() {
+        let mut cm = None;
+        for i in 0..10 {
+            let roles: String = (0..5_000).map(|r| role(r + i * 13)).collect();
+            assert!(roles.len() > 500_000);
+            let d = data(&roles);
+            let (next, recorded) = with_state(
+                cm,
+                state(&d),
+                Origin::Observed,
+                "large",
+                at(i as i64 * 3600),
+                10,
+            )
+            .unwrap();
+            assert!(!recorded.limited_by_size, "revision {}", i + 1);
+            cm = Some(next);
+        }
+        assert_eq!(decode(&cm.unwrap()).unwrap().len(), 10);
     }
 
     #[test]
-    fn trimming_by_size_never_keeps_an_older_revision_over_a_newer_one() {
-        // 2 is too big to stay next to 4, 1 would fit: the history must stay contiguous.
-        let mut cm = history(1, 10);
-        for (bytes, i) in [(500 * 1024, 2), (10, 3)] {
-            let (next, _) =
-                with_revision(Some(cm), &big_data(bytes), None, "x", at(i), 10).unwrap();
-            cm = next;
-        }
-        let (cm, _) = with_revision(Some(cm), &big_data(600 * 1024), None, "x", at(4), 10).unwrap();
+    fn revisions_of_older_versions_are_read_and_re_encoded() {
+        let json = r#"{"revision":3,"time":"2026-01-02T03:04:05Z","reason":"before aws-auth-operator rewrote mapRoles","data":{"mapRoles":"x"}}"#;
+        let cm = ConfigMap {
+            data: Some(BTreeMap::from([(revision_key(3), json.to_string())])),
+            ..new_history_configmap()
+        };
+        let revisions = decode(&cm).unwrap();
+        assert_eq!(revisions[0].managed_annotation, None);
+        assert_eq!(revisions[0].origin, Origin::Operator);
+        assert_eq!(revisions[0].time.0.to_string(), "2026-01-02T03:04:05Z");
+        let d = data("new");
+        let (cm, recorded) =
+            with_state(Some(cm), state(&d), Origin::Observed, "x", at(0), 10).unwrap();
+        assert_eq!(recorded.revision, 4);
+        assert!(cm.data.is_none(), "old plain entries move to binaryData");
         assert_eq!(numbers(&cm), [3, 4]);
     }
 
     #[test]
-    fn a_revision_that_cannot_fit_is_refused() {
-        let existing = history(2, 10);
-        let err = with_revision(
-            Some(existing),
-            &big_data(MAX_HISTORY_DATA_BYTES),
-            None,
-            "huge",
-            at(3),
-            10,
-        )
-        .unwrap_err();
-        match err {
-            HistoryError::RevisionTooLarge {
-                revision,
-                bytes,
-                limit,
-            } => {
-                assert_eq!(revision, 3);
-                assert!(bytes > limit);
-                assert_eq!(limit, 1024 * 1024 - 16 * 1024);
-            }
-            other => panic!("unexpected {other:?}"),
-        }
-        // Exactly at the limit is fine.
-        let overhead = {
-            let (cm, _) = with_revision(None, &big_data(0), None, "edge", at(0), 10).unwrap();
-            total_bytes(&cm)
-        };
-        let (cm, _) = with_revision(
-            None,
-            &big_data(MAX_HISTORY_DATA_BYTES - overhead),
-            None,
-            "edge",
-            at(0),
-            10,
-        )
-        .unwrap();
-        assert_eq!(total_bytes(&cm), MAX_HISTORY_DATA_BYTES);
-    }
-
-    #[test]
-    fn resource_version_and_other_metadata_are_kept() {
+    fn unreadable_keys_are_named_and_dropped_at_the_next_write() {
         let mut cm = history(2, 10);
-        cm.metadata.resource_version = Some("4711".to_string());
-        cm.metadata.uid = Some("uid-1".to_string());
-        cm.metadata.labels = Some(BTreeMap::from([(
-            "team".to_string(),
-            "platform".to_string(),
-        )]));
-        let (next, _) = with_revision(Some(cm), &data(GOOD), None, "x", at(3), 10).unwrap();
-        assert_eq!(next.metadata.resource_version.as_deref(), Some("4711"));
-        assert_eq!(next.metadata.uid.as_deref(), Some("uid-1"));
-        let labels = next.metadata.labels.unwrap();
-        assert_eq!(labels.get("team").map(String::as_str), Some("platform"));
-        assert_eq!(
-            labels.get(MANAGED_BY_LABEL).map(String::as_str),
-            Some(MANAGED_BY_VALUE)
-        );
-    }
-
-    #[test]
-    fn decode_names_a_corrupt_key() {
-        let mut cm = history(2, 10);
-        cm.data
+        cm.binary_data
             .as_mut()
             .unwrap()
-            .insert(revision_key(7), "{not json".to_string());
-        match decode(&cm).unwrap_err() {
-            HistoryError::Corrupt { key, .. } => assert_eq!(key, "revision-0000000007"),
-            other => panic!("unexpected {other:?}"),
-        }
+            .insert(revision_key(9), ByteString(b"not gzip".to_vec()));
+        cm.data = Some(BTreeMap::from([("notes".to_string(), "hello".to_string())]));
+        let err = decode(&cm).unwrap_err().to_string();
         assert!(
-            decode(&cm)
-                .unwrap_err()
-                .to_string()
-                .contains("revision-0000000007")
+            err.contains("notes") || err.contains("revision-0000000009"),
+            "{err}"
         );
-
         let (readable, errors) = decode_lossy(&cm);
-        assert_eq!(readable.len(), 2);
-        assert_eq!(errors.len(), 1);
-    }
-
-    #[test]
-    fn decode_rejects_foreign_keys_and_mismatched_numbers() {
-        let mut cm = history(1, 10);
-        cm.data
-            .as_mut()
-            .unwrap()
-            .insert("notes".to_string(), "hello".to_string());
-        assert!(matches!(
-            decode(&cm).unwrap_err(),
-            HistoryError::Corrupt { key, .. } if key == "notes"
-        ));
-
-        let mut cm = history(1, 10);
-        let value = cm.data.as_ref().unwrap()[&revision_key(1)].clone();
-        cm.data.as_mut().unwrap().insert(revision_key(5), value);
-        assert!(matches!(
-            decode(&cm).unwrap_err(),
-            HistoryError::Corrupt { key, reason } if key == revision_key(5) && reason.contains("revision 1")
-        ));
-    }
-
-    #[test]
-    fn decode_of_an_empty_configmap_is_empty() {
-        assert_eq!(decode(&ConfigMap::default()).unwrap(), Vec::new());
-    }
-
-    #[test]
-    fn recording_drops_corrupt_entries_but_not_their_numbers() {
-        let mut cm = history(2, 10);
-        let entries = cm.data.as_mut().unwrap();
-        entries.insert(revision_key(9), "{not json".to_string());
-        entries.insert("notes".to_string(), "hello".to_string());
-        let (cm, revision) = with_revision(Some(cm), &data(GOOD), None, "x", at(3), 10).unwrap();
-        assert_eq!(revision, 10);
+        assert_eq!((readable.len(), errors.len()), (2, 2));
+        let d = data("x");
+        let (cm, recorded) =
+            with_state(Some(cm), state(&d), Origin::Observed, "x", at(0), 10).unwrap();
+        // Numbering continues past the unreadable key's number.
+        assert_eq!(recorded.revision, 10);
         assert_eq!(numbers(&cm), [1, 2, 10]);
     }
 
-    #[test]
-    fn managed_annotation_defaults_to_none() {
-        let json = r#"{"revision":3,"time":"2026-01-02T03:04:05Z","reason":"r","data":{}}"#;
-        let cm = ConfigMap {
-            data: Some(BTreeMap::from([(revision_key(3), json.to_string())])),
-            ..ConfigMap::default()
-        };
-        let revisions = decode(&cm).unwrap();
-        assert_eq!(revisions[0].managed_annotation, None);
-        assert_eq!(revisions[0].time.0.to_string(), "2026-01-02T03:04:05Z");
-    }
-
-    fn revision(number: u64, roles: &str) -> Revision {
+    fn revision(number: u64, roles: &str, managed: &[&str]) -> Revision {
+        let set = ManagedSet::new(
+            managed
+                .iter()
+                .map(|n| PrincipalKey::role(&format!("arn:aws:iam::111122223333:role/{n}"))),
+        );
         Revision {
             revision: number,
             time: at(number as i64),
             reason: String::new(),
             data: data(roles),
-            managed_annotation: None,
+            managed_annotation: Some(set.encode()),
+            origin: Origin::Operator,
         }
     }
 
@@ -828,29 +1051,41 @@ mod tests {
     fn last_good_skips_malformed_revisions() {
         assert!(!parse_data(&data(MALFORMED)).malformed.is_empty());
         let revisions = vec![
-            revision(1, GOOD),
-            revision(2, GOOD),
-            revision(3, MALFORMED),
-            revision(4, MALFORMED),
+            revision(1, GOOD, &[]),
+            revision(2, GOOD, &[]),
+            revision(3, MALFORMED, &[]),
+            revision(4, MALFORMED, &[]),
         ];
         assert_eq!(last_good(&revisions).map(|r| r.revision), Some(2));
-        assert_eq!(last_good(&revisions[..2]).map(|r| r.revision), Some(2));
         assert_eq!(last_good(&revisions[2..]), None);
         assert_eq!(last_good(&[]), None);
-        // An empty aws-auth is readable.
-        assert_eq!(
-            last_good(&[Revision {
-                data: ConfigMapData::new(),
-                ..revision(5, GOOD)
-            }])
-            .map(|r| r.revision),
-            Some(5)
+    }
+
+    /// A principal managed in the good revision or any later one is in `ever_managed`: recovery
+    /// never brings it back as an unmanaged entry.
+    #[test]
+    fn the_recovery_source_knows_every_principal_managed_since() {
+        let revisions = vec![
+            revision(1, GOOD, &["old"]),
+            revision(2, GOOD, &["contractor"]),
+            revision(3, MALFORMED, &["admin"]),
+        ];
+        let source = recovery_source(&revisions).unwrap();
+        assert_eq!(source.revision, 2);
+        let key = |n: &str| PrincipalKey::role(&format!("arn:aws:iam::111122223333:role/{n}"));
+        assert!(source.managed.contains(&key("contractor")));
+        assert!(source.ever_managed.contains(&key("contractor")));
+        assert!(source.ever_managed.contains(&key("admin")));
+        assert!(
+            !source.ever_managed.contains(&key("old")),
+            "older than the source"
         );
+        assert_eq!(recovery_source(&revisions[2..]), None);
     }
 
     #[test]
     fn find_by_number() {
-        let revisions = vec![revision(3, GOOD), revision(4, MALFORMED)];
+        let revisions = vec![revision(3, GOOD, &[]), revision(4, MALFORMED, &[])];
         assert_eq!(find(&revisions, 4).map(|r| r.revision), Some(4));
         assert_eq!(find(&revisions, 5), None);
     }
@@ -868,103 +1103,89 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn record_creates_then_replaces() {
-        let (client, state) = mock::start();
+    async fn record_creates_then_replaces_and_skips_the_same_state() {
+        let (client, state_) = mock::start();
         let api = api(client);
-        let first = record(&api, &data(GOOD), Some("a"), "one", at(1), 10)
+        let (good, bad) = (data(GOOD), data(MALFORMED));
+        let first = record(&api, state(&good), Origin::Observed, "one", at(1), 10)
             .await
             .unwrap();
-        let second = record(&api, &data(MALFORMED), None, "two", at(2), 10)
+        let second = record(&api, state(&bad), Origin::Observed, "two", at(2), 10)
             .await
             .unwrap();
-        assert_eq!((first, second), (1, 2));
+        let again = record(&api, state(&bad), Origin::Observed, "three", at(3), 10)
+            .await
+            .unwrap();
+        assert_eq!((first.revision, second.revision), (1, 2));
+        assert!(again.unchanged);
         assert_eq!(
-            state.lock().unwrap().calls,
+            state_.lock().unwrap().calls,
             [
                 "GET aws-auth-operator-history",
                 "POST aws-auth-operator-history",
                 "GET aws-auth-operator-history",
                 "PUT aws-auth-operator-history",
+                "GET aws-auth-operator-history",
             ]
         );
-        let (cm, revisions) = load(&api).await.unwrap();
-        assert!(cm.is_some());
+        let (_, revisions) = load(&api).await.unwrap();
         assert_eq!(revisions.len(), 2);
-        assert_eq!(revisions[0].managed_annotation.as_deref(), Some("a"));
         assert_eq!(last_good(&revisions).map(|r| r.revision), Some(1));
     }
 
     #[tokio::test]
     async fn record_retries_on_conflict_without_losing_the_other_write() {
-        let (client, state) = mock::start();
+        let (client, state_) = mock::start();
         let api = api(client);
-        record(&api, &data(GOOD), None, "one", at(1), 10)
+        let one = data("one");
+        record(&api, state(&one), Origin::Observed, "one", at(1), 10)
             .await
             .unwrap();
         // Another replica records a revision between our read and our write.
-        state.lock().unwrap().edits_before_put.push((
+        state_.lock().unwrap().edits_before_put.push((
             HISTORY_CONFIGMAP.to_string(),
             Box::new(|cm: &mut ConfigMap| {
-                let (next, _) =
-                    with_revision(Some(cm.clone()), &data(GOOD), None, "other", at(2), 10).unwrap();
+                let other = data("other");
+                let (next, _) = with_state(
+                    Some(cm.clone()),
+                    state(&other),
+                    Origin::Observed,
+                    "other",
+                    at(2),
+                    10,
+                )
+                .unwrap();
                 *cm = next;
             }),
         ));
-        let revision = record(&api, &data(GOOD), None, "mine", at(3), 10)
+        let mine = data("mine");
+        let recorded = record(&api, state(&mine), Origin::Observed, "mine", at(3), 10)
             .await
             .unwrap();
-        assert_eq!(revision, 3);
+        assert_eq!(recorded.revision, 3);
         let (_, revisions) = load(&api).await.unwrap();
         let reasons: Vec<&str> = revisions.iter().map(|r| r.reason.as_str()).collect();
         assert_eq!(reasons, ["one", "other", "mine"]);
     }
 
     #[tokio::test]
-    async fn recording_the_same_state_twice_keeps_one_revision() {
-        let (client, state) = mock::start();
-        let api = api(client);
-        let first = record(&api, &data(GOOD), Some("a"), "write", at(1), 10)
-            .await
-            .unwrap();
-        // What a reconcile retrying after aws-auth's 409 does: the same previous data again.
-        let again = record(&api, &data(GOOD), Some("a"), "write", at(2), 10)
-            .await
-            .unwrap();
-        assert_eq!((first, again), (1, 1));
-        // A different state, or the same state for another reason, is a new revision.
-        let other = record(&api, &data(GOOD), Some("b"), "write", at(3), 10)
-            .await
-            .unwrap();
-        let rollback = record(&api, &data(GOOD), Some("b"), "rollback", at(4), 10)
-            .await
-            .unwrap();
-        assert_eq!((other, rollback), (2, 3));
-        let puts = state
-            .lock()
-            .unwrap()
-            .calls
-            .iter()
-            .filter(|c| !c.starts_with("GET"))
-            .count();
-        assert_eq!(puts, 3, "the repeated state is not written");
-    }
-
-    #[tokio::test]
     async fn record_gives_up_after_repeated_conflicts() {
-        let (client, state) = mock::start();
+        let (client, state_) = mock::start();
         let api = api(client);
-        record(&api, &data(GOOD), None, "one", at(1), 10)
+        let one = data("one");
+        record(&api, state(&one), Origin::Observed, "one", at(1), 10)
             .await
             .unwrap();
         for _ in 0..MAX_WRITE_ATTEMPTS {
-            state.lock().unwrap().edits_before_put.push((
+            state_.lock().unwrap().edits_before_put.push((
                 HISTORY_CONFIGMAP.to_string(),
                 Box::new(|cm: &mut ConfigMap| {
                     cm.metadata.labels = Some(BTreeMap::new());
                 }),
             ));
         }
-        let err = record(&api, &data(GOOD), None, "mine", at(3), 10)
+        let mine = data("mine");
+        let err = record(&api, state(&mine), Origin::Observed, "mine", at(3), 10)
             .await
             .unwrap_err();
         assert!(matches!(
@@ -975,8 +1196,8 @@ mod tests {
 
     #[tokio::test]
     async fn api_errors_name_the_object() {
-        let (client, state) = mock::start();
-        state
+        let (client, state_) = mock::start();
+        state_
             .lock()
             .unwrap()
             .fail

@@ -105,18 +105,40 @@ impl LeaderConfig {
     }
 }
 
-/// This replica's identity: `POD_NAME` (set from the downward API), else the host name (the pod
-/// name too, unless hostNetwork is on), else a made-up unique name.
+/// This process's identity: `POD_NAME` (set from the downward API), else the host name, plus a
+/// random suffix. Unique per process without any configuration: two replicas on one host (or a
+/// restarted container that finds its own old lease) never believe they are the same holder.
 pub fn default_identity() -> String {
     let from_env = |name: &str| std::env::var(name).ok();
     let from_file = |path: &str| std::fs::read_to_string(path).ok();
-    resolve_identity([
+    let base = resolve_identity([
         from_env("POD_NAME"),
         from_env("HOSTNAME"),
         from_file("/proc/sys/kernel/hostname"),
         from_file("/etc/hostname"),
     ])
-    .unwrap_or_else(fallback_identity)
+    .unwrap_or_else(|| "aws-auth-operator".to_string());
+    unique_identity(&base)
+}
+
+/// `base` (shortened to fit) and a random 16-hex-digit suffix.
+fn unique_identity(base: &str) -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    // `RandomState` is seeded from the OS's randomness, per process.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    hasher.write_u128(nanos);
+    let suffix = format!("{:016x}", hasher.finish());
+    let room = MAX_IDENTITY_LEN - suffix.len() - 1;
+    let mut end = base.len().min(room);
+    while !base.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}-{suffix}", &base[..end])
 }
 
 /// The first candidate that is non-empty after trimming.
@@ -128,16 +150,6 @@ fn resolve_identity(candidates: impl IntoIterator<Item = Option<String>>) -> Opt
         .find(|c| !c.is_empty())
 }
 
-/// Unique enough for replicas that lack any host name: the pid alone is not (every container
-/// is pid 1), the start time in nanoseconds is.
-fn fallback_identity() -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("aws-auth-operator-{}-{nanos}", std::process::id())
-}
-
 /// A running election. Dropping it without [`Leadership::release`] stops the election in the
 /// background, but a held lease is then only freed on a best-effort basis.
 #[derive(Debug)]
@@ -145,6 +157,9 @@ pub struct Leadership {
     identity: String,
     lease: String,
     state: watch::Receiver<bool>,
+    /// The last error of the election (a lease the RBAC forbids, an unreachable API server),
+    /// cleared once the lease can be read and renewed again.
+    problem: watch::Receiver<Option<String>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -155,6 +170,7 @@ pub async fn elect(client: kube::Client, config: LeaderConfig) -> Result<Leaders
     config.validate()?;
     let manager = build_manager(&client, &config).await?;
     let (tx, rx) = watch::channel(false);
+    let (problem_tx, problem_rx) = watch::channel(None);
     let (stop_tx, stop_rx) = oneshot::channel();
     info!(
         identity = %config.identity,
@@ -163,11 +179,12 @@ pub async fn elect(client: kube::Client, config: LeaderConfig) -> Result<Leaders
     );
     let identity = config.identity.clone();
     let lease = lease_ref(&config);
-    let task = tokio::spawn(run(client, config, manager, tx, stop_rx));
+    let task = tokio::spawn(run(client, config, manager, tx, problem_tx, stop_rx));
     Ok(Leadership {
         identity,
         lease,
         state: rx,
+        problem: problem_rx,
         stop: Some(stop_tx),
         task: Some(task),
     })
@@ -181,6 +198,11 @@ impl Leadership {
 
     pub fn identity(&self) -> &str {
         &self.identity
+    }
+
+    /// Follows the election's problems (`None` while it works).
+    pub fn problems(&self) -> watch::Receiver<Option<String>> {
+        self.problem.clone()
     }
 
     /// Resolves once this replica holds the lease (at once if it already does).
@@ -252,6 +274,8 @@ async fn build_manager(
 enum Exit {
     Stop,
     Retry,
+    /// Leadership changed; keep going with the same manager.
+    Changed,
 }
 
 async fn run(
@@ -259,39 +283,58 @@ async fn run(
     config: LeaderConfig,
     mut manager: LeaseManager,
     tx: watch::Sender<bool>,
+    problem: watch::Sender<Option<String>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let identity = config.identity.as_str();
     let lease = lease_ref(&config);
     let mut retry = MIN_RETRY;
+    // A problem is cleared once the election has run a whole lease duration without an error.
+    let quiet = Duration::from_secs(config.lease_duration_secs);
     loop {
-        let outcome = tokio::select! {
-            biased;
-            // Ok (release) and Err (Leadership dropped) both mean stop.
-            _ = &mut stop => Exit::Stop,
-            changed = manager.changed() => match changed {
-                Ok(leading) => {
-                    tx.send_replace(leading);
-                    if leading {
-                        info!(identity, lease = %lease, "acquired leadership");
-                    } else {
-                        warn!(identity, lease = %lease, "lost leadership; standing by");
+        // Polled to completion, never dropped half-way: clearing a problem must not cancel a
+        // lease update in flight.
+        let outcome = {
+            let changed = manager.changed();
+            tokio::pin!(changed);
+            loop {
+                tokio::select! {
+                    biased;
+                    // Ok (release) and Err (Leadership dropped) both mean stop.
+                    _ = &mut stop => break Exit::Stop,
+                    _ = tokio::time::sleep(quiet), if problem.borrow().is_some() => {
+                        problem.send_replace(None);
                     }
-                    retry = MIN_RETRY;
-                    continue;
+                    result = &mut changed => break match result {
+                        Ok(leading) => {
+                            tx.send_replace(leading);
+                            problem.send_replace(None);
+                            if leading {
+                                info!(identity, lease = %lease, "acquired leadership");
+                            } else {
+                                warn!(identity, lease = %lease, "lost leadership; standing by");
+                            }
+                            retry = MIN_RETRY;
+                            Exit::Changed
+                        }
+                        Err(err) => {
+                            problem.send_replace(Some(format!("lease {lease}: {err}")));
+                            // Whether a renewal or a read failed, we can no longer prove we hold
+                            // the lease: step down before it could expire under us.
+                            if tx.send_replace(false) {
+                                warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "lease renewal failed; stepping down");
+                            } else {
+                                warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "leader election error");
+                            }
+                            Exit::Retry
+                        }
+                    },
                 }
-                Err(err) => {
-                    // Whether a renewal or a read failed, we can no longer prove we hold the
-                    // lease: step down before it could expire under us.
-                    if tx.send_replace(false) {
-                        warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "lease renewal failed; stepping down");
-                    } else {
-                        warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "leader election error");
-                    }
-                    Exit::Retry
-                }
-            },
+            }
         };
+        if let Exit::Changed = outcome {
+            continue;
+        }
         if let Exit::Stop = outcome {
             break;
         }
@@ -315,6 +358,7 @@ async fn run(
                     break;
                 }
                 Err(err) => {
+                    problem.send_replace(Some(format!("lease {lease}: {err}")));
                     warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "cannot read the lease")
                 }
             }
@@ -434,14 +478,18 @@ mod tests {
         assert_eq!(resolve_identity(Vec::<Option<String>>::new()), None);
     }
 
+    /// Two processes on one host (same POD_NAME or host name) get distinct identities, each
+    /// valid for the Lease, however long the base name.
     #[test]
-    fn fallback_identity_is_valid_and_distinct() {
-        let a = fallback_identity();
-        std::thread::sleep(Duration::from_millis(1));
-        let b = fallback_identity();
-        assert!(a.starts_with("aws-auth-operator-"));
+    fn identities_are_unique_per_process_and_valid() {
+        let a = unique_identity("op-7d9f-abc");
+        let b = unique_identity("op-7d9f-abc");
         assert_ne!(a, b);
+        assert!(a.starts_with("op-7d9f-abc-"), "{a}");
         LeaderConfig::new("ns", a).validate().unwrap();
+        let long = unique_identity(&"é".repeat(200));
+        assert!(long.len() <= MAX_IDENTITY_LEN, "{}", long.len());
+        LeaderConfig::new("ns", long).validate().unwrap();
     }
 
     #[test]
@@ -449,6 +497,7 @@ mod tests {
         let identity = default_identity();
         assert!(!identity.is_empty());
         assert_eq!(identity, identity.trim());
+        assert_ne!(identity, default_identity());
     }
 
     /// A one-Lease fake API server: GET returns the lease, PATCH merges `spec` (null deletes a

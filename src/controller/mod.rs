@@ -4,6 +4,7 @@
 //! event only wakes the loop; while a reconcile runs, further events collapse into one pending
 //! wake-up, so a burst of a thousand changes costs a handful of reconciles.
 
+pub mod events;
 pub mod history;
 pub mod leader;
 pub mod reconcile;
@@ -17,9 +18,8 @@ use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::events::{Recorder, Reporter};
 use kube::runtime::{WatchStreamExt, reflector, watcher};
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use thiserror::Error;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
@@ -28,7 +28,8 @@ use crate::api::IamIdentityMapping;
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
 use crate::plan::Settings;
 use crate::server::{Health, Metrics};
-use reconcile::{Context, reconcile};
+use events::EventPublisher;
+use reconcile::{Context, ReconcileError, reconcile};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -53,6 +54,70 @@ pub struct RunConfig {
     pub metrics_addr: SocketAddr,
     /// A full reconcile at least this often, even without events.
     pub resync: Duration,
+    /// Status patches in flight at once.
+    pub status_concurrency: usize,
+}
+
+/// The reporting controller name of events and the field manager of writes.
+pub const CONTROLLER_NAME: &str = "aws-auth-operator";
+
+/// Backoff of a failed watch: quick, so that the operator converges within seconds of the API
+/// server's return (kube's default grows to 30 s, and a reconcile waited for it): 250 ms
+/// doubling to 4 s, each with up to a quarter of random jitter, reset by the first event.
+#[derive(Debug, Clone)]
+pub struct WatchBackoff {
+    next: Duration,
+    jitter: std::collections::hash_map::RandomState,
+    attempt: u64,
+}
+
+const WATCH_BACKOFF_MIN: Duration = Duration::from_millis(250);
+const WATCH_BACKOFF_MAX: Duration = Duration::from_secs(4);
+
+impl Default for WatchBackoff {
+    fn default() -> Self {
+        WatchBackoff {
+            next: WATCH_BACKOFF_MIN,
+            jitter: std::collections::hash_map::RandomState::new(),
+            attempt: 0,
+        }
+    }
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        use std::hash::BuildHasher;
+        let delay = self.next;
+        self.next = (self.next * 2).min(WATCH_BACKOFF_MAX);
+        self.attempt += 1;
+        let quarter = delay.as_millis() as u64 / 4;
+        let jitter = self.jitter.hash_one(self.attempt) % (quarter + 1);
+        Some(delay + Duration::from_millis(jitter))
+    }
+}
+
+impl kube::runtime::utils::Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.next = WATCH_BACKOFF_MIN;
+    }
+}
+
+fn watch_backoff() -> WatchBackoff {
+    WatchBackoff::default()
+}
+
+/// The longest wait after a failed reconcile.
+const MAX_RECONCILE_BACKOFF: Duration = Duration::from_secs(4);
+
+/// Drops what the operator never reads from cached mappings: managedFields and kubectl's
+/// last-applied-configuration can be larger than the mapping itself.
+fn slim(mapping: &mut IamIdentityMapping) {
+    mapping.managed_fields_mut().clear();
+    mapping
+        .annotations_mut()
+        .remove("kubectl.kubernetes.io/last-applied-configuration");
 }
 
 /// Runs the controller until SIGTERM or Ctrl-C.
@@ -83,45 +148,58 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         })
     };
 
+    let identity = leader::default_identity();
     let wake = Arc::new(Notify::new());
     let (store, writer) = reflector::store::<IamIdentityMapping>();
-    let mapping_events = reflector(writer, watcher(mappings_api, watcher::Config::default()))
-        .default_backoff()
-        .touched_objects();
+    let mapping_events = reflector(
+        writer,
+        watcher(mappings_api, watcher::Config::default()).modify(slim),
+    )
+    .backoff(watch_backoff());
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIGMAP_NAMESPACE);
     let aws_auth_events = watcher(
         configmaps,
         watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
     )
-    .default_backoff()
-    .touched_objects();
-    let mapping_watch = tokio::spawn(wake_on(mapping_events, wake.clone(), "IamIdentityMapping"));
-    let aws_auth_watch = tokio::spawn(wake_on(aws_auth_events, wake.clone(), "aws-auth"));
+    .backoff(watch_backoff());
+    let mapping_watch = tokio::spawn(follow_watch(
+        mapping_events,
+        wake.clone(),
+        health.clone(),
+        "watch of IamIdentityMappings",
+    ));
+    let aws_auth_watch = tokio::spawn(follow_watch(
+        aws_auth_events,
+        wake.clone(),
+        health.clone(),
+        "watch of kube-system/aws-auth",
+    ));
 
     let mut leadership = if config.leader_election {
-        let identity = leader::default_identity();
-        Some(
-            leader::elect(
-                client.clone(),
-                leader::LeaderConfig::new(config.lease_namespace.clone(), identity),
-            )
-            .await?,
+        let leadership = leader::elect(
+            client.clone(),
+            leader::LeaderConfig::new(config.lease_namespace.clone(), identity.clone()),
         )
+        .await?;
+        tokio::spawn(follow_leader_problems(
+            leadership.problems(),
+            health.clone(),
+        ));
+        Some(leadership)
     } else {
+        // Without an election this replica always writes.
+        metrics.set_leader(true);
         None
     };
 
     let ctx = Context {
-        client: client.clone(),
-        settings: config.settings,
-        history_limit: config.history_limit,
-        recorder: Some(Recorder::new(
+        events: Some(EventPublisher::new(
             client.clone(),
-            Reporter {
-                controller: "aws-auth-operator".to_string(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            CONTROLLER_NAME,
+            &identity,
         )),
+        status_concurrency: config.status_concurrency,
+        ..Context::new(client.clone(), config.settings, config.history_limit)
     };
 
     let stop = tokio::spawn(async {
@@ -129,7 +207,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
     });
     tokio::pin!(stop);
 
-    info!("waiting for the IamIdentityMapping cache to sync");
+    info!(identity = %identity, "waiting for the IamIdentityMapping cache to sync");
     tokio::select! {
         _ = store.wait_until_ready() => {}
         _ = &mut stop => return finish(shutdown, server, leadership).await,
@@ -143,6 +221,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         &wake,
         config.resync,
         &metrics,
+        &health,
         leadership.as_mut(),
         &mut stop,
     )
@@ -155,16 +234,19 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
 /// The reconcile loop: waits for a wake-up (or the resync period), lets a burst settle,
 /// reconciles with the mappings in `store`, and backs off after a failure. While another
 /// replica leads, it waits. Returns when `stop` resolves.
+#[allow(clippy::too_many_arguments)]
 pub async fn reconcile_loop<F: Future + Unpin>(
     ctx: &Context,
     store: &reflector::Store<IamIdentityMapping>,
     wake: &Notify,
     resync: Duration,
     metrics: &Metrics,
+    health: &Health,
     mut leadership: Option<&mut leader::Leadership>,
     mut stop: F,
 ) {
-    let mut backoff = Duration::from_secs(1);
+    let mut backoff = Duration::from_millis(500);
+    let mut failures = 0u32;
     wake.notify_one();
     loop {
         tokio::select! {
@@ -208,18 +290,79 @@ pub async fn reconcile_loop<F: Future + Unpin>(
                     metrics.status_written();
                 }
                 metrics.drift_repaired(report.drift_repairs);
-                backoff = Duration::from_secs(1);
+                if let Some((kept, _)) = report.history_kept {
+                    metrics.set_history_revisions(kept);
+                }
+                health.set_problem("reconcile", None);
+                backoff = Duration::from_millis(500);
+                failures = 0;
             }
             Err(err) => {
                 metrics.reconciled(started.elapsed(), Some(err.reason()));
+                failures += 1;
                 error!(error = %err, reason = err.reason(), retry_in = ?backoff, "reconcile failed");
+                // Not ready while the operator cannot do its job: forbidden by RBAC, frozen
+                // because the CRD is gone, or failing again and again.
+                let persistent = matches!(err, ReconcileError::Frozen { .. })
+                    || err.is_forbidden()
+                    || failures >= 3;
+                if persistent {
+                    health.set_problem("reconcile", Some(err.to_string()));
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = &mut stop => break,
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(60));
+                backoff = (backoff * 2).min(MAX_RECONCILE_BACKOFF);
                 wake.notify_one();
             }
+        }
+    }
+}
+
+/// Consumes a watch stream: every event wakes the reconcile loop; an error marks the operator
+/// not ready (its view of the cluster is stale) until the watch delivers events again, and the
+/// first event after an error wakes the loop at once (the watcher re-lists after a restart of
+/// the API server, "too old resource version" included).
+pub async fn follow_watch<S, K>(
+    events: S,
+    wake: Arc<Notify>,
+    health: Arc<Health>,
+    what: &'static str,
+) where
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    futures::pin_mut!(events);
+    let mut down = false;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(_) => {
+                if down {
+                    info!(watch = what, "watch is back");
+                    health.set_problem(what, None);
+                    down = false;
+                }
+                wake.notify_one();
+            }
+            Err(err) => {
+                warn!(watch = what, error = %err, "watch error; retrying");
+                health.set_problem(what, Some(format!("down: {err}")));
+                down = true;
+            }
+        }
+    }
+}
+
+/// Mirrors the leader election's problems (a Lease the RBAC forbids) into readiness.
+async fn follow_leader_problems(
+    mut problems: tokio::sync::watch::Receiver<Option<String>>,
+    health: Arc<Health>,
+) {
+    loop {
+        let problem = problems.borrow_and_update().clone();
+        health.set_problem("leader election", problem);
+        if problems.changed().await.is_err() {
+            return;
         }
     }
 }
@@ -245,21 +388,6 @@ async fn leadership_lost(subscription: Option<tokio::sync::watch::Receiver<bool>
     while *rx.borrow_and_update() {
         if rx.changed().await.is_err() {
             return;
-        }
-    }
-}
-
-/// Consumes a watch stream; every event only wakes the reconcile loop.
-async fn wake_on<S, K, E>(events: S, wake: Arc<Notify>, what: &'static str)
-where
-    S: Stream<Item = Result<K, E>>,
-    E: std::fmt::Display,
-{
-    futures::pin_mut!(events);
-    while let Some(event) = events.next().await {
-        match event {
-            Ok(_) => wake.notify_one(),
-            Err(err) => warn!(watch = what, error = %err, "watch error; retrying"),
         }
     }
 }

@@ -1,22 +1,26 @@
-//! One reconcile of the single key, kube-system/aws-auth: read, `plan()`, write (compare-and-swap),
-//! patch the statuses that changed, publish events. Decides nothing `plan()` could decide.
+//! One reconcile of the single key, kube-system/aws-auth: read, record a foreign edit in history,
+//! `plan()`, write (compare-and-swap), record the write, patch the statuses that changed, publish
+//! events. Decides nothing `plan()` could decide.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, stream};
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams, PostParams};
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource};
 use serde_json::Value;
 use thiserror::Error;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::history;
-use crate::api::{IamIdentityMapping, IamIdentityMappingStatus};
-use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, parse_data};
+use super::events::EventPublisher;
+use super::history::{self, Origin, State, describe_kube_error};
+use crate::api::{CRD_NAME, IamIdentityMapping, IamIdentityMappingStatus};
+use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, parse_data};
 use crate::plan::{
     Blocked, LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Plan,
     Settings, plan,
@@ -27,25 +31,31 @@ use crate::status::status_for;
 pub const FIELD_MANAGER: &str = "aws-auth-operator";
 /// Re-read and re-plan at most this often when aws-auth changes under a write.
 const MAX_ATTEMPTS: usize = 5;
-/// Status patches in flight at once (a burst of new mappings must not be patched one by one).
-const STATUS_CONCURRENCY: usize = 32;
+/// Status patches in flight at once, unless configured otherwise.
+pub const DEFAULT_STATUS_CONCURRENCY: usize = 32;
 
 #[derive(Debug, Error)]
 pub enum ReconcileError {
-    #[error("reading aws-auth: {0}")]
+    #[error("reading aws-auth: {}", describe_kube_error(.0))]
     Read(#[source] kube::Error),
-    #[error("writing aws-auth: {0}")]
+    #[error("writing aws-auth: {}", describe_kube_error(.0))]
     Write(#[source] kube::Error),
     #[error("aws-auth changed under {MAX_ATTEMPTS} consecutive writes; will retry")]
     TooManyConflicts,
     #[error("history: {0}")]
     History(#[from] history::HistoryError),
-    #[error("patching status of {name}: {source}")]
+    #[error("patching status of {name}: {}", describe_kube_error(.source))]
     Status {
         name: String,
         #[source]
         source: kube::Error,
     },
+    #[error(
+        "aws-auth is frozen: {why}. Removing every entry of deleted IamIdentityMappings now could lock people out, so nothing is written; reinstall the CRD (`aws-auth-operator crd | kubectl apply -f -`), or see the README on uninstalling"
+    )]
+    Frozen { why: String },
+    #[error("checking the IamIdentityMapping CRD: {}", describe_kube_error(.0))]
+    CrdCheck(#[source] kube::Error),
 }
 
 impl ReconcileError {
@@ -57,7 +67,23 @@ impl ReconcileError {
             ReconcileError::TooManyConflicts => "TooManyConflicts",
             ReconcileError::History(_) => "HistoryFailed",
             ReconcileError::Status { .. } => "StatusPatchFailed",
+            ReconcileError::Frozen { .. } => "CrdGone",
+            ReconcileError::CrdCheck(_) => "CrdCheckFailed",
         }
+    }
+
+    /// The API server refused a call (401/403): the operator cannot do its job until its RBAC
+    /// is fixed, which readiness reports.
+    pub fn is_forbidden(&self) -> bool {
+        let kube_error = match self {
+            ReconcileError::Read(e)
+            | ReconcileError::Write(e)
+            | ReconcileError::CrdCheck(e)
+            | ReconcileError::Status { source: e, .. } => Some(e),
+            ReconcileError::History(history::HistoryError::Kube { source, .. }) => Some(source),
+            _ => None,
+        };
+        kube_error.is_some_and(|e| is_status(e, 403) || is_status(e, 401))
     }
 }
 
@@ -67,7 +93,33 @@ pub struct Context {
     pub settings: Settings,
     pub history_limit: usize,
     /// `None` disables events (the CLI's one-shot uses).
-    pub recorder: Option<Recorder>,
+    pub events: Option<EventPublisher>,
+    /// Status patches in flight at once.
+    pub status_concurrency: usize,
+    /// A digest of the aws-auth state last recorded in history: while aws-auth still holds it,
+    /// a reconcile does not read the history at all.
+    pub recorded: Mutex<Option<u64>>,
+}
+
+impl Context {
+    pub fn new(client: Client, settings: Settings, history_limit: usize) -> Context {
+        Context {
+            client,
+            settings,
+            history_limit,
+            events: None,
+            status_concurrency: DEFAULT_STATUS_CONCURRENCY,
+            recorded: Mutex::new(None),
+        }
+    }
+
+    fn recorded(&self) -> Option<u64> {
+        *self.recorded.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn set_recorded(&self, digest: u64) {
+        *self.recorded.lock().unwrap_or_else(|p| p.into_inner()) = Some(digest);
+    }
 }
 
 /// What one reconcile did, for metrics and tests.
@@ -82,6 +134,8 @@ pub struct ReconcileReport {
     pub unmanaged_entries: usize,
     /// Set when the plan refused to write.
     pub blocked: Option<&'static str>,
+    /// Revisions kept in history after this reconcile recorded one, and how many were asked for.
+    pub history_kept: Option<(usize, usize)>,
 }
 
 fn is_status(err: &kube::Error, code: u16) -> bool {
@@ -96,6 +150,22 @@ pub fn mapping_input(mapping: &IamIdentityMapping) -> MappingInput {
         spec: mapping.spec.clone(),
         last_rendered: mapping.status.as_ref().and_then(|s| s.rendered.clone()),
     }
+}
+
+fn managed_annotation(cm: &ConfigMap) -> Option<&str> {
+    cm.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(MANAGED_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// An in-process digest of an aws-auth state (data and managed annotation).
+fn state_digest(data: &ConfigMapData, annotation: Option<&str>) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    data.hash(&mut hasher);
+    annotation.hash(&mut hasher);
+    hasher.finish()
 }
 
 /// Reconciles aws-auth with `mappings` (read from the reflector store).
@@ -113,7 +183,10 @@ pub async fn reconcile(
             .get_opt(CONFIGMAP_NAME)
             .await
             .map_err(ReconcileError::Read)?;
-        let live = live_state(&configmaps, live_cm.as_ref(), &ctx.settings).await?;
+        if let Some(cm) = &live_cm {
+            observe(ctx, &configmaps, cm, &now, &mut report).await?;
+        }
+        let live = live_state(ctx, &configmaps, live_cm.as_ref()).await?;
         let plan = plan(&inputs, &live, &ctx.settings);
         report.managed_entries = plan.managed_entries;
         report.unmanaged_entries = plan.unmanaged_entries;
@@ -124,7 +197,7 @@ pub async fn reconcile(
             if let (Blocked::LiveAwsAuthMalformed { .. }, Some(cm)) = (blocked, &live_cm) {
                 publish(
                     ctx,
-                    cm,
+                    &cm.object_ref(&()),
                     EventType::Warning,
                     "LiveAwsAuthMalformed",
                     &blocked.to_string(),
@@ -132,40 +205,8 @@ pub async fn reconcile(
                 .await;
             }
         } else if plan.changed {
-            if let Some(cm) = &live_cm {
-                let reason = revision_reason(&plan);
-                let annotation = cm
-                    .metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(MANAGED_ANNOTATION));
-                let recorded = history::record(
-                    &configmaps,
-                    &cm.data.clone().unwrap_or_default(),
-                    annotation.map(String::as_str),
-                    &reason,
-                    now.clone(),
-                    ctx.history_limit,
-                )
-                .await;
-                match recorded {
-                    Ok(revision) => debug!(revision, "saved the previous aws-auth in history"),
-                    // The plan already preserves every unmanaged entry; history is the second
-                    // safety net, and an aws-auth close to 1 MiB cannot fit in it. Say so loudly
-                    // rather than stop managing aws-auth.
-                    Err(err @ history::HistoryError::RevisionTooLarge { .. }) => {
-                        warn!(error = %err, "writing aws-auth without a history revision");
-                        publish(
-                            ctx,
-                            cm,
-                            EventType::Warning,
-                            "HistoryRevisionTooLarge",
-                            &err.to_string(),
-                        )
-                        .await;
-                    }
-                    Err(err) => return Err(err.into()),
-                }
+            if removes_managed_entries(&plan) {
+                check_crd(ctx).await?;
             }
             match write_aws_auth(&configmaps, live_cm.clone(), &plan).await {
                 Ok(written) => {
@@ -178,6 +219,8 @@ pub async fn reconcile(
                         resource_version = written.metadata.resource_version.as_deref().unwrap_or_default(),
                         "wrote aws-auth"
                     );
+                    record_write(ctx, &configmaps, &plan, &now, &mut report).await;
+                    publish_notes(ctx, &plan, &written, mappings).await;
                 }
                 // 409: someone (EKS adding a node role, a person) wrote in between; 404: it was
                 // deleted in between. Either way: re-read, re-plan.
@@ -188,7 +231,6 @@ pub async fn reconcile(
                 }
                 Err(err) => return Err(ReconcileError::Write(err)),
             }
-            publish_notes(ctx, &plan, live_cm.as_ref(), mappings).await;
         }
 
         apply_statuses(ctx, mappings, &plan, &now, &mut report).await?;
@@ -197,46 +239,167 @@ pub async fn reconcile(
     Err(ReconcileError::TooManyConflicts)
 }
 
-/// The live aws-auth and, only when one of its keys is malformed and recovery is on, the last
-/// good revision from history.
+/// Records the live aws-auth in history when the operator has not recorded it yet: an edit by
+/// another writer (or the state found at start). A state the operator wrote or already saw costs
+/// nothing: its digest is remembered.
+async fn observe(
+    ctx: &Context,
+    configmaps: &Api<ConfigMap>,
+    cm: &ConfigMap,
+    now: &Time,
+    report: &mut ReconcileReport,
+) -> Result<(), ReconcileError> {
+    let data = cm.data.clone().unwrap_or_default();
+    let annotation = managed_annotation(cm);
+    let digest = state_digest(&data, annotation);
+    if ctx.recorded() == Some(digest) {
+        return Ok(());
+    }
+    let state = State {
+        data: &data,
+        managed_annotation: annotation,
+    };
+    let reason = "observed: aws-auth as another writer left it";
+    match history::record(
+        configmaps,
+        state,
+        Origin::Observed,
+        reason,
+        now.clone(),
+        ctx.history_limit,
+    )
+    .await
+    {
+        Ok(recorded) => {
+            if !recorded.unchanged {
+                report.history_kept = Some((recorded.kept, recorded.requested));
+            }
+        }
+        // An aws-auth close to 1 MiB of random text cannot fit: say so loudly rather than stop
+        // managing aws-auth (the plan still preserves every unmanaged entry).
+        Err(err @ history::HistoryError::RevisionTooLarge { .. }) => {
+            warn!(error = %err, "aws-auth is not recorded in history");
+            publish(
+                ctx,
+                &cm.object_ref(&()),
+                EventType::Warning,
+                "HistoryRevisionTooLarge",
+                &err.to_string(),
+            )
+            .await;
+        }
+        Err(err) => return Err(err.into()),
+    }
+    ctx.set_recorded(digest);
+    Ok(())
+}
+
+/// Records what the operator just wrote. The write has happened: a failure here is logged, not
+/// fatal (the next reconcile records the state as observed).
+async fn record_write(
+    ctx: &Context,
+    configmaps: &Api<ConfigMap>,
+    plan: &Plan,
+    now: &Time,
+    report: &mut ReconcileReport,
+) {
+    let state = State {
+        data: &plan.data,
+        managed_annotation: Some(&plan.managed_annotation),
+    };
+    let reason = revision_reason(plan);
+    match history::record(
+        configmaps,
+        state,
+        Origin::Operator,
+        &reason,
+        now.clone(),
+        ctx.history_limit,
+    )
+    .await
+    {
+        Ok(recorded) => {
+            report.history_kept = Some((recorded.kept, recorded.requested));
+            ctx.set_recorded(state_digest(&plan.data, Some(&plan.managed_annotation)));
+        }
+        Err(err) => warn!(error = %err, "could not record the written aws-auth in history"),
+    }
+}
+
+/// The live aws-auth and, only when a key is malformed or aws-auth is missing (and recovery is
+/// on), the revision to restore unmanaged entries from.
 async fn live_state(
+    ctx: &Context,
     configmaps: &Api<ConfigMap>,
     live_cm: Option<&ConfigMap>,
-    settings: &Settings,
 ) -> Result<LiveAwsAuth, ReconcileError> {
     let data = live_cm.map(|cm| cm.data.clone().unwrap_or_default());
-    let managed = match live_cm
-        .and_then(|cm| cm.metadata.annotations.as_ref())
-        .and_then(|a| a.get(MANAGED_ANNOTATION))
-    {
-        None => ManagedSet::default(),
-        Some(text) => ManagedSet::decode(text).unwrap_or_else(|err| {
-            warn!(error = %err, "treating every aws-auth entry as unmanaged");
-            ManagedSet::default()
-        }),
+    let annotation = live_cm.and_then(managed_annotation);
+    let needs_history = match &data {
+        None => true,
+        Some(data) => !parse_data(data).malformed.is_empty(),
     };
-    let malformed = data
-        .as_ref()
-        .is_some_and(|d| !parse_data(d).malformed.is_empty());
-    let last_good = if malformed && settings.recover_malformed {
-        let (_, revisions) = history::load(configmaps).await?;
-        history::last_good(&revisions).map(|r| r.data.clone())
+    let unreadable_annotation = annotation.and_then(|text| ManagedSet::decode(text).err());
+    let revisions = if needs_history || unreadable_annotation.is_some() {
+        history::load(configmaps).await?.1
+    } else {
+        Vec::new()
+    };
+    let managed = match (annotation, unreadable_annotation) {
+        (None, _) => ManagedSet::default(),
+        (Some(_), Some(err)) => {
+            // Treating everything as unmanaged would make every mapping "take over" its own
+            // entry; the newest revision's record is the best knowledge left.
+            let fallback = revisions.last().map(history::Revision::managed);
+            warn!(error = %err, from_revision = revisions.last().map(|r| r.revision), "using the newest revision's record of managed principals");
+            fallback.unwrap_or_default()
+        }
+        (Some(text), None) => ManagedSet::decode(text).unwrap_or_default(),
+    };
+    let recovery = if needs_history && ctx.settings.recover_malformed || data.is_none() {
+        history::recovery_source(&revisions)
     } else {
         None
     };
     Ok(LiveAwsAuth {
         data,
         managed,
-        last_good,
+        recovery,
     })
 }
 
 fn revision_reason(plan: &Plan) -> String {
     let sections: Vec<&str> = plan.rewritten.iter().map(|s| s.key()).collect();
     if sections.is_empty() {
-        "before aws-auth-operator updated the managed-principals annotation".to_string()
+        "aws-auth-operator updated the managed-principals annotation".to_string()
     } else {
-        format!("before aws-auth-operator rewrote {}", sections.join(", "))
+        format!("aws-auth-operator rewrote {}", sections.join(", "))
+    }
+}
+
+/// Whether the plan takes an entry away from what the operator manages.
+fn removes_managed_entries(plan: &Plan) -> bool {
+    plan.notes.iter().any(|note| {
+        matches!(
+            note,
+            Note::Removed { .. } | Note::GaveBack { .. } | Note::PolicyEnforced { .. }
+        )
+    })
+}
+
+/// Refuses a write that removes managed entries while the IamIdentityMapping CRD is gone or
+/// being deleted: its mappings disappearing is not a decision to remove their entries.
+async fn check_crd(ctx: &Context) -> Result<(), ReconcileError> {
+    let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
+    match crds.get_opt(CRD_NAME).await {
+        Ok(Some(crd)) if crd.metadata.deletion_timestamp.is_some() => Err(ReconcileError::Frozen {
+            why: format!("the CRD {CRD_NAME} is being deleted"),
+        }),
+        Ok(Some(_)) => Ok(()),
+        Ok(None) => Err(ReconcileError::Frozen {
+            why: format!("the CRD {CRD_NAME} does not exist"),
+        }),
+        Err(err) => Err(ReconcileError::CrdCheck(err)),
     }
 }
 
@@ -275,7 +438,8 @@ async fn write_aws_auth(
     }
 }
 
-/// Patches the status of every mapping whose status differs from what its outcome implies.
+/// Patches the status of every mapping whose status differs from what its outcome implies,
+/// a bounded number at a time.
 async fn apply_statuses(
     ctx: &Context,
     mappings: &[Arc<IamIdentityMapping>],
@@ -333,7 +497,7 @@ async fn apply_statuses(
                 }
             }
         })
-        .buffer_unordered(STATUS_CONCURRENCY)
+        .buffer_unordered(ctx.status_concurrency.max(1))
         .collect()
         .await;
     for result in results {
@@ -344,8 +508,10 @@ async fn apply_statuses(
     Ok(())
 }
 
-/// A JSON merge patch that also clears the status fields the new status leaves out.
-fn status_patch(status: &IamIdentityMappingStatus) -> Value {
+/// A JSON merge patch that sets the whole status: every field the new status leaves out is set
+/// to null, at every level, so that nothing of an older status survives (a merge patch keeps
+/// what it does not mention).
+pub fn status_patch(status: &IamIdentityMappingStatus) -> Value {
     let mut value = serde_json::to_value(status).unwrap_or(Value::Null);
     if let Value::Object(fields) = &mut value {
         for key in [
@@ -356,51 +522,101 @@ fn status_patch(status: &IamIdentityMappingStatus) -> Value {
         ] {
             fields.entry(key).or_insert(Value::Null);
         }
+        if let Some(Value::Object(rendered)) = fields.get_mut("rendered") {
+            for key in ["username", "groups"] {
+                rendered.entry(key).or_insert(Value::Null);
+            }
+        }
     }
     serde_json::json!({ "status": value })
+}
+
+fn describe(entries: &[Entry]) -> String {
+    let list: Vec<String> = entries
+        .iter()
+        .map(|e| format!("{} ({})", e.principal(), e.section()))
+        .collect();
+    if list.is_empty() {
+        "no entries".to_string()
+    } else {
+        list.join(", ")
+    }
 }
 
 /// Events for what changed in aws-auth itself.
 async fn publish_notes(
     ctx: &Context,
     plan: &Plan,
-    live_cm: Option<&ConfigMap>,
+    aws_auth: &ConfigMap,
     mappings: &[Arc<IamIdentityMapping>],
 ) {
     let by_name: BTreeMap<&str, &Arc<IamIdentityMapping>> = mappings
         .iter()
         .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), m))
         .collect();
+    let aws_auth_ref = aws_auth.object_ref(&());
     for note in &plan.notes {
         match note {
-            Note::TookOver { mapping, previous } => {
-                let message = format!(
-                    "took over the existing unmanaged {} entry for {} (saved in history first)",
-                    previous.section(),
-                    previous.principal()
+            Note::TookOver {
+                mapping,
+                previous,
+                kept_to_give_back,
+            } => {
+                let mut message = format!(
+                    "took over the existing unmanaged entry of {} (recorded in history first)",
+                    describe(previous)
                 );
+                if *kept_to_give_back {
+                    message.push_str("; it comes back if this mapping is deleted");
+                }
+                info!(mapping, previous = %describe(previous), "took over an unmanaged entry");
                 if let Some(m) = by_name.get(mapping.as_str()) {
-                    publish(ctx, m.as_ref(), EventType::Normal, "TookOver", &message).await;
+                    let object = m.object_ref(&());
+                    publish(ctx, &object, EventType::Normal, "TookOver", &message).await;
                 }
             }
             Note::Recovered {
                 section,
                 restored,
+                revision,
                 error,
             } => {
+                let what = match section {
+                    Some(section) => format!("{section} could not be parsed ({error})"),
+                    None => "aws-auth was deleted".to_string(),
+                };
                 let message = format!(
-                    "{section} could not be parsed ({error}); restored {restored} unmanaged entries from the last good revision"
+                    "{what}; restored {} unmanaged entries from revision {revision}: {}",
+                    restored.len(),
+                    describe(restored)
                 );
-                if let Some(cm) = live_cm {
-                    publish(
-                        ctx,
-                        cm,
-                        EventType::Warning,
-                        "RecoveredMalformedAwsAuth",
-                        &message,
-                    )
-                    .await;
-                }
+                warn!(revision, restored = restored.len(), "{message}");
+                publish(
+                    ctx,
+                    &aws_auth_ref,
+                    EventType::Warning,
+                    if section.is_some() {
+                        "RecoveredMalformedAwsAuth"
+                    } else {
+                        "RecoveredDeletedAwsAuth"
+                    },
+                    &message,
+                )
+                .await;
+            }
+            Note::NotRecovered { reason } => {
+                let message = format!(
+                    "aws-auth was deleted and recreated with the managed entries only: {reason}"
+                );
+                warn!("{message}");
+                publish(
+                    ctx,
+                    &aws_auth_ref,
+                    EventType::Warning,
+                    "AwsAuthRecreated",
+                    &message,
+                )
+                .await;
             }
             Note::Removed { entry } => {
                 let message = format!(
@@ -408,9 +624,50 @@ async fn publish_notes(
                     entry.principal(),
                     entry.section()
                 );
-                if let Some(cm) = live_cm {
-                    publish(ctx, cm, EventType::Normal, "EntryRemoved", &message).await;
+                info!(principal = entry.principal(), section = %entry.section(), "removed an entry no mapping renders");
+                publish(
+                    ctx,
+                    &aws_auth_ref,
+                    EventType::Normal,
+                    "EntryRemoved",
+                    &message,
+                )
+                .await;
+            }
+            Note::GaveBack { entries } => {
+                let message = format!(
+                    "gave back the entry the deleted mapping had taken over, unmanaged again: {}",
+                    describe(entries)
+                );
+                info!("{message}");
+                publish(
+                    ctx,
+                    &aws_auth_ref,
+                    EventType::Normal,
+                    "OriginalEntryRestored",
+                    &message,
+                )
+                .await;
+            }
+            Note::PolicyEnforced { mapping, entry } => {
+                let message = format!(
+                    "removed {} from {}: mapping `{mapping}` violates the group policy (--enforce-group-policy)",
+                    entry.principal(),
+                    entry.section()
+                );
+                warn!(mapping, principal = entry.principal(), "{message}");
+                if let Some(m) = by_name.get(mapping.as_str()) {
+                    let object = m.object_ref(&());
+                    publish(ctx, &object, EventType::Warning, "PolicyEnforced", &message).await;
                 }
+                publish(
+                    ctx,
+                    &aws_auth_ref,
+                    EventType::Warning,
+                    "PolicyEnforced",
+                    &message,
+                )
+                .await;
             }
         }
     }
@@ -426,36 +683,31 @@ async fn publish_outcome(ctx: &Context, mapping: &IamIdentityMapping, outcome: &
         Outcome::Rendered { .. } => (EventType::Normal, "Rendered"),
         other => (EventType::Warning, other.reason()),
     };
-    publish(ctx, mapping, type_, reason, &outcome.message()).await;
+    publish(
+        ctx,
+        &mapping.object_ref(&()),
+        type_,
+        reason,
+        &outcome.message(),
+    )
+    .await;
 }
 
-async fn publish<K>(ctx: &Context, object: &K, type_: EventType, reason: &str, message: &str)
-where
-    K: Resource<DynamicType = ()>,
-{
-    let Some(recorder) = &ctx.recorder else {
+async fn publish(
+    ctx: &Context,
+    object: &ObjectReference,
+    type_: EventType,
+    reason: &str,
+    message: &str,
+) {
+    let Some(events) = &ctx.events else {
         return;
     };
-    let event = Event {
-        type_,
-        reason: reason.to_string(),
-        // The events API caps the note at 1 kB.
-        note: Some(truncate(message, 1000)),
-        action: "Reconcile".to_string(),
-        secondary: None,
-    };
-    if let Err(err) = recorder.publish(&event, &object.object_ref(&())).await {
-        warn!(error = %err, reason, "could not publish event");
+    if let Err(err) = events.publish(object, type_, reason, message).await {
+        if is_status(&err, 403) {
+            error!(error = %describe_kube_error(&err), reason, "events are forbidden: check the RBAC for events.k8s.io events (create, patch)");
+        } else {
+            warn!(error = %describe_kube_error(&err), reason, "could not publish event");
+        }
     }
-}
-
-fn truncate(text: &str, max: usize) -> String {
-    if text.len() <= max {
-        return text.to_string();
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }

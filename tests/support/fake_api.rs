@@ -30,6 +30,17 @@ use tokio::task::JoinHandle;
 const CONFIGMAPS: &str = "/api/v1/namespaces/kube-system/configmaps";
 const MAPPINGS: &str = "/apis/awsauth.dev/v1alpha1/iamidentitymappings";
 const EVENTS_PREFIX: &str = "/apis/events.k8s.io/v1/namespaces/";
+const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+
+/// What the fake says of the IamIdentityMapping CRD.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Crd {
+    #[default]
+    Installed,
+    /// Being deleted: it has a deletionTimestamp.
+    Deleting,
+    Missing,
+}
 
 /// One request as the fake received it.
 #[derive(Debug, Clone)]
@@ -82,6 +93,10 @@ pub struct State {
     pub configmap_failures_to_inject: usize,
     before_replace: Vec<Hook>,
     before_create: Vec<Hook>,
+    /// The state of the IamIdentityMapping CRD.
+    pub crd: Crd,
+    /// Requests answered 403 Forbidden, by `METHOD path-prefix`.
+    pub forbidden: Vec<(Method, String)>,
 }
 
 impl State {
@@ -131,6 +146,38 @@ impl State {
     }
 
     fn handle(&mut self, method: Method, path: &str, content_type: &str, body: &[u8]) -> Reply {
+        if self
+            .forbidden
+            .iter()
+            .any(|(m, prefix)| *m == method && path.starts_with(prefix.as_str()))
+        {
+            return status(
+                StatusCode::FORBIDDEN,
+                "Forbidden",
+                &format!("{method} {path} is forbidden: the RBAC of this test does not allow it"),
+            );
+        }
+        if let Some(name) = path.strip_prefix(CRDS) {
+            let name = name.trim_start_matches('/');
+            return match (method, self.crd) {
+                (Method::GET, Crd::Missing) => {
+                    not_found("customresourcedefinitions.apiextensions.k8s.io", name)
+                }
+                (Method::GET, crd) => {
+                    let mut object = json!({
+                        "apiVersion": "apiextensions.k8s.io/v1",
+                        "kind": "CustomResourceDefinition",
+                        "metadata": {"name": name, "resourceVersion": "1"},
+                        "spec": {"group": "awsauth.dev", "names": {"plural": "iamidentitymappings", "kind": "IamIdentityMapping"}, "scope": "Cluster", "versions": []}
+                    });
+                    if crd == Crd::Deleting {
+                        object["metadata"]["deletionTimestamp"] = json!("2026-12-01T00:00:00Z");
+                    }
+                    (StatusCode::OK, object)
+                }
+                _ => unsupported(path),
+            };
+        }
         if let Some(rest) = path.strip_prefix(CONFIGMAPS) {
             if self.configmap_failures_to_inject > 0 {
                 self.configmap_failures_to_inject -= 1;

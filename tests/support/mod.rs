@@ -12,12 +12,12 @@ use aws_auth_operator::api::{
 };
 use aws_auth_operator::arn::PrincipalKey;
 use aws_auth_operator::awsauth::{ArnMapping, AwsAuthEntries, ConfigMapData, parse_data};
+use aws_auth_operator::controller::events::EventPublisher;
 use aws_auth_operator::controller::reconcile::Context;
 use aws_auth_operator::plan::{ManagedSet, Settings};
 use aws_auth_operator::status::condition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::runtime::events::{Recorder, Reporter};
 
 pub use fake_api::FakeApi;
 
@@ -63,6 +63,7 @@ pub fn role_mapping(
             account: None,
             username: Some(username.to_string()),
             groups: groups.iter().map(|g| g.to_string()).collect(),
+            adopt_existing_entry: false,
         },
     );
     mapping.metadata.creation_timestamp = Some(time(created));
@@ -102,22 +103,15 @@ pub fn dev_mapping() -> IamIdentityMapping {
 }
 
 pub fn context(fake: &FakeApi, settings: Settings) -> Context {
-    Context {
-        client: fake.client.clone(),
-        settings,
-        history_limit: 10,
-        recorder: None,
-    }
+    Context::new(fake.client.clone(), settings, 10)
 }
 
 pub fn context_with_events(fake: &FakeApi, settings: Settings) -> Context {
     Context {
-        recorder: Some(Recorder::new(
+        events: Some(EventPublisher::new(
             fake.client.clone(),
-            Reporter {
-                controller: "aws-auth-operator".to_string(),
-                instance: None,
-            },
+            "aws-auth-operator",
+            "test-instance",
         )),
         ..context(fake, settings)
     }
@@ -133,7 +127,7 @@ pub fn store(fake: &FakeApi, mappings: Vec<IamIdentityMapping>) -> Vec<Arc<IamId
 
 /// The managed-principals annotation for these role ARNs.
 pub fn managed_roles(arns: &[&str]) -> String {
-    ManagedSet::new(arns.iter().map(|a| PrincipalKey::role(a)).collect()).encode()
+    ManagedSet::new(arns.iter().map(|a| PrincipalKey::role(a))).encode()
 }
 
 /// The parsed entries of aws-auth data; fails the test on any malformed section.

@@ -1,0 +1,1171 @@
+//! `plan()`: mappings + live aws-auth + settings -> the aws-auth to write and every mapping's
+//! outcome. The only place where the operator decides anything; the controller and the CLI both
+//! call it and only carry out what it says.
+//!
+//! How it decides, in order:
+//! 1. Read the live aws-auth as the authenticator does; restore the unmanaged entries of a key
+//!    it cannot read (or of a deleted aws-auth) from the last good revision ([`recover`]).
+//! 2. Validate every mapping. Valid mappings claim their principal; of several, the oldest (then
+//!    by name) wins and the others are in Conflict. Protected principals are never touched.
+//! 3. Give every principal a [`Fate`]: write the winner's entry (or, with `--drift=report`, leave
+//!    a hand edit in place), keep the last entry of a mapping that became invalid or violates
+//!    the group policy, give back an entry a deleted mapping had taken over, remove a managed
+//!    entry nothing renders any more, or leave it untouched (everything the operator does not own).
+//! 4. Fit: if the result would not fit in the ConfigMap (or the annotation budget), the newest
+//!    changes are refused one mapping at a time (`DoesNotFit`) until it does; entries already
+//!    served stay.
+//! 5. Render the keys whose meaning changed (the others keep their text byte for byte), re-read
+//!    them and refuse the write if they do not read back as intended.
+
+mod managed;
+mod settings;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+
+use crate::api::{IamIdentityMappingSpec, RenderedEntry};
+use crate::arn::PrincipalKey;
+use crate::awsauth::{
+    ArnMapping, AwsAuthEntries, ConfigMapData, Diagnostic, Entry, ParsedAwsAuth, Section,
+    data_size, parse_data, parse_section_entries, render_section, sort_entries,
+};
+use crate::validate::{Problem, validate};
+
+pub use managed::{MANAGED_ANNOTATION, MAX_MANAGED_ANNOTATION_BYTES, ManagedSet, ManagedSetError};
+pub use settings::{DriftPolicy, Settings, SettingsError};
+
+/// One IamIdentityMapping as `plan()` needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MappingInput {
+    pub name: String,
+    pub creation_timestamp: Option<Time>,
+    pub generation: Option<i64>,
+    pub spec: IamIdentityMappingSpec,
+    /// `status.rendered`: what the operator wrote for this mapping last time. Lets the plan tell a
+    /// hand edit (drift) from a spec change, and keep the last entry of a mapping that became
+    /// invalid.
+    pub last_rendered: Option<RenderedEntry>,
+}
+
+/// The live aws-auth ConfigMap, as far as the plan needs it.
+#[derive(Debug, Clone, Default)]
+pub struct LiveAwsAuth {
+    /// `None` when aws-auth does not exist.
+    pub data: Option<ConfigMapData>,
+    /// The principals the operator managed after its last write (the annotation).
+    pub managed: ManagedSet,
+    /// The newest revision that parses cleanly, for restoring the unmanaged entries of a
+    /// malformed key or of a deleted aws-auth. The controller loads it only when needed.
+    pub recovery: Option<RecoverySource>,
+}
+
+/// A revision to restore unmanaged entries from.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RecoverySource {
+    pub revision: u64,
+    pub data: ConfigMapData,
+    /// The managed set recorded with that revision.
+    pub managed: ManagedSet,
+    /// Every principal the operator managed in that revision or any later one. A principal the
+    /// operator manages or has removed since must never come back as an unmanaged entry.
+    pub ever_managed: ManagedSet,
+}
+
+/// A live entry that differs from what the operator last wrote for its mapping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Drift {
+    /// The live entries for the principal (empty when the entry was deleted by hand).
+    pub live: Vec<Entry>,
+    pub desired: Entry,
+    /// Whether this plan rewrites it (`DriftPolicy::Repair`).
+    pub repaired: bool,
+}
+
+/// What happens to one mapping.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "outcome")]
+pub enum Outcome {
+    /// Rendered into aws-auth.
+    Rendered {
+        entry: Entry,
+        /// Unmanaged live entries for the same principal that this plan replaces.
+        took_over: Vec<Entry>,
+        drift: Option<Box<Drift>>,
+        /// Younger mappings for the same principal, which are in Conflict.
+        contenders: Vec<String>,
+        /// The entry this mapping replaced is kept, and comes back if the mapping is deleted.
+        gives_back_on_delete: bool,
+    },
+    /// The spec is invalid; nothing new is rendered. `kept` is the entry this mapping rendered
+    /// before, which stays in aws-auth so that a bad edit never locks its users out.
+    Invalid {
+        problems: Vec<Problem>,
+        kept: Option<Entry>,
+    },
+    /// Another, older mapping owns the same principal.
+    Conflict { winner: String, principal: String },
+    /// The principal is protected by `--protected-arn`: the operator never touches it.
+    Protected { principal: String },
+    /// A group is outside the group policy. The last rendered entry stays (`kept`), unless
+    /// `--enforce-group-policy` removed it (`removed`).
+    PolicyViolation {
+        group: String,
+        rule: String,
+        kept: Option<Entry>,
+        removed: Option<Entry>,
+    },
+    /// The mapping's new entry does not fit in aws-auth; its previous entry (`kept`) stays.
+    DoesNotFit {
+        entry: Entry,
+        kept: Option<Entry>,
+        /// The data size with every change applied, and the limit it exceeds.
+        bytes: usize,
+        limit: usize,
+        what: &'static str,
+    },
+    /// Nothing is written this time (see `Plan::blocked`).
+    Blocked {
+        reason: &'static str,
+        message: String,
+    },
+}
+
+impl Outcome {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Outcome::Rendered { .. } => "Rendered",
+            Outcome::Invalid { .. } => "Invalid",
+            Outcome::Conflict { .. } => "Conflict",
+            Outcome::Protected { .. } => "ProtectedPrincipal",
+            Outcome::PolicyViolation { .. } => "PolicyViolation",
+            Outcome::DoesNotFit { .. } => "DoesNotFit",
+            Outcome::Blocked { reason, .. } => reason,
+        }
+    }
+
+    /// The entry the operator wrote (or keeps) for this mapping, for `status.rendered`. With a
+    /// hand edit left in place (`--drift=report`) it is still the mapping's own entry: that is
+    /// what the operator wrote, and what tells the hand edit apart next time.
+    pub fn written_entry(&self) -> Option<&Entry> {
+        match self {
+            Outcome::Rendered { entry, .. } => Some(entry),
+            Outcome::Invalid { kept, .. }
+            | Outcome::PolicyViolation { kept, .. }
+            | Outcome::DoesNotFit { kept, .. } => kept.as_ref(),
+            _ => None,
+        }
+    }
+
+    pub fn message(&self) -> String {
+        match self {
+            Outcome::Rendered {
+                entry,
+                gives_back_on_delete,
+                ..
+            } => {
+                let mut message =
+                    format!("rendered into {} as {}", entry.section(), entry.principal());
+                if *gives_back_on_delete {
+                    message.push_str(
+                        "; it replaced an existing entry, which comes back if this mapping is deleted (set spec.adoptExistingEntry: true to adopt that entry for good)",
+                    );
+                }
+                message
+            }
+            Outcome::Invalid { problems, kept } => {
+                let list: Vec<_> = problems.iter().map(Problem::to_string).collect();
+                let mut message = list.join("; ");
+                if let Some(kept) = kept {
+                    message.push_str(&format!(
+                        "; the entry of the last valid spec ({}) stays in aws-auth",
+                        kept.principal()
+                    ));
+                }
+                message
+            }
+            Outcome::Conflict { winner, principal } => format!(
+                "IamIdentityMapping `{winner}` already maps {principal} (the oldest mapping wins); delete one of the two"
+            ),
+            Outcome::Protected { principal } => format!(
+                "{principal} is a protected principal (--protected-arn): the operator never changes or removes its aws-auth entry"
+            ),
+            Outcome::PolicyViolation {
+                group,
+                rule,
+                kept,
+                removed,
+            } => {
+                let mut message = format!("group `{group}` is not allowed: it {rule}");
+                match (kept, removed) {
+                    (Some(kept), _) => message.push_str(&format!(
+                        "; the last rendered entry ({}) stays in aws-auth until the mapping is fixed (--enforce-group-policy would remove it)",
+                        kept.principal()
+                    )),
+                    (None, Some(removed)) => message.push_str(&format!(
+                        "; its entry ({}) was removed from aws-auth (--enforce-group-policy)",
+                        removed.principal()
+                    )),
+                    (None, None) => message.push_str("; nothing is rendered"),
+                }
+                message
+            }
+            Outcome::DoesNotFit {
+                entry,
+                kept,
+                bytes,
+                limit,
+                what,
+            } => {
+                let mut message = format!(
+                    "the entry for {} does not fit: with every change applied, {what} would take {bytes} bytes, over its {limit}-byte limit. Older mappings keep their place",
+                    entry.principal()
+                );
+                match kept {
+                    Some(kept) => message.push_str(&format!(
+                        "; the previous entry ({}) stays in aws-auth",
+                        kept.principal()
+                    )),
+                    None => message.push_str("; nothing is rendered for this mapping"),
+                }
+                message.push_str(
+                    ". Remove mappings or entries you no longer need, or move principals to EKS access entries",
+                );
+                message
+            }
+            Outcome::Blocked { message, .. } => message.clone(),
+        }
+    }
+}
+
+/// Why a malformed key cannot be recovered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum Unrecoverable {
+    /// `--recover-malformed=false`.
+    RecoveryDisabled,
+    /// No revision in history parses cleanly.
+    NoGoodRevision,
+}
+
+/// Why nothing may be written.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "reason")]
+pub enum Blocked {
+    /// A key of the live aws-auth cannot be parsed and is not recovered.
+    LiveAwsAuthMalformed {
+        diagnostics: Vec<Diagnostic>,
+        why: Unrecoverable,
+    },
+    /// The data would exceed the ConfigMap size limit even without any change of a mapping.
+    TooLarge { bytes: usize, limit: usize },
+    /// The managed-principals annotation would exceed its size budget.
+    AnnotationTooLarge { bytes: usize, limit: usize },
+    /// Re-parsing the rendered text did not give back the intended entries (a renderer bug).
+    RoundTripMismatch { section: Section },
+}
+
+impl Blocked {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Blocked::LiveAwsAuthMalformed { .. } => "LiveAwsAuthMalformed",
+            Blocked::TooLarge { .. } => "AwsAuthTooLarge",
+            Blocked::AnnotationTooLarge { .. } => "AnnotationTooLarge",
+            Blocked::RoundTripMismatch { .. } => "RoundTripMismatch",
+        }
+    }
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Blocked::LiveAwsAuthMalformed { diagnostics, why } => {
+                match why {
+                    Unrecoverable::RecoveryDisabled => f.write_str(
+                        "the live aws-auth cannot be parsed and --recover-malformed=false: nothing is written until the key is fixed by hand (`aws-auth-operator validate` shows where): ",
+                    )?,
+                    Unrecoverable::NoGoodRevision => f.write_str(
+                        "the live aws-auth cannot be parsed and no revision in history parses cleanly to restore its unmanaged entries from: nothing is written until the key is fixed by hand: ",
+                    )?,
+                }
+                let list: Vec<_> = diagnostics.iter().map(Diagnostic::to_string).collect();
+                f.write_str(&list.join("; "))
+            }
+            Blocked::TooLarge { bytes, limit } => write!(
+                f,
+                "aws-auth would hold {bytes} bytes of data even without any mapping's change, over the {limit}-byte ConfigMap limit; nothing was written"
+            ),
+            Blocked::AnnotationTooLarge { bytes, limit } => write!(
+                f,
+                "the {MANAGED_ANNOTATION} annotation would be {bytes} bytes, over its {limit}-byte budget; nothing was written"
+            ),
+            Blocked::RoundTripMismatch { section } => write!(
+                f,
+                "re-parsing the rendered {section} did not give back the intended entries; the write was refused (please report this bug)"
+            ),
+        }
+    }
+}
+
+/// Something worth an event or a log line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind")]
+pub enum Note {
+    /// A mapping replaced unmanaged entries for its principal.
+    TookOver {
+        mapping: String,
+        previous: Vec<Entry>,
+        /// The previous entries are kept, to come back when the mapping is deleted.
+        kept_to_give_back: bool,
+    },
+    /// Unmanaged entries restored from a revision: of a malformed key (`section`), or of a
+    /// deleted aws-auth (`section: None`).
+    Recovered {
+        section: Option<Section>,
+        restored: Vec<Entry>,
+        revision: u64,
+        error: String,
+    },
+    /// aws-auth was deleted and its unmanaged entries are not restored.
+    NotRecovered { reason: String },
+    /// A managed entry that no mapping renders any more was removed.
+    Removed { entry: Entry },
+    /// Entries a deleted mapping had taken over are back (unmanaged again).
+    GaveBack { entries: Vec<Entry> },
+    /// `--enforce-group-policy` removed the entry of a mapping that violates the group policy.
+    PolicyEnforced { mapping: String, entry: Entry },
+}
+
+fn describe_entries(entries: &[Entry]) -> String {
+    let list: Vec<String> = entries
+        .iter()
+        .map(|e| format!("{} ({})", e.principal(), e.section()))
+        .collect();
+    if list.is_empty() {
+        "no entries".to_string()
+    } else {
+        list.join(", ")
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::TookOver {
+                mapping,
+                previous,
+                kept_to_give_back,
+            } => {
+                write!(
+                    f,
+                    "{mapping}: takes over the unmanaged entry of {}",
+                    describe_entries(previous)
+                )?;
+                if *kept_to_give_back {
+                    f.write_str(" (kept: it comes back if the mapping is deleted)")?;
+                }
+                Ok(())
+            }
+            Note::Recovered {
+                section,
+                restored,
+                revision,
+                error,
+            } => {
+                match section {
+                    Some(section) => write!(f, "{section} cannot be parsed ({error})")?,
+                    None => f.write_str("aws-auth was deleted")?,
+                }
+                write!(
+                    f,
+                    "; restored {} unmanaged entries from revision {revision}: {}",
+                    restored.len(),
+                    describe_entries(restored)
+                )
+            }
+            Note::NotRecovered { reason } => write!(
+                f,
+                "aws-auth was deleted and is recreated with the managed entries only: {reason}"
+            ),
+            Note::Removed { entry } => write!(
+                f,
+                "removed {} from {}: no mapping renders it any more",
+                entry.principal(),
+                entry.section()
+            ),
+            Note::GaveBack { entries } => write!(
+                f,
+                "gives back the entry a deleted mapping had taken over: {}",
+                describe_entries(entries)
+            ),
+            Note::PolicyEnforced { mapping, entry } => write!(
+                f,
+                "{mapping}: removed {} from {} (--enforce-group-policy)",
+                entry.principal(),
+                entry.section()
+            ),
+        }
+    }
+}
+
+/// The decision: what aws-auth must hold and what happened to each mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// The complete new data of aws-auth (keys other than the three sections are kept as they are).
+    pub data: ConfigMapData,
+    pub managed: ManagedSet,
+    /// `managed` encoded for the annotation.
+    pub managed_annotation: String,
+    /// Whether data or annotation differ from the live ConfigMap (or it does not exist).
+    pub changed: bool,
+    /// Sections whose text is rewritten.
+    pub rewritten: BTreeSet<Section>,
+    /// Outcome per mapping name.
+    pub outcomes: BTreeMap<String, Outcome>,
+    pub notes: Vec<Note>,
+    /// Set when nothing may be written; `data` then equals the live data.
+    pub blocked: Option<Blocked>,
+    /// Diagnostics of the live aws-auth (problems in entries the operator does not own).
+    pub live_diagnostics: Vec<Diagnostic>,
+    pub managed_entries: usize,
+    pub unmanaged_entries: usize,
+}
+
+/// What becomes of one principal's entries.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    /// Left exactly as they are: not the operator's (unmanaged, protected), or a change that
+    /// did not fit.
+    Untouched,
+    /// The operator writes this entry in place of the live ones.
+    Write(Entry),
+    /// Gone: a managed entry nothing renders any more.
+    Remove,
+    /// The entries a deleted mapping had taken over come back, unmanaged.
+    GiveBack(Vec<Entry>),
+}
+
+/// Everything the plan learns about one principal.
+struct Principal {
+    /// Its live entries, in the order the authenticator reads them (roles: it uses the last).
+    live: Vec<Entry>,
+    /// The operator wrote it last time.
+    managed: bool,
+    /// `--protected-arn`: never changed or removed.
+    protected: bool,
+    /// Valid mappings claiming it (index, entry), oldest first once sorted.
+    claims: Vec<(usize, Entry)>,
+    fate: Fate,
+    /// Whether the operator manages it after this plan.
+    managed_after: bool,
+    /// The entries it replaced and gives back when no mapping renders it any more.
+    original: Option<Vec<Entry>>,
+}
+
+impl Principal {
+    /// Whether writing `entry` leaves aws-auth as it is for this principal.
+    fn is_live(&self, entry: &Entry) -> bool {
+        self.live.len() == 1 && self.live[0] == *entry
+    }
+}
+
+/// Computes the plan. Pure: no I/O, no clock.
+pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
+    let no_data = ConfigMapData::new();
+    let live_data = live.data.as_ref().unwrap_or(&no_data);
+    let parsed = parse_data(live_data);
+    let mut notes = Vec::new();
+    let (live_entries, live_managed) = match recover(&parsed, live, settings, &mut notes) {
+        Ok(recovered) => recovered,
+        Err(blocked) => return blocked_plan(mappings, live, blocked, parsed.diagnostics),
+    };
+
+    let mut principals = principals_of(&live_entries, &live_managed, settings);
+    let mut outcomes: Vec<Option<Outcome>> = vec![None; mappings.len()];
+    let mut invalid = Vec::new();
+    let mut violations = Vec::new();
+    for (index, mapping) in mappings.iter().enumerate() {
+        match validate(&mapping.spec) {
+            Err(problems) => invalid.push((index, problems)),
+            Ok(entry) => {
+                let key = entry.key();
+                if settings.protected.contains(&key) {
+                    let principal = entry.principal().to_string();
+                    outcomes[index] = Some(Outcome::Protected { principal });
+                } else if let Some((group, rule)) = settings.forbidden_group(entry.groups()) {
+                    violations.push((index, group.to_string(), rule));
+                } else {
+                    principal_mut(&mut principals, key, settings)
+                        .claims
+                        .push((index, entry));
+                }
+            }
+        }
+    }
+
+    // A principal first met through a mapping may still be managed (its entry deleted by hand).
+    for (key, principal) in principals.iter_mut() {
+        principal.managed |= live_managed.contains(key);
+    }
+    decide_winners(mappings, &mut principals, &mut outcomes, settings);
+    for (index, problems) in invalid {
+        let kept = keep_last_entry(&mappings[index], &mut principals);
+        outcomes[index] = Some(Outcome::Invalid { problems, kept });
+    }
+    for (index, group, rule) in violations {
+        let mapping = &mappings[index];
+        let (kept, removed) = if settings.enforce_group_policy {
+            let removed = remove_last_entry(mapping, &mut principals);
+            if let Some(entry) = &removed {
+                notes.push(Note::PolicyEnforced {
+                    mapping: mapping.name.clone(),
+                    entry: entry.clone(),
+                });
+            }
+            (None, removed)
+        } else {
+            (keep_last_entry(mapping, &mut principals), None)
+        };
+        outcomes[index] = Some(Outcome::PolicyViolation {
+            group,
+            rule,
+            kept,
+            removed,
+        });
+    }
+    settle_unclaimed(&mut principals);
+
+    let fitted = match fit(mappings, &mut principals, &parsed, live_data, settings) {
+        Ok(fitted) => fitted,
+        Err(blocked) => return blocked_plan(mappings, live, blocked, parsed.diagnostics),
+    };
+    for refused in fitted.refused {
+        outcomes[refused.index] = Some(refused.outcome);
+    }
+    // Notes of takeovers, removals and gives-back, in principal order.
+    for principal in principals.values() {
+        if let Some(&(winner, _)) = principal.claims.first()
+            && let Some(Outcome::Rendered { took_over, .. }) = &outcomes[winner]
+            && !took_over.is_empty()
+        {
+            notes.push(Note::TookOver {
+                mapping: mappings[winner].name.clone(),
+                previous: took_over.clone(),
+                kept_to_give_back: principal.original.is_some(),
+            });
+        }
+        match &principal.fate {
+            Fate::Remove => notes.extend(principal.live.iter().map(|entry| Note::Removed {
+                entry: entry.clone(),
+            })),
+            Fate::GiveBack(entries) => notes.push(Note::GaveBack {
+                entries: entries.clone(),
+            }),
+            _ => {}
+        }
+    }
+
+    let Built {
+        data,
+        managed,
+        managed_annotation,
+        rewritten,
+        managed_entries,
+        unmanaged_entries,
+    } = fitted.built;
+    let changed = data != *live_data || managed != live.managed || live.data.is_none();
+    let outcomes = mappings
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(mapping, outcome)| Some((mapping.name.clone(), outcome?)))
+        .collect();
+    Plan {
+        data,
+        managed,
+        managed_annotation,
+        changed,
+        rewritten,
+        outcomes,
+        notes,
+        blocked: None,
+        live_diagnostics: parsed.diagnostics,
+        managed_entries,
+        unmanaged_entries,
+    }
+}
+
+/// Every live principal with its entries, whether it is managed, protected, and what it took
+/// over.
+fn principals_of(
+    live_entries: &AwsAuthEntries,
+    managed: &ManagedSet,
+    settings: &Settings,
+) -> BTreeMap<PrincipalKey, Principal> {
+    let mut principals = BTreeMap::new();
+    for (_, entry) in live_entries.iter() {
+        principal_mut(&mut principals, entry.key(), settings)
+            .live
+            .push(entry);
+    }
+    for (key, principal) in principals.iter_mut() {
+        principal.managed = managed.contains(key);
+    }
+    // A principal that is managed but has no live entry (deleted by hand) still matters: its
+    // mapping restores it, or its original comes back.
+    for (key, original) in managed.originals() {
+        let principal = principal_mut(&mut principals, key.clone(), settings);
+        principal.managed = true;
+        principal.original = Some(original.clone());
+    }
+    principals
+}
+
+fn principal_mut<'p>(
+    principals: &'p mut BTreeMap<PrincipalKey, Principal>,
+    key: PrincipalKey,
+    settings: &Settings,
+) -> &'p mut Principal {
+    principals.entry(key).or_insert_with_key(|key| Principal {
+        live: Vec::new(),
+        managed: false,
+        protected: settings.protected.contains(key),
+        claims: Vec::new(),
+        fate: Fate::Untouched,
+        managed_after: false,
+        original: None,
+    })
+}
+
+/// The order in which mappings win a principal (and a place in a full aws-auth): created
+/// earlier first (a mapping with no creation time comes last), then by name.
+fn age_order(a: &MappingInput, b: &MappingInput) -> std::cmp::Ordering {
+    let key = |m: &MappingInput| {
+        (
+            m.creation_timestamp.is_none(),
+            m.creation_timestamp.as_ref().map(|t| t.0),
+        )
+    };
+    key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
+}
+
+/// For every claimed principal: the oldest claim wins and is written (a takeover, a drift
+/// repair, or left as a hand edit in report mode); the others are in Conflict.
+fn decide_winners(
+    mappings: &[MappingInput],
+    principals: &mut BTreeMap<PrincipalKey, Principal>,
+    outcomes: &mut [Option<Outcome>],
+    settings: &Settings,
+) {
+    for principal in principals.values_mut() {
+        if principal.claims.is_empty() {
+            continue;
+        }
+        // Stable: of equals, the first in input order wins.
+        principal
+            .claims
+            .sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
+        let (winner_index, entry) = principal.claims[0].clone();
+        let winner = &mappings[winner_index];
+        for (loser, _) in &principal.claims[1..] {
+            outcomes[*loser] = Some(Outcome::Conflict {
+                winner: winner.name.clone(),
+                principal: entry.principal().to_string(),
+            });
+        }
+        let contenders = principal.claims[1..]
+            .iter()
+            .map(|(loser, _)| mappings[*loser].name.clone())
+            .collect();
+
+        let took_over = if principal.managed {
+            Vec::new()
+        } else {
+            principal.live.clone()
+        };
+        let adopt = winner.spec.adopt_existing_entry;
+        if !took_over.is_empty() {
+            principal.original = (!adopt).then(|| took_over.clone());
+        } else if adopt {
+            principal.original = None;
+        }
+        let drift = if principal.managed && !principal.is_live(&entry) {
+            detect_drift(winner, &entry, &principal.live, settings.drift)
+        } else {
+            None
+        };
+        principal.fate = match &drift {
+            Some(d) if !d.repaired => match principal.live.last() {
+                Some(live) => Fate::Write(live.clone()),
+                None => Fate::Write(entry.clone()),
+            },
+            _ => Fate::Write(entry.clone()),
+        };
+        principal.managed_after = true;
+        outcomes[winner_index] = Some(Outcome::Rendered {
+            entry,
+            took_over,
+            drift,
+            contenders,
+            gives_back_on_delete: principal.original.is_some(),
+        });
+    }
+}
+
+/// Drift: aws-auth no longer holds exactly what the operator last wrote for this mapping.
+fn detect_drift(
+    mapping: &MappingInput,
+    desired: &Entry,
+    live: &[Entry],
+    policy: DriftPolicy,
+) -> Option<Box<Drift>> {
+    // A spec change since the last write is not drift, whatever the live text says, unless the
+    // live entry also fails to match the new spec.
+    let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
+    let reference = last_written.as_ref().unwrap_or(desired);
+    if live.len() == 1 && live[0] == *reference {
+        return None;
+    }
+    let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);
+    Some(Box::new(Drift {
+        live: live.to_vec(),
+        desired: desired.clone(),
+        repaired: policy == DriftPolicy::Repair || !spec_unchanged || live.is_empty(),
+    }))
+}
+
+/// The principal whose entry this mapping wrote last time, if the operator still manages it,
+/// it is live, and no other mapping renders it now.
+fn owned_principal<'p>(
+    mapping: &MappingInput,
+    principals: &'p mut BTreeMap<PrincipalKey, Principal>,
+) -> Option<&'p mut Principal> {
+    let rendered = mapping.last_rendered.as_ref()?;
+    let key = entry_from_rendered(rendered)?.key();
+    let principal = principals.get_mut(&key)?;
+    let unclaimed = principal.fate == Fate::Untouched && principal.claims.is_empty();
+    (principal.managed && !principal.protected && unclaimed && !principal.live.is_empty())
+        .then_some(principal)
+}
+
+/// Keeps the entry a mapping that became invalid (or violates the group policy) wrote before,
+/// exactly as aws-auth holds it, so that a bad edit never locks its users out.
+fn keep_last_entry(
+    mapping: &MappingInput,
+    principals: &mut BTreeMap<PrincipalKey, Principal>,
+) -> Option<Entry> {
+    let principal = owned_principal(mapping, principals)?;
+    let kept = principal.live.last()?.clone();
+    principal.fate = Fate::Write(kept.clone());
+    principal.managed_after = true;
+    Some(kept)
+}
+
+/// Removes the entry a mapping wrote before (`--enforce-group-policy`).
+fn remove_last_entry(
+    mapping: &MappingInput,
+    principals: &mut BTreeMap<PrincipalKey, Principal>,
+) -> Option<Entry> {
+    let principal = owned_principal(mapping, principals)?;
+    let removed = principal.live.last()?.clone();
+    principal.fate = Fate::Remove;
+    principal.original = None;
+    Some(removed)
+}
+
+/// Principals no mapping writes: a managed one is removed, or its original comes back;
+/// everything else stays untouched.
+fn settle_unclaimed(principals: &mut BTreeMap<PrincipalKey, Principal>) {
+    for principal in principals.values_mut() {
+        if principal.managed_after || principal.fate != Fate::Untouched {
+            continue;
+        }
+        if principal.protected || !principal.managed {
+            principal.original = None;
+            continue;
+        }
+        principal.fate = match principal.original.take() {
+            Some(original) => Fate::GiveBack(original),
+            None => Fate::Remove,
+        };
+    }
+}
+
+/// A change refused because it does not fit.
+struct Refused {
+    index: usize,
+    outcome: Outcome,
+}
+
+struct Fitted {
+    built: Built,
+    refused: Vec<Refused>,
+}
+
+/// Applies every change if the result fits; otherwise the most changes, oldest mapping first,
+/// that fit (entries already in aws-auth are never dropped for lack of room).
+fn fit(
+    mappings: &[MappingInput],
+    principals: &mut BTreeMap<PrincipalKey, Principal>,
+    parsed: &ParsedAwsAuth,
+    live_data: &ConfigMapData,
+    settings: &Settings,
+) -> Result<Fitted, Blocked> {
+    let everything = build(principals, parsed, live_data, None)?;
+    let Some(too_large) = over_limit(&everything, settings) else {
+        return Ok(Fitted {
+            built: everything,
+            refused: Vec::new(),
+        });
+    };
+    // The changes a mapping asks for that add to aws-auth: its new or changed entry.
+    let mut changes: Vec<(usize, PrincipalKey)> = principals
+        .iter()
+        .filter_map(|(key, principal)| match &principal.fate {
+            Fate::Write(entry) if !principal.is_live(entry) => {
+                let winner = principal.claims.first()?.0;
+                Some((winner, key.clone()))
+            }
+            _ => None,
+        })
+        .collect();
+    changes.sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
+    // The largest number of changes, oldest first, that fits (bisection: a build renders the
+    // whole ConfigMap, and this only runs at the limit).
+    let fits = |count: usize, principals: &BTreeMap<PrincipalKey, Principal>| {
+        let allowed: BTreeSet<&PrincipalKey> = changes[..count].iter().map(|(_, k)| k).collect();
+        build(principals, parsed, live_data, Some(&allowed))
+    };
+    let base = fits(0, principals)?;
+    if let Some(blocked) = over_limit(&base, settings) {
+        return Err(blocked);
+    }
+    let (mut low, mut high) = (0, changes.len());
+    let mut best = base;
+    while low < high {
+        let middle = (low + high).div_ceil(2);
+        let built = fits(middle, principals)?;
+        if over_limit(&built, settings).is_none() {
+            low = middle;
+            best = built;
+        } else {
+            high = middle - 1;
+        }
+    }
+    let (bytes, limit, what) = match too_large {
+        Blocked::AnnotationTooLarge { bytes, limit } => (bytes, limit, "the managed annotation"),
+        Blocked::TooLarge { bytes, limit } => (bytes, limit, "the aws-auth data"),
+        _ => (0, 0, "aws-auth"),
+    };
+    let mut refused = Vec::new();
+    for (index, key) in &changes[low..] {
+        let Some(principal) = principals.get_mut(key) else {
+            continue;
+        };
+        let Fate::Write(entry) = std::mem::replace(&mut principal.fate, Fate::Untouched) else {
+            continue;
+        };
+        principal.managed_after = principal.managed;
+        let kept = if principal.managed {
+            principal.live.last().cloned()
+        } else {
+            None
+        };
+        refused.push(Refused {
+            index: *index,
+            outcome: Outcome::DoesNotFit {
+                entry,
+                kept,
+                bytes,
+                limit,
+                what,
+            },
+        });
+    }
+    Ok(Fitted {
+        built: best,
+        refused,
+    })
+}
+
+fn over_limit(built: &Built, settings: &Settings) -> Option<Blocked> {
+    let bytes = data_size(&built.data);
+    if bytes > settings.max_data_bytes {
+        return Some(Blocked::TooLarge {
+            bytes,
+            limit: settings.max_data_bytes,
+        });
+    }
+    if built.managed_annotation.len() > settings.max_annotation_bytes {
+        return Some(Blocked::AnnotationTooLarge {
+            bytes: built.managed_annotation.len(),
+            limit: settings.max_annotation_bytes,
+        });
+    }
+    None
+}
+
+/// What aws-auth becomes.
+struct Built {
+    data: ConfigMapData,
+    managed: ManagedSet,
+    managed_annotation: String,
+    rewritten: BTreeSet<Section>,
+    managed_entries: usize,
+    unmanaged_entries: usize,
+}
+
+/// Builds the new entries from the principals' fates (with `only`: only these changes; the
+/// other changed principals stay as they are), renders the keys whose meaning changed, and
+/// checks that they read back as intended.
+fn build(
+    principals: &BTreeMap<PrincipalKey, Principal>,
+    parsed: &ParsedAwsAuth,
+    live_data: &ConfigMapData,
+    only: Option<&BTreeSet<&PrincipalKey>>,
+) -> Result<Built, Blocked> {
+    let applies = |key: &PrincipalKey, principal: &Principal| match (&principal.fate, only) {
+        (Fate::Write(entry), Some(only)) if !principal.is_live(entry) => only.contains(key),
+        _ => true,
+    };
+    let mut next = AwsAuthEntries::default();
+    let (mut managed_entries, mut unmanaged_entries) = (0, 0);
+    let mut managed_keys = Vec::new();
+    let mut originals = BTreeMap::new();
+    for (key, principal) in principals {
+        let applied = applies(key, principal);
+        match (&principal.fate, applied) {
+            (Fate::Write(entry), true) => {
+                next.push(entry.clone());
+                managed_entries += 1;
+                managed_keys.push(key.clone());
+            }
+            (Fate::Untouched, _) | (Fate::Write(_), false) => {
+                for entry in &principal.live {
+                    next.push(entry.clone());
+                }
+                let count = principal.live.len();
+                let still_managed = principal.managed && !principal.protected;
+                if still_managed {
+                    managed_entries += count;
+                    managed_keys.push(key.clone());
+                } else {
+                    unmanaged_entries += count;
+                }
+            }
+            (Fate::GiveBack(entries), _) => {
+                for entry in entries {
+                    next.push(entry.clone());
+                }
+                unmanaged_entries += entries.len();
+            }
+            (Fate::Remove, _) => {}
+        }
+        let keeps_original = match (&principal.fate, applied) {
+            (Fate::Write(_), true) => true,
+            (Fate::Untouched, _) | (Fate::Write(_), false) => principal.managed,
+            _ => false,
+        };
+        if keeps_original && let Some(original) = &principal.original {
+            originals.insert(key.clone(), original.clone());
+        }
+    }
+    // The principals are in key order; the renderer's order also keeps duplicates of one
+    // principal in their live order (the authenticator uses the last).
+    sort_entries(&mut next);
+    let managed = ManagedSet::new(managed_keys).with_originals(originals);
+    let managed_annotation = managed.encode();
+
+    let mut live_sorted = parsed.entries.clone();
+    sort_entries(&mut live_sorted);
+    let mut data = live_data.clone();
+    let mut rewritten = BTreeSet::new();
+    for section in Section::ALL {
+        let unchanged = same_section(section, &live_sorted, &next);
+        if unchanged && !parsed.malformed.contains(&section) {
+            continue;
+        }
+        rewritten.insert(section);
+        let text = render_section(section, &next);
+        let reads_back = match &text {
+            Some(text) => {
+                let (reread, malformed) = parse_section_entries(section, text);
+                !malformed && same_section(section, &reread, &next)
+            }
+            None => same_section(section, &AwsAuthEntries::default(), &next),
+        };
+        if !reads_back {
+            return Err(Blocked::RoundTripMismatch { section });
+        }
+        match text {
+            Some(text) => data.insert(section.key().to_string(), text),
+            None => data.remove(section.key()),
+        };
+    }
+    Ok(Built {
+        data,
+        managed,
+        managed_annotation,
+        rewritten,
+        managed_entries,
+        unmanaged_entries,
+    })
+}
+
+/// Whether `a` and `b` hold the same entries in `section`, in the same order.
+fn same_section(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntries) -> bool {
+    match section {
+        Section::MapRoles => a.roles == b.roles,
+        Section::MapUsers => a.users == b.users,
+        Section::MapAccounts => a.accounts == b.accounts,
+    }
+}
+
+/// The live entries to build on, and the managed set that describes them: the parsed ones,
+/// with the unmanaged entries of malformed keys (or of a deleted aws-auth) restored from the
+/// last good revision when allowed.
+fn recover(
+    parsed: &ParsedAwsAuth,
+    live: &LiveAwsAuth,
+    settings: &Settings,
+    notes: &mut Vec<Note>,
+) -> Result<(AwsAuthEntries, ManagedSet), Blocked> {
+    let mut entries = parsed.entries.clone();
+    if live.data.is_none() {
+        // Deleted (or never created). Without a revision it is a first start: nothing to say.
+        let Some(source) = &live.recovery else {
+            return Ok((entries, live.managed.clone()));
+        };
+        if !settings.recover_malformed {
+            notes.push(Note::NotRecovered {
+                reason: format!(
+                    "--recover-malformed=false: its unmanaged entries are not restored from revision {}",
+                    source.revision
+                ),
+            });
+            return Ok((entries, live.managed.clone()));
+        }
+        let restored = restorable(source, &live.managed, None);
+        notes.push(Note::Recovered {
+            section: None,
+            restored: restored.clone(),
+            revision: source.revision,
+            error: "aws-auth was deleted".to_string(),
+        });
+        for entry in restored {
+            entries.push(entry);
+        }
+        // The revision's record of what the operator managed (and took over) applies again.
+        return Ok((entries, source.managed.clone()));
+    }
+    if parsed.malformed.is_empty() {
+        return Ok((entries, live.managed.clone()));
+    }
+    let section_errors = |section: Section| -> Vec<Diagnostic> {
+        parsed
+            .diagnostics
+            .iter()
+            .filter(|d| d.key == section.key() && d.entry.is_none())
+            .cloned()
+            .collect()
+    };
+    let blocked = |why| Blocked::LiveAwsAuthMalformed {
+        diagnostics: parsed
+            .malformed
+            .iter()
+            .flat_map(|s| section_errors(*s))
+            .collect(),
+        why,
+    };
+    if !settings.recover_malformed {
+        return Err(blocked(Unrecoverable::RecoveryDisabled));
+    }
+    let Some(source) = &live.recovery else {
+        return Err(blocked(Unrecoverable::NoGoodRevision));
+    };
+    for &section in &parsed.malformed {
+        let restored = restorable(source, &live.managed, Some(section));
+        let error = section_errors(section)
+            .first()
+            .map(Diagnostic::to_string)
+            .unwrap_or_default();
+        notes.push(Note::Recovered {
+            section: Some(section),
+            restored: restored.clone(),
+            revision: source.revision,
+            error,
+        });
+        for entry in restored {
+            entries.push(entry);
+        }
+    }
+    Ok((entries, live.managed.clone()))
+}
+
+/// The unmanaged entries of the recovery source (of one section, or all): never one whose
+/// principal the operator manages now, managed in that revision, or managed at any time since.
+fn restorable(
+    source: &RecoverySource,
+    managed: &ManagedSet,
+    section: Option<Section>,
+) -> Vec<Entry> {
+    parse_data(&source.data)
+        .entries
+        .iter()
+        .map(|(_, entry)| entry)
+        .filter(|entry| section.is_none_or(|s| entry.section() == s))
+        .filter(|entry| {
+            let key = entry.key();
+            !managed.contains(&key)
+                && !source.managed.contains(&key)
+                && !source.ever_managed.contains(&key)
+        })
+        .collect()
+}
+
+/// The entry a `status.rendered` describes.
+pub fn entry_from_rendered(rendered: &RenderedEntry) -> Option<Entry> {
+    let mapping = || ArnMapping {
+        arn: rendered.principal.clone(),
+        username: rendered.username.clone().unwrap_or_default(),
+        groups: rendered.groups.clone(),
+        extra: Default::default(),
+    };
+    Some(match rendered.section()? {
+        Section::MapRoles => Entry::Role(mapping()),
+        Section::MapUsers => Entry::User(mapping()),
+        Section::MapAccounts => Entry::Account(rendered.principal.clone()),
+    })
+}
+
+fn blocked_plan(
+    mappings: &[MappingInput],
+    live: &LiveAwsAuth,
+    blocked: Blocked,
+    live_diagnostics: Vec<Diagnostic>,
+) -> Plan {
+    let message = blocked.to_string();
+    let outcomes = mappings
+        .iter()
+        .map(|m| {
+            let outcome = Outcome::Blocked {
+                reason: blocked.reason(),
+                message: message.clone(),
+            };
+            (m.name.clone(), outcome)
+        })
+        .collect();
+    Plan {
+        data: live.data.clone().unwrap_or_default(),
+        managed_annotation: live.managed.encode(),
+        managed: live.managed.clone(),
+        changed: false,
+        rewritten: BTreeSet::new(),
+        outcomes,
+        notes: Vec::new(),
+        blocked: Some(blocked),
+        live_diagnostics,
+        managed_entries: 0,
+        unmanaged_entries: 0,
+    }
+}
