@@ -37,7 +37,7 @@ fmt: ## Format the Rust sources
 crds: ## Regenerate crds/, the chart's copy and deploy/install.yaml from src/api.rs (CI fails when stale)
 	$(CARGO) run --quiet --locked -- crd > $(CRD)
 	cp $(CRD) $(CHART_CRD)
-	@if [ -x $(VENV)/bin/python ]; then $(VENV)/bin/python tests/chart/generate.py; \
+	@if [ -x $(VENV)/bin/python ]; then AWS_AUTH_OPERATOR_BIN=target/debug/aws-auth-operator $(VENV)/bin/python tests/chart/generate.py; \
 	else echo "deploy/install.yaml holds the CRD too: run \`make chart-docs\`"; fi
 
 crd: crds ## Alias of crds
@@ -65,8 +65,9 @@ $(VENV)/.installed: tests/chart/requirements.txt
 chart-test: venv ## Helm chart, deploy/install.yaml, Dockerfile and GitOps tests (tests/packaging.rs)
 	AWS_AUTH_OPERATOR_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --locked --test packaging -- --nocapture
 
-chart-docs: venv ## Regenerate deploy/install.yaml, the chart README's values table and gitops/argocd/argocd-cm.yaml
-	$(VENV)/bin/python tests/chart/generate.py
+chart-docs: venv ## Regenerate deploy/install.yaml, the chart's values table, docs/cli.md, argocd-cm.yaml
+	$(CARGO) test --locked --no-run --test packaging
+	AWS_AUTH_OPERATOR_BIN=target/debug/aws-auth-operator $(VENV)/bin/python tests/chart/generate.py
 
 docker: ## Build the container image (IMAGE=aws-auth-operator:dev, ENGINE=docker)
 	$(ENGINE) build -t $(IMAGE) .
