@@ -1,0 +1,94 @@
+-- Argo CD health check for awsauth.dev/IamIdentityMapping (aws-auth-operator).
+-- Argo CD runs it with gopher-lua (Lua 5.1); `obj` is the live object.
+--
+--   Progressing  no status yet, or the status describes an older generation, or Reconciling=True
+--   Degraded     Stalled=True (invalid spec, conflict, protected principal, group policy,
+--                blocked write), Conflict=True, or Ready=False (e.g. a drift left in place)
+--   Healthy      Ready=True for the current generation
+local hs = {}
+
+local function describe(condition)
+  local text = condition.type
+  if condition.reason ~= nil and condition.reason ~= "" then
+    text = text .. " (" .. condition.reason .. ")"
+  end
+  if condition.message ~= nil and condition.message ~= "" then
+    text = text .. ": " .. condition.message
+  end
+  return text
+end
+
+local generation = nil
+if obj.metadata ~= nil then
+  generation = obj.metadata.generation
+end
+
+if obj.status == nil or obj.status.conditions == nil or #obj.status.conditions == 0 then
+  hs.status = "Progressing"
+  hs.message = "Waiting for aws-auth-operator to render this mapping"
+  return hs
+end
+
+local observed = obj.status.observedGeneration
+if generation ~= nil and (observed == nil or observed < generation) then
+  hs.status = "Progressing"
+  hs.message = "Waiting for aws-auth-operator to process generation " .. tostring(generation)
+  return hs
+end
+
+local conditions = {}
+for _, condition in ipairs(obj.status.conditions) do
+  if condition.type ~= nil then
+    conditions[condition.type] = condition
+  end
+end
+
+local stalled = conditions["Stalled"]
+if stalled ~= nil and stalled.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(stalled)
+  return hs
+end
+
+local conflict = conditions["Conflict"]
+if conflict ~= nil and conflict.status == "True" then
+  hs.status = "Degraded"
+  hs.message = describe(conflict)
+  return hs
+end
+
+local reconciling = conditions["Reconciling"]
+if reconciling ~= nil and reconciling.status == "True" then
+  hs.status = "Progressing"
+  hs.message = describe(reconciling)
+  return hs
+end
+
+local ready = conditions["Ready"]
+if ready == nil then
+  hs.status = "Progressing"
+  hs.message = "Waiting for the Ready condition"
+  return hs
+end
+
+if ready.observedGeneration ~= nil and generation ~= nil and ready.observedGeneration < generation then
+  hs.status = "Progressing"
+  hs.message = "Waiting for aws-auth-operator to process generation " .. tostring(generation)
+  return hs
+end
+
+if ready.status == "True" then
+  hs.status = "Healthy"
+  hs.message = ready.message
+  return hs
+end
+
+if ready.status == "False" then
+  hs.status = "Degraded"
+  hs.message = describe(ready)
+  return hs
+end
+
+hs.status = "Progressing"
+hs.message = describe(ready)
+return hs

@@ -1,0 +1,146 @@
+"""docs/ against the code: links resolve, and the tables of reasons, events, metrics, fields and
+validate diagnostics list everything the source defines. When the operator gains a reason, a
+metric or a field, these tests name it and the document to extend.
+"""
+
+from __future__ import annotations
+
+import re
+import sys
+import unittest
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import generate  # noqa: E402
+import support  # noqa: E402
+
+ROOT = support.ROOT
+DOCS = ROOT / "docs"
+SRC = ROOT / "src"
+
+
+def source(path: str) -> str:
+    return (SRC / path).read_text()
+
+
+def found(pattern: str, text: str) -> set[str]:
+    return set(re.findall(pattern, text))
+
+
+def documented(doc: Path, begin: str, end: str) -> set[str]:
+    """The `Reason` names in the first column of the table between the markers."""
+    text = doc.read_text()
+    start, stop = text.index(begin), text.index(end)
+    names: set[str] = set()
+    for line in text[start:stop].splitlines():
+        if line.startswith("| `"):
+            names |= set(re.findall(r"`(\w+)`", line.split("|")[1]))
+    return names
+
+
+def status_reasons() -> set[str]:
+    reasons = found(r'Problem::new\(\s*"(\w+)"', source("validate.rs"))
+    reasons |= found(r'ArnError::\w+ \{ \.\. \} => "(\w+)"', source("arn.rs"))
+    reasons |= found(r'(?:Outcome|Blocked)::\w+ \{ \.\. \} => "(\w+)"', source("plan.rs"))
+    reasons |= found(r'push\(\s*\w+,\s*(?:true|false),\s*"(\w+)"', source("status.rs"))
+    return reasons
+
+
+def event_reasons() -> set[str]:
+    text = source("controller/reconcile.rs")
+    return found(r'EventType::\w+,\s*"(\w+)"', text)
+
+
+class Docs(unittest.TestCase):
+    def test_reasons_table_covers_the_code(self) -> None:
+        reasons = status_reasons()
+        # The extraction must keep working when the code moves: known reasons of each source.
+        for known in ("ArnAndAccount", "ArnIsGroup", "Rendered", "ProtectedPrincipal",
+                      "LiveAwsAuthMalformed", "NoConflict", "HandEdited"):
+            self.assertIn(known, reasons, "tests/chart/test_docs.py no longer finds the reasons in src/")
+        table = documented(DOCS / "crd-reference.md", "<!-- reasons:begin -->", "<!-- reasons:end -->")
+        missing = sorted(reasons - table)
+        self.assertEqual(missing, [], "reasons missing from the table in docs/crd-reference.md")
+
+    def test_events_table_covers_the_code(self) -> None:
+        reasons = event_reasons()
+        for known in ("TookOver", "EntryRemoved", "DriftRepaired", "RecoveredMalformedAwsAuth"):
+            self.assertIn(known, reasons)
+        table = documented(DOCS / "crd-reference.md", "<!-- events:begin -->", "<!-- events:end -->")
+        # Warning events about a mapping carry its outcome's reason.
+        outcome = found(r'(?:Outcome|Blocked)::\w+ \{ \.\. \} => "(\w+)"', source("plan.rs")) - {"Rendered"}
+        self.assertEqual(sorted((reasons | outcome) - table), [],
+                         "event reasons missing from the events table in docs/crd-reference.md")
+
+    def test_validate_diagnostics_table_covers_the_parser(self) -> None:
+        reasons = found(r'DiagnosticKind::\w+ => "(\w+)"', source("awsauth/parse.rs"))
+        self.assertIn("RoleArnHasPath", reasons)
+        table = documented(DOCS / "troubleshooting.md", "<!-- diagnostics:begin -->", "<!-- diagnostics:end -->")
+        self.assertEqual(sorted(reasons - table), [],
+                         "validate reasons missing from docs/troubleshooting.md")
+
+    def test_metrics_are_documented(self) -> None:
+        names = found(r'register(?:_with_unit)?\(\s*"(\w+)"', source("server.rs"))
+        prefix = found(r'METRICS_PREFIX: &str = "(\w+)"', source("server.rs"))
+        self.assertEqual(prefix, {"aws_auth_operator"})
+        self.assertGreaterEqual(len(names), 8)
+        text = (DOCS / "operations.md").read_text()
+        missing = sorted(n for n in names if f"aws_auth_operator_{n}" not in text)
+        self.assertEqual(missing, [], "metrics missing from docs/operations.md")
+        errors = found(r'ReconcileError::\w+(?:\(_\)| \{ \.\. \})? => "(\w+)"', source("controller/reconcile.rs"))
+        self.assertIn("WriteFailed", errors)
+        self.assertEqual(sorted(e for e in errors if f"`{e}`" not in text), [],
+                         "reconcile error reasons missing from docs/operations.md")
+
+    def test_every_crd_field_is_documented(self) -> None:
+        crd = yaml.safe_load(support.CRD_FILE.read_text())
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        text = (DOCS / "crd-reference.md").read_text()
+        for part in ("spec", "status"):
+            for field in schema[part]["properties"]:
+                self.assertIn(f"`{part}.{field}", text, f"{part}.{field} is not in docs/crd-reference.md")
+        for column in crd["spec"]["versions"][0]["additionalPrinterColumns"]:
+            self.assertIn(column["name"].upper(), text)
+
+    def test_every_run_flag_is_in_the_cli_reference(self) -> None:
+        text = (DOCS / "cli.md").read_text()
+        self.assertEqual(text, generate.cli_doc_with_reference(text), "docs/cli.md is stale: run `make chart-docs`")
+        for command in support.subcommands():
+            self.assertIn(f'<a id="{command}"></a>', text)
+
+    def test_links_resolve(self) -> None:
+        files = [*DOCS.glob("*.md"), ROOT / "README.md", support.CHART / "README.md"]
+        for doc in files:
+            text = doc.read_text()
+            for target in re.findall(r"\]\(([^)\s]+)\)", text):
+                if re.match(r"^[a-z]+:", target):
+                    continue
+                path, _, anchor = target.partition("#")
+                resolved = (doc.parent / path).resolve() if path else doc
+                with self.subTest(doc=doc.name, link=target):
+                    self.assertTrue(resolved.exists(), f"{doc.relative_to(ROOT)}: {target} does not exist")
+                    if anchor and resolved.suffix == ".md":
+                        self.assertIn(anchor, anchors(resolved), f"{doc.relative_to(ROOT)}: no #{anchor} in {path or doc.name}")
+
+    def test_readme_keeps_its_quick_start_and_links_the_docs(self) -> None:
+        readme = (ROOT / "README.md").read_text()
+        blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
+        self.assertEqual(blocks[0].strip(), "cargo run -- render examples/")
+        self.assertEqual(blocks[1].strip(), "cargo test --locked")
+        self.assertTrue("(docs/install.md)" in readme, "README.md must link docs/install.md")
+
+
+def anchors(doc: Path) -> set[str]:
+    """GitHub's heading anchors, plus explicit `<a id="...">`."""
+    text = doc.read_text()
+    out = set(re.findall(r'<a id="([^"]+)"', text))
+    for heading in re.findall(r"^#+ (.+)$", text, flags=re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        out.add(slug)
+    return out
+
+
+if __name__ == "__main__":
+    unittest.main()
