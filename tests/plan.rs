@@ -82,7 +82,6 @@ fn source(revision: u64, plan: &Plan, ever_managed: ManagedSet) -> RecoverySourc
     }
 }
 
-
 fn rendered_entry(plan: &Plan, name: &str) -> Entry {
     match &plan.outcomes[name] {
         Outcome::Rendered { entry, .. } => entry.clone(),
@@ -745,5 +744,116 @@ mod properties {
                 prop_assert!(!again.changed, "second plan still changes: {:?}", again.rewritten);
             }
         }
+    }
+}
+
+mod recovery {
+    //! Recovery from history (findings 1 and 3): what comes back, and what never does.
+
+    use super::*;
+
+    const CONTRACTOR: &str = "- rolearn: arn:aws:iam::111122223333:role/contractor\n  username: contractor\n  groups:\n  - system:masters\n";
+    const ALICE: &str =
+        "- userarn: arn:aws:iam::111122223333:user/alice\n  username: alice\n  groups: []\n";
+
+    fn revision_with_everything(managed: ManagedSet, ever_managed: ManagedSet) -> RecoverySource {
+        RecoverySource {
+            revision: 7,
+            data: ConfigMapData::from([
+                ("mapRoles".to_string(), format!("{NODE_ROLE}{CONTRACTOR}")),
+                ("mapUsers".to_string(), ALICE.to_string()),
+            ]),
+            managed,
+            ever_managed,
+        }
+    }
+
+    fn restored(p: &Plan) -> Vec<String> {
+        p.notes
+            .iter()
+            .flat_map(|n| match n {
+                Note::Recovered { restored, .. } => restored.clone(),
+                _ => Vec::new(),
+            })
+            .map(|e| e.principal().to_string())
+            .collect()
+    }
+
+    /// A principal managed in the revision, or in any later one, never comes back unmanaged.
+    #[test]
+    fn a_principal_managed_in_or_after_the_revision_is_never_restored() {
+        let contractor = ManagedSet::new([PrincipalKey::role(
+            "arn:aws:iam::111122223333:role/contractor",
+        )]);
+        let alice = ManagedSet::new([PrincipalKey::user("arn:aws:iam::111122223333:user/alice")]);
+        let mut broken = live(&[
+            ("mapRoles", "- rolearn: x\n bad: [\n"),
+            ("mapUsers", "- [\n"),
+        ]);
+        broken.recovery = Some(revision_with_everything(contractor.clone(), alice.clone()));
+        let p = plan(&[], &broken, &Settings::default());
+        assert!(p.blocked.is_none(), "{:?}", p.blocked);
+        assert_eq!(
+            restored(&p),
+            ["arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC"]
+        );
+        let entries = parse_data(&p.data).entries;
+        assert_eq!(entries.roles.len(), 1);
+        assert!(entries.users.is_empty());
+
+        // Without those records, both would be back: the guard is what keeps them out.
+        broken.recovery = Some(revision_with_everything(
+            ManagedSet::default(),
+            ManagedSet::default(),
+        ));
+        let p = plan(&[], &broken, &Settings::default());
+        assert_eq!(restored(&p).len(), 3);
+    }
+
+    /// A deleted aws-auth is rebuilt: the revision's unmanaged entries, and the mappings'
+    /// entries; the revision's managed record applies again (so an entry it marked managed and
+    /// no mapping renders stays gone).
+    #[test]
+    fn a_deleted_aws_auth_is_rebuilt_from_the_revision() {
+        let contractor = ManagedSet::new([PrincipalKey::role(
+            "arn:aws:iam::111122223333:role/contractor",
+        )]);
+        let deleted = LiveAwsAuth {
+            data: None,
+            managed: ManagedSet::default(),
+            recovery: Some(revision_with_everything(contractor.clone(), contractor)),
+        };
+        let p = plan(&[admin()], &deleted, &Settings::default());
+        assert!(p.changed);
+        let entries = parse_data(&p.data).entries;
+        let roles: Vec<&str> = entries.roles.iter().map(|r| r.arn.as_str()).collect();
+        assert_eq!(
+            roles,
+            [
+                "arn:aws:iam::111122223333:role/admin",
+                "arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC"
+            ]
+        );
+        assert_eq!(entries.users.len(), 1);
+        assert!(matches!(
+            &p.notes[0],
+            Note::Recovered { section: None, revision: 7, restored, .. } if restored.len() == 2
+        ));
+
+        // With recovery off, only the managed entries come back, and a note says why.
+        let settings = Settings {
+            recover_malformed: false,
+            ..Default::default()
+        };
+        let p = plan(&[admin()], &deleted, &settings);
+        assert_eq!(parse_data(&p.data).entries.len(), 1);
+        assert!(
+            matches!(&p.notes[..], [Note::NotRecovered { reason }] if reason.contains("--recover-malformed=false")),
+            "{:?}",
+            p.notes
+        );
+        // A first start (no aws-auth, no history) has nothing to say.
+        let p = plan(&[admin()], &LiveAwsAuth::default(), &Settings::default());
+        assert!(p.notes.is_empty());
     }
 }

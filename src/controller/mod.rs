@@ -431,3 +431,113 @@ async fn shutdown_signal() {
         let _ = ctrl_c.await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gone() -> watcher::Error {
+        watcher::Error::WatchError(Box::new(kube::core::Status::failure(
+            "too old resource version: 1 (100)",
+            "Expired",
+        )))
+    }
+
+    /// Finding 8: a watch that fails marks the operator not ready, and its first event after
+    /// the error (the re-list once the API server is back) makes it ready and wakes the loop.
+    #[tokio::test]
+    async fn a_failing_watch_is_reported_until_it_delivers_again() {
+        let health = Arc::new(Health::new());
+        health.set_ready(true);
+        let wake = Arc::new(Notify::new());
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let task = tokio::spawn(follow_watch(
+            tokio_stream_from(rx),
+            wake.clone(),
+            health.clone(),
+            "watch of test objects",
+        ));
+        tx.send(Err(gone())).unwrap();
+        tx.send(Err(gone())).unwrap();
+        wait(|| !health.is_ready()).await;
+        assert!(
+            health
+                .not_ready_reason()
+                .contains("watch of test objects: down")
+        );
+        tx.send(Ok(watcher::Event::<ConfigMap>::Init)).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), wake.notified())
+            .await
+            .expect("woken once the watch is back");
+        wait(|| health.is_ready()).await;
+        drop(tx);
+        task.await.unwrap();
+    }
+
+    fn tokio_stream_from<T>(
+        mut rx: tokio::sync::mpsc::UnboundedReceiver<T>,
+    ) -> impl Stream<Item = T> {
+        futures::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+
+    async fn wait(condition: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    /// The watch backoff never waits more than 5 s (4 s and a quarter of jitter), and a reset
+    /// starts again at 250 ms.
+    #[test]
+    fn watch_backoff_is_short() {
+        use kube::runtime::utils::Backoff;
+        let mut backoff = watch_backoff();
+        let delays: Vec<Duration> = backoff.by_ref().take(12).collect();
+        assert!(delays[0] >= WATCH_BACKOFF_MIN && delays[0] <= WATCH_BACKOFF_MIN * 5 / 4);
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(5)),
+            "{delays:?}"
+        );
+        assert!(delays[11] >= WATCH_BACKOFF_MAX);
+        backoff.reset();
+        assert!(backoff.next().unwrap() <= WATCH_BACKOFF_MIN * 5 / 4);
+        assert!(MAX_RECONCILE_BACKOFF <= Duration::from_secs(5));
+    }
+
+    #[test]
+    fn slim_drops_what_the_operator_never_reads() {
+        let mut mapping = IamIdentityMapping::new("m", Default::default());
+        mapping.metadata.managed_fields = Some(vec![Default::default()]);
+        mapping.metadata.annotations = Some(
+            [
+                (
+                    "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                    "{}".to_string(),
+                ),
+                ("team".to_string(), "a".to_string()),
+            ]
+            .into(),
+        );
+        slim(&mut mapping);
+        assert!(
+            mapping
+                .metadata
+                .managed_fields
+                .unwrap_or_default()
+                .is_empty()
+        );
+        assert_eq!(
+            mapping
+                .metadata
+                .annotations
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
+            ["team"]
+        );
+    }
+}

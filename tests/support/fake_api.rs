@@ -31,6 +31,7 @@ const CONFIGMAPS: &str = "/api/v1/namespaces/kube-system/configmaps";
 const MAPPINGS: &str = "/apis/awsauth.dev/v1alpha1/iamidentitymappings";
 const EVENTS_PREFIX: &str = "/apis/events.k8s.io/v1/namespaces/";
 const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
+const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
 
 /// What the fake says of the IamIdentityMapping CRD.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -95,6 +96,8 @@ pub struct State {
     before_create: Vec<Hook>,
     /// The state of the IamIdentityMapping CRD.
     pub crd: Crd,
+    /// Leases of kube-system by name, as JSON.
+    pub leases: BTreeMap<String, Value>,
     /// Requests answered 403 Forbidden, by `METHOD path-prefix`.
     pub forbidden: Vec<(Method, String)>,
 }
@@ -177,6 +180,9 @@ impl State {
                 }
                 _ => unsupported(path),
             };
+        }
+        if let Some(rest) = path.strip_prefix(LEASES) {
+            return self.lease(method, rest.trim_start_matches('/'), body);
         }
         if let Some(rest) = path.strip_prefix(CONFIGMAPS) {
             if self.configmap_failures_to_inject > 0 {
@@ -299,6 +305,49 @@ impl State {
                 }
             }
             (_, name) => unsupported(&format!("configmaps {name:?}")),
+        }
+    }
+
+    /// Leases: GET, POST, and PATCH of any kind applied as a merge patch (enough for
+    /// kube-lease-manager's apply and strategic patches of `spec`).
+    fn lease(&mut self, method: Method, name: &str, body: &[u8]) -> Reply {
+        const WHAT: &str = "leases.coordination.k8s.io";
+        let resource_version = self.next_resource_version();
+        match method {
+            Method::GET => match self.leases.get(name) {
+                Some(lease) => (StatusCode::OK, lease.clone()),
+                None => not_found(WHAT, name),
+            },
+            Method::POST => {
+                let mut lease: Value = match parse(body) {
+                    Ok(lease) => lease,
+                    Err(reply) => return reply,
+                };
+                let name = lease["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                if self.leases.contains_key(&name) {
+                    return status(StatusCode::CONFLICT, "AlreadyExists", "lease exists");
+                }
+                lease["metadata"]["resourceVersion"] = json!(resource_version);
+                lease["metadata"]["namespace"] = json!("kube-system");
+                self.leases.insert(name, lease.clone());
+                (StatusCode::CREATED, lease)
+            }
+            Method::PATCH => {
+                let patch: Value = match parse(body) {
+                    Ok(patch) => patch,
+                    Err(reply) => return reply,
+                };
+                let Some(lease) = self.leases.get_mut(name) else {
+                    return not_found(WHAT, name);
+                };
+                merge(lease, &patch);
+                lease["metadata"]["resourceVersion"] = json!(resource_version);
+                (StatusCode::OK, lease.clone())
+            }
+            _ => unsupported("leases"),
         }
     }
 
