@@ -98,12 +98,20 @@ pub fn status_for(
                     push(READY, true, "Rendered", outcome.message());
                 }
                 None => {
-                    push(
-                        DRIFTED,
-                        false,
-                        "InSync",
-                        "aws-auth holds exactly the rendered entry".to_string(),
-                    );
+                    // After a repair, the condition keeps saying so (with lastDriftRepair):
+                    // switching it back to InSync would be one more write for no news.
+                    let repaired_before = previous
+                        .and_then(|p| condition(p, DRIFTED))
+                        .filter(|c| c.status == "False" && c.reason == "Repaired");
+                    match repaired_before {
+                        Some(c) => push(DRIFTED, false, "Repaired", c.message.clone()),
+                        None => push(
+                            DRIFTED,
+                            false,
+                            "InSync",
+                            "aws-auth holds exactly the rendered entry".to_string(),
+                        ),
+                    }
                     push(READY, true, "Rendered", message);
                 }
             }

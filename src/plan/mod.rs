@@ -504,6 +504,21 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         }
     }
 
+    // The principals invalid (or policy-violating) mappings wrote before may keep their entry,
+    // even when it is no longer live.
+    for &index in invalid
+        .iter()
+        .map(|(i, _)| i)
+        .chain(violations.iter().map(|(i, _, _)| i))
+    {
+        if let Some(entry) = mappings[index]
+            .last_rendered
+            .as_ref()
+            .and_then(entry_from_rendered)
+        {
+            principal_mut(&mut principals, entry.key(), settings);
+        }
+    }
     // A principal first met through a mapping may still be managed (its entry deleted by hand).
     for (key, principal) in principals.iter_mut() {
         principal.managed |= live_managed.contains(key);
@@ -734,28 +749,29 @@ fn detect_drift(
     }))
 }
 
-/// The principal whose entry this mapping wrote last time, if the operator still manages it,
-/// it is live, and no other mapping renders it now.
+/// The principal whose entry this mapping wrote last time (`status.rendered`), if the operator
+/// still manages it and no other mapping renders it now.
 fn owned_principal<'p>(
     mapping: &MappingInput,
     principals: &'p mut BTreeMap<PrincipalKey, Principal>,
-) -> Option<&'p mut Principal> {
+) -> Option<(&'p mut Principal, Entry)> {
     let rendered = mapping.last_rendered.as_ref()?;
-    let key = entry_from_rendered(rendered)?.key();
-    let principal = principals.get_mut(&key)?;
+    let written = entry_from_rendered(rendered)?;
+    let principal = principals.get_mut(&written.key())?;
     let unclaimed = principal.fate == Fate::Untouched && principal.claims.is_empty();
-    (principal.managed && !principal.protected && unclaimed && !principal.live.is_empty())
-        .then_some(principal)
+    (principal.managed && !principal.protected && unclaimed).then_some((principal, written))
 }
 
 /// Keeps the entry a mapping that became invalid (or violates the group policy) wrote before,
-/// exactly as aws-auth holds it, so that a bad edit never locks its users out.
+/// exactly as aws-auth holds it, so that a bad edit never locks its users out. When the entry
+/// is gone from aws-auth (deleted by hand, or in a key that had to be recovered), the entry
+/// the operator last wrote comes back, as a drift repair would.
 fn keep_last_entry(
     mapping: &MappingInput,
     principals: &mut BTreeMap<PrincipalKey, Principal>,
 ) -> Option<Entry> {
-    let principal = owned_principal(mapping, principals)?;
-    let kept = principal.live.last()?.clone();
+    let (principal, written) = owned_principal(mapping, principals)?;
+    let kept = principal.live.last().cloned().unwrap_or(written);
     principal.fate = Fate::Write(kept.clone());
     principal.managed_after = true;
     Some(kept)
@@ -766,7 +782,7 @@ fn remove_last_entry(
     mapping: &MappingInput,
     principals: &mut BTreeMap<PrincipalKey, Principal>,
 ) -> Option<Entry> {
-    let principal = owned_principal(mapping, principals)?;
+    let (principal, _) = owned_principal(mapping, principals)?;
     let removed = principal.live.last()?.clone();
     principal.fate = Fate::Remove;
     principal.original = None;

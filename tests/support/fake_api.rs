@@ -677,6 +677,13 @@ impl FakeApi {
         self.state().before_replace.push(Box::new(hook));
     }
 
+    /// Drops the hooks that have not run.
+    pub fn clear_hooks(&self) {
+        let mut state = self.state();
+        state.before_replace.clear();
+        state.before_create.clear();
+    }
+
     /// Like [`FakeApi::on_before_replace`], for the next create (POST) of aws-auth.
     pub fn on_before_create(&self, hook: impl FnOnce(&mut State) + Send + 'static) {
         self.state().before_create.push(Box::new(hook));
