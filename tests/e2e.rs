@@ -24,7 +24,9 @@
 //! 8. deleting a mapping removes its entry;
 //! 9. with the operator stopped, a mapping is deleted and another created; after a restart both
 //!    changes reach aws-auth;
-//! 10. clean-up, also after a failure: delete the run's mappings, stop the operator, remove the
+//! 10. the API server refuses common mistakes with the CRD's plain CEL messages; `groups: []`
+//!     reaches status.rendered; unquoted account ids in mapAccounts survive the operator's write;
+//! 11. clean-up, also after a failure: delete the run's mappings, stop the operator, remove the
 //!     run's principals and the foreign entry from aws-auth, put back each section's original text
 //!     where its meaning is unchanged and the original labels and annotations, and delete what did
 //!     not exist before (aws-auth, the history ConfigMap, the CRD). Events the operator emitted are left to expire; a CRD that
@@ -214,6 +216,9 @@ impl Suite {
             .await?;
         self.changes_while_down_converge(&targets.delete_while_down)
             .await?;
+        self.admission_refuses_mistakes_in_plain_words().await?;
+        self.empty_groups_are_what_status_says().await?;
+        self.unquoted_account_ids_survive().await?;
         Ok(())
     }
 
@@ -416,6 +421,131 @@ impl Suite {
             },
         )
         .await
+    }
+
+    /// Only the real API server evaluates the CRD's CEL rules (with its cost limits): each
+    /// common mistake is refused with the rule's plain message.
+    async fn admission_refuses_mistakes_in_plain_words(&mut self) -> Result<()> {
+        step("admission refuses common mistakes with plain messages");
+        let cases: [(&str, IamIdentityMappingSpec, &str); 4] = [
+            (
+                "wildcard",
+                role_spec(&format!("arn:aws:iam::{ACCOUNT}:role/team*/x"), "x", &[]),
+                "aws-auth has no wildcards",
+            ),
+            (
+                "assumed-role",
+                role_spec(
+                    &format!("arn:aws:sts::{ACCOUNT}:assumed-role/Admin/alice"),
+                    "x",
+                    &[],
+                ),
+                "give the role's IAM ARN instead",
+            ),
+            (
+                "template",
+                role_spec(&self.role_arn("template"), "x:{{ SessionName }}", &[]),
+                "no spaces inside the braces",
+            ),
+            (
+                "duplicate-groups",
+                role_spec(&self.role_arn("dup"), "x", &["a", "a"]),
+                "Duplicate value",
+            ),
+        ];
+        for (suffix, spec, says) in cases {
+            let mapping = self.mapping(&self.name(suffix), spec);
+            match mappings(&self.client)
+                .create(&post_params(), &mapping)
+                .await
+            {
+                Ok(_) => {
+                    delete_ignoring_not_found(&mappings(&self.client), &self.name(suffix)).await?;
+                    return Err(format!("admission accepted the {suffix} mistake").into());
+                }
+                Err(kube::Error::Api(status)) => check(
+                    status.code == 422 && status.message.contains(says),
+                    format!(
+                        "{suffix}: expected 422 with `{says}`, got {}: {}",
+                        status.code, status.message
+                    ),
+                )?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
+    }
+
+    /// A merge patch keeps what it does not mention: `groups: []` must still reach the status
+    /// (and aws-auth), and then stay quiet.
+    async fn empty_groups_are_what_status_says(&mut self) -> Result<()> {
+        step("setting groups to [] is what status.rendered says");
+        let name = self.name("no-groups");
+        let spec = role_spec(&self.role_arn("no-groups"), "e2e-no-groups", &["e2e-team"]);
+        self.create_mapping(self.mapping(&name, spec)).await?;
+        let client = self.client.clone();
+        self.wait_for("the mapping to be rendered with its group", async || {
+            all_rendered(&client, std::slice::from_ref(&name)).await
+        })
+        .await?;
+        mappings(&self.client)
+            .patch(
+                &name,
+                &PatchParams::default(),
+                &Patch::Merge(serde_json::json!({"spec": {"groups": []}})),
+            )
+            .await?;
+        self.wait_for("status.rendered.groups to be []", async || {
+            let mapping = get_mapping(&client, &name).await?;
+            let rendered = ready_entry(&mapping)?;
+            check(
+                rendered.groups.is_empty(),
+                format!("status.rendered.groups is {:?}", rendered.groups),
+            )?;
+            let aws_auth = get_aws_auth(&client).await?;
+            check(
+                holds(&parse_data(&data_of(&aws_auth)), rendered),
+                "aws-auth does not hold the entry without groups",
+            )
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// mapAccounts is read as literal text: unquoted ids written by hand must survive the
+    /// operator's next write of mapAccounts.
+    async fn unquoted_account_ids_survive(&mut self) -> Result<()> {
+        step("unquoted account ids in mapAccounts survive the operator's writes");
+        let hand = ["777788889999", "012345678901"];
+        for id in hand {
+            self.principals.insert(PrincipalKey::account(id));
+        }
+        edit_aws_auth(&self.client, |cm| {
+            append_to_section(cm, Section::MapAccounts, "- 777788889999\n- 012345678901\n");
+            Ok(true)
+        })
+        .await?;
+        let name = self.name("account");
+        let spec = IamIdentityMappingSpec {
+            account: Some("121212121212".to_string()),
+            ..Default::default()
+        };
+        self.create_mapping(self.mapping(&name, spec)).await?;
+        let client = self.client.clone();
+        self.wait_for(
+            "the account mapping to be rendered next to the hand-written ids",
+            async || {
+                all_rendered(&client, std::slice::from_ref(&name)).await?;
+                let aws_auth = get_aws_auth(&client).await?;
+                let accounts = parse_data(&data_of(&aws_auth)).entries.accounts;
+                check(
+                    hand.iter().all(|id| accounts.iter().any(|a| a == id)),
+                    format!("mapAccounts reads {accounts:?}"),
+                )
+            },
+        )
+        .await?;
+        Ok(())
     }
 
     // ---- clean-up ----------------------------------------------------------------------------
