@@ -77,6 +77,10 @@ pub struct IamIdentityMappingSpec {
     #[serde(default)]
     #[schemars(length(max = 64), inner(regex(pattern = r"^\S+$"), length(max = 256)))]
     pub groups: Vec<String>,
+
+    /// How this mapping is mirrored into an EKS access entry (--access-entries=mirror|only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_entry: Option<crate::accessentries::AccessEntrySpec>,
 }
 
 impl IamIdentityMappingSpec {
@@ -106,6 +110,9 @@ pub struct IamIdentityMappingStatus {
     /// When the controller last rewrote a hand-edited (drifted) entry of this mapping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drift_repair: Option<Time>,
+    /// The EKS access entry of this mapping, as last read back (--access-entries=mirror|only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_entry: Option<crate::accessentries::AccessEntryStatus>,
 }
 
 /// An aws-auth entry as written: its section, principal, username and groups.

@@ -1561,6 +1561,7 @@ mod tests {
             creation_timestamp: None,
             generation: Some(1),
             spec: IamIdentityMappingSpec {
+                access_entry: None,
                 arn: Some(format!("arn:aws:iam::111122223333:role/team/role-{i}")),
                 account: None,
                 username: Some(username.to_string()),
@@ -1706,6 +1707,7 @@ mod tests {
                     creation_timestamp: contenders[c].1.clone(),
                     generation: Some(1),
                     spec: IamIdentityMappingSpec {
+                        access_entry: None,
                         arn: Some(arn.to_string()),
                         account: None,
                         username: Some(format!("u{c}")),
@@ -1765,6 +1767,7 @@ mod tests {
                 creation_timestamp: None,
                 generation: Some(1),
                 spec: IamIdentityMappingSpec {
+                    access_entry: None,
                     // Every seventh one invalid, so both outcomes cross the thread.
                     arn: Some(if i % 7 == 0 {
                         format!("{}*", role(i))

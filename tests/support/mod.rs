@@ -59,6 +59,7 @@ pub fn role_mapping(
     let mut mapping = IamIdentityMapping::new(
         name,
         IamIdentityMappingSpec {
+            access_entry: None,
             arn: Some(arn.to_string()),
             account: None,
             username: Some(username.to_string()),
