@@ -28,11 +28,20 @@ use super::AccessEntriesConfig;
 use super::client::{CallCounts, CreateEntry, EksApi, EksError};
 use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
-    AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, PrincipalWork, Step,
-    WorkKind, finalize_outcome, plan_sync, principal_key, select_reads, verify_budget,
+    AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, ObservedPolicy,
+    PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, select_reads,
+    verify_budget,
 };
 use super::translate::translate_mapping;
 use crate::api::IamIdentityMapping;
+
+/// (principal, described, DescribeAccessEntry, ListAssociatedAccessPolicies) of one read.
+type ReadResult = (
+    String,
+    bool,
+    Result<Option<ObservedEntry>, EksError>,
+    Option<Result<Option<Vec<ObservedPolicy>>, EksError>>,
+);
 
 /// Time to let a burst of mapping changes settle before a pass.
 const DEBOUNCE: Duration = Duration::from_millis(500);
@@ -230,12 +239,16 @@ impl<E: EksApi> Runner<E> {
         // Run the work, a principal's steps in order, principals concurrently.
         summary.work = plan.work.len();
         let this = &*self;
-        let results: Vec<(usize, Result<(), EksError>)> =
-            futures::stream::iter(plan.work.iter().enumerate())
-                .map(|(i, work)| async move { (i, this.apply(work).await) })
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+        let pending: Vec<_> = plan
+            .work
+            .iter()
+            .enumerate()
+            .map(|(i, work)| async move { (i, this.apply(work).await) })
+            .collect();
+        let results: Vec<(usize, Result<(), EksError>)> = futures::stream::iter(pending)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
         let mut errors: BTreeMap<usize, String> = BTreeMap::new();
         for (i, result) in results {
             let work = &plan.work[i];
@@ -316,12 +329,7 @@ impl<E: EksApi> Runner<E> {
     ) {
         let eks = self.eks.clone();
         let cluster = self.cluster.clone();
-        let results: Vec<(
-            String,
-            bool,
-            Result<Option<ObservedEntry>, EksError>,
-            Option<Result<Option<Vec<_>>, EksError>>,
-        )> = futures::stream::iter(reads)
+        let pending: Vec<_> = reads
             .map(|(arn, describe, policies)| {
                 let eks = eks.clone();
                 let cluster = cluster.clone();
@@ -331,7 +339,7 @@ impl<E: EksApi> Runner<E> {
                     } else {
                         Ok(None)
                     };
-                    let listed = if policies && !matches!(entry, Ok(None) if describe) {
+                    let listed = if policies && (!describe || matches!(entry, Ok(Some(_)))) {
                         Some(eks.list_associated_policies(&cluster, &arn).await)
                     } else {
                         None
@@ -339,6 +347,8 @@ impl<E: EksApi> Runner<E> {
                     (arn, describe, entry, listed)
                 }
             })
+            .collect();
+        let results: Vec<ReadResult> = futures::stream::iter(pending)
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
