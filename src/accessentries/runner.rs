@@ -30,7 +30,7 @@ use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
     AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, ObservedPolicy,
     PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, select_reads,
-    verify_budget,
+    verify_budget, wanted_principals,
 };
 use super::translate::translate_mapping;
 use crate::api::IamIdentityMapping;
@@ -205,16 +205,12 @@ impl<E: EksApi> Runner<E> {
         let listed = self.eks.list_access_entries(&self.cluster).await?;
         let listed_keys: BTreeSet<String> = listed.iter().map(|a| principal_key(a)).collect();
         self.cache.retain(|k, _| listed_keys.contains(k));
-        let wanted: BTreeSet<String> = desired
-            .iter()
-            .filter_map(|m| m.translation.as_ref().ok())
-            .map(|e| principal_key(&e.principal_arn))
-            .collect();
+        let wanted = wanted_principals(desired);
         let budget = if resync {
             let relevant = self
                 .cache
                 .iter()
-                .filter(|(k, c)| wanted.contains(*k) || c.entry.is_managed())
+                .filter(|(k, c)| wanted.contains_key(*k) || c.entry.is_managed())
                 .count();
             verify_budget(relevant)
         } else {
@@ -280,7 +276,9 @@ impl<E: EksApi> Runner<E> {
             .iter()
             .map(|w| {
                 keys.insert(principal_key(&w.principal_arn));
-                (w.principal_arn.clone(), true, w.kind != WorkKind::Delete)
+                let policies = w.kind != WorkKind::Delete
+                    && wanted.get(&principal_key(&w.principal_arn)) == Some(&true);
+                (w.principal_arn.clone(), true, policies)
             })
             .collect();
         let mut unreadable_after = BTreeSet::new();

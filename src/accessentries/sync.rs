@@ -708,8 +708,18 @@ pub struct CachedEntry {
     pub read_at_pass: u64,
 }
 
+/// The principals the mappings want (by key), and whether their policies matter (STANDARD
+/// entries only: node entries carry none).
+pub fn wanted_principals(mappings: &[DesiredMapping]) -> BTreeMap<String, bool> {
+    mappings
+        .iter()
+        .filter_map(|m| m.translation.as_ref().ok())
+        .map(|e| (principal_key(&e.principal_arn), e.type_.is_standard()))
+        .collect()
+}
+
 /// Which listed entries to read this pass, so that an idle resync costs few calls:
-/// - an entry not seen before is described (its policies listed too when a mapping wants it);
+/// - an entry not seen before is described (its policies listed too when a mapping wants it as a STANDARD entry);
 /// - an entry a mapping wants whose policies were never listed gets them listed;
 /// - on a resync (`verify_budget` > 0), up to that many of the entries that matter (wanted by a
 ///   mapping, or tagged as the operator's) are re-read, least recently read first, so every such
@@ -719,14 +729,15 @@ pub struct CachedEntry {
 pub fn select_reads(
     listed: &[String],
     cache: &BTreeMap<String, CachedEntry>,
-    wanted: &BTreeSet<String>,
+    wanted: &BTreeMap<String, bool>,
     verify_budget: usize,
 ) -> Vec<Read> {
     let mut reads: BTreeMap<String, Read> = BTreeMap::new();
     let mut candidates: Vec<(u64, String, &str)> = Vec::new();
     for arn in listed {
         let key = principal_key(arn);
-        let wants = wanted.contains(&key);
+        let wants = wanted.contains_key(&key);
+        let wants_policies = wanted.get(&key) == Some(&true);
         match cache.get(&key) {
             None => {
                 reads.insert(
@@ -734,12 +745,12 @@ pub fn select_reads(
                     Read {
                         principal_arn: arn.clone(),
                         describe: true,
-                        policies: wants,
+                        policies: wants_policies,
                     },
                 );
             }
             Some(cached) => {
-                if wants && cached.entry.policies.is_none() {
+                if wants_policies && cached.entry.policies.is_none() {
                     reads.insert(
                         key.clone(),
                         Read {
@@ -757,7 +768,7 @@ pub fn select_reads(
     }
     candidates.sort();
     for (_, key, arn) in candidates.into_iter().take(verify_budget) {
-        let policies = wanted.contains(&key);
+        let policies = wanted.get(&key) == Some(&true);
         let read = reads.entry(key).or_insert_with(|| Read {
             principal_arn: arn.to_string(),
             describe: true,

@@ -630,8 +630,9 @@ fn finalize_after_work() {
 #[test]
 fn reads_are_few_on_an_idle_resync() {
     let listed = s(&[DEV, OPS, CREATOR, NODE]);
-    let wanted: BTreeSet<String> = [principal_key(DEV), principal_key(NODE)].into();
-    // Cold: everything is described once; policies only where a mapping wants the entry.
+    let wanted: BTreeMap<String, bool> =
+        [(principal_key(DEV), true), (principal_key(NODE), false)].into();
+    // Cold: everything is described once; policies only where a mapping wants a STANDARD entry.
     let reads = select_reads(&listed, &BTreeMap::new(), &wanted, 0);
     let summary: Vec<(&str, bool, bool)> = reads
         .iter()
@@ -640,7 +641,7 @@ fn reads_are_few_on_an_idle_resync() {
     assert_eq!(
         summary,
         vec![
-            (NODE, true, true),
+            (NODE, true, false),
             (OPS, true, false),
             (DEV, true, true),
             (CREATOR, true, false)
@@ -672,7 +673,7 @@ fn reads_are_few_on_an_idle_resync() {
         .map(|r| (r.principal_arn.as_str(), r.describe, r.policies))
         .collect();
     // NODE (read at 7) and OPS (managed, read at 9); never the creator's untagged entry.
-    assert_eq!(summary, vec![(NODE, true, true), (OPS, true, false)]);
+    assert_eq!(summary, vec![(NODE, true, false), (OPS, true, false)]);
     // A wanted entry whose policies were never listed gets them listed.
     let mut no_policies = cache.clone();
     if let Some(c) = no_policies.get_mut(&principal_key(DEV)) {
