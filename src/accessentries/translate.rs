@@ -658,19 +658,21 @@ mod tests {
         }
     }
 
-    /// (arn, username, groups) -> (type, username, groups, policies, rule).
+    /// (username, groups) -> (type, username, groups, policies, rule).
+    type Case<'a> = (
+        &'a str,
+        &'a [&'a str],
+        AccessEntryType,
+        Option<&'a str>,
+        &'a [&'a str],
+        Vec<DesiredPolicy>,
+        Rule,
+    );
+
     #[test]
     fn eksctl_rules_table() {
         let role = format!("arn:aws:iam::{ACCT}:role/team/dev/NodeRole");
-        let cases: Vec<(
-            &str,
-            &[&str],
-            AccessEntryType,
-            Option<&str>,
-            &[&str],
-            Vec<DesiredPolicy>,
-            Rule,
-        )> = vec![
+        let cases: Vec<Case> = vec![
             (
                 NODE_USERNAME,
                 &[GROUP_BOOTSTRAPPERS, GROUP_NODES],
