@@ -20,7 +20,9 @@ use std::time::Duration;
 use clap::{Args, ValueEnum};
 use thiserror::Error;
 
-pub use report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
+pub use report::{
+    AccessEntryReport, ClusterReport, ReportBoard, SyncReason, access_side_ready, keep_in_aws_auth,
+};
 pub use spec::{AccessEntrySpec, AccessEntryStatus, AccessEntryType, AccessPolicySpec};
 
 /// `--access-entries`.

@@ -114,6 +114,28 @@ impl AccessEntryReport {
     }
 }
 
+/// Whether a mapping's managed aws-auth entry must stay in aws-auth: always, except in `only`
+/// mode once the access entry of this generation is confirmed in place (read back from EKS).
+/// A mapping that cannot migrate, or whose access entry is not (or no longer) confirmed, keeps
+/// its aws-auth entry (or gets it back).
+pub fn keep_in_aws_auth(
+    mode: super::AccessEntriesMode,
+    report: Option<&AccessEntryReport>,
+    generation: Option<i64>,
+) -> bool {
+    mode != super::AccessEntriesMode::Only || !report.is_some_and(|r| r.confirms(generation))
+}
+
+/// Whether the access-entry side of a mapping is done for this generation, for `Ready` in
+/// `mirror` and `only` modes: the entry is confirmed in place, or the mapping cannot migrate
+/// (it is served by aws-auth, and its condition says why).
+pub fn access_side_ready(report: Option<&AccessEntryReport>, generation: Option<i64>) -> bool {
+    report.is_some_and(|r| {
+        r.generation == generation
+            && (r.confirmed_in_place || r.reason == SyncReason::NotMigratable)
+    })
+}
+
 /// Cluster-wide facts of the last pass.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -254,6 +276,33 @@ mod tests {
         );
         assert!(board.publish(BTreeMap::new(), ClusterReport::default()));
         assert!(board.get("a").is_none(), "gone mappings disappear");
+    }
+
+    #[test]
+    fn only_mode_removes_from_aws_auth_only_what_is_confirmed() {
+        use crate::accessentries::AccessEntriesMode::{Mirror, Off, Only};
+        let confirmed = report(SyncReason::InSync);
+        let failed = report(SyncReason::EksError);
+        let not_migratable = AccessEntryReport {
+            migratable: false,
+            ..report(SyncReason::NotMigratable)
+        };
+        for mode in [Off, Mirror] {
+            assert!(keep_in_aws_auth(mode, Some(&confirmed), Some(2)));
+        }
+        assert!(!keep_in_aws_auth(Only, Some(&confirmed), Some(2)));
+        assert!(
+            keep_in_aws_auth(Only, Some(&confirmed), Some(3)),
+            "a newer spec"
+        );
+        assert!(keep_in_aws_auth(Only, Some(&failed), Some(2)));
+        assert!(keep_in_aws_auth(Only, Some(&not_migratable), Some(2)));
+        assert!(keep_in_aws_auth(Only, None, Some(2)));
+        assert!(access_side_ready(Some(&confirmed), Some(2)));
+        assert!(access_side_ready(Some(&not_migratable), Some(2)));
+        assert!(!access_side_ready(Some(&failed), Some(2)));
+        assert!(!access_side_ready(Some(&confirmed), Some(3)));
+        assert!(!access_side_ready(None, Some(2)));
     }
 
     #[test]
