@@ -386,6 +386,45 @@ async fn eks_down_is_reported_without_panics() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_keeps_the_last_confirmation_of_the_same_generation() {
+    let Some((stack, mut runner, _eks)) = started("outage", "API_AND_CONFIG_MAP").await else {
+        return;
+    };
+    let board = runner.board().clone();
+    let dev = role_mapping("dev", DEV, "dev:{{SessionName}}", &["devs"], 0);
+    runner.pass(&[m(dev.clone())], true).await;
+    assert!(board.get("dev").unwrap().confirms(Some(1)));
+    drop(stack);
+    let summary = runner.pass(&[m(dev.clone())], true).await;
+    assert!(summary.error.is_some());
+    let report = board.get("dev").unwrap();
+    assert_eq!(
+        (report.reason, report.synced),
+        (SyncReason::EksError, false)
+    );
+    assert!(
+        report.confirms(Some(1)),
+        "an outage does not un-confirm: {report:?}"
+    );
+    assert!(
+        report.message.contains("last confirmed in place"),
+        "{}",
+        report.message
+    );
+    assert!(
+        report.status.is_some(),
+        "the last known entry is still shown"
+    );
+    // A new generation during the outage is not confirmed: aws-auth must keep serving it.
+    let mut edited = dev.clone();
+    edited.metadata.generation = Some(2);
+    runner.pass(&[m(edited)], true).await;
+    let report = board.get("dev").unwrap();
+    assert!(!report.confirmed_in_place);
+    assert_eq!(report.generation, Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_loop_waits_for_the_store_and_follows_wakes() {
     let Some(stack) = Ministack::start("loop") else {
         return;

@@ -75,7 +75,9 @@ pub struct AccessEntryReport {
     pub status: Option<AccessEntryStatus>,
     /// The access entry exists, is the operator's (tagged or adopted) and matches this
     /// generation of the mapping, as read back from EKS, in a cluster that uses access entries.
-    /// `only` mode removes the mapping's aws-auth entry only while this is true.
+    /// `only` mode removes the mapping's aws-auth entry only while this is true. While the EKS
+    /// API cannot be reached it keeps its last value for the same generation (entries do not
+    /// vanish with the API, and an outage must not rewrite aws-auth).
     pub confirmed_in_place: bool,
     /// False when the mapping cannot become an access entry at all: in `only` mode it stays in
     /// aws-auth.

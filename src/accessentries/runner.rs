@@ -134,19 +134,26 @@ impl<E: EksApi> Runner<E> {
         summary
     }
 
-    /// The report of a mapping when EKS could not be asked: what was known stays, marked as
-    /// not confirmed now (`only` mode then keeps or restores the aws-auth entry).
+    /// The report of a mapping when EKS could not be asked at all. An access entry confirmed
+    /// for this generation stays confirmed: an outage of the EKS API does not remove entries,
+    /// and it must not make `only` mode rewrite aws-auth. A newer generation is not confirmed.
     fn failed_report(&self, m: &DesiredMapping, err: &EksError) -> AccessEntryReport {
         let previous = self.reports.get(&m.name);
+        let confirmed = previous.is_some_and(|p| p.confirms(m.generation));
         AccessEntryReport {
             generation: m.generation,
             synced: false,
             reason: SyncReason::EksError,
             message: format!(
-                "cannot read access entries from EKS ({err}); retrying. aws-auth is not affected"
+                "cannot read access entries from EKS ({err}); retrying. aws-auth is not affected{}",
+                if confirmed {
+                    "; the access entry was last confirmed in place"
+                } else {
+                    ""
+                }
             ),
             status: previous.and_then(|p| p.status.clone()),
-            confirmed_in_place: false,
+            confirmed_in_place: confirmed,
             migratable: m.translation.is_ok(),
         }
     }
