@@ -262,6 +262,7 @@ fn role_spec(rng: &mut Rng, i: usize, accounts: &[String]) -> IamIdentityMapping
         }
     };
     IamIdentityMappingSpec {
+        access_entry: None,
         arn: Some(format!("arn:{partition}:iam::{account}:{resource}")),
         account: None,
         username: Some(username),
@@ -283,6 +284,7 @@ fn user_spec(rng: &mut Rng, i: usize, accounts: &[String]) -> IamIdentityMapping
         _ => format!("{first}.{last}{i}:{{{{AccessKeyID}}}}"),
     };
     IamIdentityMappingSpec {
+        access_entry: None,
         arn: Some(format!(
             "arn:{partition}:iam::{account}:user{path}{first}.{last}{i}"
         )),
@@ -295,6 +297,7 @@ fn user_spec(rng: &mut Rng, i: usize, accounts: &[String]) -> IamIdentityMapping
 
 fn account_spec(account: &str) -> IamIdentityMappingSpec {
     IamIdentityMappingSpec {
+        access_entry: None,
         arn: None,
         account: Some(account.to_string()),
         username: None,

@@ -107,6 +107,10 @@ pub struct IamIdentityMappingSpec {
     /// and deleting the mapping removes it (what `aws-auth-operator import` writes).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub adopt_existing_entry: bool,
+
+    /// How this mapping is mirrored into an EKS access entry (--access-entries=mirror|only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_entry: Option<crate::accessentries::AccessEntrySpec>,
 }
 
 /// Every `{{` in the string starts one of the authenticator's template variables (a full match
@@ -141,6 +145,9 @@ pub struct IamIdentityMappingStatus {
     /// When the controller last rewrote a hand-edited (drifted) entry of this mapping.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_drift_repair: Option<Time>,
+    /// The EKS access entry of this mapping, as last read back (--access-entries=mirror|only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_entry: Option<crate::accessentries::AccessEntryStatus>,
 }
 
 /// An aws-auth entry as written: its section, principal, username and groups.

@@ -163,6 +163,7 @@ pub fn import(data: &ConfigMapData) -> Import {
 fn spec_for(entry: &Entry) -> IamIdentityMappingSpec {
     match entry {
         Entry::Role(m) | Entry::User(m) => IamIdentityMappingSpec {
+            access_entry: None,
             arn: Some(m.arn.clone()),
             account: None,
             username: Some(m.username.clone()),

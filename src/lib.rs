@@ -4,6 +4,7 @@
 //! The core (`arn`, `awsauth`, `validate`, `plan`) is pure: no I/O, exhaustively tested. The CLI
 //! and the controller are thin shells around [`plan::plan`].
 
+pub mod accessentries;
 pub mod api;
 pub mod arn;
 pub mod awsauth;

@@ -140,6 +140,7 @@ pub fn status_for(
     }
     keep_transition_times(&mut conditions, previous);
     IamIdentityMappingStatus {
+        access_entry: None,
         observed_generation: generation,
         conditions,
         rendered,

@@ -260,6 +260,7 @@ mod tests {
         groups: &[&str],
     ) -> IamIdentityMappingSpec {
         IamIdentityMappingSpec {
+            access_entry: None,
             arn: arn.map(str::to_string),
             account: account.map(str::to_string),
             username: username.map(str::to_string),

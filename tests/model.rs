@@ -181,6 +181,7 @@ fn spec_of(spec: &Spec, invalid: bool) -> aws_auth_operator::api::IamIdentityMap
             groups
         },
         adopt_existing_entry: spec.adopt,
+        access_entry: None,
     }
 }
 

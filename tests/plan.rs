@@ -18,6 +18,7 @@ fn role_mapping(name: &str, arn: &str, username: &str, groups: &[&str]) -> Mappi
         creation_timestamp: None,
         generation: Some(1),
         spec: IamIdentityMappingSpec {
+            access_entry: None,
             arn: Some(arn.into()),
             account: None,
             username: Some(username.into()),

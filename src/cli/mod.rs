@@ -4,6 +4,7 @@
 mod crd;
 pub mod history;
 mod import;
+mod migrate;
 mod render;
 mod run;
 mod validate;
@@ -59,6 +60,8 @@ pub enum Command {
     Rollback(history::RollbackArgs),
     /// Run the controller (kubeconfig or in-cluster).
     Run(run::RunArgs),
+    /// Plan the move from aws-auth to EKS access entries (`migrate plan`).
+    Migrate(migrate::MigrateArgs),
 }
 
 /// The settings that decide what a mapping may render, shared by `run`, `render` and
@@ -132,6 +135,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::History(args) => history::run_history(args),
         Command::Rollback(args) => history::run_rollback(args),
         Command::Run(args) => run::run(args),
+        Command::Migrate(args) => migrate::run(args),
     };
     match result {
         Ok(code) => ExitCode::from(code),

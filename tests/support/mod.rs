@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod fake_api;
+pub mod ministack;
 
 use std::sync::Arc;
 
@@ -59,6 +60,7 @@ pub fn role_mapping(
     let mut mapping = IamIdentityMapping::new(
         name,
         IamIdentityMappingSpec {
+            access_entry: None,
             arn: Some(arn.to_string()),
             account: None,
             username: Some(username.to_string()),

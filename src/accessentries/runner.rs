@@ -1,0 +1,542 @@
+//! The access-entry loop: a shell around [`plan_sync`]. EKS has no watch, so it runs on its own,
+//! woken by mapping changes (a `Notify`) and by a periodic resync with jitter. It never writes a
+//! mapping status: it publishes reports into a [`ReportBoard`], and the aws-auth reconcile (the
+//! single status writer) picks them up. It shares nothing with the aws-auth loop but the board,
+//! so an EKS outage never slows or touches aws-auth.
+//!
+//! Cost of an idle resync, in EKS calls, with N access entries in the cluster and R of them
+//! relevant (wanted by a mapping or tagged as the operator's):
+//! 1 DescribeCluster + ceil(N/100) ListAccessEntries pages + about 2*ceil(R/12) re-reads
+//! (DescribeAccessEntry + ListAssociatedAccessPolicies of the least recently read entries), so
+//! that every relevant entry is re-read every 12 resyncs (an hour at the default 300 s).
+//! A wake after a mapping change costs the list pages plus the calls of the change and its
+//! read-back. After a restart, the first pass describes every listed entry once.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use tokio::sync::Notify;
+use tracing::{debug, info, warn};
+
+use super::AccessEntriesConfig;
+use super::client::{CallCounts, CreateEntry, EksApi, EksError};
+use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
+use super::sync::{
+    AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, ObservedPolicy,
+    PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, select_reads,
+    verify_budget, wanted_principals,
+};
+use super::translate::translate_mapping;
+use crate::api::IamIdentityMapping;
+
+/// (principal, described, DescribeAccessEntry, ListAssociatedAccessPolicies) of one read.
+type ReadResult = (
+    String,
+    bool,
+    Result<Option<ObservedEntry>, EksError>,
+    Option<Result<Option<Vec<ObservedPolicy>>, EksError>>,
+);
+
+/// Time to let a burst of mapping changes settle before a pass.
+const DEBOUNCE: Duration = Duration::from_millis(500);
+
+/// What a pass did.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassSummary {
+    /// Pieces of work (one principal each) run.
+    pub work: usize,
+    /// Pieces of work that failed.
+    pub failed: usize,
+    /// EKS calls of the pass.
+    pub calls: CallCounts,
+    /// The pass failed as a whole (DescribeCluster or ListAccessEntries).
+    pub error: Option<String>,
+}
+
+/// The state kept between passes.
+pub struct Runner<E: EksApi> {
+    eks: Arc<E>,
+    cluster: String,
+    concurrency: usize,
+    board: ReportBoard,
+    cache: BTreeMap<String, CachedEntry>,
+    pass: u64,
+    mode: Option<AuthenticationMode>,
+    reports: BTreeMap<String, AccessEntryReport>,
+}
+
+impl<E: EksApi> Runner<E> {
+    pub fn new(eks: Arc<E>, cluster: &str, concurrency: usize, board: ReportBoard) -> Runner<E> {
+        Runner {
+            eks,
+            cluster: cluster.to_string(),
+            concurrency: concurrency.max(1),
+            board,
+            cache: BTreeMap::new(),
+            pass: 0,
+            mode: None,
+            reports: BTreeMap::new(),
+        }
+    }
+
+    pub fn board(&self) -> &ReportBoard {
+        &self.board
+    }
+
+    /// One pass over every mapping. `resync`: re-read the authentication mode and a slice of the
+    /// known entries; otherwise only what changed is read.
+    pub async fn pass(
+        &mut self,
+        mappings: &[Arc<IamIdentityMapping>],
+        resync: bool,
+    ) -> PassSummary {
+        self.pass += 1;
+        let calls_before = self.eks.calls();
+        let desired: Vec<DesiredMapping> = mappings.iter().map(|m| desired_mapping(m)).collect();
+        let now = now();
+        let mut summary = PassSummary::default();
+        let result = self.run_pass(&desired, resync, &now, &mut summary).await;
+        summary.calls = self.eks.calls().since(&calls_before);
+        let mut cluster = self.board.cluster();
+        cluster.passes = self.pass;
+        cluster.eks_calls = self.eks.calls().total();
+        cluster.authentication_mode = self.mode.as_ref().map(|m| m.as_str().to_string());
+        match result {
+            Ok(reports) => {
+                cluster.last_pass = Some(now.clone());
+                cluster.last_error = None;
+                self.publish(reports, cluster, &now);
+            }
+            Err(err) => {
+                warn!(cluster = %self.cluster, error = %err, "access-entry pass failed; aws-auth is not affected");
+                summary.error = Some(err.to_string());
+                cluster.last_error = Some(err.to_string());
+                let reports = desired
+                    .iter()
+                    .map(|m| (m.name.clone(), self.failed_report(m, &err)))
+                    .collect();
+                self.publish(reports, cluster, &now);
+            }
+        }
+        debug!(
+            pass = self.pass,
+            work = summary.work,
+            failed = summary.failed,
+            calls = summary.calls.total(),
+            "access-entry pass done"
+        );
+        summary
+    }
+
+    /// The report of a mapping when EKS could not be asked at all. An access entry confirmed
+    /// for this generation stays confirmed: an outage of the EKS API does not remove entries,
+    /// and it must not make `only` mode rewrite aws-auth. A newer generation is not confirmed.
+    fn failed_report(&self, m: &DesiredMapping, err: &EksError) -> AccessEntryReport {
+        let previous = self.reports.get(&m.name);
+        let confirmed = previous.is_some_and(|p| p.confirms(m.generation));
+        AccessEntryReport {
+            generation: m.generation,
+            synced: false,
+            reason: SyncReason::EksError,
+            message: format!(
+                "cannot read access entries from EKS ({err}); retrying. aws-auth is not affected{}",
+                if confirmed {
+                    "; the access entry was last confirmed in place"
+                } else {
+                    ""
+                }
+            ),
+            status: previous.and_then(|p| p.status.clone()),
+            confirmed_in_place: confirmed,
+            migratable: m.translation.is_ok(),
+        }
+    }
+
+    fn publish(
+        &mut self,
+        mut reports: BTreeMap<String, AccessEntryReport>,
+        cluster: ClusterReport,
+        now: &Time,
+    ) {
+        // lastSyncTime moves only when the entry changes, so an idle pass changes no report.
+        for (name, report) in reports.iter_mut() {
+            let Some(status) = report.status.as_mut() else {
+                continue;
+            };
+            let previous = self
+                .reports
+                .get(name)
+                .and_then(|p| p.status.as_ref())
+                .filter(|p| {
+                    let mut p = (*p).clone();
+                    p.last_sync_time = None;
+                    p == *status
+                })
+                .and_then(|p| p.last_sync_time.clone());
+            status.last_sync_time = Some(previous.unwrap_or_else(|| now.clone()));
+        }
+        self.board.publish(reports.clone(), cluster);
+        self.reports = reports;
+    }
+
+    async fn run_pass(
+        &mut self,
+        desired: &[DesiredMapping],
+        resync: bool,
+        _now: &Time,
+        summary: &mut PassSummary,
+    ) -> Result<BTreeMap<String, AccessEntryReport>, EksError> {
+        if resync || self.mode.is_none() {
+            let mode = self.eks.authentication_mode(&self.cluster).await?;
+            if self.mode.as_ref() != Some(&mode) {
+                info!(cluster = %self.cluster, mode = mode.as_str(), "cluster authentication mode");
+            }
+            self.mode = Some(mode);
+        }
+        let mode = self.mode.clone().unwrap_or(AuthenticationMode::ConfigMap);
+        if !mode.uses_access_entries() {
+            let observed = Observed {
+                mode,
+                entries: Vec::new(),
+                unreadable: BTreeSet::new(),
+            };
+            return Ok(plan_sync(desired, &observed).outcomes);
+        }
+
+        let listed = self.eks.list_access_entries(&self.cluster).await?;
+        let listed_keys: BTreeSet<String> = listed.iter().map(|a| principal_key(a)).collect();
+        self.cache.retain(|k, _| listed_keys.contains(k));
+        let wanted = wanted_principals(desired);
+        let budget = if resync {
+            let relevant = self
+                .cache
+                .iter()
+                .filter(|(k, c)| wanted.contains_key(*k) || c.entry.is_managed())
+                .count();
+            verify_budget(relevant)
+        } else {
+            0
+        };
+        let reads = select_reads(&listed, &self.cache, &wanted, budget);
+        let mut unreadable = BTreeSet::new();
+        self.read_entries(
+            reads
+                .iter()
+                .map(|r| (r.principal_arn.clone(), r.describe, r.policies)),
+            &mut unreadable,
+        )
+        .await;
+
+        let observed = self.observed(mode.clone(), &listed_keys, &unreadable);
+        let plan = plan_sync(desired, &observed);
+        if plan.work.is_empty() {
+            return Ok(plan.outcomes);
+        }
+
+        // Run the work, a principal's steps in order, principals concurrently.
+        summary.work = plan.work.len();
+        let this = &*self;
+        let pending: Vec<_> = plan
+            .work
+            .iter()
+            .enumerate()
+            .map(|(i, work)| async move { (i, this.apply(work).await) })
+            .collect();
+        let results: Vec<(usize, Result<(), EksError>)> = futures::stream::iter(pending)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        let mut errors: BTreeMap<usize, String> = BTreeMap::new();
+        for (i, result) in results {
+            let work = &plan.work[i];
+            match result {
+                Ok(()) => info!(
+                    principal = %work.principal_arn,
+                    mapping = work.mapping.as_deref().unwrap_or("-"),
+                    kind = ?work.kind,
+                    "access entry changed"
+                ),
+                Err(err) => {
+                    warn!(
+                        principal = %work.principal_arn,
+                        mapping = work.mapping.as_deref().unwrap_or("-"),
+                        kind = ?work.kind,
+                        error = %err,
+                        "access entry change failed"
+                    );
+                    errors.insert(i, err.to_string());
+                }
+            }
+        }
+        summary.failed = errors.len();
+
+        // Read back everything touched, then decide again on what EKS now holds.
+        let mut keys = listed_keys;
+        let touched: Vec<(String, bool, bool)> = plan
+            .work
+            .iter()
+            .map(|w| {
+                keys.insert(principal_key(&w.principal_arn));
+                let policies = w.kind != WorkKind::Delete
+                    && wanted.get(&principal_key(&w.principal_arn)) == Some(&true);
+                (w.principal_arn.clone(), true, policies)
+            })
+            .collect();
+        let mut unreadable_after = BTreeSet::new();
+        self.read_entries(touched.into_iter(), &mut unreadable_after)
+            .await;
+        let after = plan_sync(desired, &self.observed(mode, &keys, &unreadable_after));
+        let mut outcomes = BTreeMap::new();
+        for (name, planned) in &plan.outcomes {
+            let index = plan
+                .work
+                .iter()
+                .position(|w| w.mapping.as_deref() == Some(name.as_str()));
+            let work = index.map(|i| &plan.work[i]);
+            let error = index.and_then(|i| errors.get(&i)).map(String::as_str);
+            let later = after.outcomes.get(name).unwrap_or(planned);
+            outcomes.insert(name.clone(), finalize_outcome(planned, work, error, later));
+        }
+        Ok(outcomes)
+    }
+
+    /// The observed state from the cache: the listed entries (and entries read back since).
+    fn observed(
+        &self,
+        mode: AuthenticationMode,
+        keys: &BTreeSet<String>,
+        unreadable: &BTreeSet<String>,
+    ) -> Observed {
+        Observed {
+            mode,
+            entries: self
+                .cache
+                .iter()
+                .filter(|(k, _)| keys.contains(*k))
+                .map(|(_, c)| c.entry.clone())
+                .collect(),
+            unreadable: unreadable.clone(),
+        }
+    }
+
+    /// Reads entries into the cache: (principal, describe, policies). An entry that is gone
+    /// leaves the cache; a failed read marks it unreadable for this pass.
+    async fn read_entries(
+        &mut self,
+        reads: impl Iterator<Item = (String, bool, bool)>,
+        unreadable: &mut BTreeSet<String>,
+    ) {
+        let eks = self.eks.clone();
+        let cluster = self.cluster.clone();
+        let pending: Vec<_> = reads
+            .map(|(arn, describe, policies)| {
+                let eks = eks.clone();
+                let cluster = cluster.clone();
+                async move {
+                    let entry = if describe {
+                        eks.describe_access_entry(&cluster, &arn).await
+                    } else {
+                        Ok(None)
+                    };
+                    let listed = if policies && (!describe || matches!(entry, Ok(Some(_)))) {
+                        Some(eks.list_associated_policies(&cluster, &arn).await)
+                    } else {
+                        None
+                    };
+                    (arn, describe, entry, listed)
+                }
+            })
+            .collect();
+        let results: Vec<ReadResult> = futures::stream::iter(pending)
+            .buffer_unordered(self.concurrency)
+            .collect()
+            .await;
+        for (arn, described, entry, policies) in results {
+            let key = principal_key(&arn);
+            let previous = self.cache.get(&key).map(|c| c.entry.clone());
+            let entry = match (described, entry) {
+                (true, Ok(Some(mut e))) => {
+                    // Policies not re-read: keep what was known.
+                    e.policies = previous.and_then(|p| p.policies);
+                    e
+                }
+                (true, Ok(None)) => {
+                    self.cache.remove(&key);
+                    continue;
+                }
+                (true, Err(err)) => {
+                    debug!(principal = %arn, error = %err, "cannot describe access entry");
+                    unreadable.insert(key);
+                    continue;
+                }
+                (false, _) => match previous {
+                    Some(p) => p,
+                    None => continue,
+                },
+            };
+            let mut entry = entry;
+            match policies {
+                Some(Ok(Some(p))) => entry.policies = Some(p),
+                Some(Ok(None)) => {
+                    self.cache.remove(&key);
+                    continue;
+                }
+                Some(Err(err)) => {
+                    debug!(principal = %arn, error = %err, "cannot list associated access policies");
+                    unreadable.insert(key.clone());
+                }
+                None => {}
+            }
+            self.cache.insert(
+                key,
+                CachedEntry {
+                    entry,
+                    read_at_pass: self.pass,
+                },
+            );
+        }
+    }
+
+    /// One principal's steps, in order; the first failure stops them.
+    async fn apply(&self, work: &PrincipalWork) -> Result<(), EksError> {
+        let principal = work.principal_arn.as_str();
+        for step in &work.steps {
+            match step {
+                Step::Create {
+                    type_,
+                    username,
+                    kubernetes_groups,
+                    tags,
+                } => {
+                    self.eks
+                        .create_access_entry(
+                            &self.cluster,
+                            &CreateEntry {
+                                principal_arn: principal.to_string(),
+                                type_: *type_,
+                                username: username.clone(),
+                                kubernetes_groups: kubernetes_groups.clone(),
+                                tags: tags.clone(),
+                            },
+                        )
+                        .await?
+                }
+                Step::Update {
+                    username,
+                    kubernetes_groups,
+                } => {
+                    self.eks
+                        .update_access_entry(
+                            &self.cluster,
+                            principal,
+                            username.as_deref(),
+                            kubernetes_groups,
+                        )
+                        .await?
+                }
+                Step::Delete => {
+                    self.eks
+                        .delete_access_entry(&self.cluster, principal)
+                        .await?
+                }
+                Step::Associate(policy) => {
+                    self.eks
+                        .associate_access_policy(&self.cluster, principal, policy)
+                        .await?
+                }
+                Step::Disassociate { policy_arn } => {
+                    self.eks
+                        .disassociate_access_policy(&self.cluster, principal, policy_arn)
+                        .await?
+                }
+                Step::Tag {
+                    access_entry_arn,
+                    tags,
+                } => self.eks.tag_resource(access_entry_arn, tags).await?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// A mapping as the planner sees it.
+pub fn desired_mapping(m: &IamIdentityMapping) -> DesiredMapping {
+    DesiredMapping {
+        name: m.name_any(),
+        generation: m.metadata.generation,
+        created: m
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(|t| t.0.as_second()),
+        translation: translate_mapping(&m.spec),
+        adopt: m.spec.access_entry.as_ref().is_some_and(|a| a.adopt),
+    }
+}
+
+/// The resync period with up to 10% jitter, so that replicas and clusters do not call EKS in
+/// step.
+pub fn jittered(resync: Duration) -> Duration {
+    use std::hash::{BuildHasher, RandomState};
+    let random = RandomState::new().hash_one(Instant::now());
+    let spread = resync.as_millis() as u64 / 10;
+    resync + Duration::from_millis(if spread == 0 { 0 } else { random % spread })
+}
+
+/// The loop: waits for the mapping store, then runs a pass on every wake (after a short
+/// debounce) and at every resync, until `shutdown` completes.
+///
+/// `wake` is the `Notify` the aws-auth side signals on every IamIdentityMapping event
+/// (`notify_one`, so that a change during a pass is not lost). Reports go to `board`.
+pub async fn run_loop<E: EksApi>(
+    eks: Arc<E>,
+    config: AccessEntriesConfig,
+    store: Store<IamIdentityMapping>,
+    wake: Arc<Notify>,
+    board: ReportBoard,
+    shutdown: impl Future<Output = ()>,
+) {
+    tokio::pin!(shutdown);
+    // An empty store before the first list would look like "every mapping was deleted".
+    tokio::select! {
+        ready = store.wait_until_ready() => {
+            if ready.is_err() {
+                warn!("the mapping store was dropped before it was ready; access-entry loop stops");
+                return;
+            }
+        }
+        () = &mut shutdown => return,
+    }
+    info!(cluster = %config.cluster_name, mode = ?config.mode, resync_seconds = config.resync.as_secs(), "access-entry loop started");
+    let mut runner = Runner::new(eks, &config.cluster_name, config.concurrency, board);
+    let mut next_resync = tokio::time::Instant::now();
+    loop {
+        let resync = tokio::time::Instant::now() >= next_resync;
+        if resync {
+            next_resync = tokio::time::Instant::now() + jittered(config.resync);
+        }
+        runner.pass(&store.state(), resync).await;
+        tokio::select! {
+            () = wake.notified() => {
+                // Let a burst of changes settle into one pass.
+                tokio::select! {
+                    () = tokio::time::sleep(DEBOUNCE) => {}
+                    () = &mut shutdown => break,
+                }
+            }
+            () = tokio::time::sleep_until(next_resync) => {}
+            () = &mut shutdown => break,
+        }
+    }
+    info!("access-entry loop stopped");
+}

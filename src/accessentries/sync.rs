@@ -1,0 +1,789 @@
+//! The access-entry planner: desired entries (one per mapping) + what EKS holds + the cluster's
+//! authentication mode -> the calls that make EKS match, and one outcome per mapping. Pure.
+//!
+//! Ownership rules:
+//! - every entry the operator creates carries [`MANAGED_BY_TAG`] (and [`MAPPING_TAG`]);
+//! - only tagged entries are ever deleted, and only when no mapping wants their principal any
+//!   more (an entry whose mapping still exists but cannot migrate is kept);
+//! - an untagged entry for a mapping's principal is reported (`ForeignEntry`) and left alone,
+//!   unless the mapping says `adopt: true`; every other untagged entry (the cluster creator's,
+//!   EKS's own node entries, other tools') is never touched;
+//! - in CONFIG_MAP mode nothing is planned; the operator never changes the mode.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use serde::Serialize;
+
+use super::report::{AccessEntryReport, SyncReason};
+use super::spec::{AccessEntryStatus, AccessEntryType, AssociatedPolicyStatus};
+use super::translate::{DesiredEntry, DesiredPolicy, PolicyScope, Translation};
+
+/// Tag on every access entry the operator creates.
+pub const MANAGED_BY_TAG: &str = "awsauth.dev/managed-by";
+pub const MANAGED_BY_VALUE: &str = "aws-auth-operator";
+/// Tag naming the mapping an entry was created for.
+pub const MAPPING_TAG: &str = "awsauth.dev/mapping";
+/// A full re-read of every relevant entry is spread over this many resyncs.
+pub const VERIFY_ROUNDS: usize = 12;
+
+/// The cluster's `accessConfig.authenticationMode`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum AuthenticationMode {
+    ConfigMap,
+    ApiAndConfigMap,
+    Api,
+    /// A value this operator does not know.
+    Other(String),
+}
+
+impl AuthenticationMode {
+    /// From DescribeCluster; a cluster without accessConfig predates access entries.
+    pub fn from_api(mode: Option<&str>) -> AuthenticationMode {
+        match mode {
+            None | Some("CONFIG_MAP") => AuthenticationMode::ConfigMap,
+            Some("API_AND_CONFIG_MAP") => AuthenticationMode::ApiAndConfigMap,
+            Some("API") => AuthenticationMode::Api,
+            Some(other) => AuthenticationMode::Other(other.to_string()),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            AuthenticationMode::ConfigMap => "CONFIG_MAP",
+            AuthenticationMode::ApiAndConfigMap => "API_AND_CONFIG_MAP",
+            AuthenticationMode::Api => "API",
+            AuthenticationMode::Other(s) => s,
+        }
+    }
+
+    /// Whether access entries authenticate anybody in this mode.
+    pub fn uses_access_entries(&self) -> bool {
+        matches!(
+            self,
+            AuthenticationMode::ApiAndConfigMap | AuthenticationMode::Api
+        )
+    }
+}
+
+/// An associated access policy as EKS reports it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct ObservedPolicy {
+    pub policy_arn: String,
+    pub scope: PolicyScope,
+}
+
+/// An access entry as EKS reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObservedEntry {
+    pub principal_arn: String,
+    pub access_entry_arn: Option<String>,
+    /// The `type` as EKS gives it.
+    pub type_: String,
+    pub username: Option<String>,
+    pub kubernetes_groups: Vec<String>,
+    pub tags: BTreeMap<String, String>,
+    /// None when not read (ListAssociatedAccessPolicies is only called for entries a mapping
+    /// wants).
+    pub policies: Option<Vec<ObservedPolicy>>,
+}
+
+impl ObservedEntry {
+    /// Created by this operator.
+    pub fn is_managed(&self) -> bool {
+        self.tags.get(MANAGED_BY_TAG).map(String::as_str) == Some(MANAGED_BY_VALUE)
+    }
+
+    pub fn mapping_tag(&self) -> Option<&str> {
+        self.tags.get(MAPPING_TAG).map(String::as_str)
+    }
+
+    /// What status.accessEntry shows for it.
+    pub fn status(&self, last_sync_time: Option<Time>) -> AccessEntryStatus {
+        let mut groups = self.kubernetes_groups.clone();
+        groups.sort();
+        AccessEntryStatus {
+            principal_arn: self.principal_arn.clone(),
+            type_: self.type_.clone(),
+            username: self.username.clone().filter(|u| !u.is_empty()),
+            kubernetes_groups: groups,
+            policies: self
+                .policies
+                .iter()
+                .flatten()
+                .map(|p| AssociatedPolicyStatus {
+                    policy_arn: p.policy_arn.clone(),
+                    namespaces: p.scope.namespaces().to_vec(),
+                })
+                .collect(),
+            last_sync_time,
+        }
+    }
+}
+
+/// The key entries are matched by: IAM names are unique case-insensitively, so one principal
+/// has one key whatever the case it is written in.
+pub fn principal_key(arn: &str) -> String {
+    arn.to_ascii_lowercase()
+}
+
+/// What EKS holds, as read for this pass.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub mode: AuthenticationMode,
+    /// Every listed entry whose details were read.
+    pub entries: Vec<ObservedEntry>,
+    /// Keys of listed entries whose details could not be read this pass.
+    pub unreadable: BTreeSet<String>,
+}
+
+/// One mapping, as the planner sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DesiredMapping {
+    pub name: String,
+    pub generation: Option<i64>,
+    /// creationTimestamp in seconds: the oldest mapping wins a principal (then the name).
+    pub created: Option<i64>,
+    pub translation: Translation,
+    pub adopt: bool,
+}
+
+/// One EKS call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Step {
+    Create {
+        type_: AccessEntryType,
+        username: Option<String>,
+        kubernetes_groups: Vec<String>,
+        tags: BTreeMap<String, String>,
+    },
+    /// UpdateAccessEntry: groups always, username when Some.
+    Update {
+        username: Option<String>,
+        kubernetes_groups: Vec<String>,
+    },
+    Delete,
+    /// AssociateAccessPolicy (also replaces the scope of an associated policy).
+    Associate(DesiredPolicy),
+    Disassociate {
+        policy_arn: String,
+    },
+    /// TagResource on an adopted entry.
+    Tag {
+        access_entry_arn: String,
+        tags: BTreeMap<String, String>,
+    },
+}
+
+/// What a piece of work does, for the outcome once it is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum WorkKind {
+    Create,
+    /// Delete and create: the type changed.
+    Recreate,
+    Update,
+    /// Tag an adopted entry (and update it if needed).
+    Adopt,
+    /// Delete an entry whose mapping is gone.
+    Delete,
+}
+
+/// The calls for one principal, run in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PrincipalWork {
+    pub principal_arn: String,
+    /// The mapping it is done for (None for deletions).
+    pub mapping: Option<String>,
+    pub kind: WorkKind,
+    pub steps: Vec<Step>,
+}
+
+/// The planner's result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SyncPlan {
+    pub work: Vec<PrincipalWork>,
+    /// One outcome per mapping. For mappings with work it is provisional until
+    /// [`finalize_outcome`] has seen the result and the read-back.
+    pub outcomes: BTreeMap<String, AccessEntryReport>,
+}
+
+impl SyncPlan {
+    pub fn work_for(&self, mapping: &str) -> Option<&PrincipalWork> {
+        self.work
+            .iter()
+            .find(|w| w.mapping.as_deref() == Some(mapping))
+    }
+}
+
+fn tags_for(mapping: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        (MANAGED_BY_TAG.to_string(), MANAGED_BY_VALUE.to_string()),
+        (MAPPING_TAG.to_string(), mapping.to_string()),
+    ])
+}
+
+fn sorted(groups: &[String]) -> Vec<String> {
+    let set: BTreeSet<&String> = groups.iter().collect();
+    set.into_iter().cloned().collect()
+}
+
+fn describe_groups(groups: &[String]) -> String {
+    if groups.is_empty() {
+        "(none)".to_string()
+    } else {
+        groups.join(",")
+    }
+}
+
+fn describe_policies(policies: &[ObservedPolicy]) -> String {
+    if policies.is_empty() {
+        return "(none)".to_string();
+    }
+    policies
+        .iter()
+        .map(|p| {
+            let name = p.policy_arn.rsplit('/').next().unwrap_or(&p.policy_arn);
+            format!("{name} ({})", p.scope)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The differences between what a mapping wants and an entry, and the steps that remove them.
+/// Policies are compared only when they were read.
+fn diff(desired: &DesiredEntry, observed: &ObservedEntry) -> (Vec<String>, Vec<Step>) {
+    let mut differences = Vec::new();
+    let mut steps = Vec::new();
+    if !desired.type_.is_standard() {
+        // EKS sets username and groups of node entries, and they take no policies.
+        return (differences, steps);
+    }
+    let observed_groups = sorted(&observed.kubernetes_groups);
+    let username_differs = desired
+        .username
+        .as_ref()
+        .is_some_and(|u| observed.username.as_ref() != Some(u));
+    if username_differs {
+        differences.push(format!(
+            "username {} (wants {})",
+            observed.username.as_deref().unwrap_or("(none)"),
+            desired.username.as_deref().unwrap_or_default()
+        ));
+    }
+    if observed_groups != desired.kubernetes_groups {
+        differences.push(format!(
+            "groups {} (wants {})",
+            describe_groups(&observed_groups),
+            describe_groups(&desired.kubernetes_groups)
+        ));
+    }
+    if username_differs || observed_groups != desired.kubernetes_groups {
+        steps.push(Step::Update {
+            username: desired.username.clone().filter(|_| username_differs),
+            kubernetes_groups: desired.kubernetes_groups.clone(),
+        });
+    }
+    if let Some(policies) = &observed.policies {
+        let have: BTreeMap<&str, &PolicyScope> = policies
+            .iter()
+            .map(|p| (p.policy_arn.as_str(), &p.scope))
+            .collect();
+        let want: BTreeMap<&str, &PolicyScope> = desired
+            .policies
+            .iter()
+            .map(|p| (p.policy_arn.as_str(), &p.scope))
+            .collect();
+        for p in &desired.policies {
+            if have.get(p.policy_arn.as_str()) != Some(&&p.scope) {
+                steps.push(Step::Associate(p.clone()));
+            }
+        }
+        for p in policies {
+            if !want.contains_key(p.policy_arn.as_str()) {
+                steps.push(Step::Disassociate {
+                    policy_arn: p.policy_arn.clone(),
+                });
+            }
+        }
+        let mut observed_sorted = policies.clone();
+        observed_sorted.sort();
+        let wanted: Vec<ObservedPolicy> = desired
+            .policies
+            .iter()
+            .map(|p| ObservedPolicy {
+                policy_arn: p.policy_arn.clone(),
+                scope: p.scope.clone(),
+            })
+            .collect();
+        if observed_sorted != wanted {
+            differences.push(format!(
+                "policies {} (wants {})",
+                describe_policies(&observed_sorted),
+                describe_policies(&wanted)
+            ));
+        }
+    }
+    (differences, steps)
+}
+
+fn create_steps(name: &str, desired: &DesiredEntry) -> Vec<Step> {
+    let mut steps = vec![Step::Create {
+        type_: desired.type_,
+        username: desired.username.clone(),
+        kubernetes_groups: desired.kubernetes_groups.clone(),
+        tags: tags_for(name),
+    }];
+    steps.extend(desired.policies.iter().cloned().map(Step::Associate));
+    steps
+}
+
+/// The plan for one pass.
+pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
+    let mut outcomes = BTreeMap::new();
+    let mut work = Vec::new();
+
+    if !observed.mode.uses_access_entries() {
+        let message = match &observed.mode {
+            AuthenticationMode::Other(mode) => format!(
+                "the cluster's authentication mode is `{mode}`, which this operator does not know: nothing is changed in EKS"
+            ),
+            _ => "the cluster's authentication mode is CONFIG_MAP: access entries have no effect and none are changed. Switch the cluster to API_AND_CONFIG_MAP (aws eks update-cluster-config --name CLUSTER --access-config authenticationMode=API_AND_CONFIG_MAP; it cannot be switched back); the operator never changes the mode. aws-auth keeps working meanwhile".to_string(),
+        };
+        for m in mappings {
+            outcomes.insert(
+                m.name.clone(),
+                AccessEntryReport {
+                    generation: m.generation,
+                    synced: false,
+                    reason: SyncReason::ClusterInConfigMapMode,
+                    message: message.clone(),
+                    status: None,
+                    confirmed_in_place: false,
+                    migratable: m.translation.is_ok(),
+                },
+            );
+        }
+        return SyncPlan { work, outcomes };
+    }
+
+    let by_key: BTreeMap<String, &ObservedEntry> = observed
+        .entries
+        .iter()
+        .map(|e| (principal_key(&e.principal_arn), e))
+        .collect();
+
+    // The winner of every principal: the oldest mapping, then the name.
+    let mut order: Vec<&DesiredMapping> = mappings.iter().collect();
+    order.sort_by(|a, b| {
+        (a.created.is_none(), a.created, &a.name).cmp(&(b.created.is_none(), b.created, &b.name))
+    });
+    let mut winners: BTreeMap<String, &str> = BTreeMap::new();
+    for m in &order {
+        if let Ok(entry) = &m.translation {
+            winners
+                .entry(principal_key(&entry.principal_arn))
+                .or_insert(&m.name);
+        }
+    }
+
+    for m in mappings {
+        let outcome = |synced, reason, message: String, status, confirmed| AccessEntryReport {
+            generation: m.generation,
+            synced,
+            reason,
+            message,
+            status,
+            confirmed_in_place: confirmed,
+            migratable: true,
+        };
+        let desired = match &m.translation {
+            Err(refusal) => {
+                outcomes.insert(
+                    m.name.clone(),
+                    AccessEntryReport {
+                        migratable: false,
+                        ..outcome(
+                            false,
+                            SyncReason::NotMigratable,
+                            format!(
+                                "{} ({}). The mapping stays in aws-auth",
+                                refusal.message, refusal.reason
+                            ),
+                            None,
+                            false,
+                        )
+                    },
+                );
+                continue;
+            }
+            Ok(desired) => desired,
+        };
+        let key = principal_key(&desired.principal_arn);
+        let current = by_key.get(&key).copied();
+        let status = current.map(|e| e.status(None));
+        let winner = winners.get(&key).copied().unwrap_or_default();
+        if winner != m.name {
+            outcomes.insert(
+                m.name.clone(),
+                outcome(
+                    false,
+                    SyncReason::Conflict,
+                    format!(
+                        "mapping {winner} (older) already mirrors {} into an access entry: keep one mapping per principal",
+                        desired.principal_arn
+                    ),
+                    status,
+                    false,
+                ),
+            );
+            continue;
+        }
+        if observed.unreadable.contains(&key) {
+            outcomes.insert(
+                m.name.clone(),
+                outcome(
+                    false,
+                    SyncReason::EksError,
+                    format!(
+                        "the access entry of {} could not be read from EKS; retrying at the next pass",
+                        desired.principal_arn
+                    ),
+                    status,
+                    false,
+                ),
+            );
+            continue;
+        }
+        let Some(current) = current else {
+            work.push(PrincipalWork {
+                principal_arn: desired.principal_arn.clone(),
+                mapping: Some(m.name.clone()),
+                kind: WorkKind::Create,
+                steps: create_steps(&m.name, desired),
+            });
+            outcomes.insert(
+                m.name.clone(),
+                outcome(
+                    false,
+                    SyncReason::Created,
+                    format!(
+                        "creating the {} access entry of {}",
+                        desired.type_, desired.principal_arn
+                    ),
+                    None,
+                    false,
+                ),
+            );
+            continue;
+        };
+        let managed = current.is_managed();
+        let type_matches = AccessEntryType::parse(&current.type_) == Some(desired.type_);
+        let (differences, steps) = if type_matches {
+            diff(desired, current)
+        } else {
+            (
+                vec![format!("type {} (wants {})", current.type_, desired.type_)],
+                Vec::new(),
+            )
+        };
+        if !managed && !m.adopt {
+            let what = if differences.is_empty() {
+                "it matches this mapping".to_string()
+            } else {
+                format!("it differs from this mapping: {}", differences.join("; "))
+            };
+            outcomes.insert(
+                m.name.clone(),
+                outcome(
+                    false,
+                    SyncReason::ForeignEntry,
+                    format!(
+                        "an access entry for {} exists that the operator did not create (no {MANAGED_BY_TAG} tag) and is left alone; {what}. Set spec.accessEntry.adopt: true to let the operator manage it, or delete it in EKS",
+                        current.principal_arn
+                    ),
+                    status,
+                    false,
+                ),
+            );
+            continue;
+        }
+        if !type_matches {
+            let mut steps = vec![Step::Delete];
+            steps.extend(create_steps(&m.name, desired));
+            work.push(PrincipalWork {
+                principal_arn: current.principal_arn.clone(),
+                mapping: Some(m.name.clone()),
+                kind: WorkKind::Recreate,
+                steps,
+            });
+            outcomes.insert(
+                m.name.clone(),
+                outcome(
+                    false,
+                    SyncReason::Updated,
+                    format!(
+                        "re-creating the access entry of {}: the type of an access entry cannot change ({} -> {})",
+                        current.principal_arn, current.type_, desired.type_
+                    ),
+                    status,
+                    false,
+                ),
+            );
+            continue;
+        }
+        let mut steps = steps;
+        let mut kind = WorkKind::Update;
+        if !managed {
+            kind = WorkKind::Adopt;
+            if let Some(arn) = &current.access_entry_arn {
+                steps.insert(
+                    0,
+                    Step::Tag {
+                        access_entry_arn: arn.clone(),
+                        tags: tags_for(&m.name),
+                    },
+                );
+            }
+        }
+        if desired.type_.is_standard() && current.policies.is_none() {
+            // The loop reads the policies of every wanted entry; without them nothing is decided.
+            outcomes.insert(
+                m.name.clone(),
+                outcome(
+                    false,
+                    SyncReason::EksError,
+                    format!(
+                        "the access policies of {} could not be read from EKS; retrying at the next pass",
+                        current.principal_arn
+                    ),
+                    status,
+                    false,
+                ),
+            );
+            continue;
+        }
+        let in_sync = differences.is_empty();
+        if !steps.is_empty() {
+            work.push(PrincipalWork {
+                principal_arn: current.principal_arn.clone(),
+                mapping: Some(m.name.clone()),
+                kind,
+                steps,
+            });
+        }
+        let adopted = if managed { "" } else { " (adopted)" };
+        outcomes.insert(
+            m.name.clone(),
+            if in_sync {
+                outcome(
+                    true,
+                    SyncReason::InSync,
+                    format!(
+                        "the {} access entry of {} matches the mapping{adopted}",
+                        desired.type_, current.principal_arn
+                    ),
+                    status,
+                    true,
+                )
+            } else {
+                outcome(
+                    false,
+                    SyncReason::Updated,
+                    format!(
+                        "updating the access entry of {}{adopted}: {}",
+                        current.principal_arn,
+                        differences.join("; ")
+                    ),
+                    status,
+                    false,
+                )
+            },
+        );
+    }
+
+    // Tagged entries no mapping wants any more.
+    let wanted: BTreeSet<String> = mappings
+        .iter()
+        .filter_map(|m| m.translation.as_ref().ok())
+        .map(|e| principal_key(&e.principal_arn))
+        .collect();
+    let unmigratable: BTreeSet<&str> = mappings
+        .iter()
+        .filter(|m| m.translation.is_err())
+        .map(|m| m.name.as_str())
+        .collect();
+    for entry in &observed.entries {
+        if !entry.is_managed() || wanted.contains(&principal_key(&entry.principal_arn)) {
+            continue;
+        }
+        // Its mapping still exists but cannot migrate right now (an edit in progress): keep
+        // the entry rather than cut its users off.
+        if entry
+            .mapping_tag()
+            .is_some_and(|m| unmigratable.contains(m))
+        {
+            continue;
+        }
+        work.push(PrincipalWork {
+            principal_arn: entry.principal_arn.clone(),
+            mapping: None,
+            kind: WorkKind::Delete,
+            steps: vec![Step::Delete],
+        });
+    }
+    SyncPlan { work, outcomes }
+}
+
+/// The outcome of a mapping once its work ran: `planned` from the plan before the work,
+/// `error` the first failed call, `after` the outcome of a plan on what EKS holds afterwards.
+pub fn finalize_outcome(
+    planned: &AccessEntryReport,
+    work: Option<&PrincipalWork>,
+    error: Option<&str>,
+    after: &AccessEntryReport,
+) -> AccessEntryReport {
+    let Some(work) = work else {
+        return after.clone();
+    };
+    if let Some(error) = error {
+        return AccessEntryReport {
+            synced: false,
+            reason: SyncReason::EksError,
+            message: format!(
+                "{}: failed: {error}. Retrying at the next pass",
+                planned.message
+            ),
+            confirmed_in_place: false,
+            ..after.clone()
+        };
+    }
+    if after.reason != SyncReason::InSync {
+        // Eventual consistency, or somebody else changed it meanwhile: the next pass retries.
+        return AccessEntryReport {
+            synced: false,
+            reason: SyncReason::EksError,
+            message: format!(
+                "EKS accepted the calls but reading the entry back does not confirm them yet ({}); retrying at the next pass",
+                after.message
+            ),
+            confirmed_in_place: false,
+            ..after.clone()
+        };
+    }
+    let (reason, verb) = match work.kind {
+        WorkKind::Create => (SyncReason::Created, "created"),
+        WorkKind::Recreate => (SyncReason::Updated, "re-created with its new type"),
+        WorkKind::Update => (SyncReason::Updated, "updated"),
+        WorkKind::Adopt => (SyncReason::Updated, "adopted"),
+        WorkKind::Delete => (SyncReason::InSync, "deleted"),
+    };
+    if work.kind == WorkKind::Adopt && work.steps.iter().all(|s| matches!(s, Step::Tag { .. })) {
+        // Only the tag was missing: the entry itself already matched.
+        return after.clone();
+    }
+    AccessEntryReport {
+        synced: true,
+        reason,
+        message: format!("{verb} and read back: {}", after.message),
+        confirmed_in_place: true,
+        ..after.clone()
+    }
+}
+
+/// What to read about one listed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Read {
+    pub principal_arn: String,
+    /// DescribeAccessEntry.
+    pub describe: bool,
+    /// ListAssociatedAccessPolicies.
+    pub policies: bool,
+}
+
+/// What the loop remembers of an entry between passes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedEntry {
+    pub entry: ObservedEntry,
+    /// The pass that last read it.
+    pub read_at_pass: u64,
+}
+
+/// The principals the mappings want (by key), and whether their policies matter (STANDARD
+/// entries only: node entries carry none).
+pub fn wanted_principals(mappings: &[DesiredMapping]) -> BTreeMap<String, bool> {
+    mappings
+        .iter()
+        .filter_map(|m| m.translation.as_ref().ok())
+        .map(|e| (principal_key(&e.principal_arn), e.type_.is_standard()))
+        .collect()
+}
+
+/// Which listed entries to read this pass, so that an idle resync costs few calls:
+/// - an entry not seen before is described (its policies listed too when a mapping wants it as a STANDARD entry);
+/// - an entry a mapping wants whose policies were never listed gets them listed;
+/// - on a resync (`verify_budget` > 0), up to that many of the entries that matter (wanted by a
+///   mapping, or tagged as the operator's) are re-read, least recently read first, so every such
+///   entry is re-read every [`VERIFY_ROUNDS`] resyncs.
+///
+/// Everything else comes from the cache; an untagged entry nobody wants is read once.
+pub fn select_reads(
+    listed: &[String],
+    cache: &BTreeMap<String, CachedEntry>,
+    wanted: &BTreeMap<String, bool>,
+    verify_budget: usize,
+) -> Vec<Read> {
+    let mut reads: BTreeMap<String, Read> = BTreeMap::new();
+    let mut candidates: Vec<(u64, String, &str)> = Vec::new();
+    for arn in listed {
+        let key = principal_key(arn);
+        let wants = wanted.contains_key(&key);
+        let wants_policies = wanted.get(&key) == Some(&true);
+        match cache.get(&key) {
+            None => {
+                reads.insert(
+                    key,
+                    Read {
+                        principal_arn: arn.clone(),
+                        describe: true,
+                        policies: wants_policies,
+                    },
+                );
+            }
+            Some(cached) => {
+                if wants_policies && cached.entry.policies.is_none() {
+                    reads.insert(
+                        key.clone(),
+                        Read {
+                            principal_arn: arn.clone(),
+                            describe: false,
+                            policies: true,
+                        },
+                    );
+                }
+                if wants || cached.entry.is_managed() {
+                    candidates.push((cached.read_at_pass, key, arn));
+                }
+            }
+        }
+    }
+    candidates.sort();
+    for (_, key, arn) in candidates.into_iter().take(verify_budget) {
+        let policies = wanted.get(&key) == Some(&true);
+        let read = reads.entry(key).or_insert_with(|| Read {
+            principal_arn: arn.to_string(),
+            describe: true,
+            policies,
+        });
+        read.describe = true;
+        read.policies |= policies;
+    }
+    reads.into_values().collect()
+}
+
+/// The re-read budget of a resync over `relevant` entries.
+pub fn verify_budget(relevant: usize) -> usize {
+    relevant.div_ceil(VERIFY_ROUNDS)
+}
+
+#[cfg(test)]
+mod tests;
