@@ -276,7 +276,11 @@ async fn a_hand_edit_wakes_the_loop_and_is_repaired() {
         !data["mapRoles"].contains("hand-added")
     })
     .await;
-    assert!(status(&running.fake, "admin").last_drift_repair.is_some());
+    // The status patch follows the write of aws-auth.
+    wait_until("the repair is in the status", Duration::from_secs(30), || {
+        status(&running.fake, "admin").last_drift_repair.is_some()
+    })
+    .await;
     running.stop().await;
 }
 

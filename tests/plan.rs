@@ -857,3 +857,75 @@ mod recovery {
         assert!(p.notes.is_empty());
     }
 }
+
+/// At the size limit: the oldest changes that fit are written, the younger are refused one by
+/// one, and a mapping whose grown entry no longer fits keeps the entry it has.
+#[test]
+fn changes_that_do_not_fit_are_refused_youngest_first_and_served_entries_stay() {
+    let mapping = |i: i64, username: &str| {
+        let mut m = role_mapping(
+            &format!("m{i}"),
+            &format!("arn:aws:iam::111122223333:role/r{i}"),
+            username,
+            &["view"],
+        );
+        m.creation_timestamp = at(i);
+        m
+    };
+    let small: Vec<MappingInput> = (0..3).map(|i| mapping(i, "u")).collect();
+    let first = plan(&small, &LiveAwsAuth::default(), &Settings::default());
+    let limit = data_size_of(&first.data) + 10;
+    let settings = Settings {
+        max_data_bytes: limit,
+        ..Default::default()
+    };
+    // Two more mappings: neither fits the 10 bytes left.
+    let mut five: Vec<MappingInput> = small
+        .iter()
+        .map(|m| with_status(m.clone(), &first))
+        .collect();
+    five.push(mapping(3, "u"));
+    five.push(mapping(4, "u"));
+    let p = plan(&five, &applied(&first), &settings);
+    assert!(p.blocked.is_none());
+    assert!(matches!(
+        p.outcomes["m3"],
+        Outcome::DoesNotFit { kept: None, .. }
+    ));
+    assert!(matches!(
+        p.outcomes["m4"],
+        Outcome::DoesNotFit { kept: None, .. }
+    ));
+    assert_eq!(p.data, first.data, "nothing partial is written");
+
+    // With room for one more, the older of the two gets it.
+    let roomier = Settings {
+        max_data_bytes: limit + 80,
+        ..Default::default()
+    };
+    let p = plan(&five, &applied(&first), &roomier);
+    assert!(
+        matches!(p.outcomes["m3"], Outcome::Rendered { .. }),
+        "{:?}",
+        p.outcomes["m3"]
+    );
+    assert!(matches!(p.outcomes["m4"], Outcome::DoesNotFit { .. }));
+    assert!(data_size_of(&p.data) <= limit + 80);
+
+    // m1 grows past the limit: its old entry stays served, and status says so.
+    let mut grown = five[..3].to_vec();
+    grown[1].spec.username = Some("g".repeat(500));
+    let p = plan(&grown, &applied(&first), &settings);
+    match &p.outcomes["m1"] {
+        Outcome::DoesNotFit {
+            kept: Some(kept), ..
+        } => assert_eq!(kept.username(), Some("u")),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p.data, first.data);
+    assert!(!p.changed);
+}
+
+fn data_size_of(data: &ConfigMapData) -> usize {
+    aws_auth_operator::awsauth::data_size(data)
+}

@@ -6,7 +6,7 @@ use clap::Args;
 use super::{CliError, PolicyArgs, exit};
 use crate::controller::history::DEFAULT_HISTORY_LIMIT;
 use crate::controller::reconcile::DEFAULT_STATUS_CONCURRENCY;
-use crate::controller::{RunConfig, run as run_controller};
+use crate::controller::{DEFAULT_KUBE_QPS, RunConfig, run as run_controller};
 use crate::plan::DriftPolicy;
 
 #[derive(Debug, Args)]
@@ -38,6 +38,9 @@ pub struct RunArgs {
     /// IamIdentityMapping status patches in flight at once.
     #[arg(long, default_value_t = DEFAULT_STATUS_CONCURRENCY)]
     pub status_concurrency: usize,
+    /// Requests per second the operator sends to the API server at most (0: no limit).
+    #[arg(long, default_value_t = DEFAULT_KUBE_QPS)]
+    pub kube_qps: u32,
 }
 
 pub fn run(args: RunArgs) -> Result<u8, CliError> {
@@ -52,6 +55,7 @@ pub fn run(args: RunArgs) -> Result<u8, CliError> {
         metrics_addr: args.metrics_addr,
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         status_concurrency: args.status_concurrency.max(1),
+        kube_qps: args.kube_qps,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -56,6 +56,33 @@ pub struct RunConfig {
     pub resync: Duration,
     /// Status patches in flight at once.
     pub status_concurrency: usize,
+    /// Requests per second the client may send (0: unlimited).
+    pub kube_qps: u32,
+}
+
+/// The default of `--kube-qps`: enough for a burst of thousands of status patches to finish in
+/// seconds, bounded so that the operator never floods the API server (whose priority and
+/// fairness also queue it behind other clients).
+pub const DEFAULT_KUBE_QPS: u32 = 1000;
+
+/// A client from the kubeconfig or the in-cluster config, sending at most `qps` requests a
+/// second (counted in tenths of a second, so a burst is a tenth of `qps` at once).
+async fn client(qps: u32) -> Result<Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let builder = kube::client::ClientBuilder::try_from(config)?;
+    Ok(if qps == 0 {
+        builder.build()
+    } else {
+        let per_tenth = u64::from(qps.div_ceil(10));
+        builder
+            .with_layer(&tower::limit::RateLimitLayer::new(
+                per_tenth,
+                Duration::from_millis(100),
+            ))
+            .build()
+    })
 }
 
 /// The reporting controller name of events and the field manager of writes.
@@ -122,7 +149,7 @@ fn slim(mapping: &mut IamIdentityMapping) {
 
 /// Runs the controller until SIGTERM or Ctrl-C.
 pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
-    let client = Client::try_default()
+    let client = client(config.kube_qps)
         .await
         .map_err(ControllerError::Client)?;
     let mappings_api: Api<IamIdentityMapping> = Api::all(client.clone());
@@ -167,12 +194,14 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         wake.clone(),
         health.clone(),
         "watch of IamIdentityMappings",
+        spec_changes(),
     ));
     let aws_auth_watch = tokio::spawn(follow_watch(
         aws_auth_events,
         wake.clone(),
         health.clone(),
         "watch of kube-system/aws-auth",
+        |_: &watcher::Event<ConfigMap>| true,
     ));
 
     let mut leadership = if config.leader_election {
@@ -320,15 +349,39 @@ pub async fn reconcile_loop<F: Future + Unpin>(
     }
 }
 
-/// Consumes a watch stream: every event wakes the reconcile loop; an error marks the operator
-/// not ready (its view of the cluster is stale) until the watch delivers events again, and the
-/// first event after an error wakes the loop at once (the watcher re-lists after a restart of
-/// the API server, "too old resource version" included).
+/// Which mapping events are worth a reconcile: a mapping created, deleted, or whose spec
+/// changed (a new generation), and the end of a (re-)list. Status patches, the operator's own
+/// included, come back as events too; they change nothing the plan reads but the last rendered
+/// entry, which the operator itself wrote.
+pub fn spec_changes() -> impl FnMut(&watcher::Event<IamIdentityMapping>) -> bool {
+    let mut generations: std::collections::HashMap<String, Option<i64>> =
+        std::collections::HashMap::new();
+    move |event| {
+        let key = |m: &IamIdentityMapping| m.metadata.uid.clone().unwrap_or_else(|| m.name_any());
+        match event {
+            watcher::Event::Apply(m) | watcher::Event::InitApply(m) => {
+                generations.insert(key(m), m.metadata.generation) != Some(m.metadata.generation)
+            }
+            watcher::Event::Delete(m) => {
+                generations.remove(&key(m));
+                true
+            }
+            watcher::Event::Init => false,
+            watcher::Event::InitDone => true,
+        }
+    }
+}
+
+/// Consumes a watch stream: every event `wakes` says matters wakes the reconcile loop; an error
+/// marks the operator not ready (its view of the cluster is stale) until the watch delivers
+/// events again, and the first event after an error wakes the loop at once (the watcher re-lists
+/// after a restart of the API server, "too old resource version" included).
 pub async fn follow_watch<S, K>(
     events: S,
     wake: Arc<Notify>,
     health: Arc<Health>,
     what: &'static str,
+    mut wakes: impl FnMut(&watcher::Event<K>) -> bool,
 ) where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
@@ -336,13 +389,16 @@ pub async fn follow_watch<S, K>(
     let mut down = false;
     while let Some(event) = events.next().await {
         match event {
-            Ok(_) => {
+            Ok(event) => {
+                let back = down;
                 if down {
                     info!(watch = what, "watch is back");
                     health.set_problem(what, None);
                     down = false;
                 }
-                wake.notify_one();
+                if wakes(&event) || back {
+                    wake.notify_one();
+                }
             }
             Err(err) => {
                 warn!(watch = what, error = %err, "watch error; retrying");
@@ -456,6 +512,7 @@ mod tests {
             wake.clone(),
             health.clone(),
             "watch of test objects",
+            |_: &watcher::Event<ConfigMap>| false,
         ));
         tx.send(Err(gone())).unwrap();
         tx.send(Err(gone())).unwrap();
@@ -506,6 +563,31 @@ mod tests {
         backoff.reset();
         assert!(backoff.next().unwrap() <= WATCH_BACKOFF_MIN * 5 / 4);
         assert!(MAX_RECONCILE_BACKOFF <= Duration::from_secs(5));
+    }
+
+    /// Status patches (the operator's own) do not wake the loop; a new mapping, a spec change
+    /// and a deletion do.
+    #[test]
+    fn only_spec_changes_wake_the_loop() {
+        let mut wakes = spec_changes();
+        let mut mapping = IamIdentityMapping::new("m", Default::default());
+        mapping.metadata.uid = Some("uid-m".to_string());
+        mapping.metadata.generation = Some(1);
+        assert!(!wakes(&watcher::Event::Init));
+        assert!(wakes(&watcher::Event::InitApply(mapping.clone())));
+        assert!(wakes(&watcher::Event::InitDone));
+        mapping.status = Some(Default::default());
+        assert!(
+            !wakes(&watcher::Event::Apply(mapping.clone())),
+            "a status patch"
+        );
+        mapping.metadata.generation = Some(2);
+        assert!(
+            wakes(&watcher::Event::Apply(mapping.clone())),
+            "a spec change"
+        );
+        assert!(wakes(&watcher::Event::Delete(mapping.clone())));
+        assert!(wakes(&watcher::Event::Apply(mapping)), "created again");
     }
 
     #[test]

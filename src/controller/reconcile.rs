@@ -2,7 +2,7 @@
 //! `plan()`, write (compare-and-swap), record the write, patch the statuses that changed, publish
 //! events. Decides nothing `plan()` could decide.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
@@ -99,6 +99,10 @@ pub struct Context {
     /// A digest of the aws-auth state last recorded in history: while aws-auth still holds it,
     /// a reconcile does not read the history at all.
     pub recorded: Mutex<Option<u64>>,
+    /// The status last patched per mapping (by uid), until the watch cache shows it: a
+    /// reconcile that runs before its own patch came back through the watch must not patch
+    /// the same status again.
+    pub written: Mutex<HashMap<String, IamIdentityMappingStatus>>,
 }
 
 impl Context {
@@ -110,6 +114,7 @@ impl Context {
             events: None,
             status_concurrency: DEFAULT_STATUS_CONCURRENCY,
             recorded: Mutex::new(None),
+            written: Mutex::new(HashMap::new()),
         }
     }
 
@@ -439,7 +444,8 @@ async fn write_aws_auth(
 }
 
 /// Patches the status of every mapping whose status differs from what its outcome implies,
-/// a bounded number at a time.
+/// a bounded number at a time. A status this operator already patched, which the watch cache
+/// does not show yet, is not patched again.
 async fn apply_statuses(
     ctx: &Context,
     mappings: &[Arc<IamIdentityMapping>],
@@ -449,33 +455,52 @@ async fn apply_statuses(
 ) -> Result<(), ReconcileError> {
     let api: Api<IamIdentityMapping> = Api::all(ctx.client.clone());
     let mut changes = Vec::new();
-    for mapping in mappings {
-        let name = mapping.metadata.name.clone().unwrap_or_default();
-        let Some(outcome) = plan.outcomes.get(&name) else {
-            continue;
-        };
-        if matches!(
-            outcome,
-            Outcome::Conflict { .. } | Outcome::Protected { .. }
-        ) {
-            report.mappings_in_conflict += 1;
+    {
+        let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+        let mut live_uids = std::collections::HashSet::with_capacity(mappings.len());
+        for mapping in mappings {
+            let name = mapping.metadata.name.clone().unwrap_or_default();
+            let uid = mapping.metadata.uid.clone().unwrap_or_else(|| name.clone());
+            live_uids.insert(uid.clone());
+            let Some(outcome) = plan.outcomes.get(&name) else {
+                continue;
+            };
+            if matches!(
+                outcome,
+                Outcome::Conflict { .. } | Outcome::Protected { .. }
+            ) {
+                report.mappings_in_conflict += 1;
+            }
+            // The newest status known: what the watch cache shows, or what was patched since.
+            let cached = mapping.status.as_ref();
+            if written.get(&uid).is_some_and(|w| Some(w) == cached) {
+                written.remove(&uid);
+            }
+            let known = written.get(&uid).or(cached);
+            let desired = status_for(outcome, mapping.metadata.generation, known, now);
+            if known == Some(&desired) {
+                continue;
+            }
+            if matches!(outcome, Outcome::Rendered { drift: Some(d), .. } if d.repaired) {
+                report.drift_repairs += 1;
+            }
+            let was_ready = known.is_some_and(|s| {
+                crate::status::condition(s, crate::status::READY)
+                    .is_some_and(|c| c.status == "True")
+            });
+            changes.push((
+                mapping.clone(),
+                name,
+                uid,
+                outcome.clone(),
+                desired,
+                known.is_some() && !was_ready,
+            ));
         }
-        let desired = status_for(
-            outcome,
-            mapping.metadata.generation,
-            mapping.status.as_ref(),
-            now,
-        );
-        if mapping.status.as_ref() == Some(&desired) {
-            continue;
-        }
-        if matches!(outcome, Outcome::Rendered { drift: Some(d), .. } if d.repaired) {
-            report.drift_repairs += 1;
-        }
-        changes.push((mapping.clone(), name, outcome.clone(), desired));
+        written.retain(|uid, _| live_uids.contains(uid));
     }
     let results: Vec<Result<bool, ReconcileError>> = stream::iter(changes)
-        .map(|(mapping, name, outcome, desired)| {
+        .map(|(mapping, name, uid, outcome, desired, recovered)| {
             let api = api.clone();
             async move {
                 match api
@@ -488,7 +513,11 @@ async fn apply_statuses(
                 {
                     Ok(_) => {
                         debug!(mapping = %name, reason = outcome.reason(), "status updated");
-                        publish_outcome(ctx, &mapping, &outcome).await;
+                        ctx.written
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(uid, desired);
+                        publish_outcome(ctx, &mapping, &outcome, recovered).await;
                         Ok(true)
                     }
                     // Deleted since the store was read: the next reconcile drops its entry.
@@ -673,14 +702,23 @@ async fn publish_notes(
     }
 }
 
-/// An event on the mapping when its outcome changed.
-async fn publish_outcome(ctx: &Context, mapping: &IamIdentityMapping, outcome: &Outcome) {
+/// An event on the mapping when its outcome changed to something worth one: a problem, a
+/// drift, or a mapping that is Ready again after one (`recovered`). A mapping rendered for the
+/// first time gets none: its status says so, and a burst of a thousand new mappings must not
+/// cost a thousand more writes.
+async fn publish_outcome(
+    ctx: &Context,
+    mapping: &IamIdentityMapping,
+    outcome: &Outcome,
+    recovered: bool,
+) {
     let (type_, reason) = match outcome {
         Outcome::Rendered { drift: Some(d), .. } if d.repaired => {
             (EventType::Normal, "DriftRepaired")
         }
         Outcome::Rendered { drift: Some(_), .. } => (EventType::Warning, "DriftDetected"),
-        Outcome::Rendered { .. } => (EventType::Normal, "Rendered"),
+        Outcome::Rendered { .. } if recovered => (EventType::Normal, "Rendered"),
+        Outcome::Rendered { .. } => return,
         other => (EventType::Warning, other.reason()),
     };
     publish(

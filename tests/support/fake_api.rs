@@ -100,6 +100,9 @@ pub struct State {
     pub leases: BTreeMap<String, Value>,
     /// Requests answered 403 Forbidden, by `METHOD path-prefix`.
     pub forbidden: Vec<(Method, String)>,
+    /// Status patches in flight now, and the most seen at once (with a latency).
+    pub status_patches_in_flight: usize,
+    pub status_patches_in_flight_max: usize,
 }
 
 impl State {
@@ -529,43 +532,81 @@ impl Drop for FakeApi {
 }
 
 impl FakeApi {
-    /// Starts the server task (needs a tokio runtime).
+    /// Starts the server task (needs a tokio runtime). Requests are answered one at a time,
+    /// at once.
     pub fn start() -> FakeApi {
+        FakeApi::serve(None)
+    }
+
+    /// Like a real API server under load: every request takes `latency`, and many are served
+    /// at once. `State::status_patches_in_flight_max` records the most status patches seen in
+    /// flight together.
+    pub fn start_with_latency(latency: std::time::Duration) -> FakeApi {
+        FakeApi::serve(Some(latency))
+    }
+
+    fn serve(latency: Option<std::time::Duration>) -> FakeApi {
         let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let state = Arc::new(Mutex::new(State::default()));
         let shared = state.clone();
         let server = tokio::spawn(async move {
             while let Some((request, respond)) = handle.next_request().await {
-                let (parts, body) = request.into_parts();
-                let body = body.collect_bytes().await.expect("request body");
-                let content_type = parts
-                    .headers
-                    .get(http::header::CONTENT_TYPE)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or_default()
-                    .to_string();
-                let created_name = (parts.method == Method::POST)
-                    .then(|| serde_json::from_slice::<Value>(&body).ok())
-                    .flatten()
-                    .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string));
-                let path = parts.uri.path().to_string();
-                let (code, value) = {
-                    let mut state = shared.lock().expect("fake API state");
-                    state.calls.push(Call {
+                let shared = shared.clone();
+                let answer = async move {
+                    let (parts, body) = request.into_parts();
+                    let body = body.collect_bytes().await.expect("request body");
+                    let content_type = parts
+                        .headers
+                        .get(http::header::CONTENT_TYPE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let created_name = (parts.method == Method::POST)
+                        .then(|| serde_json::from_slice::<Value>(&body).ok())
+                        .flatten()
+                        .and_then(|v| v["metadata"]["name"].as_str().map(str::to_string));
+                    let path = parts.uri.path().to_string();
+                    let call = Call {
                         method: parts.method.clone(),
                         path: path.clone(),
                         query: parts.uri.query().unwrap_or_default().to_string(),
                         content_type: content_type.clone(),
                         created_name,
-                    });
-                    state.handle(parts.method, &path, &content_type, &body)
+                    };
+                    let status_patch = call.writes_mapping_status();
+                    if let Some(latency) = latency {
+                        {
+                            let mut state = shared.lock().expect("fake API state");
+                            if status_patch {
+                                state.status_patches_in_flight += 1;
+                                state.status_patches_in_flight_max = state
+                                    .status_patches_in_flight_max
+                                    .max(state.status_patches_in_flight);
+                            }
+                        }
+                        tokio::time::sleep(latency).await;
+                    }
+                    let (code, value) = {
+                        let mut state = shared.lock().expect("fake API state");
+                        if latency.is_some() && status_patch {
+                            state.status_patches_in_flight -= 1;
+                        }
+                        state.calls.push(call);
+                        state.handle(parts.method, &path, &content_type, &body)
+                    };
+                    let response = Response::builder()
+                        .status(code)
+                        .header(http::header::CONTENT_TYPE, "application/json")
+                        .body(Body::from(serde_json::to_vec(&value).expect("JSON")))
+                        .expect("response");
+                    respond.send_response(response);
                 };
-                let response = Response::builder()
-                    .status(code)
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Body::from(serde_json::to_vec(&value).expect("JSON")))
-                    .expect("response");
-                respond.send_response(response);
+                match latency {
+                    Some(_) => {
+                        tokio::spawn(answer);
+                    }
+                    None => answer.await,
+                }
             }
         });
         FakeApi {
