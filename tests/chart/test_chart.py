@@ -130,6 +130,12 @@ FLAGS: dict[str, Flag] = {
         ["--status-concurrency=8"],
         lambda v: str(v["operator"]["statusConcurrency"]),
     ),
+    "--kube-qps": Flag(
+        "operator.kubeQps",
+        0,
+        ["--kube-qps=0"],
+        lambda v: str(v["operator"]["kubeQps"]),
+    ),
     "--leader-election": Flag(
         "leaderElection.enabled",
         False,
@@ -461,6 +467,7 @@ class Schema(unittest.TestCase):
         ({"operator": {"recoverMalformed": "yes"}}, "/operator/recoverMalformed"),
         ({"operator": {"enforceGroupPolicy": "true"}}, "/operator/enforceGroupPolicy"),
         ({"operator": {"statusConcurrency": 0}}, "/operator/statusConcurrency"),
+        ({"operator": {"kubeQps": -1}}, "/operator/kubeQps"),
         ({"operator": {"protectedArns": ["arn:aws:iam::1234:role/x"]}}, "/operator/protectedArns/0"),
         ({"operator": {"deniedGroups": "system:masters"}}, "/operator/deniedGroups"),
         ({"operator": {"logFormat": "yaml"}}, "/operator/logFormat"),

@@ -92,6 +92,7 @@ tests/chart/test_chart.py fails for a flag of the binary that no value reaches.
 - {{ printf "--history-limit=%d" (int .Values.operator.historyLimit) | quote }}
 - {{ printf "--resync-seconds=%d" (int .Values.operator.resyncSeconds) | quote }}
 - {{ printf "--status-concurrency=%d" (int .Values.operator.statusConcurrency) | quote }}
+- {{ printf "--kube-qps=%d" (int .Values.operator.kubeQps) | quote }}
 {{- if .Values.leaderElection.enabled }}
 - "--leader-election"
 {{- end }}
