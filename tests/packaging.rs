@@ -9,12 +9,22 @@
 //!   helm-python-sdk, Lua 5.1 from lupa, CEL), run with the binary this `cargo test` built. They
 //!   need the Python named by `AWS_AUTH_OPERATOR_PYTHON` (`.ci/run` and `make venv` set one up;
 //!   `.venv/bin/python` is used when the variable is unset). Without it they are skipped with a
-//!   notice, except with `CI=true`, where a missing tool fails the test.
+//!   notice, except with `CI=true`, where a missing tool fails the test;
+//! - the GitOps sample objects those health checks are tested against carry exactly the status
+//!   the operator writes in the situation each one shows (played through `plan()`).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use aws_auth_operator::api::{IamIdentityMappingSpec, IamIdentityMappingStatus};
+use aws_auth_operator::awsauth::data_size;
+use aws_auth_operator::plan::{DriftPolicy, LiveAwsAuth, MappingInput, Plan, Settings, plan};
+use aws_auth_operator::status::status_for;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+use serde_json::Value;
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const BIN: &str = env!("CARGO_BIN_EXE_aws-auth-operator");
@@ -689,4 +699,294 @@ fn chart_and_gitops_tests() {
         !stderr.contains("... skipped") && !stderr.contains("skipped="),
         "no test of tests/chart may be skipped"
     );
+}
+
+// ---- GitOps sample objects ---------------------------------------------------------------------
+//
+// gitops/argocd/testdata holds the objects both health checks are tested against (Argo CD's Lua
+// script and Flux's CEL expressions, in tests/chart/test_gitops.py). Each one that shows a status
+// the operator writes must carry exactly that status: here every such scenario is played through
+// `plan()` and `status_for()`, as the controller does, and compared with the sample (conditions,
+// reasons, messages, observedGeneration, rendered; not lastTransitionTime). When the operator's
+// wording changes, the health checks are then tested against what users will really see.
+
+const TESTDATA: &str = "gitops/argocd/testdata";
+/// A node role EKS wrote: an unmanaged entry the operator keeps.
+const SAMPLE_NODE_ROLE: &str = "- rolearn: arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC\n  username: system:node:{{EC2PrivateDNSName}}\n  groups:\n  - system:bootstrappers\n  - system:nodes\n";
+
+fn sample(file: &str) -> Value {
+    let path = root().join(TESTDATA).join(file);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_saphyr::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn time(text: &str) -> Time {
+    Time(text.parse::<Timestamp>().expect("RFC 3339 time"))
+}
+
+/// The mapping of a sample object, at the generation its status describes.
+fn sample_mapping(object: &Value) -> MappingInput {
+    let metadata = &object["metadata"];
+    MappingInput {
+        name: metadata["name"].as_str().expect("name").to_string(),
+        creation_timestamp: metadata["creationTimestamp"].as_str().map(time),
+        generation: object["status"]["observedGeneration"]
+            .as_i64()
+            .or(metadata["generation"].as_i64()),
+        spec: serde_json::from_value::<IamIdentityMappingSpec>(object["spec"].clone())
+            .expect("the sample's spec is an IamIdentityMappingSpec"),
+        last_rendered: None,
+    }
+}
+
+fn role_mapping(name: &str, created: &str, arn: &str, username: &str) -> MappingInput {
+    MappingInput {
+        name: name.to_string(),
+        creation_timestamp: Some(time(created)),
+        generation: Some(1),
+        spec: IamIdentityMappingSpec {
+            arn: Some(arn.to_string()),
+            username: Some(username.to_string()),
+            ..Default::default()
+        },
+        last_rendered: None,
+    }
+}
+
+/// The operator's state between reconciles: aws-auth as written and every mapping's status.
+struct Cluster {
+    live: LiveAwsAuth,
+    settings: Settings,
+    statuses: BTreeMap<String, IamIdentityMappingStatus>,
+}
+
+impl Cluster {
+    fn new(aws_auth: Option<&[(&str, &str)]>) -> Cluster {
+        Cluster {
+            live: LiveAwsAuth {
+                data: aws_auth.map(|data| {
+                    data.iter()
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .collect()
+                }),
+                ..Default::default()
+            },
+            settings: Settings::default(),
+            statuses: BTreeMap::new(),
+        }
+    }
+
+    /// One reconcile: plan, "write" aws-auth (unless blocked), set every mapping's status.
+    fn reconcile(&mut self, mappings: &mut [MappingInput]) -> Plan {
+        for mapping in mappings.iter_mut() {
+            mapping.last_rendered = self
+                .statuses
+                .get(&mapping.name)
+                .and_then(|s| s.rendered.clone());
+        }
+        let plan = plan(mappings, &self.live, &self.settings);
+        let now = time("2026-11-20T10:00:00Z");
+        for mapping in mappings.iter() {
+            let outcome = &plan.outcomes[&mapping.name];
+            let status = status_for(
+                outcome,
+                mapping.generation,
+                self.statuses.get(&mapping.name),
+                &now,
+            );
+            self.statuses.insert(mapping.name.clone(), status);
+        }
+        if plan.blocked.is_none() {
+            self.live = LiveAwsAuth {
+                data: Some(plan.data.clone()),
+                managed: plan.managed.clone(),
+                recovery: None,
+            };
+        }
+        plan
+    }
+
+    fn status(&self, name: &str) -> IamIdentityMappingStatus {
+        self.statuses[name].clone()
+    }
+}
+
+/// A status without its transition times, as JSON.
+fn comparable(status: &Value) -> Value {
+    let mut status = status.clone();
+    if let Some(conditions) = status["conditions"].as_array_mut() {
+        for condition in conditions {
+            if let Some(fields) = condition.as_object_mut() {
+                fields.remove("lastTransitionTime");
+            }
+        }
+    }
+    status
+}
+
+/// The status the operator writes in the scenario each sample shows.
+fn sample_scenarios() -> Vec<(&'static str, IamIdentityMappingStatus)> {
+    let admin = || sample_mapping(&sample("healthy.yaml"));
+    let mut scenarios = Vec::new();
+
+    // Rendered and in sync: the second reconcile after the mapping was created.
+    for file in ["healthy.yaml", "stale-generation.yaml"] {
+        let mut mappings = vec![sample_mapping(&sample(file))];
+        let mut cluster = Cluster::new(Some(&[("mapRoles", SAMPLE_NODE_ROLE)]));
+        cluster.reconcile(&mut mappings);
+        cluster.reconcile(&mut mappings);
+        scenarios.push((file, cluster.status("platform-admin")));
+    }
+
+    // A younger mapping for the same principal.
+    {
+        let mut mappings = vec![
+            role_mapping(
+                "platform-admin",
+                "2026-11-20T08:00:00Z",
+                "arn:aws:iam::111122223333:role/eks-admin",
+                "admin:{{SessionName}}",
+            ),
+            sample_mapping(&sample("conflict.yaml")),
+        ];
+        let mut cluster = Cluster::new(None);
+        cluster.reconcile(&mut mappings);
+        scenarios.push(("conflict.yaml", cluster.status("platform-admin-copy")));
+    }
+
+    // The oldest of two mappings, after it took over an entry added by hand.
+    {
+        let object = sample("took-over.yaml");
+        let mut mappings = vec![
+            sample_mapping(&object),
+            role_mapping(
+                "platform-admin-copy",
+                "2026-11-20T09:30:00Z",
+                "arn:aws:iam::111122223333:role/eks-admin",
+                "someone-else",
+            ),
+        ];
+        let hand_added = format!(
+            "{SAMPLE_NODE_ROLE}- rolearn: arn:aws:iam::111122223333:role/eks-admin\n  username: admin\n  groups:\n  - system:masters\n"
+        );
+        let mut cluster = Cluster::new(Some(&[("mapRoles", &hand_added)]));
+        cluster.reconcile(&mut mappings);
+        cluster.reconcile(&mut mappings);
+        scenarios.push(("took-over.yaml", cluster.status("platform-admin")));
+    }
+
+    // --drift=report: a hand edit of the rendered entry is left in place.
+    {
+        let mut mappings = vec![sample_mapping(&sample("drifted-report.yaml"))];
+        let mut cluster = Cluster::new(None);
+        cluster.settings.drift = DriftPolicy::Report;
+        cluster.reconcile(&mut mappings);
+        cluster.live.data = Some(
+            [(
+                "mapRoles".to_string(),
+                "- rolearn: arn:aws:iam::111122223333:role/eks-admin\n  username: admin\n  groups:\n  - system:masters\n  - extra\n".to_string(),
+            )]
+            .into(),
+        );
+        cluster.reconcile(&mut mappings);
+        scenarios.push(("drifted-report.yaml", cluster.status("platform-admin")));
+    }
+
+    // An invalid spec.
+    {
+        let object = sample("stalled-invalid.yaml");
+        let mut mappings = vec![sample_mapping(&object)];
+        let mut cluster = Cluster::new(None);
+        cluster.reconcile(&mut mappings);
+        scenarios.push(("stalled-invalid.yaml", cluster.status("admins-group")));
+    }
+
+    // A hand edit broke mapRoles and the history has no good revision: nothing is written.
+    {
+        let mut mappings = vec![sample_mapping(&sample("blocked-malformed.yaml"))];
+        let mut cluster = Cluster::new(None);
+        cluster.reconcile(&mut mappings);
+        cluster.live.data = Some(
+            [(
+                "mapRoles".to_string(),
+                "- rolearn: arn:aws:iam::111122223333:role/eks-admin\n  username: admin\n   groups: [system:masters\n".to_string(),
+            )]
+            .into(),
+        );
+        let plan = cluster.reconcile(&mut mappings);
+        assert!(
+            plan.blocked.is_some(),
+            "blocked-malformed.yaml: the write is blocked"
+        );
+        scenarios.push(("blocked-malformed.yaml", cluster.status("platform-admin")));
+    }
+
+    // A group policy that forbids a group the mapping had rendered (without --enforce-group-policy).
+    {
+        let mut mappings = vec![sample_mapping(&sample("policy-violation.yaml"))];
+        let mut cluster = Cluster::new(None);
+        cluster.reconcile(&mut mappings);
+        cluster.settings = Settings::default()
+            .with_group_policy(&[], &["system:masters".to_string()])
+            .expect("policy");
+        cluster.reconcile(&mut mappings);
+        scenarios.push(("policy-violation.yaml", cluster.status("platform-admin")));
+    }
+
+    // A new mapping whose entry does not fit next to the older ones.
+    {
+        let mut mappings = vec![admin()];
+        let mut cluster = Cluster::new(Some(&[("mapRoles", SAMPLE_NODE_ROLE)]));
+        let first = cluster.reconcile(&mut mappings);
+        cluster.settings.max_data_bytes = data_size(&first.data) + 40;
+        mappings.push(sample_mapping(&sample("does-not-fit.yaml")));
+        cluster.reconcile(&mut mappings);
+        scenarios.push(("does-not-fit.yaml", cluster.status("ci-deployer")));
+    }
+    scenarios
+}
+
+#[test]
+fn gitops_samples_carry_the_status_the_operator_writes() {
+    let mut mismatches = Vec::new();
+    for (file, status) in sample_scenarios() {
+        let want = comparable(&serde_json::to_value(&status).expect("status JSON"));
+        let have = comparable(&sample(file)["status"]);
+        if want != have {
+            mismatches.push(format!(
+                "{TESTDATA}/{file}: the operator writes\n{}",
+                serde_json::to_string_pretty(&want).unwrap()
+            ));
+        }
+    }
+    assert!(mismatches.is_empty(), "{}", mismatches.join("\n\n"));
+}
+
+#[test]
+fn gitops_sample_scenarios_have_the_outcomes_they_are_named_after() {
+    let reasons: BTreeMap<&str, Option<String>> = sample_scenarios()
+        .into_iter()
+        .map(|(file, status)| {
+            let ready = status
+                .conditions
+                .iter()
+                .find(|c| c.type_ == "Ready")
+                .map(|c| c.reason.clone());
+            (file, ready)
+        })
+        .collect();
+    let expect = [
+        ("healthy.yaml", "Rendered"),
+        ("stale-generation.yaml", "Rendered"),
+        ("took-over.yaml", "Rendered"),
+        ("conflict.yaml", "Conflict"),
+        ("drifted-report.yaml", "Drifted"),
+        ("stalled-invalid.yaml", "Invalid"),
+        ("blocked-malformed.yaml", "LiveAwsAuthMalformed"),
+        ("policy-violation.yaml", "PolicyViolation"),
+        ("does-not-fit.yaml", "DoesNotFit"),
+    ];
+    for (file, reason) in expect {
+        assert_eq!(reasons[file].as_deref(), Some(reason), "{file}");
+    }
 }

@@ -3,7 +3,8 @@
 --
 --   Progressing  no status yet, or the status describes an older generation, or Reconciling=True
 --   Degraded     Stalled=True (invalid spec, conflict, protected principal, group policy,
---                blocked write), Conflict=True, or Ready=False (e.g. a drift left in place)
+--                does not fit, blocked write), Conflict=True, or Ready=False (e.g. a drift
+--                left in place)
 --   Healthy      Ready=True for the current generation
 local hs = {}
 

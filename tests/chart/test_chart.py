@@ -109,6 +109,12 @@ FLAGS: dict[str, Flag] = {
         [f"--denied-groups={GROUP_RE_2}"],
         lambda v: None if not v["operator"]["deniedGroups"] else "set",
     ),
+    "--enforce-group-policy": Flag(
+        "operator.enforceGroupPolicy",
+        True,
+        ["--enforce-group-policy"],
+        lambda v: "true" if v["operator"]["enforceGroupPolicy"] else None,
+    ),
     "--history-limit": Flag(
         "operator.historyLimit", 25, ["--history-limit=25"], lambda v: str(v["operator"]["historyLimit"])
     ),
@@ -117,6 +123,18 @@ FLAGS: dict[str, Flag] = {
         60,
         ["--resync-seconds=60"],
         lambda v: str(v["operator"]["resyncSeconds"]),
+    ),
+    "--status-concurrency": Flag(
+        "operator.statusConcurrency",
+        8,
+        ["--status-concurrency=8"],
+        lambda v: str(v["operator"]["statusConcurrency"]),
+    ),
+    "--kube-qps": Flag(
+        "operator.kubeQps",
+        0,
+        ["--kube-qps=0"],
+        lambda v: str(v["operator"]["kubeQps"]),
     ),
     "--leader-election": Flag(
         "leaderElection.enabled",
@@ -447,6 +465,9 @@ class Schema(unittest.TestCase):
         ({"operator": {"historyLimit": 0}}, "/operator/historyLimit"),
         ({"operator": {"historyLimit": "10"}}, "/operator/historyLimit"),
         ({"operator": {"recoverMalformed": "yes"}}, "/operator/recoverMalformed"),
+        ({"operator": {"enforceGroupPolicy": "true"}}, "/operator/enforceGroupPolicy"),
+        ({"operator": {"statusConcurrency": 0}}, "/operator/statusConcurrency"),
+        ({"operator": {"kubeQps": -1}}, "/operator/kubeQps"),
         ({"operator": {"protectedArns": ["arn:aws:iam::1234:role/x"]}}, "/operator/protectedArns/0"),
         ({"operator": {"deniedGroups": "system:masters"}}, "/operator/deniedGroups"),
         ({"operator": {"logFormat": "yaml"}}, "/operator/logFormat"),

@@ -22,7 +22,41 @@ SRC = ROOT / "src"
 
 
 def source(path: str) -> str:
-    return (SRC / path).read_text()
+    """The text of src/PATH; for a module (`plan.rs`) that became a directory (`plan/mod.rs`,
+    `plan/*.rs`), every file of the directory."""
+    file = SRC / path
+    if file.is_file():
+        return file.read_text()
+    directory = file.with_suffix("")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"neither src/{path} nor src/{directory.name}/ exists")
+    return "\n".join(p.read_text() for p in sorted(directory.rglob("*.rs")))
+
+
+def call_arguments(text: str, function: str) -> list[str]:
+    """The argument text of every call `function(...)` in Rust source (not its definition),
+    parentheses balanced, string literals skipped over."""
+    out = []
+    for match in re.finditer(rf"(?<![\w.:]){re.escape(function)}\(", text):
+        if text[max(0, match.start() - 3):match.start()] == "fn ":
+            continue
+        depth, i, in_string = 1, match.end(), False
+        while i < len(text) and depth:
+            c = text[i]
+            if in_string:
+                if c == "\\":
+                    i += 1
+                elif c == '"':
+                    in_string = False
+            elif c == '"':
+                in_string = True
+            elif c == "(":
+                depth += 1
+            elif c == ")":
+                depth -= 1
+            i += 1
+        out.append(text[match.end():i - 1])
+    return out
 
 
 def found(pattern: str, text: str) -> set[str]:
@@ -49,8 +83,13 @@ def status_reasons() -> set[str]:
 
 
 def event_reasons() -> set[str]:
+    """Reasons the controller publishes: `EventType::X, "Reason"` pairs, and every reason-like
+    string literal among the arguments of a `publish(...)` call (a reason chosen by an `if`)."""
     text = source("controller/reconcile.rs")
-    return found(r'EventType::\w+,\s*"(\w+)"', text)
+    reasons = found(r'EventType::\w+,\s*"(\w+)"', text)
+    for arguments in call_arguments(text, "publish"):
+        reasons |= found(r'"([A-Z][A-Za-z0-9]+)"', arguments)
+    return reasons
 
 
 class Docs(unittest.TestCase):
@@ -66,7 +105,8 @@ class Docs(unittest.TestCase):
 
     def test_events_table_covers_the_code(self) -> None:
         reasons = event_reasons()
-        for known in ("TookOver", "EntryRemoved", "DriftRepaired", "RecoveredMalformedAwsAuth"):
+        for known in ("TookOver", "EntryRemoved", "DriftRepaired", "RecoveredMalformedAwsAuth",
+                      "RecoveredDeletedAwsAuth", "LiveAwsAuthMalformed"):
             self.assertIn(known, reasons)
         table = documented(DOCS / "crd-reference.md", "<!-- events:begin -->", "<!-- events:end -->")
         # Warning events about a mapping carry its outcome's reason.

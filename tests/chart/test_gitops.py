@@ -164,7 +164,9 @@ FLUX_EXPECTED = {
     "testdata/conflict.yaml": "Failed",
     "testdata/drifted-report.yaml": "Failed",
     "testdata/blocked-malformed.yaml": "Failed",
-    "testdata/group-not-allowed.yaml": "Failed",
+    "testdata/policy-violation.yaml": "Failed",
+    "testdata/does-not-fit.yaml": "Failed",
+    "testdata/took-over.yaml": "Current",
 }
 ARGO_TO_FLUX = {"Healthy": {"Current"}, "Degraded": {"Failed"}, "Progressing": {"InProgress", "Unknown"}}
 

@@ -86,8 +86,13 @@ tests/chart/test_chart.py fails for a flag of the binary that no value reaches.
 {{- range .Values.operator.deniedGroups }}
 - {{ printf "--denied-groups=%s" . | quote }}
 {{- end }}
+{{- if .Values.operator.enforceGroupPolicy }}
+- "--enforce-group-policy"
+{{- end }}
 - {{ printf "--history-limit=%d" (int .Values.operator.historyLimit) | quote }}
 - {{ printf "--resync-seconds=%d" (int .Values.operator.resyncSeconds) | quote }}
+- {{ printf "--status-concurrency=%d" (int .Values.operator.statusConcurrency) | quote }}
+- {{ printf "--kube-qps=%d" (int .Values.operator.kubeQps) | quote }}
 {{- if .Values.leaderElection.enabled }}
 - "--leader-election"
 {{- end }}
