@@ -532,6 +532,7 @@ fn steady_state() -> PlanCase {
             data: Some(render_data(&all)),
             managed,
             recovery: None,
+            frozen: false,
         },
     }
 }

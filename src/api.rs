@@ -135,7 +135,9 @@ pub struct IamIdentityMappingStatus {
     /// The metadata.generation this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready, Reconciling, Stalled (kstatus) and domain conditions: Valid, Conflict, Drifted.
+    /// Ready and, while true, Stalled (kstatus), and domain conditions: Valid, Conflict, Drifted.
+    /// The status is written once the outcome is known, so there is no Reconciling condition:
+    /// an observedGeneration below metadata.generation means the operator has not caught up.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

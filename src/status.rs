@@ -1,6 +1,8 @@
-//! A plan outcome -> the mapping's status: kstatus conditions (`Ready`, and `Reconciling` /
-//! `Stalled` only while true), domain conditions (`Valid`, `Conflict`, `Drifted`) and the
-//! rendered entry. Pure, so that "patch status only when it changed" is a plain comparison.
+//! A plan outcome -> the mapping's status: kstatus conditions (`Ready`, and `Stalled` only while
+//! true), domain conditions (`Valid`, `Conflict`, `Drifted`) and the rendered entry. There is no
+//! `Reconciling`: a status is written once its outcome is known, and an `observedGeneration`
+//! behind `metadata.generation` says the operator has not caught up. Pure, so that "patch status
+//! only when it changed" is a plain comparison.
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
@@ -45,6 +47,8 @@ pub fn status_for(
     };
     let mut last_drift_repair = previous.and_then(|p| p.last_drift_repair.clone());
     let valid = || "the spec is valid".to_string();
+    // Conditions a blocked plan leaves as they were.
+    let mut carried = Vec::new();
     match outcome {
         Outcome::Rendered {
             drift, contenders, ..
@@ -59,15 +63,16 @@ pub fn status_for(
                 );
             } else {
                 let names: Vec<String> = contenders.iter().map(|n| format!("`{n}`")).collect();
-                push(
-                    CONFLICT,
-                    false,
-                    "OldestWins",
-                    format!(
-                        "IamIdentityMapping {} also map this principal; this mapping is the oldest and wins, the others are Stalled",
-                        names.join(", ")
+                let message = match names.as_slice() {
+                    [one] => format!(
+                        "IamIdentityMapping {one} also maps this principal; this mapping is the older and wins, the other is Stalled"
                     ),
-                );
+                    many => format!(
+                        "IamIdentityMappings {} also map this principal; this mapping is the oldest and wins, the others are Stalled",
+                        many.join(", ")
+                    ),
+                };
+                push(CONFLICT, false, "OldestWins", message);
             }
             match drift {
                 Some(drift) if !drift.repaired => {
@@ -134,10 +139,21 @@ pub fn status_for(
             push(STALLED, true, reason, message);
         }
         Outcome::Blocked { .. } => {
+            // Nothing was decided about the mapping itself: what the other conditions said
+            // still holds.
+            carried.extend(
+                previous
+                    .map(|p| p.conditions.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|c| [VALID, CONFLICT, DRIFTED].contains(&c.type_.as_str()))
+                    .cloned(),
+            );
             push(READY, false, reason, message.clone());
             push(STALLED, true, reason, message);
         }
     }
+    conditions.extend(carried);
     keep_transition_times(&mut conditions, previous);
     IamIdentityMappingStatus {
         access_entry: None,

@@ -801,6 +801,7 @@ impl Cluster {
                 data: Some(plan.data.clone()),
                 managed: plan.managed.clone(),
                 recovery: None,
+                frozen: false,
             };
         }
         plan

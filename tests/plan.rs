@@ -59,6 +59,7 @@ fn applied(plan: &Plan) -> LiveAwsAuth {
         data: Some(plan.data.clone()),
         managed: ManagedSet::decode(&plan.managed_annotation).unwrap(),
         recovery: None,
+        frozen: false,
     }
 }
 
@@ -715,6 +716,7 @@ mod properties {
                 data: Some(render_data(&live_entries)),
                 managed: managed.clone(),
                 recovery: None,
+                frozen: false,
             };
             let result = plan(&mappings, &live, &settings);
             let before = entries_of(live.data.as_ref().unwrap());
@@ -823,6 +825,7 @@ mod recovery {
             data: None,
             managed: ManagedSet::default(),
             recovery: Some(revision_with_everything(contractor.clone(), contractor)),
+            frozen: false,
         };
         let p = plan(&[admin()], &deleted, &Settings::default());
         assert!(p.changed);

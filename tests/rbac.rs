@@ -261,13 +261,19 @@ async fn every_kind_of_call(fake: &FakeApi) -> Vec<Request> {
             .await
             .unwrap();
     }
-    let invalid = role_mapping("bad", "arn:aws:iam::111122223333:role/x*", "x", &[], 9);
-    store(fake, vec![invalid]);
-    for second in [6, 7] {
-        let mut bad = fake.mapping("bad");
-        bad.status = None;
-        fake.add_mapping(bad);
-        reconcile(&blocked, &fake.mappings(), time(second))
+    // A mapping that turns invalid, valid again, then invalid the same way: the second
+    // Warning joins the first one's series (a patch of the event in `default`).
+    fake.state().edit_aws_auth_data(|data| {
+        data.remove("mapUsers");
+    });
+    let flapping = role_mapping("flap", "arn:aws:iam::111122223333:role/flap", "x", &[], 9);
+    store(fake, vec![flapping]);
+    for (second, username) in [(6, "x"), (7, "x:{{Foo}}"), (8, "x"), (9, "x:{{Foo}}")] {
+        let mut mapping = fake.mapping("flap");
+        mapping.spec.username = Some(username.to_string());
+        mapping.metadata.generation = Some(second);
+        fake.add_mapping(mapping);
+        reconcile(&ctx, &fake.mappings(), time(second))
             .await
             .unwrap();
     }

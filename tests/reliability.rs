@@ -322,30 +322,67 @@ async fn finding_10_deleting_a_takeover_gives_the_original_back() {
 }
 
 /// Finding 11: the CRD deleted (or being deleted) takes every mapping with it; the operator
-/// must not remove their entries. The write is refused (frozen) until the CRD is back.
+/// must not remove their entries. It freezes aws-auth (an annotation, so a restart or the CRD
+/// coming back with no mappings yet changes nothing), says so (event, readiness), keeps
+/// writing new entries, and removes nothing until a person lifts the freeze.
 #[tokio::test]
 async fn finding_11_aws_auth_is_frozen_while_the_crd_is_gone() {
+    use aws_auth_operator::controller::reconcile::FROZEN_ANNOTATION;
     for crd in [Crd::Deleting, Crd::Missing] {
         let fake = FakeApi::start();
         fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
-        let ctx = context(&fake, Settings::default());
+        let ctx = context_with_events(&fake, Settings::default());
         store(&fake, vec![admin_mapping(), dev_mapping()]);
         reconcile_at(&fake, &ctx, 1).await;
-        let written = fake.aws_auth_data();
+        let written = entries(&fake.aws_auth_data());
 
         fake.state().crd = crd;
         fake.state().mappings.clear();
-        let err = reconcile(&ctx, &fake.mappings(), time(2))
-            .await
-            .expect_err("frozen");
-        assert_eq!(err.reason(), "CrdGone", "{crd:?}");
-        assert!(err.to_string().contains("aws-auth is frozen"), "{err}");
-        assert_eq!(fake.aws_auth_data(), written, "{crd:?}: nothing removed");
+        let report = reconcile(&ctx, &fake.mappings(), time(2)).await.unwrap();
+        assert!(report.frozen.is_some(), "{crd:?}: {report:?}");
+        assert_eq!(
+            entries(&fake.aws_auth_data()),
+            written,
+            "{crd:?}: nothing removed"
+        );
+        let annotations = fake.aws_auth().unwrap().metadata.annotations.unwrap();
+        let mark = &annotations[FROZEN_ANNOTATION];
+        assert!(mark.contains("CRD"), "{mark}");
+        assert_eq!(events_with(&fake, "AwsAuthFrozen").len(), 1);
 
-        // Every mapping deleted on purpose (the CRD still there) does remove the entries.
+        // The CRD is back, the mappings not yet (a restarted operator, an empty cache): still
+        // frozen. A re-applied mapping is written; nothing is removed.
         fake.state().crd = Crd::Installed;
-        reconcile_at(&fake, &ctx, 3).await;
-        assert_eq!(role_arns(&entries(&fake.aws_auth_data())), [NODE_ROLE_ARN]);
+        let restarted = context(&fake, Settings::default());
+        store(&fake, vec![admin_mapping()]);
+        let report = reconcile(&restarted, &fake.mappings(), time(3))
+            .await
+            .unwrap();
+        assert!(report.frozen.is_some());
+        assert_eq!(
+            role_arns(&entries(&fake.aws_auth_data())),
+            [ADMIN_ARN, DEV_ARN, NODE_ROLE_ARN]
+        );
+        assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
+
+        // A person lifts the freeze: the entry of the mapping that is really gone goes.
+        fake.state()
+            .configmaps
+            .get_mut("aws-auth")
+            .unwrap()
+            .metadata
+            .annotations
+            .as_mut()
+            .unwrap()
+            .remove(FROZEN_ANNOTATION);
+        let report = reconcile(&restarted, &fake.mappings(), time(4))
+            .await
+            .unwrap();
+        assert!(report.frozen.is_none());
+        assert_eq!(
+            role_arns(&entries(&fake.aws_auth_data())),
+            [ADMIN_ARN, NODE_ROLE_ARN]
+        );
     }
 }
 

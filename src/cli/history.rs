@@ -247,6 +247,7 @@ pub fn rollback_target(
         data: Some(revision.data.clone()),
         managed,
         recovery: None,
+        frozen: false,
     };
     let plan = plan(mappings, &live, settings);
     if let Some(blocked) = &plan.blocked {
@@ -826,6 +827,7 @@ mod tests {
             data: Some(target.data.clone()),
             managed: ManagedSet::decode(&target.managed_annotation).unwrap(),
             recovery: None,
+            frozen: false,
         };
         plan(mappings, &live, &Settings::default())
     }

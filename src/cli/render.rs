@@ -141,6 +141,7 @@ fn live_from_file(path: &Path) -> Result<LiveAwsAuth, CliError> {
         data: Some(cm.data),
         managed,
         recovery: None,
+        frozen: false,
     })
 }
 

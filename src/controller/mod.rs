@@ -29,7 +29,7 @@ use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
 use crate::plan::Settings;
 use crate::server::{Health, Metrics};
 use events::EventPublisher;
-use reconcile::{Context, ReconcileError, reconcile};
+use reconcile::{Context, reconcile};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -323,6 +323,7 @@ pub async fn reconcile_loop<F: Future + Unpin>(
                     metrics.set_history_revisions(kept);
                 }
                 health.set_problem("reconcile", None);
+                health.set_problem("aws-auth", report.frozen.clone());
                 backoff = Duration::from_millis(500);
                 failures = 0;
             }
@@ -330,11 +331,9 @@ pub async fn reconcile_loop<F: Future + Unpin>(
                 metrics.reconciled(started.elapsed(), Some(err.reason()));
                 failures += 1;
                 error!(error = %err, reason = err.reason(), retry_in = ?backoff, "reconcile failed");
-                // Not ready while the operator cannot do its job: forbidden by RBAC, frozen
-                // because the CRD is gone, or failing again and again.
-                let persistent = matches!(err, ReconcileError::Frozen { .. })
-                    || err.is_forbidden()
-                    || failures >= 3;
+                // Not ready while the operator cannot do its job: forbidden by RBAC, or
+                // failing again and again.
+                let persistent = err.is_forbidden() || failures >= 3;
                 if persistent {
                     health.set_problem("reconcile", Some(err.to_string()));
                 }

@@ -50,10 +50,6 @@ pub enum ReconcileError {
         #[source]
         source: kube::Error,
     },
-    #[error(
-        "aws-auth is frozen: {why}. Removing every entry of deleted IamIdentityMappings now could lock people out, so nothing is written; reinstall the CRD (`aws-auth-operator crd | kubectl apply -f -`), or see the README on uninstalling"
-    )]
-    Frozen { why: String },
     #[error("checking the IamIdentityMapping CRD: {}", describe_kube_error(.0))]
     CrdCheck(#[source] kube::Error),
 }
@@ -67,7 +63,6 @@ impl ReconcileError {
             ReconcileError::TooManyConflicts => "TooManyConflicts",
             ReconcileError::History(_) => "HistoryFailed",
             ReconcileError::Status { .. } => "StatusPatchFailed",
-            ReconcileError::Frozen { .. } => "CrdGone",
             ReconcileError::CrdCheck(_) => "CrdCheckFailed",
         }
     }
@@ -141,6 +136,8 @@ pub struct ReconcileReport {
     pub blocked: Option<&'static str>,
     /// Revisions kept in history after this reconcile recorded one, and how many were asked for.
     pub history_kept: Option<(usize, usize)>,
+    /// Set while aws-auth is frozen: what to do about it.
+    pub frozen: Option<String>,
 }
 
 fn is_status(err: &kube::Error, code: u16) -> bool {
@@ -162,6 +159,15 @@ fn managed_annotation(cm: &ConfigMap) -> Option<&str> {
         .annotations
         .as_ref()
         .and_then(|a| a.get(MANAGED_ANNOTATION))
+        .map(String::as_str)
+}
+
+/// The value of the frozen annotation, if aws-auth carries it.
+fn frozen_since(cm: &ConfigMap) -> Option<&str> {
+    cm.metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(FROZEN_ANNOTATION))
         .map(String::as_str)
 }
 
@@ -210,8 +216,17 @@ pub async fn reconcile(
                 .await;
             }
         } else if plan.changed {
-            if removes_managed_entries(&plan) {
-                check_crd(ctx).await?;
+            // Mappings that disappeared with their CRD were not deleted on purpose: freeze
+            // aws-auth (persistently, in an annotation), then plan again.
+            if !live.frozen
+                && removes_managed_entries(&plan)
+                && let (Some(why), Some(cm)) = (crd_gone(ctx).await?, &live_cm)
+            {
+                match freeze(&configmaps, cm, &why, &now).await {
+                    Ok(()) => continue,
+                    Err(err) if is_status(&err, 409) => continue,
+                    Err(err) => return Err(ReconcileError::Write(err)),
+                }
             }
             match write_aws_auth(&configmaps, live_cm.clone(), &plan).await {
                 Ok(written) => {
@@ -238,6 +253,31 @@ pub async fn reconcile(
             }
         }
 
+        if let Some(Note::KeptFrozen { entries }) = plan
+            .notes
+            .iter()
+            .find(|n| matches!(n, Note::KeptFrozen { .. }))
+            && let Some(cm) = &live_cm
+        {
+            let since = frozen_since(cm).unwrap_or_default();
+            let message = format!(
+                "aws-auth is frozen ({since}); the {} entries of mappings that are gone are kept. Once every IamIdentityMapping is back, remove the annotation: kubectl annotate configmap -n {CONFIGMAP_NAMESPACE} {CONFIGMAP_NAME} {FROZEN_ANNOTATION}-",
+                entries.len()
+            );
+            publish(
+                ctx,
+                &cm.object_ref(&()),
+                EventType::Warning,
+                "AwsAuthFrozen",
+                &message,
+            )
+            .await;
+            report.frozen = Some(message);
+        } else if live.frozen {
+            report.frozen = Some(format!(
+                "aws-auth carries the {FROZEN_ANNOTATION} annotation; remove it once every IamIdentityMapping is back"
+            ));
+        }
         apply_statuses(ctx, mappings, &plan, &now, &mut report).await?;
         return Ok(report);
     }
@@ -275,11 +315,7 @@ async fn observe(
     )
     .await
     {
-        Ok(recorded) => {
-            if !recorded.unchanged {
-                report.history_kept = Some((recorded.kept, recorded.requested));
-            }
-        }
+        Ok(recorded) => report.history_kept = Some((recorded.kept, recorded.requested)),
         // An aws-auth close to 1 MiB of random text cannot fit: say so loudly rather than stop
         // managing aws-auth (the plan still preserves every unmanaged entry).
         Err(err @ history::HistoryError::RevisionTooLarge { .. }) => {
@@ -367,6 +403,7 @@ async fn live_state(
         None
     };
     Ok(LiveAwsAuth {
+        frozen: live_cm.and_then(frozen_since).is_some(),
         data,
         managed,
         recovery,
@@ -392,18 +429,49 @@ fn removes_managed_entries(plan: &Plan) -> bool {
     })
 }
 
-/// Refuses a write that removes managed entries while the IamIdentityMapping CRD is gone or
-/// being deleted: its mappings disappearing is not a decision to remove their entries.
-async fn check_crd(ctx: &Context) -> Result<(), ReconcileError> {
+/// Annotation on aws-auth while it is frozen: the IamIdentityMapping CRD went away, and with
+/// it every mapping. Until a person removes it (once the mappings are back), no managed entry
+/// is removed; new and changed entries are still written.
+pub const FROZEN_ANNOTATION: &str = "awsauth.dev/frozen";
+
+/// Marks aws-auth frozen (compare-and-swap: if it changed meanwhile, the caller re-reads).
+async fn freeze(
+    configmaps: &Api<ConfigMap>,
+    cm: &ConfigMap,
+    why: &str,
+    now: &Time,
+) -> Result<(), kube::Error> {
+    let mut marked = cm.clone();
+    marked.metadata.managed_fields = None;
+    marked
+        .metadata
+        .annotations
+        .get_or_insert_with(BTreeMap::new)
+        .insert(
+            FROZEN_ANNOTATION.to_string(),
+            format!("since {}: {why}", now.0),
+        );
+    let params = PostParams {
+        field_manager: Some(FIELD_MANAGER.to_string()),
+        ..Default::default()
+    };
+    configmaps.replace(CONFIGMAP_NAME, &params, &marked).await?;
+    error!(
+        why,
+        "froze aws-auth: no managed entry is removed until {FROZEN_ANNOTATION} is removed"
+    );
+    Ok(())
+}
+
+/// Why the IamIdentityMapping CRD is not usable (gone, or being deleted), if it is not.
+async fn crd_gone(ctx: &Context) -> Result<Option<String>, ReconcileError> {
     let crds: Api<CustomResourceDefinition> = Api::all(ctx.client.clone());
     match crds.get_opt(CRD_NAME).await {
-        Ok(Some(crd)) if crd.metadata.deletion_timestamp.is_some() => Err(ReconcileError::Frozen {
-            why: format!("the CRD {CRD_NAME} is being deleted"),
-        }),
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err(ReconcileError::Frozen {
-            why: format!("the CRD {CRD_NAME} does not exist"),
-        }),
+        Ok(Some(crd)) if crd.metadata.deletion_timestamp.is_some() => {
+            Ok(Some(format!("the CRD {CRD_NAME} is being deleted")))
+        }
+        Ok(Some(_)) => Ok(None),
+        Ok(None) => Ok(Some(format!("the CRD {CRD_NAME} does not exist"))),
         Err(err) => Err(ReconcileError::CrdCheck(err)),
     }
 }
@@ -678,6 +746,8 @@ async fn publish_notes(
                 )
                 .await;
             }
+            // Published once per reconcile, with what to do (see `reconcile`).
+            Note::KeptFrozen { .. } => {}
             Note::PolicyEnforced { mapping, entry } => {
                 let message = format!(
                     "removed {} from {}: mapping `{mapping}` violates the group policy (--enforce-group-policy)",

@@ -60,6 +60,9 @@ pub struct LiveAwsAuth {
     /// The newest revision that parses cleanly, for restoring the unmanaged entries of a
     /// malformed key or of a deleted aws-auth. The controller loads it only when needed.
     pub recovery: Option<RecoverySource>,
+    /// aws-auth is frozen (the IamIdentityMapping CRD went away): no managed entry is removed or
+    /// given back; new and changed entries are still written.
+    pub frozen: bool,
 }
 
 /// A revision to restore unmanaged entries from.
@@ -335,6 +338,8 @@ pub enum Note {
     GaveBack { entries: Vec<Entry> },
     /// `--enforce-group-policy` removed the entry of a mapping that violates the group policy.
     PolicyEnforced { mapping: String, entry: Entry },
+    /// Managed entries no mapping renders any more, kept because aws-auth is frozen.
+    KeptFrozen { entries: Vec<Entry> },
 }
 
 fn describe_entries(entries: &[Entry]) -> String {
@@ -404,6 +409,12 @@ impl fmt::Display for Note {
                 "{mapping}: removed {} from {} (--enforce-group-policy)",
                 entry.principal(),
                 entry.section()
+            ),
+            Note::KeptFrozen { entries } => write!(
+                f,
+                "aws-auth is frozen: kept {} entries no mapping renders any more: {}",
+                entries.len(),
+                describe_entries(entries)
             ),
         }
     }
@@ -549,7 +560,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             removed,
         });
     }
-    settle_unclaimed(&mut principals);
+    settle_unclaimed(&mut principals, live.frozen, &mut notes);
 
     let fitted = match fit(mappings, &mut principals, &parsed, live_data, settings) {
         Ok(fitted) => fitted,
@@ -789,9 +800,14 @@ fn remove_last_entry(
     Some(removed)
 }
 
-/// Principals no mapping writes: a managed one is removed, or its original comes back;
-/// everything else stays untouched.
-fn settle_unclaimed(principals: &mut BTreeMap<PrincipalKey, Principal>) {
+/// Principals no mapping writes: a managed one is removed, or its original comes back (unless
+/// aws-auth is frozen: then it stays as it is, still managed); everything else stays untouched.
+fn settle_unclaimed(
+    principals: &mut BTreeMap<PrincipalKey, Principal>,
+    frozen: bool,
+    notes: &mut Vec<Note>,
+) {
+    let mut kept = Vec::new();
     for principal in principals.values_mut() {
         if principal.managed_after || principal.fate != Fate::Untouched {
             continue;
@@ -800,10 +816,17 @@ fn settle_unclaimed(principals: &mut BTreeMap<PrincipalKey, Principal>) {
             principal.original = None;
             continue;
         }
+        if frozen {
+            kept.extend(principal.live.iter().cloned());
+            continue;
+        }
         principal.fate = match principal.original.take() {
             Some(original) => Fate::GiveBack(original),
             None => Fate::Remove,
         };
+    }
+    if !kept.is_empty() {
+        notes.push(Note::KeptFrozen { entries: kept });
     }
 }
 
