@@ -508,6 +508,7 @@ fn mapping_inputs(specs: &[IamIdentityMappingSpec], with_status: bool) -> Vec<Ma
                 generation: Some(1 + (i % 3) as i64),
                 spec: spec.clone(),
                 last_rendered: with_status.then(|| RenderedEntry::from(&entry_of(spec))),
+                served_by_access_entry: false,
             }
         })
         .collect()

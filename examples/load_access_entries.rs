@@ -184,6 +184,7 @@ async fn main() -> Result<(), String> {
         store,
         wake,
         board.clone(),
+        None,
         async {
             let _ = stopped.await;
         },

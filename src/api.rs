@@ -42,6 +42,13 @@ pub const CRD_NAME: &str = "iamidentitymappings.awsauth.dev";
         name = "Age",
         type_ = "date",
         json_path = ".metadata.creationTimestamp"
+    ),
+    printcolumn(
+        name = "AccessEntry",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"AccessEntrySynced\")].reason",
+        description = "The AccessEntrySynced condition's reason (with --access-entries=mirror|only)",
+        priority = "1"
     )
 )]
 #[x_kube(

@@ -6,6 +6,7 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
+use crate::accessentries::{AccessEntryReport, SyncReason, access_side_ready};
 use crate::api::{IamIdentityMappingStatus, RenderedEntry};
 use crate::plan::Outcome;
 
@@ -15,6 +16,7 @@ pub const STALLED: &str = "Stalled";
 pub const VALID: &str = "Valid";
 pub const CONFLICT: &str = "Conflict";
 pub const DRIFTED: &str = "Drifted";
+pub const ACCESS_ENTRY_SYNCED: &str = crate::accessentries::report::CONDITION_TYPE;
 
 /// The status a mapping should have after `outcome` was applied. `previous` supplies the
 /// transition times of conditions whose status did not change, so that an unchanged outcome gives
@@ -133,6 +135,10 @@ pub fn status_for(
             push(READY, false, reason, message.clone());
             push(STALLED, true, reason, message);
         }
+        Outcome::ServedByAccessEntry { .. } => {
+            push(VALID, true, "Valid", valid());
+            push(READY, true, reason, message);
+        }
         Outcome::PolicyViolation { .. } | Outcome::DoesNotFit { .. } => {
             push(VALID, true, "Valid", valid());
             push(READY, false, reason, message.clone());
@@ -162,6 +168,66 @@ pub fn status_for(
         rendered,
         last_drift_repair,
     }
+}
+
+/// Adds the access-entry side (`--access-entries=mirror|only`) to a mapping's status: the
+/// `AccessEntrySynced` condition and `status.accessEntry` from the access-entry loop's report
+/// (a report of another generation is pending), and `Ready` only when both sides are in place.
+/// A mapping that cannot migrate is served by aws-auth and can be Ready; one blocked by
+/// something a person must fix (a foreign entry, a cluster in CONFIG_MAP mode, a conflict) is
+/// Stalled; one still in progress (pending, an EKS error) is not Ready, without Stalled.
+pub fn with_access_entry(
+    status: &mut IamIdentityMappingStatus,
+    report: Option<&AccessEntryReport>,
+    generation: Option<i64>,
+    previous: Option<&IamIdentityMappingStatus>,
+    now: &Time,
+) {
+    let current = report
+        .filter(|r| r.generation == generation)
+        .cloned()
+        .unwrap_or_else(|| AccessEntryReport::pending(generation));
+    let mut conditions = vec![current.condition(now)];
+    keep_transition_times(&mut conditions, previous);
+    status.conditions.retain(|c| c.type_ != ACCESS_ENTRY_SYNCED);
+    status.conditions.extend(conditions);
+    status.access_entry = current.status.clone();
+    let aws_auth_ready = condition(status, READY).is_some_and(|c| c.status == "True");
+    if !aws_auth_ready || access_side_ready(Some(&current), generation) {
+        return;
+    }
+    let reason = current.reason.as_str();
+    let message = format!(
+        "the EKS access entry is not in place yet: {}",
+        current.message
+    );
+    let stalled = matches!(
+        current.reason,
+        SyncReason::ForeignEntry | SyncReason::ClusterInConfigMapMode | SyncReason::Conflict
+    );
+    status
+        .conditions
+        .retain(|c| c.type_ != READY && c.type_ != STALLED);
+    let mut replaced = vec![Condition {
+        type_: READY.to_string(),
+        status: "False".to_string(),
+        reason: reason.to_string(),
+        message: message.clone(),
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }];
+    if stalled {
+        replaced.push(Condition {
+            type_: STALLED.to_string(),
+            status: "True".to_string(),
+            reason: reason.to_string(),
+            message,
+            observed_generation: generation,
+            last_transition_time: now.clone(),
+        });
+    }
+    keep_transition_times(&mut replaced, previous);
+    status.conditions.extend(replaced);
 }
 
 /// A condition keeps its lastTransitionTime while its status stays the same.

@@ -450,6 +450,7 @@ async fn the_loop_waits_for_the_store_and_follows_wakes() {
         store,
         wake.clone(),
         board.clone(),
+        None,
         async {
             let _ = stopped.await;
         },

@@ -1299,3 +1299,42 @@ fn import_then_render_with_live_original_changes_no_entry() {
     );
     assert_eq!(sorted_entries(&rendered.stdout), sorted_entries(&read(EKS)));
 }
+
+/// `import --access-entries` says, for each mapping whose access entry needs a choice, why and
+/// what to fill in; mappings the operator can translate by itself get nothing.
+#[test]
+fn import_with_access_entries_marks_the_mappings_that_need_a_choice() {
+    let file = temp_yaml(
+        "apiVersion: v1
+kind: ConfigMap
+metadata: {name: aws-auth, namespace: kube-system}
+data:
+  mapRoles: |
+    - rolearn: arn:aws:iam::111122223333:role/fargate
+      username: system:node:{{SessionName}}
+      groups: [system:bootstrappers, system:nodes]
+    - rolearn: arn:aws:iam::111122223333:role/admin
+      username: admin
+      groups: [system:masters]
+",
+    );
+    let out = run(&["import", "--access-entries", path_of(&file)], 0);
+    let docs: Vec<&str> = out
+        .stdout
+        .split("---\n")
+        .filter(|d| !d.is_empty())
+        .collect();
+    assert_eq!(docs.len(), 2, "{}", out.stdout);
+    assert!(
+        docs[0].contains("# access entry: needs a choice (AmbiguousNodeType)")
+            && docs[0].contains("#     type: FARGATE_LINUX   # or HYBRID_LINUX"),
+        "{}",
+        docs[0]
+    );
+    assert!(!docs[1].contains("# access entry"), "{}", docs[1]);
+    // Still valid mappings, comments aside.
+    assert_eq!(imported_mappings(&out.stdout).len(), 2);
+    // Without the flag, no hints.
+    let plain = run(&["import", path_of(&file)], 0);
+    assert!(!plain.stdout.contains("# access entry"));
+}

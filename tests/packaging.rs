@@ -736,6 +736,7 @@ fn sample_mapping(object: &Value) -> MappingInput {
         spec: serde_json::from_value::<IamIdentityMappingSpec>(object["spec"].clone())
             .expect("the sample's spec is an IamIdentityMappingSpec"),
         last_rendered: None,
+        served_by_access_entry: false,
     }
 }
 
@@ -750,6 +751,7 @@ fn role_mapping(name: &str, created: &str, arn: &str, username: &str) -> Mapping
             ..Default::default()
         },
         last_rendered: None,
+        served_by_access_entry: false,
     }
 }
 

@@ -26,6 +26,7 @@ fn role_mapping(name: &str, arn: &str, username: &str, groups: &[&str]) -> Mappi
             adopt_existing_entry: false,
         },
         last_rendered: None,
+        served_by_access_entry: false,
     }
 }
 

@@ -497,13 +497,15 @@ pub fn jittered(resync: Duration) -> Duration {
 /// debounce) and at every resync, until `shutdown` completes.
 ///
 /// `wake` is the `Notify` the aws-auth side signals on every IamIdentityMapping event
-/// (`notify_one`, so that a change during a pass is not lost). Reports go to `board`.
+/// (`notify_one`, so that a change during a pass is not lost). Reports go to `board`. With
+/// leader election, `leading` says whether this replica leads: only the leader calls EKS.
 pub async fn run_loop<E: EksApi>(
     eks: Arc<E>,
     config: AccessEntriesConfig,
     store: Store<IamIdentityMapping>,
     wake: Arc<Notify>,
     board: ReportBoard,
+    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -521,6 +523,21 @@ pub async fn run_loop<E: EksApi>(
     let mut runner = Runner::new(eks, &config.cluster_name, config.concurrency, board);
     let mut next_resync = tokio::time::Instant::now();
     loop {
+        if let Some(leading) = leading.as_mut()
+            && !*leading.borrow_and_update()
+        {
+            // A standby replica: wait until it leads (then resync at once).
+            tokio::select! {
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    next_resync = tokio::time::Instant::now();
+                    continue;
+                }
+                () = &mut shutdown => break,
+            }
+        }
         let resync = tokio::time::Instant::now() >= next_resync;
         if resync {
             next_resync = tokio::time::Instant::now() + jittered(config.resync);

@@ -814,6 +814,7 @@ mod tests {
                 ..Default::default()
             },
             last_rendered: None,
+            served_by_access_entry: false,
         }
     }
 

@@ -8,9 +8,48 @@ use crate::import::{IMPORTED_FROM_ANNOTATION, import};
 use crate::manifest::{parse_configmaps, to_yaml};
 
 #[derive(Debug, Args)]
+#[command(
+    after_help = "Example:\n  kubectl get cm -n kube-system aws-auth -o yaml > aws-auth.yaml\n  aws-auth-operator import --access-entries aws-auth.yaml > mappings.yaml"
+)]
 pub struct ImportArgs {
     /// The aws-auth ConfigMap manifest (`kubectl get cm -n kube-system aws-auth -o yaml`).
     pub file: PathBuf,
+    /// Also say, for every mapping that cannot become an EKS access entry as it is, why and
+    /// what to choose: a commented `spec.accessEntry` block to fill in (for a move to
+    /// `--access-entries`; the operator derives the access entry of every other mapping).
+    #[arg(long)]
+    pub access_entries: bool,
+}
+
+/// A commented `spec.accessEntry` block for a mapping whose access entry needs a choice, or
+/// nothing when the translation needs none (or no block can help).
+fn access_entry_hint(spec: &crate::api::IamIdentityMappingSpec) -> Option<String> {
+    use crate::accessentries::translate::{NotMigratableReason as R, translate_mapping};
+    let refusal = translate_mapping(spec).err()?;
+    let template = match refusal.reason {
+        R::AmbiguousNodeType => "#   accessEntry:\n#     type: FARGATE_LINUX   # or HYBRID_LINUX\n",
+        R::NodeRoleExtraGroups => {
+            "#   accessEntry:\n#     type: EC2_LINUX   # the extra groups are dropped; or type: STANDARD with kubernetesGroups\n"
+        }
+        R::ReservedGroup
+        | R::ReservedUsername
+        | R::UnsupportedTemplate
+        | R::SessionNameWithoutColon => {
+            "#   accessEntry:\n#     username: \"...\"             # EKS rules for usernames\n#     kubernetesGroups: [...]      # no system: groups\n#     policies:\n#       - policy: AmazonEKSViewPolicy   # or AmazonEKSEditPolicy, AmazonEKSAdminPolicy, ...\n#         namespaces: [...]             # omit for the whole cluster\n"
+        }
+        // An account mapping, a service-linked role, ...: no block makes it an access entry;
+        // it stays in aws-auth and its status says why.
+        _ => {
+            return Some(format!(
+                "# access entry: not migratable ({}): {}\n",
+                refusal.reason, refusal.message
+            ));
+        }
+    };
+    Some(format!(
+        "# access entry: needs a choice ({}): {}\n# spec:\n{template}",
+        refusal.reason, refusal.message
+    ))
 }
 
 pub fn run(args: ImportArgs) -> Result<u8, CliError> {
@@ -29,6 +68,11 @@ pub fn run(args: ImportArgs) -> Result<u8, CliError> {
             .cloned()
             .unwrap_or_default();
         out.push_str(&format!("---\n# imported from {from}\n"));
+        if args.access_entries
+            && let Some(hint) = access_entry_hint(&mapping.spec)
+        {
+            out.push_str(&hint);
+        }
         out.push_str(&to_yaml(mapping)?);
     }
     print_stdout(&out)?;

@@ -85,6 +85,7 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
                 generation: mapping.metadata.generation,
                 spec: mapping.spec,
                 last_rendered: None,
+                served_by_access_entry: false,
             });
         }
     }

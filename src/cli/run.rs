@@ -4,6 +4,7 @@ use std::time::Duration;
 use clap::Args;
 
 use super::{CliError, PolicyArgs, exit};
+use crate::accessentries::AccessEntriesArgs;
 use crate::controller::history::DEFAULT_HISTORY_LIMIT;
 use crate::controller::reconcile::DEFAULT_STATUS_CONCURRENCY;
 use crate::controller::{DEFAULT_KUBE_QPS, RunConfig, run as run_controller};
@@ -41,6 +42,8 @@ pub struct RunArgs {
     /// Requests per second the operator sends to the API server at most (0: no limit).
     #[arg(long, default_value_t = DEFAULT_KUBE_QPS)]
     pub kube_qps: u32,
+    #[command(flatten)]
+    pub access_entries: AccessEntriesArgs,
 }
 
 pub fn run(args: RunArgs) -> Result<u8, CliError> {
@@ -56,6 +59,10 @@ pub fn run(args: RunArgs) -> Result<u8, CliError> {
         resync: Duration::from_secs(args.resync_seconds.max(1)),
         status_concurrency: args.status_concurrency.max(1),
         kube_qps: args.kube_qps,
+        access_entries: args
+            .access_entries
+            .config()
+            .map_err(|e| CliError::Input(e.to_string()))?,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

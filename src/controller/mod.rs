@@ -24,12 +24,13 @@ use thiserror::Error;
 use tokio::sync::Notify;
 use tracing::{error, info, warn};
 
+use crate::accessentries::{self, AccessEntriesConfig, ReportBoard, client::EksClient};
 use crate::api::IamIdentityMapping;
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
 use crate::plan::Settings;
 use crate::server::{Health, Metrics};
 use events::EventPublisher;
-use reconcile::{Context, reconcile};
+use reconcile::{AccessEntriesView, Context, reconcile};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -58,6 +59,8 @@ pub struct RunConfig {
     pub status_concurrency: usize,
     /// Requests per second the client may send (0: unlimited).
     pub kube_qps: u32,
+    /// `None` with `--access-entries=off`: then nothing AWS is built.
+    pub access_entries: Option<AccessEntriesConfig>,
 }
 
 /// The default of `--kube-qps`: enough for a burst of thousands of status patches to finish in
@@ -189,9 +192,11 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
     )
     .backoff(watch_backoff());
+    // A change of a mapping wakes both loops: aws-auth's and, when on, the access entries'.
+    let mapping_changed = Arc::new(Notify::new());
     let mapping_watch = tokio::spawn(follow_watch(
         mapping_events,
-        wake.clone(),
+        mapping_changed.clone(),
         health.clone(),
         "watch of IamIdentityMappings",
         spec_changes(),
@@ -221,6 +226,50 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         None
     };
 
+    let access_wake = Arc::new(Notify::new());
+    let access_entries = match &config.access_entries {
+        None => None,
+        Some(access_config) => {
+            let board = ReportBoard::new();
+            let eks = Arc::new(EksClient::from_config(access_config).await);
+            info!(cluster = %access_config.cluster_name, region = %access_config.region, mode = ?access_config.mode, "EKS access entries on");
+            let shutdown = shutdown.clone();
+            tokio::spawn(accessentries::runner::run_loop(
+                eks,
+                access_config.clone(),
+                store.clone(),
+                access_wake.clone(),
+                board.clone(),
+                leadership.as_ref().map(leader::Leadership::subscribe),
+                async move { shutdown.notified().await },
+            ));
+            // A new report (an entry created, confirmed, failed) may change a status, or let
+            // `only` mode remove an aws-auth entry.
+            let (changed, wake) = (board.changed(), wake.clone());
+            tokio::spawn(async move {
+                loop {
+                    changed.notified().await;
+                    wake.notify_one();
+                }
+            });
+            Some(AccessEntriesView {
+                mode: access_config.mode,
+                board,
+            })
+        }
+    };
+    {
+        let (mapping_changed, wake, access_wake) =
+            (mapping_changed.clone(), wake.clone(), access_wake.clone());
+        tokio::spawn(async move {
+            loop {
+                mapping_changed.notified().await;
+                wake.notify_one();
+                access_wake.notify_one();
+            }
+        });
+    }
+
     let ctx = Context {
         events: Some(EventPublisher::new(
             client.clone(),
@@ -228,6 +277,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
             &identity,
         )),
         status_concurrency: config.status_concurrency,
+        access_entries,
         ..Context::new(client.clone(), config.settings, config.history_limit)
     };
 
@@ -456,6 +506,8 @@ async fn finish(
     if let Some(leadership) = leadership {
         leadership.release().await;
     }
+    // Every task waiting on it (the metrics server, the access-entry loop).
+    shutdown.notify_waiters();
     shutdown.notify_one();
     match server.await {
         Ok(result) => result?,

@@ -19,13 +19,14 @@ use tracing::{debug, error, info, warn};
 
 use super::events::EventPublisher;
 use super::history::{self, Origin, State, describe_kube_error};
+use crate::accessentries::{AccessEntriesMode, AccessEntryReport, ReportBoard, keep_in_aws_auth};
 use crate::api::{CRD_NAME, IamIdentityMapping, IamIdentityMappingStatus};
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, parse_data};
 use crate::plan::{
     Blocked, LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Plan,
     Settings, plan,
 };
-use crate::status::status_for;
+use crate::status::{status_for, with_access_entry};
 
 /// Field manager for every write.
 pub const FIELD_MANAGER: &str = "aws-auth-operator";
@@ -89,6 +90,8 @@ pub struct Context {
     pub history_limit: usize,
     /// `None` disables events (the CLI's one-shot uses).
     pub events: Option<EventPublisher>,
+    /// `None` with `--access-entries=off`.
+    pub access_entries: Option<AccessEntriesView>,
     /// Status patches in flight at once.
     pub status_concurrency: usize,
     /// A digest of the aws-auth state last recorded in history: while aws-auth still holds it,
@@ -107,6 +110,7 @@ impl Context {
             settings,
             history_limit,
             events: None,
+            access_entries: None,
             status_concurrency: DEFAULT_STATUS_CONCURRENCY,
             recorded: Mutex::new(None),
             written: Mutex::new(HashMap::new()),
@@ -151,7 +155,16 @@ pub fn mapping_input(mapping: &IamIdentityMapping) -> MappingInput {
         generation: mapping.metadata.generation,
         spec: mapping.spec.clone(),
         last_rendered: mapping.status.as_ref().and_then(|s| s.rendered.clone()),
+        served_by_access_entry: false,
     }
+}
+
+/// The access-entry side of the operator, as the aws-auth reconcile sees it.
+#[derive(Debug, Clone)]
+pub struct AccessEntriesView {
+    pub mode: AccessEntriesMode,
+    /// What the access-entry loop last published.
+    pub board: ReportBoard,
 }
 
 fn managed_annotation(cm: &ConfigMap) -> Option<&str> {
@@ -186,7 +199,23 @@ pub async fn reconcile(
     now: Time,
 ) -> Result<ReconcileReport, ReconcileError> {
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), CONFIGMAP_NAMESPACE);
-    let inputs: Vec<MappingInput> = mappings.iter().map(|m| mapping_input(m)).collect();
+    // One view of the access-entry side for the whole reconcile.
+    let reports = ctx
+        .access_entries
+        .as_ref()
+        .map(|view| (view.mode, view.board.snapshot()));
+    let inputs: Vec<MappingInput> = mappings
+        .iter()
+        .map(|m| {
+            let mut input = mapping_input(m);
+            if let Some((mode, reports)) = &reports {
+                let name = m.metadata.name.as_deref().unwrap_or_default();
+                input.served_by_access_entry =
+                    !keep_in_aws_auth(*mode, reports.get(name), m.metadata.generation);
+            }
+            input
+        })
+        .collect();
     let mut report = ReconcileReport::default();
 
     for attempt in 1..=MAX_ATTEMPTS {
@@ -278,7 +307,15 @@ pub async fn reconcile(
                 "aws-auth carries the {FROZEN_ANNOTATION} annotation; remove it once every IamIdentityMapping is back"
             ));
         }
-        apply_statuses(ctx, mappings, &plan, &now, &mut report).await?;
+        apply_statuses(
+            ctx,
+            mappings,
+            &plan,
+            reports.as_ref().map(|(_, r)| r),
+            &now,
+            &mut report,
+        )
+        .await?;
         return Ok(report);
     }
     Err(ReconcileError::TooManyConflicts)
@@ -518,6 +555,7 @@ async fn apply_statuses(
     ctx: &Context,
     mappings: &[Arc<IamIdentityMapping>],
     plan: &Plan,
+    access_reports: Option<&BTreeMap<String, AccessEntryReport>>,
     now: &Time,
     report: &mut ReconcileReport,
 ) -> Result<(), ReconcileError> {
@@ -545,7 +583,16 @@ async fn apply_statuses(
                 written.remove(&uid);
             }
             let known = written.get(&uid).or(cached);
-            let desired = status_for(outcome, mapping.metadata.generation, known, now);
+            let mut desired = status_for(outcome, mapping.metadata.generation, known, now);
+            if let Some(reports) = access_reports {
+                with_access_entry(
+                    &mut desired,
+                    reports.get(&name),
+                    mapping.metadata.generation,
+                    known,
+                    now,
+                );
+            }
             if known == Some(&desired) {
                 continue;
             }
@@ -748,6 +795,24 @@ async fn publish_notes(
             }
             // Published once per reconcile, with what to do (see `reconcile`).
             Note::KeptFrozen { .. } => {}
+            Note::MovedToAccessEntry { mapping, entries } => {
+                let message = format!(
+                    "removed {} from aws-auth: the EKS access entry of this mapping is confirmed in place (--access-entries=only)",
+                    describe(entries)
+                );
+                info!(mapping, "{message}");
+                if let Some(m) = by_name.get(mapping.as_str()) {
+                    let object = m.object_ref(&());
+                    publish(
+                        ctx,
+                        &object,
+                        EventType::Normal,
+                        "MovedToAccessEntry",
+                        &message,
+                    )
+                    .await;
+                }
+            }
             Note::PolicyEnforced { mapping, entry } => {
                 let message = format!(
                     "removed {} from {}: mapping `{mapping}` violates the group policy (--enforce-group-policy)",

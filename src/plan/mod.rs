@@ -48,6 +48,9 @@ pub struct MappingInput {
     /// hand edit (drift) from a spec change, and keep the last entry of a mapping that became
     /// invalid.
     pub last_rendered: Option<RenderedEntry>,
+    /// `--access-entries=only`, and the EKS access entry of this generation is confirmed in
+    /// place: the mapping no longer needs its aws-auth entry.
+    pub served_by_access_entry: bool,
 }
 
 /// The live aws-auth ConfigMap, as far as the plan needs it.
@@ -129,6 +132,10 @@ pub enum Outcome {
         limit: usize,
         what: &'static str,
     },
+    /// `--access-entries=only`: the mapping's EKS access entry is confirmed in place, so it has
+    /// no aws-auth entry (its managed entry, if any, is removed). `entry` is what it would
+    /// render into aws-auth.
+    ServedByAccessEntry { entry: Entry, removed: Vec<Entry> },
     /// Nothing is written this time (see `Plan::blocked`).
     Blocked {
         reason: &'static str,
@@ -145,6 +152,7 @@ impl Outcome {
             Outcome::Protected { .. } => "ProtectedPrincipal",
             Outcome::PolicyViolation { .. } => "PolicyViolation",
             Outcome::DoesNotFit { .. } => "DoesNotFit",
+            Outcome::ServedByAccessEntry { .. } => "ServedByAccessEntry",
             Outcome::Blocked { reason, .. } => reason,
         }
     }
@@ -236,6 +244,18 @@ impl Outcome {
                 message.push_str(
                     ". Remove mappings or entries you no longer need, or move principals to EKS access entries",
                 );
+                message
+            }
+            Outcome::ServedByAccessEntry { entry, removed } => {
+                let mut message = format!(
+                    "served by its EKS access entry (--access-entries=only); aws-auth holds no entry for {}",
+                    entry.principal()
+                );
+                if !removed.is_empty() {
+                    message.push_str(
+                        "; its aws-auth entry was removed now that the access entry is confirmed",
+                    );
+                }
                 message
             }
             Outcome::Blocked { message, .. } => message.clone(),
@@ -340,6 +360,12 @@ pub enum Note {
     PolicyEnforced { mapping: String, entry: Entry },
     /// Managed entries no mapping renders any more, kept because aws-auth is frozen.
     KeptFrozen { entries: Vec<Entry> },
+    /// `--access-entries=only`: a mapping's aws-auth entry was removed, its access entry being
+    /// confirmed in place.
+    MovedToAccessEntry {
+        mapping: String,
+        entries: Vec<Entry>,
+    },
 }
 
 fn describe_entries(entries: &[Entry]) -> String {
@@ -410,6 +436,11 @@ impl fmt::Display for Note {
                 entry.principal(),
                 entry.section()
             ),
+            Note::MovedToAccessEntry { mapping, entries } => write!(
+                f,
+                "{mapping}: removed {} from aws-auth: its EKS access entry is confirmed in place",
+                describe_entries(entries)
+            ),
             Note::KeptFrozen { entries } => write!(
                 f,
                 "aws-auth is frozen: kept {} entries no mapping renders any more: {}",
@@ -453,6 +484,8 @@ enum Fate {
     Write(Entry),
     /// Gone: a managed entry nothing renders any more.
     Remove,
+    /// No aws-auth entry, still managed: its mapping is served by an EKS access entry.
+    ServedElsewhere,
     /// The entries a deleted mapping had taken over come back, unmanaged.
     GiveBack(Vec<Entry>),
 }
@@ -581,6 +614,15 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
                 kept_to_give_back: principal.original.is_some(),
             });
         }
+        if let Some(&(winner, _)) = principal.claims.first()
+            && let Some(Outcome::ServedByAccessEntry { removed, .. }) = &outcomes[winner]
+            && !removed.is_empty()
+        {
+            notes.push(Note::MovedToAccessEntry {
+                mapping: mappings[winner].name.clone(),
+                entries: removed.clone(),
+            });
+        }
         match &principal.fate {
             Fate::Remove => notes.extend(principal.live.iter().map(|entry| Note::Removed {
                 entry: entry.clone(),
@@ -704,6 +746,15 @@ fn decide_winners(
             .map(|(loser, _)| mappings[*loser].name.clone())
             .collect();
 
+        // Served by its access entry: its own aws-auth entry goes (an entry the operator does
+        // not manage is never removed).
+        if winner.served_by_access_entry && (principal.managed || principal.live.is_empty()) {
+            let removed = principal.live.clone();
+            principal.fate = Fate::ServedElsewhere;
+            principal.managed_after = true;
+            outcomes[winner_index] = Some(Outcome::ServedByAccessEntry { entry, removed });
+            continue;
+        }
         let took_over = if principal.managed {
             Vec::new()
         } else {
@@ -999,9 +1050,10 @@ fn build(
                 unmanaged_entries += entries.len();
             }
             (Fate::Remove, _) => {}
+            (Fate::ServedElsewhere, _) => managed_keys.push(key.clone()),
         }
         let keeps_original = match (&principal.fate, applied) {
-            (Fate::Write(_), true) => true,
+            (Fate::Write(_), true) | (Fate::ServedElsewhere, _) => true,
             (Fate::Untouched, _) | (Fate::Write(_), false) => principal.managed,
             _ => false,
         };

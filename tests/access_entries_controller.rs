@@ -1,0 +1,291 @@
+//! The aws-auth reconcile with EKS access entries on (issue 10), against the in-memory
+//! Kubernetes API: the access-entry side comes from the loop's report board (fed by hand here,
+//! and by the real loop against the local EKS API in the last test).
+//!
+//! - `mirror`: Ready means both sides in place; the status shows the access entry.
+//! - `only`: a managed aws-auth entry is removed only once its access entry is confirmed in
+//!   place; a mapping that cannot migrate stays in aws-auth and says so; unmanaged entries are
+//!   never removed.
+//! - an EKS outage never touches aws-auth, and aws-auth keeps converging.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_auth_operator::accessentries::{
+    AccessEntriesConfig, AccessEntriesMode, AccessEntryReport, AccessEntryStatus, ClusterReport,
+    ReportBoard, SyncReason,
+};
+use aws_auth_operator::controller::reconcile::{AccessEntriesView, Context, reconcile};
+use aws_auth_operator::plan::Settings;
+use aws_auth_operator::status::{ACCESS_ENTRY_SYNCED, READY, STALLED};
+use support::*;
+
+fn with_access_entries(fake: &FakeApi, mode: AccessEntriesMode, board: &ReportBoard) -> Context {
+    Context {
+        access_entries: Some(AccessEntriesView {
+            mode,
+            board: board.clone(),
+        }),
+        ..context_with_events(fake, Settings::default())
+    }
+}
+
+fn report(generation: i64, reason: SyncReason, confirmed: bool) -> AccessEntryReport {
+    AccessEntryReport {
+        generation: Some(generation),
+        synced: matches!(
+            reason,
+            SyncReason::Created | SyncReason::InSync | SyncReason::Updated
+        ),
+        reason,
+        message: format!("{reason} (test)"),
+        status: confirmed.then(|| AccessEntryStatus {
+            principal_arn: ADMIN_ARN.to_string(),
+            ..Default::default()
+        }),
+        confirmed_in_place: confirmed,
+        migratable: reason != SyncReason::NotMigratable,
+    }
+}
+
+fn publish(board: &ReportBoard, reports: &[(&str, AccessEntryReport)]) {
+    board.publish(
+        reports
+            .iter()
+            .map(|(name, r)| (name.to_string(), r.clone()))
+            .collect::<BTreeMap<_, _>>(),
+        ClusterReport::default(),
+    );
+}
+
+async fn reconcile_at(fake: &FakeApi, ctx: &Context, second: i64) {
+    reconcile(ctx, &fake.mappings(), time(second))
+        .await
+        .expect("reconcile");
+}
+
+#[tokio::test]
+async fn mirror_mode_is_ready_when_both_sides_are_in_place() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    store(&fake, vec![admin_mapping()]);
+
+    // The loop has not handled it yet: rendered in aws-auth, not Ready (not Stalled either).
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some());
+    assert_eq!(cond2(&fake, "admin", READY), is("False", "Pending"));
+    assert_eq!(
+        cond2(&fake, "admin", ACCESS_ENTRY_SYNCED),
+        is("False", "Pending")
+    );
+    assert!(aws_auth_operator::status::condition(&status(&fake, "admin"), STALLED).is_none());
+
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &ctx, 2).await;
+    assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
+    assert_eq!(
+        cond2(&fake, "admin", ACCESS_ENTRY_SYNCED),
+        is("True", "Created")
+    );
+    let access = status(&fake, "admin")
+        .access_entry
+        .expect("status.accessEntry");
+    assert_eq!(access.principal_arn, ADMIN_ARN);
+    assert!(
+        role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some(),
+        "mirror keeps aws-auth"
+    );
+
+    // A foreign entry for the principal: a person must act (Stalled).
+    publish(
+        &board,
+        &[("admin", report(1, SyncReason::ForeignEntry, false))],
+    );
+    reconcile_at(&fake, &ctx, 3).await;
+    assert_eq!(cond2(&fake, "admin", STALLED), is("True", "ForeignEntry"));
+    assert_eq!(cond2(&fake, "admin", READY), is("False", "ForeignEntry"));
+
+    // Idle: no writes.
+    fake.clear_calls();
+    reconcile_at(&fake, &ctx, 4).await;
+    assert_eq!(fake.count(|c| c.method != http::Method::GET), 0);
+}
+
+#[tokio::test]
+async fn only_mode_removes_an_aws_auth_entry_only_once_its_access_entry_is_confirmed() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE), ("mapUsers", HAND_USER)], None);
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    let account = account_mapping("acct", "444455556666", 5);
+    store(&fake, vec![admin_mapping(), account]);
+
+    // Nothing confirmed: both stay in aws-auth.
+    publish(
+        &board,
+        &[
+            ("admin", report(1, SyncReason::Pending, false)),
+            ("acct", report(1, SyncReason::NotMigratable, false)),
+        ],
+    );
+    reconcile_at(&fake, &ctx, 1).await;
+    let before = entries(&fake.aws_auth_data());
+    assert!(role(&before, ADMIN_ARN).is_some());
+    assert_eq!(before.accounts, ["444455556666"]);
+
+    // Confirmed in place (read back from EKS): the aws-auth entry goes; the account mapping,
+    // which cannot migrate, stays and is Ready; the unmanaged entries stay.
+    publish(
+        &board,
+        &[
+            ("admin", report(1, SyncReason::Created, true)),
+            ("acct", report(1, SyncReason::NotMigratable, false)),
+        ],
+    );
+    reconcile_at(&fake, &ctx, 2).await;
+    let after = entries(&fake.aws_auth_data());
+    assert!(
+        role(&after, ADMIN_ARN).is_none(),
+        "moved to its access entry"
+    );
+    assert!(role(&after, NODE_ROLE_ARN).is_some(), "unmanaged, kept");
+    assert_eq!(user_arns(&after), [HAND_USER_ARN], "unmanaged, kept");
+    assert_eq!(after.accounts, ["444455556666"], "not migratable, kept");
+    assert_eq!(
+        cond2(&fake, "admin", READY),
+        is("True", "ServedByAccessEntry")
+    );
+    assert!(status(&fake, "admin").rendered.is_none());
+    assert_eq!(cond2(&fake, "acct", READY), is("True", "Rendered"));
+    assert_eq!(
+        cond2(&fake, "acct", ACCESS_ENTRY_SYNCED),
+        is("False", "NotMigratable")
+    );
+    assert!(
+        fake.events()
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("MovedToAccessEntry")),
+        "{:?}",
+        fake.events()
+    );
+
+    // A new generation is not confirmed yet: the entry comes back to aws-auth meanwhile.
+    let mut edited = fake.mapping("admin");
+    edited.spec.groups = vec!["platform".to_string()];
+    edited.metadata.generation = Some(2);
+    fake.add_mapping(edited);
+    reconcile_at(&fake, &ctx, 3).await;
+    let entry = role(&entries(&fake.aws_auth_data()), ADMIN_ARN)
+        .cloned()
+        .expect("back in aws-auth until generation 2 is confirmed");
+    assert_eq!(entry.groups, ["platform"]);
+}
+
+/// EKS unreachable: the loop reports EksError (keeping a confirmation of the same generation),
+/// aws-auth keeps converging and no aws-auth entry moves because of the outage.
+#[tokio::test]
+async fn an_eks_outage_never_touches_aws_auth() {
+    let fake = FakeApi::start();
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    store(&fake, vec![admin_mapping()]);
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    let mut outage = report(1, SyncReason::EksError, true);
+    outage.message = "EKS cannot be reached: connection refused".to_string();
+    let mut dev_outage = report(1, SyncReason::EksError, false);
+    dev_outage.message = outage.message.clone();
+    publish(&board, &[("admin", outage), ("developer", dev_outage)]);
+    store(&fake, vec![dev_mapping()]);
+    reconcile_at(&fake, &ctx, 2).await;
+    let after = entries(&fake.aws_auth_data());
+    assert!(
+        role(&after, ADMIN_ARN).is_none(),
+        "the outage does not bring it back"
+    );
+    assert!(role(&after, DEV_ARN).is_some(), "aws-auth keeps converging");
+    assert_eq!(cond2(&fake, "developer", READY), is("False", "EksError"));
+    assert!(aws_auth_operator::status::condition(&status(&fake, "developer"), STALLED).is_none());
+}
+
+/// The real loop against the local EKS API (ministack), and the aws-auth reconcile in `only`
+/// mode: the mapping is mirrored, confirmed, and then leaves aws-auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn end_to_end_with_the_local_eks_api() {
+    use kube::runtime::{reflector, watcher};
+    use support::ministack::{Ministack, REGION};
+    let Some(stack) = Ministack::start("end_to_end_with_the_local_eks_api") else {
+        return;
+    };
+    const CLUSTER: &str = "e2e";
+    stack.create_cluster(CLUSTER, "API_AND_CONFIG_MAP").await;
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let admin = admin_mapping();
+    store(&fake, vec![admin.clone()]);
+
+    let (store, mut writer) = reflector::store::<aws_auth_operator::api::IamIdentityMapping>();
+    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply_watcher_event(&watcher::Event::InitApply(admin));
+    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let board = ReportBoard::new();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let config = AccessEntriesConfig {
+        mode: AccessEntriesMode::Only,
+        cluster_name: CLUSTER.to_string(),
+        region: REGION.to_string(),
+        endpoint: Some(stack.endpoint.clone()),
+        concurrency: 2,
+        resync: Duration::from_secs(3600),
+    };
+    let loop_task = tokio::spawn(aws_auth_operator::accessentries::runner::run_loop(
+        Arc::new(stack.client()),
+        config,
+        store,
+        Arc::new(tokio::sync::Notify::new()),
+        board.clone(),
+        None,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let changed = board.changed();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while board.get("admin").is_none_or(|r| !r.confirmed_in_place) {
+            changed.notified().await;
+        }
+    })
+    .await
+    .expect("the admin mapping is mirrored and confirmed");
+
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    reconcile_at(&fake, &ctx, 1).await;
+    let after = entries(&fake.aws_auth_data());
+    assert!(
+        role(&after, ADMIN_ARN).is_none(),
+        "served by its access entry now"
+    );
+    assert!(role(&after, NODE_ROLE_ARN).is_some());
+    assert_eq!(
+        cond2(&fake, "admin", READY),
+        is("True", "ServedByAccessEntry")
+    );
+    assert_eq!(cond2(&fake, "admin", ACCESS_ENTRY_SYNCED).0, "True");
+    let access = status(&fake, "admin")
+        .access_entry
+        .expect("status.accessEntry");
+    assert_eq!(access.principal_arn, ADMIN_ARN);
+
+    stop.send(()).ok();
+    tokio::time::timeout(Duration::from_secs(10), loop_task)
+        .await
+        .expect("the loop stops")
+        .unwrap();
+}
