@@ -191,9 +191,10 @@ pub fn parse_data_but_duplicates(data: &ConfigMapData) -> ParsedAwsAuth {
     parse_data_with(data, Reader::FastWherePossible, Diagnose::AllButDuplicates)
 }
 
-/// `parse_data` with the general YAML parser only, to check the fast reader against.
-#[cfg(test)]
-pub(crate) fn parse_data_general(data: &ConfigMapData) -> ParsedAwsAuth {
+/// `parse_data` with the general YAML parser only: to check the fast reader against, and to
+/// measure what the fast reader saves (`benches/core.rs`).
+#[doc(hidden)]
+pub fn parse_data_general(data: &ConfigMapData) -> ParsedAwsAuth {
     parse_data_with(data, Reader::GeneralOnly, Diagnose::Yes)
 }
 
@@ -201,7 +202,6 @@ pub(crate) fn parse_data_general(data: &ConfigMapData) -> ParsedAwsAuth {
 enum Reader {
     /// Items in the renderer's shape through `fastpath`, the rest through the YAML parser.
     FastWherePossible,
-    #[cfg(test)]
     GeneralOnly,
 }
 
@@ -309,7 +309,6 @@ impl<'a> SectionParser<'a> {
         // the whole text when that is the only faithful reading, by the general parser.
         let fast = match reader {
             Reader::FastWherePossible => read_mostly_rendered(text, parse_document_general),
-            #[cfg(test)]
             Reader::GeneralOnly => None,
         };
         let items: Vec<ListItem> = match fast {
