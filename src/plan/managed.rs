@@ -31,7 +31,7 @@ pub const MANAGED_ANNOTATION: &str = "awsauth.dev/managed";
 pub const MAX_MANAGED_ANNOTATION_BYTES: usize = 200 * 1024;
 
 /// The digest of a principal key in the managed set.
-fn digest(key: &PrincipalKey) -> u64 {
+pub(crate) fn digest(key: &PrincipalKey) -> u64 {
     let kind = match key {
         PrincipalKey::Role(_) => "role",
         PrincipalKey::User(_) => "user",
@@ -68,6 +68,18 @@ impl ManagedSet {
             digests: Arc::new(keys.into_iter().map(|k| digest(&k)).collect()),
             originals: BTreeMap::new(),
         }
+    }
+
+    /// From the digests of the principal keys (see [`digest`]).
+    pub(crate) fn from_digests(digests: impl IntoIterator<Item = u64>) -> ManagedSet {
+        ManagedSet {
+            digests: Arc::new(digests.into_iter().collect()),
+            originals: BTreeMap::new(),
+        }
+    }
+
+    pub(crate) fn contains_digest(&self, digest: u64) -> bool {
+        self.digests.contains(&digest)
     }
 
     pub fn with_originals(mut self, originals: BTreeMap<PrincipalKey, Vec<Entry>>) -> ManagedSet {

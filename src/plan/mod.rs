@@ -505,6 +505,17 @@ struct Principal {
     managed_after: bool,
     /// The entries it replaced and gives back when no mapping renders it any more.
     original: Option<Vec<Entry>>,
+    /// Its digest in the managed set, computed once.
+    digest: u64,
+    /// How many of the last `live` entries were restored from history (not in aws-auth's text).
+    restored: usize,
+}
+
+impl Principal {
+    /// Its entries in aws-auth's text, in the order the authenticator reads them.
+    fn text_entries(&self) -> &[Entry] {
+        &self.live[..self.live.len() - self.restored]
+    }
 }
 
 impl Principal {
@@ -518,14 +529,15 @@ impl Principal {
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
     let no_data = ConfigMapData::new();
     let live_data = live.data.as_ref().unwrap_or(&no_data);
-    let parsed = parse_data(live_data);
+    let mut parsed = parse_data(live_data);
     let mut notes = Vec::new();
-    let (live_entries, live_managed) = match recover(&parsed, live, settings, &mut notes) {
+    let (restored_entries, live_managed) = match recover(&parsed, live, settings, &mut notes) {
         Ok(recovered) => recovered,
         Err(blocked) => return blocked_plan(mappings, live, blocked, parsed.diagnostics),
     };
-
-    let mut principals = principals_of(&live_entries, &live_managed, settings);
+    // The parsed entries move into their principals (nothing of a large aws-auth is copied).
+    let text_entries = std::mem::take(&mut parsed.entries);
+    let mut principals = principals_of(text_entries, restored_entries, &live_managed, settings);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; mappings.len()];
     let mut invalid = Vec::new();
     let mut violations = Vec::new();
@@ -564,8 +576,8 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         }
     }
     // A principal first met through a mapping may still be managed (its entry deleted by hand).
-    for (key, principal) in principals.iter_mut() {
-        principal.managed |= live_managed.contains(key);
+    for principal in principals.values_mut() {
+        principal.managed |= live_managed.contains_digest(principal.digest);
     }
     decide_winners(mappings, &mut principals, &mut outcomes, settings);
     for (index, problems) in invalid {
@@ -595,7 +607,9 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
     settle_unclaimed(&mut principals, live.frozen, &mut notes);
 
-    let fitted = match fit(mappings, &mut principals, &parsed, live_data, settings) {
+    // Entries restored from history are not in the live text: the keys must be rewritten.
+    let restored = notes.iter().any(|n| matches!(n, Note::Recovered { .. }));
+    let fitted = match fit(mappings, &mut principals, &parsed, live_data, restored, settings) {
         Ok(fitted) => fitted,
         Err(blocked) => return blocked_plan(mappings, live, blocked, parsed.diagnostics),
     };
@@ -663,21 +677,37 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
 }
 
-/// Every live principal with its entries, whether it is managed, protected, and what it took
-/// over.
+/// Every live principal with its entries (those of aws-auth's text, then those restored from
+/// history), whether it is managed, protected, and what it took over.
 fn principals_of(
-    live_entries: &AwsAuthEntries,
+    text_entries: AwsAuthEntries,
+    restored: Vec<Entry>,
     managed: &ManagedSet,
     settings: &Settings,
 ) -> BTreeMap<PrincipalKey, Principal> {
     let mut principals = BTreeMap::new();
-    for (_, entry) in live_entries.iter() {
+    let AwsAuthEntries {
+        roles,
+        users,
+        accounts,
+    } = text_entries;
+    let text = roles
+        .into_iter()
+        .map(Entry::Role)
+        .chain(users.into_iter().map(Entry::User))
+        .chain(accounts.into_iter().map(Entry::Account));
+    for entry in text {
         principal_mut(&mut principals, entry.key(), settings)
             .live
             .push(entry);
     }
-    for (key, principal) in principals.iter_mut() {
-        principal.managed = managed.contains(key);
+    for entry in restored {
+        let principal = principal_mut(&mut principals, entry.key(), settings);
+        principal.live.push(entry);
+        principal.restored += 1;
+    }
+    for principal in principals.values_mut() {
+        principal.managed = managed.contains_digest(principal.digest);
     }
     // A principal that is managed but has no live entry (deleted by hand) still matters: its
     // mapping restores it, or its original comes back.
@@ -702,6 +732,8 @@ fn principal_mut<'p>(
         fate: Fate::Untouched,
         managed_after: false,
         original: None,
+        digest: managed::digest(key),
+        restored: 0,
     })
 }
 
@@ -733,7 +765,9 @@ fn decide_winners(
         principal
             .claims
             .sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
-        let (winner_index, entry) = principal.claims[0].clone();
+        // The winner's entry moves out; nothing reads the entries of the claims afterwards.
+        let winner_index = principal.claims[0].0;
+        let entry = std::mem::replace(&mut principal.claims[0].1, Entry::Account(String::new()));
         let winner = &mappings[winner_index];
         for (loser, _) in &principal.claims[1..] {
             outcomes[*loser] = Some(Outcome::Conflict {
@@ -899,9 +933,10 @@ fn fit(
     principals: &mut BTreeMap<PrincipalKey, Principal>,
     parsed: &ParsedAwsAuth,
     live_data: &ConfigMapData,
+    restored: bool,
     settings: &Settings,
 ) -> Result<Fitted, Blocked> {
-    let everything = build(principals, parsed, live_data, None)?;
+    let everything = build(principals, parsed, live_data, restored, None)?;
     let Some(too_large) = over_limit(&everything, settings) else {
         return Ok(Fitted {
             built: everything,
@@ -924,7 +959,7 @@ fn fit(
     // whole ConfigMap, and this only runs at the limit).
     let fits = |count: usize, principals: &BTreeMap<PrincipalKey, Principal>| {
         let allowed: BTreeSet<&PrincipalKey> = changes[..count].iter().map(|(_, k)| k).collect();
-        build(principals, parsed, live_data, Some(&allowed))
+        build(principals, parsed, live_data, restored, Some(&allowed))
     };
     let base = fits(0, principals)?;
     if let Some(blocked) = over_limit(&base, settings) {
@@ -1012,33 +1047,48 @@ fn build(
     principals: &BTreeMap<PrincipalKey, Principal>,
     parsed: &ParsedAwsAuth,
     live_data: &ConfigMapData,
+    restored: bool,
     only: Option<&BTreeSet<&PrincipalKey>>,
 ) -> Result<Built, Blocked> {
     let applies = |key: &PrincipalKey, principal: &Principal| match (&principal.fate, only) {
         (Fate::Write(entry), Some(only)) if !principal.is_live(entry) => only.contains(key),
         _ => true,
     };
+    // Usually nothing changes (a resync, a status-only event): then the new entries are the
+    // live ones, and nothing is copied, sorted, compared or rendered.
+    let unchanged = parsed.malformed.is_empty()
+        && !restored
+        && principals.values().all(|p| match &p.fate {
+            Fate::Untouched => true,
+            Fate::Write(entry) => p.is_live(entry),
+            Fate::Remove | Fate::ServedElsewhere => p.live.is_empty(),
+            Fate::GiveBack(_) => false,
+        });
     let mut next = AwsAuthEntries::default();
     let (mut managed_entries, mut unmanaged_entries) = (0, 0);
-    let mut managed_keys = Vec::new();
+    let mut managed_digests = Vec::new();
     let mut originals = BTreeMap::new();
     for (key, principal) in principals {
         let applied = applies(key, principal);
         match (&principal.fate, applied) {
             (Fate::Write(entry), true) => {
-                next.push(entry.clone());
+                if !unchanged {
+                    next.push(entry.clone());
+                }
                 managed_entries += 1;
-                managed_keys.push(key.clone());
+                managed_digests.push(principal.digest);
             }
             (Fate::Untouched, _) | (Fate::Write(_), false) => {
-                for entry in &principal.live {
-                    next.push(entry.clone());
+                if !unchanged {
+                    for entry in &principal.live {
+                        next.push(entry.clone());
+                    }
                 }
                 let count = principal.live.len();
                 let still_managed = principal.managed && !principal.protected;
                 if still_managed {
                     managed_entries += count;
-                    managed_keys.push(key.clone());
+                    managed_digests.push(principal.digest);
                 } else {
                     unmanaged_entries += count;
                 }
@@ -1050,7 +1100,7 @@ fn build(
                 unmanaged_entries += entries.len();
             }
             (Fate::Remove, _) => {}
-            (Fate::ServedElsewhere, _) => managed_keys.push(key.clone()),
+            (Fate::ServedElsewhere, _) => managed_digests.push(principal.digest),
         }
         let keeps_original = match (&principal.fate, applied) {
             (Fate::Write(_), true) | (Fate::ServedElsewhere, _) => true,
@@ -1061,14 +1111,30 @@ fn build(
             originals.insert(key.clone(), original.clone());
         }
     }
+    let managed = ManagedSet::from_digests(managed_digests).with_originals(originals);
+    let managed_annotation = managed.encode();
+    if unchanged {
+        return Ok(Built {
+            data: live_data.clone(),
+            managed,
+            managed_annotation,
+            rewritten: BTreeSet::new(),
+            managed_entries,
+            unmanaged_entries,
+        });
+    }
     // The principals are in key order; the renderer's order also keeps duplicates of one
     // principal in their live order (the authenticator uses the last).
     sort_entries(&mut next);
-    let managed = ManagedSet::new(managed_keys).with_originals(originals);
-    let managed_annotation = managed.encode();
 
-    let mut live_sorted = parsed.entries.clone();
-    sort_entries(&mut live_sorted);
+    // Principals are in key order, which is the renderer's order of each section; their text
+    // entries, in the order read, make aws-auth's text sorted.
+    let mut live_sorted = AwsAuthEntries::default();
+    for principal in principals.values() {
+        for entry in principal.text_entries() {
+            live_sorted.push(entry.clone());
+        }
+    }
     let mut data = live_data.clone();
     let mut rewritten = BTreeSet::new();
     for section in Section::ALL {
@@ -1112,16 +1178,16 @@ fn same_section(section: Section, a: &AwsAuthEntries, b: &AwsAuthEntries) -> boo
     }
 }
 
-/// The live entries to build on, and the managed set that describes them: the parsed ones,
-/// with the unmanaged entries of malformed keys (or of a deleted aws-auth) restored from the
-/// last good revision when allowed.
+/// The entries to add to the parsed ones, and the managed set that describes them: the
+/// unmanaged entries of malformed keys (or of a deleted aws-auth) restored from the last good
+/// revision when allowed.
 fn recover(
     parsed: &ParsedAwsAuth,
     live: &LiveAwsAuth,
     settings: &Settings,
     notes: &mut Vec<Note>,
-) -> Result<(AwsAuthEntries, ManagedSet), Blocked> {
-    let mut entries = parsed.entries.clone();
+) -> Result<(Vec<Entry>, ManagedSet), Blocked> {
+    let mut entries = Vec::new();
     if live.data.is_none() {
         // Deleted (or never created). Without a revision it is a first start: nothing to say.
         let Some(source) = &live.recovery else {
@@ -1143,9 +1209,7 @@ fn recover(
             revision: source.revision,
             error: "aws-auth was deleted".to_string(),
         });
-        for entry in restored {
-            entries.push(entry);
-        }
+        entries.extend(restored);
         // The revision's record of what the operator managed (and took over) applies again.
         return Ok((entries, source.managed.clone()));
     }
@@ -1186,9 +1250,7 @@ fn recover(
             revision: source.revision,
             error,
         });
-        for entry in restored {
-            entries.push(entry);
-        }
+        entries.extend(restored);
     }
     Ok((entries, live.managed.clone()))
 }
