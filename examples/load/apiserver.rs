@@ -7,7 +7,9 @@
 //! plus `per_mib` for every MiB of request body, then applies the request, then waits `per_mib`
 //! for every MiB of response body, and only then frees its slot and answers. Watches are
 //! long-running requests: they cost the read latency once when they start and take no slot. The
-//! timer has a 1 ms granularity, so a 1 ms latency is 1 to 2 ms.
+//! latencies are kept by a timer thread with the OS's precision (tens of microseconds; tokio's
+//! timer would round every one up to the next millisecond tick), measured from the moment the
+//! request got its slot, so the server's own work counts toward them.
 //!
 //! What it serves (the resource types below, generically):
 //! - `/version`;
@@ -30,11 +32,12 @@
 //! resource it watches in resourceVersion order (one event per change, status patches included).
 //! The simulation does not validate objects against a schema and has no admission.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -408,6 +411,11 @@ pub struct Counts {
     pub noop: u64,
     /// Answers with an error, by HTTP status code.
     pub errors: BTreeMap<u16, u64>,
+    /// Time from arrival to answer, queueing included, summed.
+    pub time: Duration,
+    /// Requests in flight now, and the most at once since [`SimServer::reset_peaks`].
+    pub in_flight: u64,
+    pub max_in_flight: u64,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -456,6 +464,9 @@ impl Stats {
             Counts {
                 requests: now.requests - before.requests,
                 noop: now.noop - before.noop,
+                time: now.time.saturating_sub(before.time),
+                in_flight: now.in_flight,
+                max_in_flight: now.max_in_flight,
                 errors: now
                     .errors
                     .iter()
@@ -522,6 +533,7 @@ struct Sim {
     store: Mutex<Store>,
     stats: Mutex<Stats>,
     uid_prefix: u32,
+    timer: Arc<PreciseTimer>,
 }
 
 /// A running simulated API server.
@@ -561,6 +573,7 @@ impl SimServer {
             }),
             stats: Mutex::new(Stats::default()),
             uid_prefix,
+            timer: PreciseTimer::start(),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -625,6 +638,16 @@ impl SimServer {
         Ok(())
     }
 
+    /// Starts the peaks (requests in flight, queued) over from now.
+    pub fn reset_peaks(&self) {
+        let mut stats = self.sim.stats();
+        stats.max_queued = 0;
+        for (operator, tool) in stats.by_request.values_mut() {
+            operator.max_in_flight = operator.in_flight;
+            tool.max_in_flight = tool.in_flight;
+        }
+    }
+
     pub fn stats(&self) -> Stats {
         let mut stats = self.sim.stats().clone();
         stats.resource_version = self.sim.lock().rv;
@@ -639,6 +662,103 @@ impl Drop for SimServer {
         }
     }
 }
+
+/// A timer with the precision of the OS (tens of microseconds) rather than tokio's 1 ms ticks,
+/// which would add up to 2 ms to every simulated latency: one thread sleeps until the earliest
+/// deadline and wakes the request waiting for it.
+struct PreciseTimer {
+    queue: Mutex<BinaryHeap<Reverse<Deadline>>>,
+    wake: Condvar,
+}
+
+struct Deadline {
+    at: Instant,
+    seq: u64,
+    done: tokio::sync::oneshot::Sender<()>,
+}
+
+impl PartialEq for Deadline {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+
+impl Eq for Deadline {}
+
+impl PartialOrd for Deadline {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Deadline {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.at, self.seq).cmp(&(other.at, other.seq))
+    }
+}
+
+impl PreciseTimer {
+    fn start() -> Arc<PreciseTimer> {
+        let timer = Arc::new(PreciseTimer {
+            queue: Mutex::new(BinaryHeap::new()),
+            wake: Condvar::new(),
+        });
+        let worker = timer.clone();
+        std::thread::Builder::new()
+            .name("sim-timer".into())
+            .spawn(move || worker.run())
+            .ok();
+        timer
+    }
+
+    fn run(&self) {
+        let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        loop {
+            let now = Instant::now();
+            while queue.peek().is_some_and(|next| next.0.at <= now) {
+                if let Some(Reverse(due)) = queue.pop() {
+                    let _ = due.done.send(());
+                }
+            }
+            queue = match queue.peek().map(|next| next.0.at - now) {
+                Some(wait) => {
+                    self.wake
+                        .wait_timeout(queue, wait)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+                None => self
+                    .wake
+                    .wait(queue)
+                    .unwrap_or_else(PoisonError::into_inner),
+            };
+        }
+    }
+
+    /// Sleeps until `deadline`, not at all when it has passed.
+    async fn sleep_until(&self, deadline: Instant) {
+        if deadline <= Instant::now() {
+            return;
+        }
+        let (done, wait) = tokio::sync::oneshot::channel();
+        {
+            let mut queue = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let seq = SEQ.fetch_add(1, Ordering::Relaxed) as u64;
+            let earliest = queue.peek().is_none_or(|next| deadline < next.0.at);
+            queue.push(Reverse(Deadline {
+                at: deadline,
+                seq,
+                done,
+            }));
+            if earliest {
+                self.wake.notify_one();
+            }
+        }
+        let _ = wait.await;
+    }
+}
+
+static SEQ: AtomicUsize = AtomicUsize::new(0);
 
 fn now() -> Value {
     serde_json::to_value(Time(Timestamp::now())).unwrap_or(Value::Null)
@@ -956,6 +1076,17 @@ impl Sim {
     }
 
     fn count(&self, key: String, from_load_tool: bool, error: Option<u16>, noop: bool) {
+        self.count_timed(key, from_load_tool, error, noop, Duration::ZERO);
+    }
+
+    fn count_timed(
+        &self,
+        key: String,
+        from_load_tool: bool,
+        error: Option<u16>,
+        noop: bool,
+        time: Duration,
+    ) {
         let mut stats = self.stats();
         let entry = stats.by_request.entry(key).or_default();
         let counts = if from_load_tool {
@@ -964,11 +1095,28 @@ impl Sim {
             &mut entry.0
         };
         counts.requests += 1;
+        counts.time += time;
         if noop {
             counts.noop += 1;
         }
         if let Some(code) = error {
             *counts.errors.entry(code).or_default() += 1;
+        }
+    }
+
+    fn in_flight(&self, key: &str, from_load_tool: bool, starts: bool) {
+        let mut stats = self.stats();
+        let entry = stats.by_request.entry(key.to_string()).or_default();
+        let counts = if from_load_tool {
+            &mut entry.1
+        } else {
+            &mut entry.0
+        };
+        if starts {
+            counts.in_flight += 1;
+            counts.max_in_flight = counts.max_in_flight.max(counts.in_flight);
+        } else {
+            counts.in_flight = counts.in_flight.saturating_sub(1);
         }
     }
 
@@ -979,6 +1127,9 @@ impl Sim {
     }
 
     async fn serve(&self, op: Op, from_load_tool: bool) -> Response {
+        let arrived = Instant::now();
+        let key = op.target.stats_key(op.verb);
+        self.in_flight(&key, from_load_tool, true);
         // A request that finds no free slot waits in line (the semaphore is fair).
         let permit = match self.slots.try_acquire() {
             Ok(permit) => permit,
@@ -1009,13 +1160,20 @@ impl Sim {
         } else {
             self.config.write_latency
         };
-        tokio::time::sleep(latency + self.per_size(op.body.len())).await;
-        let key = op.target.stats_key(op.verb);
+        // Deadlines from the moment the slot was taken, so that the time spent applying the
+        // request counts toward the latency, and a response-size share too small for the
+        // timer (1 ms) costs nothing rather than a whole tick.
+        let served = Instant::now();
+        let apply_at = served + latency + self.per_size(op.body.len());
+        self.timer.sleep_until(apply_at).await;
         let (code, body, noop) = self.apply(&op);
-        tokio::time::sleep(self.per_size(body.len())).await;
+        self.timer
+            .sleep_until(apply_at + self.per_size(body.len()))
+            .await;
         drop(permit);
         let error = (!code.is_success()).then_some(code.as_u16());
-        self.count(key, from_load_tool, error, noop);
+        self.in_flight(&key, from_load_tool, false);
+        self.count_timed(key, from_load_tool, error, noop, arrived.elapsed());
         json_response(code, body)
     }
 
@@ -1499,7 +1657,9 @@ impl Sim {
         let bookmarks = query.get("allowWatchBookmarks") == Some("true");
         let initial_events = query.get("sendInitialEvents") == Some("true");
         let from = query.get("resourceVersion").unwrap_or_default();
-        tokio::time::sleep(self.config.read_latency).await;
+        self.timer
+            .sleep_until(Instant::now() + self.config.read_latency)
+            .await;
         self.count(key, from_load_tool, None, false);
         let (tx, rx) = mpsc::unbounded_channel::<Bytes>();
         let watcher = Watcher {

@@ -320,6 +320,22 @@ struct Report {
     operator_log: Option<PathBuf>,
     /// The environment (API server, operator command).
     environment: String,
+    /// CPU time of this process (the simulated API server and the watchers) during the burst.
+    tool_cpu_burst: Option<Duration>,
+    /// /proc/loadavg before the burst and once quiet: the machine may be shared.
+    load_average: (String, String),
+}
+
+/// The 1, 5 and 15 minute load averages.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|text| {
+            text.split_whitespace()
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|_| "?".into())
 }
 
 fn mib(kib: u64) -> f64 {
@@ -546,6 +562,24 @@ impl Report {
             ),
             (Some(_), _) => row("cleanup", "INCOMPLETE".into()),
         }
+        if let Some(cpu) = self.tool_cpu_burst {
+            row(
+                "load tool CPU (burst)",
+                format!(
+                    "{:.2} s (its watchers{})",
+                    cpu.as_secs_f64(),
+                    if args.simulate {
+                        " and the simulated API server"
+                    } else {
+                        ""
+                    }
+                ),
+            );
+        }
+        row(
+            "load average (before; quiet)",
+            format!("{}; {}", self.load_average.0, self.load_average.1),
+        );
         if let Some(exit) = &self.operator_exit {
             row("operator exit", exit.clone());
         }
@@ -673,8 +707,17 @@ fn api_table(title: &str, stats: &Stats) -> String {
         for (code, count) in &operator.errors {
             notes.push(format!("{code}: {count}"));
         }
+        let average = if key.starts_with("watch ") {
+            String::new()
+        } else {
+            format!(
+                "  {:>6.2} ms each, at most {:>3} at once",
+                operator.time.as_secs_f64() * 1000.0 / operator.requests as f64,
+                operator.max_in_flight
+            )
+        };
         out.push_str(&format!(
-            "    {key:<44} {:>7}{}\n",
+            "    {key:<44} {:>7}{average}{}\n",
             operator.requests,
             if notes.is_empty() {
                 String::new()
@@ -929,7 +972,12 @@ impl Run<'_> {
             ..Report::default()
         };
         report.foreign_entries.0 = shared.lock().foreign_entries;
+        if let Some(sim) = self.sim {
+            sim.reset_peaks();
+        }
         let api_before = self.api_stats();
+        let tool_cpu_before = operator::cpu_time(std::process::id());
+        report.load_average.0 = load_average();
 
         shared.update(|s| {
             s.counters = Counters::default();
@@ -1002,6 +1050,10 @@ impl Run<'_> {
             report.writes_to_converge = shared.lock().counters;
             report.foreign_entries.1 = shared.lock().foreign_entries;
             report.after_burst = sample(self.pid);
+            report.load_average.1 = load_average();
+            report.tool_cpu_burst = operator::cpu_time(std::process::id())
+                .zip(tool_cpu_before)
+                .map(|(now, before)| now.saturating_sub(before));
             let api_quiet = self.api_stats();
             if let (Some(before), Some(now)) = (&api_before, &api_quiet) {
                 report.api_burst = Some(now.since(before));
