@@ -631,7 +631,9 @@ impl SimServer {
             "storedVersions": ["v1alpha1"]
         });
         let mut store = self.sim.lock();
-        let (code, body) = self.sim.create(&mut store, CRDS, "", crd, "seed", "Update");
+        let (code, body) = self
+            .sim
+            .create_with(&mut store, CRDS, "", crd, "seed", "Update", true);
         if !code.is_success() {
             return Err(String::from_utf8_lossy(&body).into_owned());
         }
@@ -1318,9 +1320,27 @@ impl Sim {
         store: &mut Store,
         ty_index: usize,
         namespace: &str,
+        object: Value,
+        manager: &str,
+        operation: &str,
+    ) -> (StatusCode, Bytes) {
+        self.create_with(
+            store, ty_index, namespace, object, manager, operation, false,
+        )
+    }
+
+    /// [`Sim::create`]; with `keep_status`, the status of the body is kept (seeding: a real
+    /// API server drops it on a create when the type has a status subresource).
+    #[allow(clippy::too_many_arguments)]
+    fn create_with(
+        &self,
+        store: &mut Store,
+        ty_index: usize,
+        namespace: &str,
         mut object: Value,
         manager: &str,
         operation: &str,
+        keep_status: bool,
     ) -> (StatusCode, Bytes) {
         let ty = &TYPES[ty_index];
         if !object.is_object() {
@@ -1401,6 +1421,7 @@ impl Sim {
             }
         }
         if ty.status
+            && !keep_status
             && let Some(fields) = object.as_object_mut()
         {
             fields.remove("status");

@@ -157,13 +157,10 @@ struct Args {
     /// Simulated API server: keep metadata.managedFields like a real API server.
     #[arg(long, default_value_t = true, action = ArgAction::Set, requires = "simulate")]
     sim_managed_fields: bool,
-    /// The operator binary to spawn with `--simulate`.
-    #[arg(
-        long,
-        default_value = "target/release/aws-auth-operator",
-        requires = "simulate"
-    )]
-    operator_bin: PathBuf,
+    /// The operator binary to spawn with `--simulate` [default: target/release/aws-auth-operator,
+    /// else the aws-auth-operator next to this tool's directory].
+    #[arg(long, requires = "simulate")]
+    operator_bin: Option<PathBuf>,
     /// An argument appended to the spawned operator's `run --metrics-addr 127.0.0.1:0`
     /// (repeatable; give `--metrics-addr` here to replace the default one).
     #[arg(
@@ -189,6 +186,24 @@ impl Args {
         }
         command.extend(self.operator_args.iter().cloned());
         command
+    }
+
+    /// `--operator-bin`, or `target/release/aws-auth-operator` when it exists, or the binary in
+    /// the parent of this tool's directory (`target/release/examples/load` ->
+    /// `target/release/aws-auth-operator`).
+    fn operator_bin(&self) -> PathBuf {
+        if let Some(bin) = &self.operator_bin {
+            return bin.clone();
+        }
+        let default = PathBuf::from("target/release/aws-auth-operator");
+        if default.is_file() {
+            return default;
+        }
+        std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("aws-auth-operator")))
+            .filter(|bin| bin.is_file())
+            .unwrap_or(default)
     }
 
     fn sim_config(&self) -> SimConfig {
@@ -657,6 +672,16 @@ impl Report {
                 }
             }
         }
+        if args.simulate {
+            line.push_str(&format!(
+                " sim_read_ms={} sim_write_ms={} sim_ms_per_mib={} sim_max_inflight={} sim_managed_fields={}",
+                args.sim_read_latency_ms,
+                args.sim_write_latency_ms,
+                args.sim_ms_per_mib,
+                args.sim_max_inflight,
+                args.sim_managed_fields
+            ));
+        }
         if let Some(stats) = &self.api_burst {
             let (requests, writes, noop, errors) = stats.operator_totals();
             line.push_str(&format!(
@@ -753,7 +778,6 @@ async fn against_cluster(args: &Args) -> Result<Report, String> {
         shared: &shared,
         pid: memory_pid,
         sim: None,
-        operator: None,
     };
     let outcome = run.measure().await;
     watchers.iter().for_each(|w| w.abort());
@@ -765,8 +789,14 @@ async fn against_cluster(args: &Args) -> Result<Report, String> {
 
 async fn simulate(args: &Args) -> Result<Report, String> {
     check_prefix(&args.prefix)?;
-    let config = args.sim_config();
-    let sim = SimServer::start(config.clone())
+    let operator_bin = args.operator_bin();
+    if !operator_bin.is_file() {
+        return Err(format!(
+            "operator binary {} not found: build it first (cargo build --release --locked --bin aws-auth-operator) or pass --operator-bin",
+            operator_bin.display()
+        ));
+    }
+    let sim = SimServer::start(args.sim_config())
         .map_err(|e| format!("starting the simulated API server: {e}"))?;
     seed(&sim)?;
     let dir = tempfile::Builder::new()
@@ -793,7 +823,7 @@ async fn simulate(args: &Args) -> Result<Report, String> {
         ))
     });
     let command = args.operator_command();
-    let mut operator = Operator::spawn(&args.operator_bin, &command, &kubeconfig, log)?;
+    let mut operator = Operator::spawn(&operator_bin, &command, &kubeconfig, log)?;
     let environment = format!(
         "simulated API server {} (read {} ms, write {} ms, +{} ms/MiB, {} in flight, managedFields {}); operator {} {}",
         sim.url(),
@@ -802,7 +832,7 @@ async fn simulate(args: &Args) -> Result<Report, String> {
         args.sim_ms_per_mib,
         args.sim_max_inflight,
         if args.sim_managed_fields { "on" } else { "off" },
-        args.operator_bin.display(),
+        operator_bin.display(),
         command.join(" ")
     );
     eprintln!("load: {environment}");
@@ -814,31 +844,33 @@ async fn simulate(args: &Args) -> Result<Report, String> {
     if let Err(error) = wait_for_operator(&sim, &shared, &mut operator).await {
         let tail = operator.log_tail(20);
         operator.stop(Duration::from_secs(5)).await;
-        watchers.iter().for_each(|w| w.abort());
         return Err(format!(
             "{error}\n--- last lines of {} ---\n{tail}",
             operator.log.display()
         ));
     }
     let pid = operator.pid();
+    let operator = Arc::new(Mutex::new(operator));
+    let watchdog = tokio::spawn(watch_operator(operator.clone(), shared.clone()));
     let run = Run {
         args,
         client: &client,
         shared: &shared,
         pid: Some(pid),
         sim: Some(&sim),
-        operator: Some(Mutex::new(operator)),
     };
     let outcome = run.measure().await;
-    let mut operator = run
-        .operator
-        .map(|o| o.into_inner().unwrap_or_else(PoisonError::into_inner))
-        .ok_or("the operator is gone")?;
+    watchdog.abort();
+    let _ = watchdog.await;
+    drop(watchers);
+    let mut operator = Arc::try_unwrap(operator)
+        .map_err(|_| "the operator process is still shared".to_string())?
+        .into_inner()
+        .unwrap_or_else(PoisonError::into_inner);
     let died = operator.exited();
     let exit = operator.stop(Duration::from_secs(10)).await;
-    watchers.iter().for_each(|w| w.abort());
     let mut report = outcome?;
-    if let Some(status) = died {
+    if let Some(status) = died.filter(|_| shared.lock().operator_died) {
         report.operator_died = true;
         report.operator_exit = Some(format!("DIED during the run: {status}"));
         eprintln!(
@@ -851,6 +883,22 @@ async fn simulate(args: &Args) -> Result<Report, String> {
     report.operator_log = Some(operator.log.clone());
     report.environment = environment;
     Ok(report)
+}
+
+/// Marks the run when the spawned operator exits, so that nothing waits for it in vain.
+async fn watch_operator(operator: Arc<Mutex<Operator>>, shared: Arc<Shared>) {
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let exited = operator
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .exited();
+        if let Some(status) = exited {
+            eprintln!("load: the operator exited: {status}");
+            shared.update(|s| s.operator_died = true);
+            return;
+        }
+    }
 }
 
 /// The CRD (Established) and an EKS-like aws-auth holding one node role.
@@ -923,17 +971,11 @@ struct Run<'a> {
     /// The operator's pid, when its memory can be read.
     pid: Option<u32>,
     sim: Option<&'a SimServer>,
-    operator: Option<Mutex<Operator>>,
 }
 
 impl Run<'_> {
     fn operator_alive(&self) -> bool {
-        self.operator.as_ref().is_none_or(|o| {
-            o.lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .exited()
-                .is_none()
-        })
+        !self.shared.lock().operator_died
     }
 
     fn api_stats(&self) -> Option<Stats> {
@@ -1011,8 +1053,12 @@ impl Run<'_> {
             );
             false
         } else {
-            let converged = wait_until(shared, started + timeout, |s| s.converged(n)).await;
+            wait_until(shared, started + timeout, |s| {
+                s.converged(n) || s.operator_died
+            })
+            .await;
             let s = shared.lock();
+            let converged = s.converged(n);
             let since_last = |at: Option<Instant>| {
                 at.map(|at| match at.checked_duration_since(last_create) {
                     Some(after) => after.as_secs_f64(),
@@ -1254,7 +1300,11 @@ async fn delete_all(
             failures.len()
         );
     }
-    let emptied = wait_until(shared, started + timeout, State::emptied).await;
+    wait_until(shared, started + timeout, |s| {
+        s.emptied() || s.operator_died
+    })
+    .await;
+    let emptied = shared.lock().emptied();
     let after = last_delete.elapsed();
     if emptied {
         eprintln!(
@@ -1424,6 +1474,8 @@ struct State {
     target: Option<usize>,
     aws_auth_complete_at: Option<Instant>,
     all_ready_at: Option<Instant>,
+    /// The spawned operator exited.
+    operator_died: bool,
 }
 
 impl State {
