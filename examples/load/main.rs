@@ -1109,6 +1109,9 @@ impl Run<'_> {
                 "load: writes until quiet: aws-auth {}, status {}, events {}, history {}",
                 w.aws_auth, w.status, w.events, w.history
             );
+            if let Some(sim) = self.sim {
+                sim.reset_peaks();
+            }
             report.idle_writes = self.measure_idle().await;
             if report.idle_writes.is_some() {
                 report.after_idle = sample(self.pid);
