@@ -1,7 +1,8 @@
 //! Load test of aws-auth-operator: how fast, with how many writes and in how much memory a burst
 //! of IamIdentityMappings converges. Against the cluster of the current kubeconfig (the operator
 //! already running there), or, with `--simulate`, against a simulated API server that the tool
-//! starts itself, with the operator binary it spawns.
+//! starts itself, with the operator binary it spawns. docs/load.md has the commands, the
+//! simulation's latency model and what it serves, and the baseline figures.
 //!
 //! ```sh
 //! # a real cluster (kind, k3d, EKS); RSS only when the operator runs on this machine
