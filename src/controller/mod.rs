@@ -63,10 +63,11 @@ pub struct RunConfig {
     pub access_entries: Option<AccessEntriesConfig>,
 }
 
-/// The default of `--kube-qps`: enough for a burst of thousands of status patches to finish in
-/// seconds, bounded so that the operator never floods the API server (whose priority and
-/// fairness also queue it behind other clients).
-pub const DEFAULT_KUBE_QPS: u32 = 1000;
+/// The default of `--kube-qps`. What bounds the operator's load on the API server is
+/// `--status-concurrency` (requests in flight); this cap stops a runaway loop. It lets a burst
+/// of 5,000 status patches finish in under 3 s (the issue-12 target is 4 s), and the API
+/// server's priority and fairness still queue the operator behind other clients.
+pub const DEFAULT_KUBE_QPS: u32 = 2000;
 
 /// A client from the kubeconfig or the in-cluster config, sending at most `qps` requests a
 /// second (counted in tenths of a second, so a burst is a tenth of `qps` at once).
@@ -87,6 +88,9 @@ async fn client(qps: u32) -> Result<Client, kube::Error> {
             .build()
     })
 }
+
+/// How long a reconcile in flight may take to finish after the operator is asked to stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// The reporting controller name of events and the field manager of writes.
 pub const CONTROLLER_NAME: &str = "aws-auth-operator";
@@ -314,9 +318,6 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
 /// reconciles with the mappings in `store`, and backs off after a failure. While another
 /// replica leads, it waits. Returns when `stop` resolves.
 #[allow(clippy::too_many_arguments)]
-/// How long a reconcile in flight may take to finish after the operator is asked to stop.
-const STOP_GRACE: Duration = Duration::from_secs(5);
-
 pub async fn reconcile_loop<F: Future + Unpin>(
     ctx: &Context,
     store: &reflector::Store<IamIdentityMapping>,

@@ -777,11 +777,11 @@ async fn publish_notes(
                 });
             }
             Note::Removed { entry } => {
-                info!(principal = entry.principal(), section = %entry.section(), "removed an entry no mapping renders");
+                debug!(principal = entry.principal(), section = %entry.section(), "removed an entry no mapping renders");
                 removed.push(entry.clone());
             }
             Note::GaveBack { entries } => {
-                info!(entries = %describe(entries), "gave back an entry a deleted mapping had taken over");
+                info!(entries = %describe(entries), "gave back the entry a deleted mapping had taken over");
                 given_back.extend(entries.iter().cloned());
             }
             // Published once per reconcile, with what to do (see `reconcile`).
@@ -826,6 +826,11 @@ async fn publish_notes(
         }
     }
     if !removed.is_empty() {
+        info!(
+            removed = removed.len(),
+            entries = %describe_at_most(&removed, EVENT_ENTRY_LIMIT),
+            "removed entries no mapping renders"
+        );
         pending.push(PendingEvent {
             object: aws_auth_ref.clone(),
             type_: EventType::Normal,
