@@ -113,3 +113,33 @@ async fn at_the_1_mib_limit_the_youngest_mappings_are_refused_and_nothing_partia
         is("False", "DoesNotFit")
     );
 }
+
+/// Deleting many mappings at once (an application removed from Git) costs one aws-auth write
+/// and one event that sums the removals up, not an event per removed entry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_many_mappings_is_one_write_and_one_event() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let ctx = context_with_events(&fake, Settings::default());
+    store(&fake, many(200, 0));
+    reconcile(&ctx, &fake.mappings(), time(1)).await.unwrap();
+
+    assert!(fake.events().is_empty());
+    let kept: Vec<_> = fake.mappings().into_iter().take(20).collect();
+    let report = reconcile(&ctx, &kept, time(2)).await.unwrap();
+    assert_eq!(report.aws_auth_writes, 1);
+    let removed: Vec<_> = fake
+        .events()
+        .into_iter()
+        .filter(|e| e.reason.as_deref() == Some("EntryRemoved"))
+        .collect();
+    assert_eq!(removed.len(), 1, "one event for 180 removals");
+    let note = removed[0].note.clone().unwrap_or_default();
+    assert!(
+        note.starts_with("removed 180 entries no mapping renders any more: ")
+            && note.ends_with(" and 175 more"),
+        "{note}"
+    );
+    let roles = parse_data(&fake.aws_auth_data()).entries.roles;
+    assert_eq!(roles.len(), 21, "20 kept mappings and the node role");
+}

@@ -82,70 +82,102 @@ impl EventPublisher {
                 regarding.uid.clone(),
             ),
         };
-        let mut series = self.series.lock().await;
-        series.retain(|_, s| s.last + SERIES_TTL > now);
-        if let Some(existing) = series.get_mut(&key) {
-            existing.count += 1;
-            existing.last = now;
-            let api: Api<Event> = Api::namespaced(self.client.clone(), &existing.namespace);
-            let patch = serde_json::json!({
-                "series": EventSeries {
-                    count: existing.count,
-                    last_observed_time: MicroTime(now),
+        // The cache decides create or patch; the API call runs without holding it, so that
+        // events of many mappings are published at once.
+        let call = {
+            let mut series = self.series.lock().await;
+            series.retain(|_, s| s.last + SERIES_TTL > now);
+            match series.get_mut(&key) {
+                Some(existing) => {
+                    existing.count += 1;
+                    existing.last = now;
+                    Call::Patch {
+                        namespace: existing.namespace.clone(),
+                        name: existing.name.clone(),
+                        count: existing.count,
+                    }
                 }
-            });
-            api.patch(
-                &existing.name,
-                &PatchParams::default(),
-                &Patch::Merge(&patch),
-            )
-            .await?;
-            return Ok(());
-        }
-        let namespace = regarding
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".to_string());
-        let name = format!(
-            "{}.{:x}",
-            regarding.name.as_deref().unwrap_or(&self.controller),
-            now.as_nanosecond()
-        );
-        let event = Event {
-            metadata: ObjectMeta {
-                name: Some(name.clone()),
-                namespace: Some(namespace.clone()),
-                ..ObjectMeta::default()
-            },
-            action: Some("Reconcile".to_string()),
-            reason: Some(reason.to_string()),
-            note: Some(note),
-            event_time: Some(MicroTime(now)),
-            regarding: Some(regarding.clone()),
-            reporting_controller: Some(self.controller.clone()),
-            reporting_instance: Some(self.instance.clone()),
-            type_: Some(
-                match type_ {
-                    EventType::Normal => "Normal",
-                    EventType::Warning => "Warning",
+                None => {
+                    let namespace = regarding
+                        .namespace
+                        .clone()
+                        .unwrap_or_else(|| "default".to_string());
+                    let name = format!(
+                        "{}.{:x}",
+                        regarding.name.as_deref().unwrap_or(&self.controller),
+                        now.as_nanosecond()
+                    );
+                    series.insert(
+                        key,
+                        Series {
+                            namespace: namespace.clone(),
+                            name: name.clone(),
+                            count: 1,
+                            last: now,
+                        },
+                    );
+                    Call::Create { namespace, name }
                 }
-                .to_string(),
-            ),
-            ..Event::default()
+            }
         };
-        let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        api.create(&PostParams::default(), &event).await?;
-        series.insert(
-            key,
-            Series {
+        match call {
+            Call::Patch {
                 namespace,
                 name,
-                count: 1,
-                last: now,
-            },
-        );
+                count,
+            } => {
+                let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+                let patch = serde_json::json!({
+                    "series": EventSeries {
+                        count,
+                        last_observed_time: MicroTime(now),
+                    }
+                });
+                api.patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await?;
+            }
+            Call::Create { namespace, name } => {
+                let event = Event {
+                    metadata: ObjectMeta {
+                        name: Some(name),
+                        namespace: Some(namespace.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    action: Some("Reconcile".to_string()),
+                    reason: Some(reason.to_string()),
+                    note: Some(note),
+                    event_time: Some(MicroTime(now)),
+                    regarding: Some(regarding.clone()),
+                    reporting_controller: Some(self.controller.clone()),
+                    reporting_instance: Some(self.instance.clone()),
+                    type_: Some(
+                        match type_ {
+                            EventType::Normal => "Normal",
+                            EventType::Warning => "Warning",
+                        }
+                        .to_string(),
+                    ),
+                    ..Event::default()
+                };
+                let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
+                api.create(&PostParams::default(), &event).await?;
+            }
+        }
         Ok(())
     }
+}
+
+/// What publishing an event takes: a new event, or one more in its series.
+enum Call {
+    Create {
+        namespace: String,
+        name: String,
+    },
+    Patch {
+        namespace: String,
+        name: String,
+        count: i32,
+    },
 }
 
 /// `text` cut to at most `max` bytes on a character boundary, with an ellipsis when cut.

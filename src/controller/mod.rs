@@ -314,6 +314,9 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
 /// reconciles with the mappings in `store`, and backs off after a failure. While another
 /// replica leads, it waits. Returns when `stop` resolves.
 #[allow(clippy::too_many_arguments)]
+/// How long a reconcile in flight may take to finish after the operator is asked to stop.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
 pub async fn reconcile_loop<F: Future + Unpin>(
     ctx: &Context,
     store: &reflector::Store<IamIdentityMapping>,
@@ -349,12 +352,23 @@ pub async fn reconcile_loop<F: Future + Unpin>(
         // Stop writing the moment leadership is lost (compare-and-swap keeps even a late
         // write safe, but a former leader should not keep going).
         let subscription = leadership.as_deref().map(leader::Leadership::subscribe);
+        let reconciling = reconcile(ctx, &mappings, now);
+        tokio::pin!(reconciling);
         let result = tokio::select! {
-            result = reconcile(ctx, &mappings, now) => result,
+            result = &mut reconciling => result,
             _ = leadership_lost(subscription) => {
                 warn!("leadership lost during a reconcile; standing by");
                 metrics.set_leader(false);
                 continue;
+            }
+            // Asked to stop mid-reconcile (SIGTERM): let it finish its few calls, so that what
+            // it wrote is recorded in history, but do not outlive the pod's grace period.
+            _ = &mut stop => {
+                match tokio::time::timeout(STOP_GRACE, &mut reconciling).await {
+                    Ok(_) => info!("finished the reconcile in flight; stopping"),
+                    Err(_) => warn!(grace = ?STOP_GRACE, "stopping during a reconcile (every write is compare-and-swap; the next leader picks up)"),
+                }
+                break;
             }
         };
         match result {

@@ -687,7 +687,17 @@ fn describe(entries: &[Entry]) -> String {
     }
 }
 
-/// Events for what changed in aws-auth itself.
+/// One event to publish: what it is about, its type, reason and message.
+struct PendingEvent {
+    object: ObjectReference,
+    type_: EventType,
+    reason: &'static str,
+    message: String,
+}
+
+/// Events for what changed in aws-auth itself. Removals and give-backs are summed up in one
+/// event per write, so deleting a thousand mappings costs one event, not a thousand; the
+/// events about single mappings go out concurrently, bounded like the status patches.
 async fn publish_notes(
     ctx: &Context,
     plan: &Plan,
@@ -698,7 +708,11 @@ async fn publish_notes(
         .iter()
         .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), m))
         .collect();
+    let on_mapping = |mapping: &str| by_name.get(mapping).map(|m| m.object_ref(&()));
     let aws_auth_ref = aws_auth.object_ref(&());
+    let mut pending: Vec<PendingEvent> = Vec::new();
+    let mut removed: Vec<Entry> = Vec::new();
+    let mut given_back: Vec<Entry> = Vec::new();
     for note in &plan.notes {
         match note {
             Note::TookOver {
@@ -714,9 +728,13 @@ async fn publish_notes(
                     message.push_str("; it comes back if this mapping is deleted");
                 }
                 info!(mapping, previous = %describe(previous), "took over an unmanaged entry");
-                if let Some(m) = by_name.get(mapping.as_str()) {
-                    let object = m.object_ref(&());
-                    publish(ctx, &object, EventType::Normal, "TookOver", &message).await;
+                if let Some(object) = on_mapping(mapping) {
+                    pending.push(PendingEvent {
+                        object,
+                        type_: EventType::Normal,
+                        reason: "TookOver",
+                        message,
+                    });
                 }
             }
             Note::Recovered {
@@ -732,66 +750,39 @@ async fn publish_notes(
                 let message = format!(
                     "{what}; restored {} unmanaged entries from revision {revision}: {}",
                     restored.len(),
-                    describe(restored)
+                    describe_at_most(restored, EVENT_ENTRY_LIMIT)
                 );
                 warn!(revision, restored = restored.len(), "{message}");
-                publish(
-                    ctx,
-                    &aws_auth_ref,
-                    EventType::Warning,
-                    if section.is_some() {
+                pending.push(PendingEvent {
+                    object: aws_auth_ref.clone(),
+                    type_: EventType::Warning,
+                    reason: if section.is_some() {
                         "RecoveredMalformedAwsAuth"
                     } else {
                         "RecoveredDeletedAwsAuth"
                     },
-                    &message,
-                )
-                .await;
+                    message,
+                });
             }
             Note::NotRecovered { reason } => {
                 let message = format!(
                     "aws-auth was deleted and recreated with the managed entries only: {reason}"
                 );
                 warn!("{message}");
-                publish(
-                    ctx,
-                    &aws_auth_ref,
-                    EventType::Warning,
-                    "AwsAuthRecreated",
-                    &message,
-                )
-                .await;
+                pending.push(PendingEvent {
+                    object: aws_auth_ref.clone(),
+                    type_: EventType::Warning,
+                    reason: "AwsAuthRecreated",
+                    message,
+                });
             }
             Note::Removed { entry } => {
-                let message = format!(
-                    "removed {} from {}: no mapping renders it",
-                    entry.principal(),
-                    entry.section()
-                );
                 info!(principal = entry.principal(), section = %entry.section(), "removed an entry no mapping renders");
-                publish(
-                    ctx,
-                    &aws_auth_ref,
-                    EventType::Normal,
-                    "EntryRemoved",
-                    &message,
-                )
-                .await;
+                removed.push(entry.clone());
             }
             Note::GaveBack { entries } => {
-                let message = format!(
-                    "gave back the entry the deleted mapping had taken over, unmanaged again: {}",
-                    describe(entries)
-                );
-                info!("{message}");
-                publish(
-                    ctx,
-                    &aws_auth_ref,
-                    EventType::Normal,
-                    "OriginalEntryRestored",
-                    &message,
-                )
-                .await;
+                info!(entries = %describe(entries), "gave back an entry a deleted mapping had taken over");
+                given_back.extend(entries.iter().cloned());
             }
             // Published once per reconcile, with what to do (see `reconcile`).
             Note::KeptFrozen { .. } => {}
@@ -801,16 +792,13 @@ async fn publish_notes(
                     describe(entries)
                 );
                 info!(mapping, "{message}");
-                if let Some(m) = by_name.get(mapping.as_str()) {
-                    let object = m.object_ref(&());
-                    publish(
-                        ctx,
-                        &object,
-                        EventType::Normal,
-                        "MovedToAccessEntry",
-                        &message,
-                    )
-                    .await;
+                if let Some(object) = on_mapping(mapping) {
+                    pending.push(PendingEvent {
+                        object,
+                        type_: EventType::Normal,
+                        reason: "MovedToAccessEntry",
+                        message,
+                    });
                 }
             }
             Note::PolicyEnforced { mapping, entry } => {
@@ -820,20 +808,73 @@ async fn publish_notes(
                     entry.section()
                 );
                 warn!(mapping, principal = entry.principal(), "{message}");
-                if let Some(m) = by_name.get(mapping.as_str()) {
-                    let object = m.object_ref(&());
-                    publish(ctx, &object, EventType::Warning, "PolicyEnforced", &message).await;
+                if let Some(object) = on_mapping(mapping) {
+                    pending.push(PendingEvent {
+                        object,
+                        type_: EventType::Warning,
+                        reason: "PolicyEnforced",
+                        message: message.clone(),
+                    });
                 }
-                publish(
-                    ctx,
-                    &aws_auth_ref,
-                    EventType::Warning,
-                    "PolicyEnforced",
-                    &message,
-                )
-                .await;
+                pending.push(PendingEvent {
+                    object: aws_auth_ref.clone(),
+                    type_: EventType::Warning,
+                    reason: "PolicyEnforced",
+                    message,
+                });
             }
         }
+    }
+    if !removed.is_empty() {
+        pending.push(PendingEvent {
+            object: aws_auth_ref.clone(),
+            type_: EventType::Normal,
+            reason: "EntryRemoved",
+            message: format!(
+                "removed {} entries no mapping renders any more: {}",
+                removed.len(),
+                describe_at_most(&removed, EVENT_ENTRY_LIMIT)
+            ),
+        });
+    }
+    if !given_back.is_empty() {
+        pending.push(PendingEvent {
+            object: aws_auth_ref.clone(),
+            type_: EventType::Normal,
+            reason: "OriginalEntryRestored",
+            message: format!(
+                "gave back {} entries that deleted mappings had taken over, unmanaged again: {}",
+                given_back.len(),
+                describe_at_most(&given_back, EVENT_ENTRY_LIMIT)
+            ),
+        });
+    }
+    stream::iter(pending)
+        .map(|event| async move {
+            publish(
+                ctx,
+                &event.object,
+                event.type_,
+                event.reason,
+                &event.message,
+            )
+            .await
+        })
+        .buffer_unordered(ctx.status_concurrency.max(1))
+        .collect::<Vec<()>>()
+        .await;
+}
+
+/// How many entries an aggregated event names before it says "and N more": an event note is
+/// limited to 1 KiB by the API server.
+const EVENT_ENTRY_LIMIT: usize = 5;
+
+fn describe_at_most(entries: &[Entry], limit: usize) -> String {
+    let shown = describe(&entries[..entries.len().min(limit)]);
+    if entries.len() > limit {
+        format!("{shown} and {} more", entries.len() - limit)
+    } else {
+        shown
     }
 }
 

@@ -609,7 +609,14 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
 
     // Entries restored from history are not in the live text: the keys must be rewritten.
     let restored = notes.iter().any(|n| matches!(n, Note::Recovered { .. }));
-    let fitted = match fit(mappings, &mut principals, &parsed, live_data, restored, settings) {
+    let fitted = match fit(
+        mappings,
+        &mut principals,
+        &parsed,
+        live_data,
+        restored,
+        settings,
+    ) {
         Ok(fitted) => fitted,
         Err(blocked) => return blocked_plan(mappings, live, blocked, parsed.diagnostics),
     };
