@@ -692,7 +692,7 @@ class OptionalObjects(unittest.TestCase):
         self.assertIn("awsauth.dev/frozen", notes)
         notes = support.render_files({"accessEntries": {"mode": "mirror", "clusterName": "prod"}})[
             "aws-auth-operator/templates/NOTES.txt"]
-        self.assertIn("EKS access entries: mirror, cluster prod.", notes)
+        self.assertIn("EKS access entries (mirror) for the cluster prod.", notes)
         self.assertIn("not set", notes)
         self.assertIn("accessEntries.region is empty", notes)
         arn = "arn:aws:iam::111122223333:role/aws-auth-operator"
@@ -700,8 +700,8 @@ class OptionalObjects(unittest.TestCase):
             "accessEntries": {"mode": "only", "clusterName": "prod", "region": "eu-west-1"},
             "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}},
         })["aws-auth-operator/templates/NOTES.txt"]
-        self.assertIn("cluster prod in eu-west-1", notes)
-        self.assertIn(f"through IRSA ({arn})", notes)
+        self.assertIn("for the cluster prod in eu-west-1.", notes)
+        self.assertIn(f"IRSA: {arn}", notes)
         self.assertNotIn("accessEntries.region is empty", notes)
 
 
