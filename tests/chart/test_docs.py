@@ -95,13 +95,42 @@ def condition_types() -> set[str]:
     return types - {"Reconciling"}
 
 
+def struct_literals(text: str, name: str) -> list[str]:
+    """The body of every struct literal `name { ... }` in Rust source, braces balanced, string
+    literals skipped over."""
+    out = []
+    for match in re.finditer(rf"(?<![\w:]){re.escape(name)} \{{", text):
+        depth, i, in_string = 1, match.end(), False
+        while i < len(text) and depth:
+            c = text[i]
+            if in_string:
+                if c == "\\":
+                    i += 1
+                elif c == '"':
+                    in_string = False
+            elif c == '"':
+                in_string = True
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+            i += 1
+        out.append(text[match.end():i - 1])
+    return out
+
+
 def event_reasons() -> set[str]:
-    """Reasons the controller publishes: `EventType::X, "Reason"` pairs, and every reason-like
-    string literal among the arguments of a `publish(...)` call (a reason chosen by an `if`)."""
+    """Reasons the controller publishes: `EventType::X, "Reason"` pairs, every reason-like
+    string literal among the arguments of a `publish(...)` call (a reason chosen by an `if`),
+    and the `reason:` of every `PendingEvent { ... }` (events published after a write)."""
     text = source("controller/reconcile.rs")
     reasons = found(r'EventType::\w+,\s*"(\w+)"', text)
     for arguments in call_arguments(text, "publish"):
         reasons |= found(r'"([A-Z][A-Za-z0-9]+)"', arguments)
+    for body in struct_literals(text, "PendingEvent"):
+        field = re.search(r"\breason:(.*?)(?:,\s*\n\s*message\b|$)", body, flags=re.S)
+        if field:
+            reasons |= found(r'"([A-Z][A-Za-z0-9]+)"', field.group(1))
     return reasons
 
 
@@ -137,7 +166,8 @@ class Docs(unittest.TestCase):
     def test_events_table_covers_the_code(self) -> None:
         reasons = event_reasons()
         for known in ("TookOver", "EntryRemoved", "DriftRepaired", "RecoveredMalformedAwsAuth",
-                      "RecoveredDeletedAwsAuth", "LiveAwsAuthMalformed"):
+                      "RecoveredDeletedAwsAuth", "LiveAwsAuthMalformed", "OriginalEntryRestored",
+                      "PolicyEnforced", "MovedToAccessEntry", "AwsAuthFrozen", "AwsAuthRecreated"):
             self.assertIn(known, reasons)
         table = documented(DOCS / "crd-reference.md", "<!-- events:begin -->", "<!-- events:end -->")
         # Warning events about a mapping carry its outcome's reason.
