@@ -52,7 +52,7 @@ e2e: ## End-to-end tests against the cluster of AWS_AUTH_OPERATOR_E2E_KUBECONFIG
 	@test -n "$$AWS_AUTH_OPERATOR_E2E_KUBECONFIG" || { echo "set AWS_AUTH_OPERATOR_E2E_KUBECONFIG to a kubeconfig of a disposable cluster" >&2; exit 2; }
 	$(CARGO) test --locked --test e2e -- --nocapture
 
-load: ## Load test against the current kubeconfig's cluster (LOAD_ARGS="--count 1000")
+load: ## Load test (docs/load.md): the current kubeconfig's cluster, or LOAD_ARGS="--simulate --count 5000"
 	$(CARGO) run --release --locked --example load -- $(LOAD_ARGS)
 
 venv: $(VENV)/.installed ## Python venv with the tools of the chart tests (Helm 4 engine, Lua 5.1, CEL)

@@ -11,17 +11,29 @@
 //!   `.venv/bin/python` is used when the variable is unset). Without it they are skipped with a
 //!   notice, except with `CI=true`, where a missing tool fails the test;
 //! - the GitOps sample objects those health checks are tested against carry exactly the status
-//!   the operator writes in the situation each one shows (played through `plan()`).
+//!   the operator writes in the situation each one shows (played through `plan()`, and for the
+//!   access-entry side through the access-entry planner and `with_access_entry()`).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use aws_auth_operator::api::{IamIdentityMappingSpec, IamIdentityMappingStatus};
+use aws_auth_operator::accessentries::runner::desired_mapping;
+use aws_auth_operator::accessentries::sync::{
+    AuthenticationMode, MANAGED_BY_TAG, MANAGED_BY_VALUE, MAPPING_TAG, Observed, ObservedEntry,
+    ObservedPolicy, plan_sync, principal_key,
+};
+use aws_auth_operator::accessentries::translate::translate_mapping;
+use aws_auth_operator::accessentries::{AccessEntriesMode, AccessEntryReport, keep_in_aws_auth};
+use aws_auth_operator::api::{
+    IamIdentityMapping, IamIdentityMappingSpec, IamIdentityMappingStatus,
+};
 use aws_auth_operator::awsauth::data_size;
-use aws_auth_operator::plan::{DriftPolicy, LiveAwsAuth, MappingInput, Plan, Settings, plan};
-use aws_auth_operator::status::status_for;
+use aws_auth_operator::plan::{
+    DriftPolicy, LiveAwsAuth, MappingInput, Outcome, Plan, Settings, plan,
+};
+use aws_auth_operator::status::{status_for, with_access_entry};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
@@ -755,11 +767,13 @@ fn role_mapping(name: &str, created: &str, arn: &str, username: &str) -> Mapping
     }
 }
 
-/// The operator's state between reconciles: aws-auth as written and every mapping's status.
+/// The operator's state between reconciles: aws-auth as written and every mapping's status;
+/// with `--access-entries=mirror|only`, the mode and what the access-entry loop last published.
 struct Cluster {
     live: LiveAwsAuth,
     settings: Settings,
     statuses: BTreeMap<String, IamIdentityMappingStatus>,
+    access_entries: Option<(AccessEntriesMode, BTreeMap<String, AccessEntryReport>)>,
 }
 
 impl Cluster {
@@ -775,27 +789,39 @@ impl Cluster {
             },
             settings: Settings::default(),
             statuses: BTreeMap::new(),
+            access_entries: None,
         }
     }
 
-    /// One reconcile: plan, "write" aws-auth (unless blocked), set every mapping's status.
+    /// One reconcile: plan, "write" aws-auth (unless blocked), set every mapping's status; with
+    /// access entries on, as the controller does: a mapping whose access entry is confirmed
+    /// leaves aws-auth in `only` mode, and its status gets the access-entry side.
     fn reconcile(&mut self, mappings: &mut [MappingInput]) -> Plan {
         for mapping in mappings.iter_mut() {
             mapping.last_rendered = self
                 .statuses
                 .get(&mapping.name)
                 .and_then(|s| s.rendered.clone());
+            if let Some((mode, reports)) = &self.access_entries {
+                mapping.served_by_access_entry =
+                    !keep_in_aws_auth(*mode, reports.get(&mapping.name), mapping.generation);
+            }
         }
         let plan = plan(mappings, &self.live, &self.settings);
-        let now = time("2026-11-20T10:00:00Z");
+        let now = sample_now();
         for mapping in mappings.iter() {
             let outcome = &plan.outcomes[&mapping.name];
-            let status = status_for(
-                outcome,
-                mapping.generation,
-                self.statuses.get(&mapping.name),
-                &now,
-            );
+            let previous = self.statuses.get(&mapping.name);
+            let mut status = status_for(outcome, mapping.generation, previous, &now);
+            if let Some((_, reports)) = &self.access_entries {
+                with_access_entry(
+                    &mut status,
+                    reports.get(&mapping.name),
+                    mapping.generation,
+                    previous,
+                    &now,
+                );
+            }
             self.statuses.insert(mapping.name.clone(), status);
         }
         if plan.blocked.is_none() {
@@ -812,6 +838,81 @@ impl Cluster {
     fn status(&self, name: &str) -> IamIdentityMappingStatus {
         self.statuses[name].clone()
     }
+}
+
+fn sample_now() -> Time {
+    time("2026-11-20T10:00:00Z")
+}
+
+/// The IamIdentityMapping object of a sample, as the access-entry loop reads it from the cache.
+fn sample_object(object: &Value) -> IamIdentityMapping {
+    serde_json::from_value(object.clone()).expect("the sample is an IamIdentityMapping")
+}
+
+/// The access entry EKS holds for a sample's mapping: exactly what the mapping translates to,
+/// tagged as the operator's (`managed`) or created by someone else.
+fn eks_entry(object: &Value, managed: bool) -> ObservedEntry {
+    let mapping = sample_object(object);
+    let desired = translate_mapping(&mapping.spec).expect("the sample can become an access entry");
+    let mut tags = BTreeMap::new();
+    if managed {
+        tags.insert(MANAGED_BY_TAG.to_string(), MANAGED_BY_VALUE.to_string());
+        tags.insert(
+            MAPPING_TAG.to_string(),
+            mapping.metadata.name.clone().unwrap_or_default(),
+        );
+    }
+    ObservedEntry {
+        principal_arn: desired.principal_arn.clone(),
+        access_entry_arn: Some(
+            "arn:aws:eks:eu-west-1:111122223333:access-entry/prod/role/111122223333/eks-admin/0ac9a8e1-7d1f-4a4e-b0f7-3f2b4e8d6c10".to_string(),
+        ),
+        type_: desired.type_.as_str().to_string(),
+        username: desired.username.clone(),
+        kubernetes_groups: desired.kubernetes_groups.clone(),
+        tags,
+        policies: Some(
+            desired
+                .policies
+                .iter()
+                .map(|p| ObservedPolicy {
+                    policy_arn: p.policy_arn.clone(),
+                    scope: p.scope.clone(),
+                })
+                .collect(),
+        ),
+    }
+}
+
+/// One pass of the access-entry loop over the sample mappings, against what EKS holds: the
+/// reports it publishes (`lastSyncTime` is the time of the pass, as for an entry first seen).
+fn access_entry_pass(
+    objects: &[Value],
+    entries: Vec<ObservedEntry>,
+    unreadable: &[&str],
+) -> BTreeMap<String, AccessEntryReport> {
+    let desired: Vec<_> = objects
+        .iter()
+        .map(|o| desired_mapping(&sample_object(o)))
+        .collect();
+    let observed = Observed {
+        mode: AuthenticationMode::ApiAndConfigMap,
+        entries,
+        unreadable: unreadable.iter().map(|a| principal_key(a)).collect(),
+    };
+    let sync = plan_sync(&desired, &observed);
+    assert!(
+        sync.work.is_empty(),
+        "the sample scenarios show a steady state: {:?}",
+        sync.work
+    );
+    let mut reports = sync.outcomes;
+    for report in reports.values_mut() {
+        if let Some(status) = report.status.as_mut() {
+            status.last_sync_time = Some(sample_now());
+        }
+    }
+    reports
 }
 
 /// A status without its transition times, as JSON.
@@ -946,6 +1047,118 @@ fn sample_scenarios() -> Vec<(&'static str, IamIdentityMappingStatus)> {
         cluster.reconcile(&mut mappings);
         scenarios.push(("does-not-fit.yaml", cluster.status("ci-deployer")));
     }
+
+    // --access-entries=mirror, before the access-entry loop handled the mapping: aws-auth is
+    // written, the access entry is pending.
+    {
+        let object = sample("access-entry-pending.yaml");
+        let mut mappings = vec![sample_mapping(&object)];
+        let mut cluster = Cluster::new(Some(&[("mapRoles", SAMPLE_NODE_ROLE)]));
+        cluster.access_entries = Some((AccessEntriesMode::Mirror, BTreeMap::new()));
+        cluster.reconcile(&mut mappings);
+        cluster.reconcile(&mut mappings);
+        scenarios.push((
+            "access-entry-pending.yaml",
+            cluster.status("platform-admin"),
+        ));
+    }
+
+    // mirror, both sides in place: the access entry the operator created matches the mapping.
+    {
+        let object = sample("access-entry-in-sync.yaml");
+        let mut mappings = vec![sample_mapping(&object)];
+        let mut cluster = Cluster::new(Some(&[("mapRoles", SAMPLE_NODE_ROLE)]));
+        cluster.access_entries = Some((AccessEntriesMode::Mirror, BTreeMap::new()));
+        cluster.reconcile(&mut mappings);
+        let reports = access_entry_pass(
+            std::slice::from_ref(&object),
+            vec![eks_entry(&object, true)],
+            &[],
+        );
+        cluster.access_entries = Some((AccessEntriesMode::Mirror, reports));
+        cluster.reconcile(&mut mappings);
+        scenarios.push((
+            "access-entry-in-sync.yaml",
+            cluster.status("platform-admin"),
+        ));
+    }
+
+    // mirror, an access entry for the principal that the operator did not create.
+    {
+        let object = sample("access-entry-foreign.yaml");
+        let mut mappings = vec![sample_mapping(&object)];
+        let mut cluster = Cluster::new(Some(&[("mapRoles", SAMPLE_NODE_ROLE)]));
+        let reports = access_entry_pass(
+            std::slice::from_ref(&object),
+            vec![eks_entry(&object, false)],
+            &[],
+        );
+        cluster.access_entries = Some((AccessEntriesMode::Mirror, reports));
+        cluster.reconcile(&mut mappings);
+        cluster.reconcile(&mut mappings);
+        scenarios.push((
+            "access-entry-foreign.yaml",
+            cluster.status("platform-admin"),
+        ));
+    }
+
+    // mirror, the mapping's access entry could not be read from EKS this pass.
+    {
+        let object = sample("access-entry-eks-error.yaml");
+        let mut mappings = vec![sample_mapping(&object)];
+        let mut cluster = Cluster::new(Some(&[("mapRoles", SAMPLE_NODE_ROLE)]));
+        let arn = eks_entry(&object, true).principal_arn;
+        let reports = access_entry_pass(std::slice::from_ref(&object), Vec::new(), &[&arn]);
+        cluster.access_entries = Some((AccessEntriesMode::Mirror, reports));
+        cluster.reconcile(&mut mappings);
+        cluster.reconcile(&mut mappings);
+        scenarios.push((
+            "access-entry-eks-error.yaml",
+            cluster.status("platform-admin"),
+        ));
+    }
+
+    // mirror, a mapping that cannot become an access entry: served by aws-auth, and Ready.
+    {
+        let object = sample("not-migratable.yaml");
+        let mut mappings = vec![sample_mapping(&object)];
+        let mut cluster = Cluster::new(None);
+        let reports = access_entry_pass(std::slice::from_ref(&object), Vec::new(), &[]);
+        cluster.access_entries = Some((AccessEntriesMode::Mirror, reports));
+        cluster.reconcile(&mut mappings);
+        cluster.reconcile(&mut mappings);
+        scenarios.push(("not-migratable.yaml", cluster.status("hybrid-nodes")));
+    }
+
+    // --access-entries=only: rendered into aws-auth first, then, once the access entry is
+    // confirmed, removed from aws-auth; the steady state after that.
+    {
+        let object = sample("served-by-access-entry.yaml");
+        let mut mappings = vec![sample_mapping(&object)];
+        let mut cluster = Cluster::new(Some(&[("mapRoles", SAMPLE_NODE_ROLE)]));
+        cluster.access_entries = Some((AccessEntriesMode::Only, BTreeMap::new()));
+        let first = cluster.reconcile(&mut mappings);
+        assert!(matches!(
+            first.outcomes["platform-admin"],
+            Outcome::Rendered { .. }
+        ));
+        let reports = access_entry_pass(
+            std::slice::from_ref(&object),
+            vec![eks_entry(&object, true)],
+            &[],
+        );
+        cluster.access_entries = Some((AccessEntriesMode::Only, reports));
+        let moved = cluster.reconcile(&mut mappings);
+        assert!(
+            matches!(&moved.outcomes["platform-admin"], Outcome::ServedByAccessEntry { removed, .. } if !removed.is_empty()),
+            "only mode removes the aws-auth entry once the access entry is confirmed"
+        );
+        cluster.reconcile(&mut mappings);
+        scenarios.push((
+            "served-by-access-entry.yaml",
+            cluster.status("platform-admin"),
+        ));
+    }
     scenarios
 }
 
@@ -988,8 +1201,50 @@ fn gitops_sample_scenarios_have_the_outcomes_they_are_named_after() {
         ("blocked-malformed.yaml", "LiveAwsAuthMalformed"),
         ("policy-violation.yaml", "PolicyViolation"),
         ("does-not-fit.yaml", "DoesNotFit"),
+        ("access-entry-pending.yaml", "Pending"),
+        ("access-entry-in-sync.yaml", "Rendered"),
+        ("access-entry-foreign.yaml", "ForeignEntry"),
+        ("access-entry-eks-error.yaml", "EksError"),
+        ("not-migratable.yaml", "Rendered"),
+        ("served-by-access-entry.yaml", "ServedByAccessEntry"),
     ];
     for (file, reason) in expect {
         assert_eq!(reasons[file].as_deref(), Some(reason), "{file}");
+    }
+    assert_eq!(
+        reasons.len(),
+        expect.len(),
+        "every scenario has its expected outcome here"
+    );
+}
+
+/// Every sample of gitops/argocd/testdata with a status the operator writes is played above; the
+/// others show states before the operator's first status.
+#[test]
+fn gitops_samples_are_all_played_or_have_no_status_yet() {
+    let played: BTreeSet<&str> = sample_scenarios().into_iter().map(|(f, _)| f).collect();
+    for entry in std::fs::read_dir(root().join(TESTDATA)).expect("testdata") {
+        let name = entry
+            .expect("entry")
+            .file_name()
+            .to_string_lossy()
+            .to_string();
+        let object = sample(&name);
+        let conditions = object["status"]["conditions"]
+            .as_array()
+            .map_or(0, Vec::len);
+        assert!(
+            played.contains(name.as_str()) || conditions == 0,
+            "{TESTDATA}/{name} carries conditions but no scenario of tests/packaging.rs plays it"
+        );
+        let reconciling = object["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == "Reconciling");
+        assert!(
+            !reconciling,
+            "{TESTDATA}/{name}: the operator never sets Reconciling"
+        );
     }
 }

@@ -1,11 +1,17 @@
 -- Argo CD health check for awsauth.dev/IamIdentityMapping (aws-auth-operator).
 -- Argo CD runs it with gopher-lua (Lua 5.1); `obj` is the live object.
 --
---   Progressing  no status yet, or the status describes an older generation, or Reconciling=True
+--   Progressing  no status yet, or the status describes an older generation (the operator sets
+--                no Reconciling condition: it writes each status once the outcome is known, so
+--                a stale observedGeneration is what "in progress" looks like), or Ready=False
+--                while the EKS access entry is on its way (reason Pending or EksError, with
+--                --access-entries=mirror|only; never Stalled)
 --   Degraded     Stalled=True (invalid spec, conflict, protected principal, group policy,
---                does not fit, blocked write), Conflict=True, or Ready=False (e.g. a drift
---                left in place)
---   Healthy      Ready=True for the current generation
+--                does not fit, blocked write, a foreign access entry, a cluster in CONFIG_MAP
+--                mode), Conflict=True, or any other Ready=False (e.g. a drift left in place)
+--   Healthy      Ready=True for the current generation (served by aws-auth, by an access
+--                entry, or both); for a mapping that cannot become an access entry (it stays
+--                in aws-auth), the AccessEntrySynced condition (NotMigratable) says why
 local hs = {}
 
 local function describe(condition)
@@ -58,13 +64,6 @@ if conflict ~= nil and conflict.status == "True" then
   return hs
 end
 
-local reconciling = conditions["Reconciling"]
-if reconciling ~= nil and reconciling.status == "True" then
-  hs.status = "Progressing"
-  hs.message = describe(reconciling)
-  return hs
-end
-
 local ready = conditions["Ready"]
 if ready == nil then
   hs.status = "Progressing"
@@ -81,6 +80,19 @@ end
 if ready.status == "True" then
   hs.status = "Healthy"
   hs.message = ready.message
+  -- Ready, and served by aws-auth only: say why the access entry is not there (NotMigratable).
+  local access = conditions["AccessEntrySynced"]
+  if access ~= nil and access.status == "False" then
+    hs.message = (hs.message or "") .. "; " .. describe(access)
+  end
+  return hs
+end
+
+-- The access-entry side in progress: the access-entry loop has not handled this generation yet,
+-- or EKS could not be reached or refused a call (retried at its next pass).
+if ready.status == "False" and (ready.reason == "Pending" or ready.reason == "EksError") then
+  hs.status = "Progressing"
+  hs.message = describe(ready)
   return hs
 end
 

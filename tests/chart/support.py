@@ -162,9 +162,9 @@ def help_flags(*subcommand: str) -> dict[str, dict[str, Any]]:
     return flags
 
 
-def subcommands() -> list[str]:
-    """The subcommands listed by `aws-auth-operator --help`."""
-    text = run_binary("--help")
+def subcommands(*parent: str) -> list[str]:
+    """The subcommands listed by `aws-auth-operator [PARENT...] --help` (none: an empty list)."""
+    text = run_binary(*parent, "--help")
     names, in_commands = [], False
     for line in text.splitlines():
         if line.startswith("Commands:"):

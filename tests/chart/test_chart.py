@@ -169,6 +169,13 @@ FLAGS: dict[str, Flag] = {
         lambda v: v["accessEntries"]["clusterName"] or None,
         extra={"accessEntries": {"mode": "only"}},
     ),
+    "--region": Flag(
+        "accessEntries.region",
+        "eu-west-1",
+        ["--region=eu-west-1"],
+        lambda v: v["accessEntries"]["region"] or None,
+        extra={"accessEntries": {"mode": "mirror", "clusterName": "prod-eu"}},
+    ),
     "--eks-endpoint": Flag(
         "accessEntries.endpoint",
         "https://eks.eu-west-1.amazonaws.com",
@@ -176,12 +183,24 @@ FLAGS: dict[str, Flag] = {
         lambda v: v["accessEntries"]["endpoint"] or None,
         extra={"accessEntries": {"mode": "mirror", "clusterName": "prod-eu"}},
     ),
+    "--access-entries-concurrency": Flag(
+        "accessEntries.concurrency",
+        8,
+        ["--access-entries-concurrency=8"],
+        lambda v: str(v["accessEntries"]["concurrency"]),
+    ),
+    "--access-entries-resync-seconds": Flag(
+        "accessEntries.resyncSeconds",
+        120,
+        ["--access-entries-resync-seconds=120"],
+        lambda v: str(v["accessEntries"]["resyncSeconds"]),
+    ),
 }
 
-# Flags the chart renders although the binary does not have them yet: the access-entries flags,
-# which the operator is gaining (issue: access entries). Keep this list short and explicit; a
-# flag leaves it as soon as the binary has it (the test then says so).
-NOT_YET_IN_BINARY = {"--access-entries", "--cluster-name", "--eks-endpoint"}
+# Flags the chart renders although the binary does not have them yet (a flag the operator is
+# gaining). Keep this set short and explicit; a flag leaves it as soon as the binary has it (the
+# test then says so). Empty: every flag the chart renders exists.
+NOT_YET_IN_BINARY: set[str] = set()
 
 # Where the chart's default deliberately differs from the binary's.
 DEFAULT_DIFFERS = {
@@ -378,8 +397,7 @@ class Flags(unittest.TestCase):
         for name in sorted(set(FLAGS) - set(self.binary_flags)):
             self.assertIn(name, NOT_YET_IN_BINARY, f"the chart renders {name}, which the binary does not have")
         arrived = sorted(NOT_YET_IN_BINARY & set(self.binary_flags))
-        if arrived:
-            print(f"\nnote: {', '.join(arrived)} now exist in the binary: remove them from NOT_YET_IN_BINARY")
+        self.assertEqual(arrived, [], "these flags exist in the binary now: remove them from NOT_YET_IN_BINARY")
 
     def test_each_value_reaches_the_args(self) -> None:
         default_args = args()
@@ -444,15 +462,45 @@ class Flags(unittest.TestCase):
                     self.assertEqual(sorted(enum or []), sorted(info["possible_values"]),
                                      f"values.schema.json enum of {FLAGS[name].path}")
 
-    def test_access_entries_only_when_on(self) -> None:
+    def test_access_entries_flags(self) -> None:
+        # Off by default: the mode and the loop's settings are rendered like every other flag,
+        # the cluster, region and endpoint only when set.
         default = args()
-        for name in ("--access-entries", "--cluster-name", "--eks-endpoint"):
-            self.assertFalse([a for a in default if flag_name(a) == name])
+        self.assertIn("--access-entries=off", default)
+        self.assertIn("--access-entries-concurrency=4", default)
+        self.assertIn("--access-entries-resync-seconds=300", default)
+        for name in ("--cluster-name", "--region", "--eks-endpoint"):
+            self.assertFalse([a for a in default if flag_name(a) == name], name)
+        # The region is a flag, not an environment variable of the chart's own.
         objects = render({"accessEntries": {"mode": "only", "clusterName": "prod", "region": "eu-west-1"}})
-        env = {e["name"]: e.get("value") for e in container(objects)["env"]}
-        self.assertEqual(env["AWS_REGION"], "eu-west-1")
+        on = container(objects)["args"]
+        for expected in ("--access-entries=only", "--cluster-name=prod", "--region=eu-west-1"):
+            self.assertIn(expected, on)
+        self.assertNotIn("AWS_REGION", {e["name"] for e in container(objects)["env"]})
+        self.assert_binary_accepts(on)
+        # Settings given while off reach the binary too (it ignores them until a mode is set).
         off = args({"accessEntries": {"mode": "off", "clusterName": "prod", "endpoint": "https://x"}})
-        self.assertFalse([a for a in off if flag_name(a) in ("--cluster-name", "--eks-endpoint")])
+        self.assertIn("--cluster-name=prod", off)
+        self.assertIn("--eks-endpoint=https://x", off)
+        self.assert_binary_accepts(off)
+        # The binary refuses mirror without a cluster at start; the chart refuses it at install.
+        with self.assertRaises(helm.HelmValuesError):
+            render({"accessEntries": {"mode": "mirror"}})
+
+    def test_irsa_and_pod_identity(self) -> None:
+        arn = "arn:aws:iam::111122223333:role/aws-auth-operator"
+        values = {"accessEntries": {"mode": "mirror", "clusterName": "prod", "region": "eu-west-1"},
+                  "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}}}
+        objects = render(values)
+        sa = one(objects, "ServiceAccount")
+        self.assertEqual(sa["metadata"]["annotations"], {"eks.amazonaws.com/role-arn": arn})
+        self.assertEqual(one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"],
+                         sa["metadata"]["name"])
+        # The RBAC does not change: access entries need AWS IAM, no Kubernetes rights.
+        key = lambda o: (o["kind"], o["metadata"]["name"], json.dumps(o.get("rules")))  # noqa: E731
+        kinds = ("Role", "ClusterRole")
+        self.assertEqual(sorted(key(o) for o in render() if o["kind"] in kinds),
+                         sorted(key(o) for o in objects if o["kind"] in kinds))
 
 
 class Schema(unittest.TestCase):
@@ -474,6 +522,10 @@ class Schema(unittest.TestCase):
         ({"accessEntries": {"mode": "mirror"}}, "/accessEntries"),
         ({"accessEntries": {"mode": "on", "clusterName": "x"}}, "/accessEntries/mode"),
         ({"accessEntries": {"region": "Ireland"}}, "/accessEntries/region"),
+        ({"accessEntries": {"concurrency": 0}}, "/accessEntries/concurrency"),
+        ({"accessEntries": {"concurrency": 65}}, "/accessEntries/concurrency"),
+        ({"accessEntries": {"resyncSeconds": 5}}, "/accessEntries/resyncSeconds"),
+        ({"accessEntries": {"endpoint": "eks.eu-west-1.amazonaws.com"}}, "/accessEntries/endpoint"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"image": {"digest": "sha256:123"}}, "/image/digest"),
         ({"metrics": {"port": 70000}}, "/metrics/port"),
@@ -619,6 +671,13 @@ class OptionalObjects(unittest.TestCase):
         self.assertEqual(len(np["spec"]["egress"]), 2, "API server and DNS")
         np = one(render({"networkPolicy": {"enabled": True, "allowDNS": False}}), "NetworkPolicy")
         self.assertEqual(len(np["spec"]["egress"]), 1)
+        # With access entries, also the EKS Pod Identity Agent (the AWS APIs are HTTPS: rule 1).
+        np = one(render({"networkPolicy": {"enabled": True},
+                         "accessEntries": {"mode": "mirror", "clusterName": "prod"}}), "NetworkPolicy")
+        self.assertEqual(len(np["spec"]["egress"]), 3)
+        agent = np["spec"]["egress"][1]
+        self.assertEqual(agent["ports"], [{"port": 80, "protocol": "TCP"}])
+        self.assertEqual([p["ipBlock"]["cidr"] for p in agent["to"]], ["169.254.170.23/32", "fd00:ec2::23/128"])
 
     def test_notes_warn_without_group_policy(self) -> None:
         notes = support.render_files()["aws-auth-operator/templates/NOTES.txt"]
@@ -626,6 +685,24 @@ class OptionalObjects(unittest.TestCase):
         notes = support.render_files({"operator": {"deniedGroups": ["system:masters"]}})[
             "aws-auth-operator/templates/NOTES.txt"]
         self.assertNotIn("No group policy is set", notes)
+
+    def test_notes_on_access_entries(self) -> None:
+        notes = support.render_files()["aws-auth-operator/templates/NOTES.txt"]
+        self.assertNotIn("EKS access entries", notes)
+        self.assertIn("awsauth.dev/frozen", notes)
+        notes = support.render_files({"accessEntries": {"mode": "mirror", "clusterName": "prod"}})[
+            "aws-auth-operator/templates/NOTES.txt"]
+        self.assertIn("EKS access entries (mirror) for the cluster prod.", notes)
+        self.assertIn("not set", notes)
+        self.assertIn("accessEntries.region is empty", notes)
+        arn = "arn:aws:iam::111122223333:role/aws-auth-operator"
+        notes = support.render_files({
+            "accessEntries": {"mode": "only", "clusterName": "prod", "region": "eu-west-1"},
+            "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}},
+        })["aws-auth-operator/templates/NOTES.txt"]
+        self.assertIn("for the cluster prod in eu-west-1.", notes)
+        self.assertIn(f"IRSA: {arn}", notes)
+        self.assertNotIn("accessEntries.region is empty", notes)
 
 
 if __name__ == "__main__":

@@ -79,16 +79,58 @@ def status_reasons() -> set[str]:
     reasons |= found(r'ArnError::\w+ \{ \.\. \} => "(\w+)"', source("arn.rs"))
     reasons |= found(r'(?:Outcome|Blocked)::\w+ \{ \.\. \} => "(\w+)"', source("plan.rs"))
     reasons |= found(r'push\(\s*\w+,\s*(?:true|false),\s*"(\w+)"', source("status.rs"))
+    # The AccessEntrySynced condition's reasons (which Ready carries too while they hold it back).
+    reasons |= access_entry_reasons()
     return reasons
 
 
+def access_entry_reasons() -> set[str]:
+    return found(r'SyncReason::\w+ => "(\w+)"', source("accessentries/report.rs"))
+
+
+def condition_types() -> set[str]:
+    """The condition types the operator writes (status.rs), without the one it never sets."""
+    types = found(r'pub const \w+: &str = "(\w+)";', source("status.rs"))
+    types |= found(r'pub const CONDITION_TYPE: &str = "(\w+)";', source("accessentries/report.rs"))
+    return types - {"Reconciling"}
+
+
+def struct_literals(text: str, name: str) -> list[str]:
+    """The body of every struct literal `name { ... }` in Rust source, braces balanced, string
+    literals skipped over."""
+    out = []
+    for match in re.finditer(rf"(?<![\w:]){re.escape(name)} \{{", text):
+        depth, i, in_string = 1, match.end(), False
+        while i < len(text) and depth:
+            c = text[i]
+            if in_string:
+                if c == "\\":
+                    i += 1
+                elif c == '"':
+                    in_string = False
+            elif c == '"':
+                in_string = True
+            elif c == "{":
+                depth += 1
+            elif c == "}":
+                depth -= 1
+            i += 1
+        out.append(text[match.end():i - 1])
+    return out
+
+
 def event_reasons() -> set[str]:
-    """Reasons the controller publishes: `EventType::X, "Reason"` pairs, and every reason-like
-    string literal among the arguments of a `publish(...)` call (a reason chosen by an `if`)."""
+    """Reasons the controller publishes: `EventType::X, "Reason"` pairs, every reason-like
+    string literal among the arguments of a `publish(...)` call (a reason chosen by an `if`),
+    and the `reason:` of every `PendingEvent { ... }` (events published after a write)."""
     text = source("controller/reconcile.rs")
     reasons = found(r'EventType::\w+,\s*"(\w+)"', text)
     for arguments in call_arguments(text, "publish"):
         reasons |= found(r'"([A-Z][A-Za-z0-9]+)"', arguments)
+    for body in struct_literals(text, "PendingEvent"):
+        field = re.search(r"\breason:(.*?)(?:,\s*\n\s*message\b|$)", body, flags=re.S)
+        if field:
+            reasons |= found(r'"([A-Z][A-Za-z0-9]+)"', field.group(1))
     return reasons
 
 
@@ -99,14 +141,33 @@ class Docs(unittest.TestCase):
         for known in ("ArnAndAccount", "ArnIsGroup", "Rendered", "ProtectedPrincipal",
                       "LiveAwsAuthMalformed", "NoConflict", "HandEdited"):
             self.assertIn(known, reasons, "tests/chart/test_docs.py no longer finds the reasons in src/")
+        for known in ("ServedByAccessEntry", "Pending", "ForeignEntry", "NotMigratable"):
+            self.assertIn(known, reasons, "tests/chart/test_docs.py no longer finds the reasons in src/")
         table = documented(DOCS / "crd-reference.md", "<!-- reasons:begin -->", "<!-- reasons:end -->")
         missing = sorted(reasons - table)
         self.assertEqual(missing, [], "reasons missing from the table in docs/crd-reference.md")
 
+    def test_conditions_table_covers_the_code(self) -> None:
+        types = condition_types()
+        self.assertIn("AccessEntrySynced", types)
+        text = (DOCS / "crd-reference.md").read_text()
+        start = text.index("| condition | True means |")
+        section = text[start:text.index("\n\n", start)]
+        rows = {line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")}
+        self.assertEqual(sorted(types - rows), [], "condition types missing from docs/crd-reference.md")
+        self.assertNotIn("Reconciling", rows, "the operator never sets Reconciling")
+
+    def test_frozen_annotation_is_documented(self) -> None:
+        (annotation,) = found(r'FROZEN_ANNOTATION: &str = "([^"]+)"', source("controller/reconcile.rs"))
+        for doc in ("operations.md", "troubleshooting.md", "crd-reference.md"):
+            self.assertIn(f"kubectl annotate configmap -n kube-system aws-auth {annotation}-",
+                          (DOCS / doc).read_text(), doc)
+
     def test_events_table_covers_the_code(self) -> None:
         reasons = event_reasons()
         for known in ("TookOver", "EntryRemoved", "DriftRepaired", "RecoveredMalformedAwsAuth",
-                      "RecoveredDeletedAwsAuth", "LiveAwsAuthMalformed"):
+                      "RecoveredDeletedAwsAuth", "LiveAwsAuthMalformed", "OriginalEntryRestored",
+                      "PolicyEnforced", "MovedToAccessEntry", "AwsAuthFrozen", "AwsAuthRecreated"):
             self.assertIn(known, reasons)
         table = documented(DOCS / "crd-reference.md", "<!-- events:begin -->", "<!-- events:end -->")
         # Warning events about a mapping carry its outcome's reason.
@@ -147,8 +208,9 @@ class Docs(unittest.TestCase):
     def test_every_run_flag_is_in_the_cli_reference(self) -> None:
         text = (DOCS / "cli.md").read_text()
         self.assertEqual(text, generate.cli_doc_with_reference(text), "docs/cli.md is stale: run `make chart-docs`")
-        for command in support.subcommands():
-            self.assertIn(f'<a id="{command}"></a>', text)
+        for command in generate.commands():
+            self.assertIn(f'<a id="{generate.cli_anchor(command)}"></a>', text)
+        self.assertIn(["migrate", "plan"], generate.commands())
 
     def test_links_resolve(self) -> None:
         files = [*DOCS.glob("*.md"), ROOT / "README.md", support.CHART / "README.md"]

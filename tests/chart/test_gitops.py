@@ -63,13 +63,27 @@ class ArgoCdHealth(unittest.TestCase):
             true = {c["type"] for c in status.get("conditions", []) if c["status"] == "True"}
             conditions.append((case["healthStatus"]["status"], true, obj, status))
         self.assertTrue(any(s == "Healthy" and "Ready" in t for s, t, _, _ in conditions))
-        self.assertTrue(any(s == "Progressing" and "Reconciling" in t for s, t, _, _ in conditions))
+        ready_reason = lambda st: next((c.get("reason") for c in st.get("conditions", [])  # noqa: E731
+                                        if c["type"] == "Ready"), None)
+        self.assertTrue(any(s == "Progressing" and ready_reason(st) == "Pending" for s, _, _, st in conditions),
+                        "an access entry on its way")
+        self.assertTrue(any(s == "Progressing" and ready_reason(st) == "EksError" for s, _, _, st in conditions))
+        self.assertTrue(any(s == "Healthy" and ready_reason(st) == "ServedByAccessEntry" for s, _, _, st in conditions))
+        self.assertTrue(any(s == "Healthy" and "AccessEntrySynced" not in t and "accessEntry" not in st
+                            and any(c["type"] == "AccessEntrySynced" for c in st.get("conditions", []))
+                            for s, t, _, st in conditions), "a mapping that cannot migrate is Healthy")
+        self.assertTrue(any(s == "Degraded" and ready_reason(st) == "ForeignEntry" and "Stalled" in t
+                            for s, t, _, st in conditions))
         self.assertTrue(any(s == "Degraded" and "Stalled" in t for s, t, _, _ in conditions))
         self.assertTrue(any(s == "Degraded" and "Conflict" in t for s, t, _, _ in conditions))
         self.assertTrue(any(s == "Progressing" and not st for s, _, _, st in conditions), "no status yet")
         self.assertTrue(any(
             s == "Progressing" and "Ready" in t and st.get("observedGeneration", 0) < o["metadata"]["generation"]
             for s, t, o, st in conditions), "stale observedGeneration")
+        # The operator never sets Reconciling: no sample may pretend it does.
+        for _, _, obj, status in conditions:
+            self.assertNotIn("Reconciling", {c["type"] for c in status.get("conditions", [])},
+                             obj["metadata"]["name"])
 
     def test_stale_generation_wins_over_ready(self) -> None:
         obj = testdata("testdata/healthy.yaml")
@@ -82,14 +96,14 @@ class ArgoCdHealth(unittest.TestCase):
 
     def test_any_status_gives_a_valid_verdict(self) -> None:
         rng = random.Random(11)
-        types = ["Ready", "Reconciling", "Stalled", "Valid", "Conflict", "Drifted", "Other"]
+        types = ["Ready", "Stalled", "Valid", "Conflict", "Drifted", "AccessEntrySynced", "Reconciling", "Other"]
         for _ in range(500):
             generation = rng.randint(1, 3)
             conditions = []
             for t in rng.sample(types, rng.randint(0, len(types))):
                 c: dict[str, Any] = {"type": t, "status": rng.choice(["True", "False", "Unknown"])}
                 if rng.random() < 0.8:
-                    c["reason"] = "R"
+                    c["reason"] = rng.choice(["R", "Pending", "EksError", "NotMigratable"])
                 if rng.random() < 0.8:
                     c["message"] = "m"
                 if rng.random() < 0.8:
@@ -107,6 +121,20 @@ class ArgoCdHealth(unittest.TestCase):
                 self.assertNotEqual(by_type.get("Stalled"), "True", obj)
                 self.assertNotEqual(by_type.get("Conflict"), "True", obj)
                 self.assertEqual(status.get("observedGeneration"), generation, obj)
+            if got["status"] == "Degraded":
+                self.assertTrue(by_type.get("Stalled") == "True" or by_type.get("Conflict") == "True"
+                                or by_type.get("Ready") == "False", obj)
+            # Reconciling means nothing: the operator never sets it.
+            without = {"metadata": obj["metadata"],
+                       "status": {**status, "conditions": [c for c in conditions if c["type"] != "Reconciling"]}}
+            self.assertEqual(run_health(without)["status"], got["status"], obj)
+            # Flux agrees on every status shaped like the operator's: observedGeneration on the
+            # status and the same on every condition (a missing one makes kstatus skip its check).
+            shaped = "observedGeneration" in status and all(
+                c.get("observedGeneration") == status["observedGeneration"] for c in conditions)
+            if shaped:
+                flux = flux_status(flux_check(), obj)
+                self.assertIn(flux, ARGO_TO_FLUX[got["status"]], f"Flux says {flux}, Argo CD {got['status']}: {obj}")
 
     def test_argocd_cm_snippet_holds_the_script(self) -> None:
         self.assertEqual(generate.ARGOCD_CM.read_text(), generate.argocd_cm(),
@@ -129,6 +157,17 @@ class ArgoCdHealth(unittest.TestCase):
             obj = testdata(case["inputPath"])
             self.assertEqual(obj["apiVersion"], f"{crd['spec']['group']}/{version['name']}")
             self.assertEqual(set(obj.get("status", {})) - set(status), set(), case["inputPath"])
+
+
+def flux_check() -> dict[str, str]:
+    """The healthCheckExprs entry of gitops/flux/kustomization.yaml for IamIdentityMapping."""
+    docs = support.yaml_docs(FLUX / "kustomization.yaml")
+    (kustomization,) = [d for d in docs if d["kind"] == "Kustomization"]
+    crd = yaml.safe_load(support.CRD_FILE.read_text())
+    api_version = f"{crd['spec']['group']}/{crd['spec']['versions'][0]['name']}"
+    (check,) = [c for c in kustomization["spec"]["healthCheckExprs"]
+                if c["apiVersion"] == api_version and c["kind"] == crd["spec"]["names"]["kind"]]
+    return check
 
 
 def flux_status(check: dict[str, str], obj: dict[str, Any]) -> str:
@@ -159,7 +198,12 @@ FLUX_EXPECTED = {
     "testdata/no-status.yaml": "Unknown",
     "testdata/empty-conditions.yaml": "Unknown",
     "testdata/stale-generation.yaml": "InProgress",
-    "testdata/reconciling.yaml": "InProgress",
+    "testdata/access-entry-pending.yaml": "InProgress",
+    "testdata/access-entry-eks-error.yaml": "InProgress",
+    "testdata/access-entry-in-sync.yaml": "Current",
+    "testdata/access-entry-foreign.yaml": "Failed",
+    "testdata/not-migratable.yaml": "Current",
+    "testdata/served-by-access-entry.yaml": "Current",
     "testdata/stalled-invalid.yaml": "Failed",
     "testdata/conflict.yaml": "Failed",
     "testdata/drifted-report.yaml": "Failed",

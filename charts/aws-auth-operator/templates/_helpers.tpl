@@ -98,13 +98,20 @@ tests/chart/test_chart.py fails for a flag of the binary that no value reaches.
 {{- end }}
 - {{ printf "--lease-namespace=%s" (include "aws-auth-operator.leaseNamespace" .) | quote }}
 - {{ printf "--metrics-addr=%s" (include "aws-auth-operator.metricsAddr" .) | quote }}
-{{- if ne .Values.accessEntries.mode "off" }}
 - {{ printf "--access-entries=%s" .Values.accessEntries.mode | quote }}
+{{- if ne .Values.accessEntries.mode "off" }}
 - {{ printf "--cluster-name=%s" (required "accessEntries.clusterName is required when accessEntries.mode is not off" .Values.accessEntries.clusterName) | quote }}
+{{- else if .Values.accessEntries.clusterName }}
+- {{ printf "--cluster-name=%s" .Values.accessEntries.clusterName | quote }}
+{{- end }}
+{{- with .Values.accessEntries.region }}
+- {{ printf "--region=%s" . | quote }}
+{{- end }}
 {{- with .Values.accessEntries.endpoint }}
 - {{ printf "--eks-endpoint=%s" . | quote }}
 {{- end }}
-{{- end }}
+- {{ printf "--access-entries-concurrency=%d" (int .Values.accessEntries.concurrency) | quote }}
+- {{ printf "--access-entries-resync-seconds=%d" (int .Values.accessEntries.resyncSeconds) | quote }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}
 {{- end }}
