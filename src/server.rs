@@ -80,6 +80,7 @@ pub struct Metrics {
     conflicts: Gauge,
     leader: Gauge,
     history_revisions: Gauge,
+    aws_auth_frozen: Gauge,
 }
 
 impl Default for Metrics {
@@ -102,6 +103,7 @@ impl Metrics {
         let conflicts = Gauge::default();
         let leader = Gauge::default();
         let history_revisions = Gauge::default();
+        let aws_auth_frozen = Gauge::default();
 
         // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
         // registry; the names here must not repeat them.
@@ -161,6 +163,11 @@ impl Metrics {
             "Revisions of aws-auth kept in kube-system/aws-auth-operator-history after the last one recorded",
             history_revisions.clone(),
         );
+        registry.register(
+            "aws_auth_frozen",
+            "1 while aws-auth is frozen (annotation awsauth.dev/frozen: no managed entry is removed until a person lifts it), else 0",
+            aws_auth_frozen.clone(),
+        );
 
         // Both result series exist from the start so `rate()` over them is defined before the
         // first error.
@@ -181,6 +188,7 @@ impl Metrics {
             conflicts,
             leader,
             history_revisions,
+            aws_auth_frozen,
         }
     }
 
@@ -232,6 +240,10 @@ impl Metrics {
 
     pub fn set_history_revisions(&self, kept: usize) {
         self.history_revisions.set(to_i64(kept));
+    }
+
+    pub fn set_frozen(&self, frozen: bool) {
+        self.aws_auth_frozen.set(i64::from(frozen));
     }
 
     /// The OpenMetrics text exposition, ending in `# EOF`.
@@ -462,6 +474,7 @@ mod tests {
             "aws_auth_operator_drift_repairs_total 0",
             "aws_auth_operator_conflicts 0",
             "aws_auth_operator_leader 0",
+            "aws_auth_operator_aws_auth_frozen 0",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");
         }
@@ -486,6 +499,7 @@ mod tests {
         m.status_written();
         m.drift_repaired(4);
         m.set_leader(true);
+        m.set_frozen(true);
         let text = m.encode();
         for line in [
             "# TYPE aws_auth_operator_reconcile_errors counter",
@@ -505,6 +519,7 @@ mod tests {
             "aws_auth_operator_status_writes_total 2",
             "aws_auth_operator_drift_repairs_total 4",
             "aws_auth_operator_leader 1",
+            "aws_auth_operator_aws_auth_frozen 1",
         ] {
             assert!(text.contains(line), "missing {line:?} in\n{text}");
         }

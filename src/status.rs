@@ -11,7 +11,6 @@ use crate::api::{IamIdentityMappingStatus, RenderedEntry};
 use crate::plan::Outcome;
 
 pub const READY: &str = "Ready";
-pub const RECONCILING: &str = "Reconciling";
 pub const STALLED: &str = "Stalled";
 pub const VALID: &str = "Valid";
 pub const CONFLICT: &str = "Conflict";
@@ -302,7 +301,11 @@ mod tests {
         let s = status_for(&outcome, Some(3), None, &time(10));
         assert_eq!(get(&s, READY), Some(("True", "Rendered")));
         assert_eq!(get(&s, STALLED), None);
-        assert_eq!(get(&s, RECONCILING), None);
+        assert_eq!(
+            get(&s, "Reconciling"),
+            None,
+            "no Reconciling condition any more"
+        );
         assert_eq!(s.observed_generation, Some(3));
         assert_eq!(
             s.rendered.as_ref().unwrap().principal,

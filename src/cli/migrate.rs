@@ -38,7 +38,8 @@ pub struct PlanArgs {
     /// its entries is translated too.
     #[arg(long)]
     pub live: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    /// `text` for people, `json` (one document) for scripts and CI.
+    #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }
 

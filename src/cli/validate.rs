@@ -12,6 +12,7 @@ pub struct ValidateArgs {
     /// aws-auth ConfigMap manifests (single or multi-document, `kubectl get -o yaml` output).
     #[arg(required = true)]
     pub files: Vec<PathBuf>,
+    /// `text` for people, `json` (one document) for scripts and CI.
     #[arg(long, short, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 }

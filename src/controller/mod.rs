@@ -389,6 +389,7 @@ pub async fn reconcile_loop<F: Future + Unpin>(
                 }
                 health.set_problem("reconcile", None);
                 health.set_problem("aws-auth", report.frozen.clone());
+                metrics.set_frozen(report.frozen.is_some());
                 backoff = Duration::from_millis(500);
                 failures = 0;
             }

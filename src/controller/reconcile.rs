@@ -19,6 +19,7 @@ use tracing::{debug, error, info, warn};
 
 use super::events::EventPublisher;
 use super::history::{self, Origin, State, describe_kube_error};
+use crate::accessentries::report::SyncReason;
 use crate::accessentries::{AccessEntriesMode, AccessEntryReport, ReportBoard, keep_in_aws_auth};
 use crate::api::{CRD_NAME, IamIdentityMapping, IamIdentityMappingStatus};
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, parse_data};
@@ -599,23 +600,13 @@ async fn apply_statuses(
             if matches!(outcome, Outcome::Rendered { drift: Some(d), .. } if d.repaired) {
                 report.drift_repairs += 1;
             }
-            let was_ready = known.is_some_and(|s| {
-                crate::status::condition(s, crate::status::READY)
-                    .is_some_and(|c| c.status == "True")
-            });
-            changes.push((
-                mapping.clone(),
-                name,
-                uid,
-                outcome.clone(),
-                desired,
-                known.is_some() && !was_ready,
-            ));
+            let event = outcome_event(outcome, known, &desired);
+            changes.push((mapping.clone(), name, uid, event, desired));
         }
         written.retain(|uid, _| live_uids.contains(uid));
     }
     let results: Vec<Result<bool, ReconcileError>> = stream::iter(changes)
-        .map(|(mapping, name, uid, outcome, desired, recovered)| {
+        .map(|(mapping, name, uid, event, desired)| {
             let api = api.clone();
             async move {
                 match api
@@ -627,12 +618,14 @@ async fn apply_statuses(
                     .await
                 {
                     Ok(_) => {
-                        debug!(mapping = %name, reason = outcome.reason(), "status updated");
+                        debug!(mapping = %name, "status updated");
                         ctx.written
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(uid, desired);
-                        publish_outcome(ctx, &mapping, &outcome, recovered).await;
+                        if let Some((type_, reason, message)) = event {
+                            publish(ctx, &mapping.object_ref(&()), type_, reason, &message).await;
+                        }
                         Ok(true)
                     }
                     // Deleted since the store was read: the next reconcile drops its entry.
@@ -883,33 +876,45 @@ fn describe_at_most(entries: &[Entry], limit: usize) -> String {
     }
 }
 
-/// An event on the mapping when its outcome changed to something worth one: a problem, a
-/// drift, or a mapping that is Ready again after one (`recovered`). A mapping rendered for the
-/// first time gets none: its status says so, and a burst of a thousand new mappings must not
-/// cost a thousand more writes.
-async fn publish_outcome(
-    ctx: &Context,
-    mapping: &IamIdentityMapping,
+/// The event a status change is worth, if any: a problem that is new or changed (its Ready
+/// reason or message differs from the known status), a drift, or a mapping that is Ready again
+/// after a problem. A mapping rendered for the first time gets none, nor one whose access entry
+/// was pending: its status says so, and a burst of a thousand new mappings must not cost a
+/// thousand more writes. A mapping served by its access entry gets `MovedToAccessEntry` when
+/// its aws-auth entry is removed (see `publish_notes`).
+fn outcome_event(
     outcome: &Outcome,
-    recovered: bool,
-) {
+    known: Option<&IamIdentityMappingStatus>,
+    desired: &IamIdentityMappingStatus,
+) -> Option<(EventType, &'static str, String)> {
+    let ready = |s: &IamIdentityMappingStatus| {
+        crate::status::condition(s, crate::status::READY)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+    let before = known.and_then(ready);
+    let after = ready(desired);
+    let ready_changed = before != after;
+    let recovered = before.as_ref().is_some_and(|(status, reason, _)| {
+        status != "True" && reason != SyncReason::Pending.as_str()
+    });
     let (type_, reason) = match outcome {
         Outcome::Rendered { drift: Some(d), .. } if d.repaired => {
             (EventType::Normal, "DriftRepaired")
         }
         Outcome::Rendered { drift: Some(_), .. } => (EventType::Warning, "DriftDetected"),
-        Outcome::Rendered { .. } if recovered => (EventType::Normal, "Rendered"),
-        Outcome::Rendered { .. } => return,
-        other => (EventType::Warning, other.reason()),
+        Outcome::Rendered { .. } | Outcome::ServedByAccessEntry { .. } => {
+            let ready_again = after
+                .as_ref()
+                .is_some_and(|(status, _, _)| status == "True");
+            if !(recovered && ready_again) {
+                return None;
+            }
+            (EventType::Normal, "Rendered")
+        }
+        other if ready_changed => (EventType::Warning, other.reason()),
+        _ => return None,
     };
-    publish(
-        ctx,
-        &mapping.object_ref(&()),
-        type_,
-        reason,
-        &outcome.message(),
-    )
-    .await;
+    Some((type_, reason, outcome.message()))
 }
 
 async fn publish(
@@ -928,5 +933,129 @@ async fn publish(
         } else {
             warn!(error = %describe_kube_error(&err), reason, "could not publish event");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::jiff::Timestamp;
+
+    use super::*;
+    use crate::awsauth::ArnMapping;
+
+    fn time(s: i64) -> Time {
+        Time(Timestamp::from_second(s).expect("valid time"))
+    }
+
+    fn entry() -> Entry {
+        Entry::Role(ArnMapping {
+            arn: "arn:aws:iam::111122223333:role/admin".into(),
+            username: "admin".into(),
+            groups: vec!["view".into()],
+            extra: Default::default(),
+        })
+    }
+
+    fn rendered() -> Outcome {
+        Outcome::Rendered {
+            entry: entry(),
+            took_over: Vec::new(),
+            drift: None,
+            contenders: Vec::new(),
+            gives_back_on_delete: false,
+        }
+    }
+
+    fn conflict(winner: &str) -> Outcome {
+        Outcome::Conflict {
+            winner: winner.into(),
+            principal: "arn:aws:iam::111122223333:role/admin".into(),
+        }
+    }
+
+    fn status(outcome: &Outcome, report: Option<AccessEntryReport>) -> IamIdentityMappingStatus {
+        let mut status = status_for(outcome, Some(1), None, &time(1));
+        if let Some(report) = report {
+            with_access_entry(&mut status, Some(&report), Some(1), None, &time(1));
+        }
+        status
+    }
+
+    fn in_sync() -> AccessEntryReport {
+        AccessEntryReport {
+            synced: true,
+            reason: SyncReason::InSync,
+            message: "in sync".into(),
+            confirmed_in_place: true,
+            ..AccessEntryReport::pending(Some(1))
+        }
+    }
+
+    fn reason_of(event: Option<(EventType, &'static str, String)>) -> Option<&'static str> {
+        event.map(|(_, reason, _)| reason)
+    }
+
+    #[test]
+    fn a_first_render_and_a_first_access_entry_are_worth_no_event() {
+        let ready = status(&rendered(), None);
+        assert_eq!(reason_of(outcome_event(&rendered(), None, &ready)), None);
+        // Mirror mode: Ready waits for the access entry (Pending), then turns True.
+        let pending = status(&rendered(), Some(AccessEntryReport::pending(Some(1))));
+        let synced = status(&rendered(), Some(in_sync()));
+        assert_eq!(
+            reason_of(outcome_event(&rendered(), Some(&pending), &synced)),
+            None
+        );
+    }
+
+    #[test]
+    fn ready_again_after_a_problem_is_an_event() {
+        let problem = status(&conflict("older"), None);
+        let ready = status(&rendered(), None);
+        let event = outcome_event(&rendered(), Some(&problem), &ready);
+        assert_eq!(
+            event.as_ref().map(|(t, r, _)| (*t, *r)),
+            Some((EventType::Normal, "Rendered"))
+        );
+    }
+
+    #[test]
+    fn a_problem_is_an_event_once_until_it_changes() {
+        let ready = status(&rendered(), None);
+        let problem = status(&conflict("older"), None);
+        let event = outcome_event(&conflict("older"), Some(&ready), &problem);
+        assert_eq!(
+            event.as_ref().map(|(t, r, _)| (*t, *r)),
+            Some((EventType::Warning, "Conflict"))
+        );
+        // The same problem again (the access-entry side of the status changed): no event.
+        assert_eq!(
+            reason_of(outcome_event(&conflict("older"), Some(&problem), &problem)),
+            None
+        );
+        // Another winner: a new message, a new event.
+        let other = status(&conflict("oldest"), None);
+        assert_eq!(
+            reason_of(outcome_event(&conflict("oldest"), Some(&problem), &other)),
+            Some("Conflict")
+        );
+    }
+
+    #[test]
+    fn served_by_access_entry_is_no_warning() {
+        let served = Outcome::ServedByAccessEntry {
+            entry: entry(),
+            removed: vec![entry()],
+        };
+        let before = status(&rendered(), Some(in_sync()));
+        let after = status(&served, Some(in_sync()));
+        assert_eq!(
+            reason_of(outcome_event(&served, Some(&before), &after)),
+            None
+        );
+        assert_eq!(
+            reason_of(outcome_event(&served, Some(&after), &after)),
+            None
+        );
     }
 }
