@@ -53,7 +53,8 @@ e2e: ## End-to-end tests against the cluster of AWS_AUTH_OPERATOR_E2E_KUBECONFIG
 	$(CARGO) test --locked --test e2e -- --nocapture
 
 load: ## Load test (docs/load.md): the current kubeconfig's cluster, or LOAD_ARGS="--simulate --count 5000"
-	$(CARGO) run --release --locked --example load -- $(LOAD_ARGS)
+	$(CARGO) build --release --locked --bin aws-auth-operator --example load
+	target/release/examples/load $(LOAD_ARGS)
 
 venv: $(VENV)/.installed ## Python venv with the tools of the chart tests (Helm 4 engine, Lua 5.1, CEL)
 
