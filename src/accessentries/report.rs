@@ -31,6 +31,12 @@ pub enum SyncReason {
     ClusterInConfigMapMode,
     /// Another mapping, older, mirrors the same principal.
     Conflict,
+    /// A group of the mapping is outside the group policy (`--allowed-groups`,
+    /// `--denied-groups`): no access entry, and the operator's entry for it is deleted.
+    PolicyViolation,
+    /// The principal is protected (`--protected-arn`): no access entry, and the operator's
+    /// entry for it is deleted.
+    ProtectedPrincipal,
     /// EKS could not be reached or refused a call.
     EksError,
     /// The access-entry loop has not handled this generation yet.
@@ -47,6 +53,8 @@ impl SyncReason {
             SyncReason::ForeignEntry => "ForeignEntry",
             SyncReason::ClusterInConfigMapMode => "ClusterInConfigMapMode",
             SyncReason::Conflict => "Conflict",
+            SyncReason::PolicyViolation => "PolicyViolation",
+            SyncReason::ProtectedPrincipal => "ProtectedPrincipal",
             SyncReason::EksError => "EksError",
             SyncReason::Pending => "Pending",
         }
