@@ -309,9 +309,16 @@ impl<E: EksApi> Runner<E> {
                 (w.principal_arn.clone(), true, policies)
             })
             .collect();
+        let touched_keys: BTreeSet<String> = touched
+            .iter()
+            .map(|(arn, _, _)| principal_key(arn))
+            .collect();
         let mut unreadable_after = BTreeSet::new();
         self.read_entries(touched.into_iter(), &mut unreadable_after)
             .await;
+        // What could not be read before and was not read again is still unknown: the cache
+        // holds an older read of it (or nothing), which must not pass for the current state.
+        unreadable_after.extend(unreadable.into_iter().filter(|k| !touched_keys.contains(k)));
         let after = plan_sync(desired, &self.observed(mode, &keys, &unreadable_after));
         let mut outcomes = BTreeMap::new();
         for (name, planned) in &plan.outcomes {
@@ -653,6 +660,11 @@ mod tests {
             Ok(f(&mut state))
         }
 
+        fn fail(&self, operation: &'static str, principal: &str) {
+            let mut state = self.0.lock().unwrap();
+            state.failing.insert((operation, principal_key(principal)));
+        }
+
         fn changes(&self) -> Vec<(&'static str, String)> {
             std::mem::take(&mut self.0.lock().unwrap().changes)
         }
@@ -834,6 +846,40 @@ mod tests {
     fn state(runner: &Runner<FakeEks>, name: &str) -> (SyncReason, bool) {
         let report = runner.board().get(name).expect("a report");
         (report.reason, report.confirmed_in_place)
+    }
+
+    /// A listed entry that cannot be described is unknown, also in a pass where another
+    /// mapping has work: nothing is planned on it from what is not known.
+    #[tokio::test]
+    async fn an_entry_not_read_is_not_taken_for_absent() {
+        let eks = Arc::new(FakeEks::default());
+        eks.put(ObservedEntry {
+            principal_arn: DEV.into(),
+            access_entry_arn: Some(format!("ae/{DEV}")),
+            type_: "STANDARD".into(),
+            username: Some("dev:{{SessionName}}".into()),
+            kubernetes_groups: vec!["devs".into()],
+            tags: BTreeMap::new(),
+            policies: Some(Vec::new()),
+        });
+        eks.fail("DescribeAccessEntry", DEV);
+        let mut runner = new_runner(&eks, Settings::default());
+        let dev = mapping("dev", DEV, &["devs"], 1);
+        let ops = mapping("ops", OPS, &["ops"], 1);
+        runner.pass(&[dev, ops], true).await;
+        let report = runner.board().get("dev").unwrap();
+        assert_eq!(
+            (report.reason, report.confirmed_in_place),
+            (SyncReason::EksError, false),
+            "{}",
+            report.message
+        );
+        assert!(
+            report.message.contains("could not be read"),
+            "{}",
+            report.message
+        );
+        assert_eq!(eks.changes(), vec![("create", OPS.to_string())]);
     }
 
     /// The policy of the aws-auth side holds for access entries: no entry for a refused
