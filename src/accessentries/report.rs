@@ -85,7 +85,9 @@ pub struct AccessEntryReport {
     /// generation of the mapping, as read back from EKS, in a cluster that uses access entries.
     /// `only` mode removes the mapping's aws-auth entry only while this is true. While the EKS
     /// API cannot be reached it keeps its last value for the same generation (entries do not
-    /// vanish with the API, and an outage must not rewrite aws-auth).
+    /// vanish with the API, and an outage must not rewrite aws-auth), and so it does through a
+    /// transient failure of one entry (not read this pass, a call on it throttled); it is
+    /// dropped once the entry is read back absent or different.
     pub confirmed_in_place: bool,
     /// False when the mapping cannot become an access entry at all: in `only` mode it stays in
     /// aws-auth.

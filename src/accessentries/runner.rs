@@ -30,7 +30,7 @@ use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
     AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, ObservedPolicy,
     PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, select_reads,
-    verify_budget, wanted_principals,
+    still_confirmed, verify_budget, wanted_principals,
 };
 use super::translate::translate_mapping;
 use crate::api::IamIdentityMapping;
@@ -110,10 +110,13 @@ impl<E: EksApi> Runner<E> {
     ) -> PassSummary {
         self.pass += 1;
         let calls_before = self.eks.calls();
-        let desired: Vec<DesiredMapping> = mappings
+        let mut desired: Vec<DesiredMapping> = mappings
             .iter()
             .map(|m| desired_mapping(m, &self.settings))
             .collect();
+        for m in &mut desired {
+            m.confirmed_before = still_confirmed(self.reports.get(&m.name), m);
+        }
         let now = now();
         let mut summary = PassSummary::default();
         let result = self.run_pass(&desired, resync, &now, &mut summary).await;
@@ -150,11 +153,12 @@ impl<E: EksApi> Runner<E> {
     }
 
     /// The report of a mapping when EKS could not be asked at all. An access entry confirmed
-    /// for this generation stays confirmed: an outage of the EKS API does not remove entries,
-    /// and it must not make `only` mode rewrite aws-auth. A newer generation is not confirmed.
+    /// for this generation and principal stays confirmed: an outage of the EKS API does not
+    /// remove entries, and it must not make `only` mode rewrite aws-auth. A newer generation is
+    /// not confirmed.
     fn failed_report(&self, m: &DesiredMapping, err: &EksError) -> AccessEntryReport {
         let previous = self.reports.get(&m.name);
-        let confirmed = previous.is_some_and(|p| p.confirms(m.generation));
+        let confirmed = m.confirmed_before;
         AccessEntryReport {
             generation: m.generation,
             synced: false,
@@ -320,6 +324,10 @@ impl<E: EksApi> Runner<E> {
         // holds an older read of it (or nothing), which must not pass for the current state.
         unreadable_after.extend(unreadable.into_iter().filter(|k| !touched_keys.contains(k)));
         let after = plan_sync(desired, &self.observed(mode, &keys, &unreadable_after));
+        let confirmed_before: BTreeMap<&str, bool> = desired
+            .iter()
+            .map(|m| (m.name.as_str(), m.confirmed_before))
+            .collect();
         let mut outcomes = BTreeMap::new();
         for (name, planned) in &plan.outcomes {
             let index = plan
@@ -329,7 +337,14 @@ impl<E: EksApi> Runner<E> {
             let work = index.map(|i| &plan.work[i]);
             let error = index.and_then(|i| errors.get(&i)).map(String::as_str);
             let later = after.outcomes.get(name).unwrap_or(planned);
-            outcomes.insert(name.clone(), finalize_outcome(planned, work, error, later));
+            let before = confirmed_before
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(false);
+            outcomes.insert(
+                name.clone(),
+                finalize_outcome(planned, work, error, later, before),
+            );
         }
         Ok(outcomes)
     }
@@ -499,7 +514,7 @@ fn now() -> Time {
 
 /// A mapping as the planner sees it, with the verdict of the operator's policy on it (the one
 /// aws-auth gets, plus the groups of `spec.accessEntry.kubernetesGroups`, which only the access
-/// entry grants).
+/// entry grants). `confirmed_before` is left false: only the runner knows earlier passes.
 pub fn desired_mapping(m: &IamIdentityMapping, settings: &Settings) -> DesiredMapping {
     let access_entry_groups = m
         .spec
@@ -517,6 +532,7 @@ pub fn desired_mapping(m: &IamIdentityMapping, settings: &Settings) -> DesiredMa
         translation: translate_mapping(&m.spec),
         adopt: m.spec.access_entry.as_ref().is_some_and(|a| a.adopt),
         refusal: spec_refusal(&m.spec, access_entry_groups, settings),
+        confirmed_before: false,
     }
 }
 
@@ -665,6 +681,10 @@ mod tests {
             state.failing.insert((operation, principal_key(principal)));
         }
 
+        fn heal(&self) {
+            self.0.lock().unwrap().failing.clear();
+        }
+
         fn changes(&self) -> Vec<(&'static str, String)> {
             std::mem::take(&mut self.0.lock().unwrap().changes)
         }
@@ -674,6 +694,13 @@ mod tests {
             state
                 .entries
                 .insert(principal_key(&entry.principal_arn), entry);
+        }
+
+        fn edit(&self, principal: &str, f: impl FnOnce(&mut ObservedEntry)) {
+            let mut state = self.0.lock().unwrap();
+            if let Some(e) = state.entries.get_mut(&principal_key(principal)) {
+                f(e);
+            }
         }
 
         fn has(&self, principal: &str) -> bool {
@@ -846,6 +873,119 @@ mod tests {
     fn state(runner: &Runner<FakeEks>, name: &str) -> (SyncReason, bool) {
         let report = runner.board().get(name).expect("a report");
         (report.reason, report.confirmed_in_place)
+    }
+
+    /// Throttling of one entry must not un-confirm it: in `only` mode that would write the
+    /// mapping back into aws-auth until the next pass, and remove it again after.
+    #[tokio::test]
+    async fn throttling_of_one_entry_keeps_its_confirmation() {
+        let eks = Arc::new(FakeEks::default());
+        let mut runner = new_runner(&eks, Settings::default());
+        let dev = mapping("dev", DEV, &["devs"], 1);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Created, true));
+        assert_eq!(eks.changes(), vec![("create", DEV.to_string())]);
+
+        // A resync re-reads it, and DescribeAccessEntry is throttled.
+        eks.fail("DescribeAccessEntry", DEV);
+        let summary = runner.pass(std::slice::from_ref(&dev), true).await;
+        assert!(summary.error.is_none(), "one entry, not the pass");
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, true));
+        let report = runner.board().get("dev").unwrap();
+        assert!(report.confirms(Some(1)));
+        assert!(
+            report.message.contains("last confirmed in place"),
+            "{}",
+            report.message
+        );
+        assert!(
+            report.status.is_some(),
+            "the last known entry is still shown"
+        );
+
+        // ListAssociatedAccessPolicies throttled instead.
+        eks.heal();
+        eks.fail("ListAssociatedAccessPolicies", DEV);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, true));
+
+        // Throttled while another mapping has work in the same pass.
+        eks.heal();
+        eks.fail("DescribeAccessEntry", DEV);
+        let ops = mapping("ops", OPS, &["ops"], 1);
+        runner.pass(&[dev.clone(), ops.clone()], true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, true));
+        assert_eq!(state(&runner, "ops"), (SyncReason::Created, true));
+        assert_eq!(
+            eks.changes(),
+            vec![("create", OPS.to_string())],
+            "nothing done to dev"
+        );
+
+        // Healthy again: confirmed and in sync, and an idle pass changes nothing.
+        eks.heal();
+        runner.pass(&[dev.clone(), ops.clone()], true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::InSync, true));
+        let version = runner.board().version();
+        runner.pass(&[dev.clone(), ops.clone()], false).await;
+        assert_eq!(runner.board().version(), version);
+    }
+
+    #[tokio::test]
+    async fn a_confirmation_goes_when_the_spec_changes_or_the_entry_is_found_different() {
+        let eks = Arc::new(FakeEks::default());
+        let mut runner = new_runner(&eks, Settings::default());
+        let dev = mapping("dev", DEV, &["devs"], 1);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Created, true));
+
+        // A new generation while the entry cannot be read: not confirmed.
+        eks.fail("DescribeAccessEntry", DEV);
+        let edited = mapping("dev", DEV, &["devs", "qa"], 2);
+        runner.pass(std::slice::from_ref(&edited), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, false));
+        eks.heal();
+        runner.pass(std::slice::from_ref(&edited), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Updated, true));
+        let dev = edited;
+
+        // Deleted and re-created under the same name for another principal, at the same
+        // generation: the confirmation was for the other principal.
+        eks.fail("DescribeAccessEntry", OPS);
+        eks.put(ObservedEntry {
+            principal_arn: OPS.into(),
+            access_entry_arn: None,
+            type_: "STANDARD".into(),
+            username: None,
+            kubernetes_groups: Vec::new(),
+            tags: BTreeMap::new(),
+            policies: Some(Vec::new()),
+        });
+        let moved = mapping("dev", OPS, &["devs", "qa"], 2);
+        runner.pass(std::slice::from_ref(&moved), true).await;
+        let (reason, confirmed) = state(&runner, "dev");
+        assert!(!confirmed, "{reason}: another principal is not confirmed");
+        // (The entry of the first principal went with the move.)
+        eks.heal();
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Created, true));
+
+        // Changed in EKS by someone, and the update that would fix it is throttled: read back
+        // different is not transient.
+        eks.edit(DEV, |e| e.kubernetes_groups = vec!["other".into()]);
+        eks.fail("UpdateAccessEntry", DEV);
+        let summary = runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(summary.failed, 1);
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, false));
+
+        // Deleted in EKS and the create is throttled: absent, not confirmed.
+        eks.heal();
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Updated, true));
+        eks.0.lock().unwrap().entries.clear();
+        eks.fail("CreateAccessEntry", DEV);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, false));
     }
 
     /// A listed entry that cannot be described is unknown, also in a pass where another

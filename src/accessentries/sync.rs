@@ -155,6 +155,11 @@ pub struct DesiredMapping {
     /// The operator's policy refuses the mapping (the verdict aws-auth gets too): it gets no
     /// access entry, and the one the operator manages for its principal is deleted.
     pub refusal: Option<PolicyRefusal>,
+    /// An earlier pass confirmed the access entry of this generation and principal in place
+    /// ([`still_confirmed`]). A transient failure of this pass (an entry that could not be read,
+    /// a failed call on an entry found in place) keeps that confirmation, so that throttling
+    /// does not make `only` mode write the mapping back into aws-auth.
+    pub confirmed_before: bool,
 }
 
 impl DesiredMapping {
@@ -165,6 +170,19 @@ impl DesiredMapping {
             .ok()
             .filter(|_| self.refusal.is_none())
     }
+}
+
+/// Whether `previous`, the report of an earlier pass, confirmed the access entry `m` wants now:
+/// the same generation and the same principal (a mapping deleted and re-created under the same
+/// name starts at generation 1 again).
+pub fn still_confirmed(previous: Option<&AccessEntryReport>, m: &DesiredMapping) -> bool {
+    let (Some(previous), Some(desired)) = (previous, m.wants()) else {
+        return false;
+    };
+    previous.confirms(m.generation)
+        && previous.status.as_ref().is_some_and(|s| {
+            principal_key(&s.principal_arn) == principal_key(&desired.principal_arn)
+        })
 }
 
 /// One EKS call.
@@ -482,17 +500,19 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
             continue;
         }
         if observed.unreadable.contains(&key) {
+            // Not read is not absent: an earlier confirmation of this spec stands.
             outcomes.insert(
                 m.name.clone(),
                 outcome(
                     false,
                     SyncReason::EksError,
                     format!(
-                        "the access entry of {} could not be read from EKS; retrying at the next pass",
-                        desired.principal_arn
+                        "the access entry of {} could not be read from EKS; retrying at the next pass{}",
+                        desired.principal_arn,
+                        last_confirmed(m.confirmed_before)
                     ),
                     status,
-                    false,
+                    m.confirmed_before,
                 ),
             );
             continue;
@@ -596,11 +616,12 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
                     false,
                     SyncReason::EksError,
                     format!(
-                        "the access policies of {} could not be read from EKS; retrying at the next pass",
-                        current.principal_arn
+                        "the access policies of {} could not be read from EKS; retrying at the next pass{}",
+                        current.principal_arn,
+                        last_confirmed(m.confirmed_before)
                     ),
                     status,
-                    false,
+                    m.confirmed_before,
                 ),
             );
             continue;
@@ -746,13 +767,23 @@ fn refused_outcome(
     }
 }
 
+fn last_confirmed(confirmed: bool) -> &'static str {
+    if confirmed {
+        "; the access entry was last confirmed in place, so aws-auth is left as it is"
+    } else {
+        ""
+    }
+}
+
 /// The outcome of a mapping once its work ran: `planned` from the plan before the work,
-/// `error` the first failed call, `after` the outcome of a plan on what EKS holds afterwards.
+/// `error` the first failed call, `after` the outcome of a plan on what EKS holds afterwards,
+/// `confirmed_before` as in [`DesiredMapping`].
 pub fn finalize_outcome(
     planned: &AccessEntryReport,
     work: Option<&PrincipalWork>,
     error: Option<&str>,
     after: &AccessEntryReport,
+    confirmed_before: bool,
 ) -> AccessEntryReport {
     let Some(work) = work else {
         return after.clone();
@@ -771,14 +802,19 @@ pub fn finalize_outcome(
         };
     }
     if let Some(error) = error {
+        // A failed call on an entry this pass found in place (only a tag was missing) is
+        // transient: an earlier confirmation stands. One that was to create or fix the entry
+        // says the entry is absent or different: no confirmation.
+        let confirmed = confirmed_before && planned.confirmed_in_place;
         return AccessEntryReport {
             synced: false,
             reason: SyncReason::EksError,
             message: format!(
-                "{}: failed: {error}. Retrying at the next pass",
-                planned.message
+                "{}: failed: {error}. Retrying at the next pass{}",
+                planned.message,
+                last_confirmed(confirmed)
             ),
-            confirmed_in_place: false,
+            confirmed_in_place: confirmed,
             ..after.clone()
         };
     }

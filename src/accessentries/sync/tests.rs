@@ -42,6 +42,7 @@ fn mapping_with(
         translation: translate_mapping(&spec),
         adopt,
         refusal: None,
+        confirmed_before: false,
     }
 }
 
@@ -56,6 +57,7 @@ fn refused(name: &str) -> DesiredMapping {
         }),
         adopt: false,
         refusal: None,
+        confirmed_before: false,
     }
 }
 
@@ -572,6 +574,7 @@ fn finalize_after_work() {
         work.as_ref(),
         None,
         &after.outcomes["dev"],
+        false,
     );
     assert_eq!(
         (done.reason, done.synced, done.confirmed_in_place),
@@ -589,6 +592,7 @@ fn finalize_after_work() {
         work.as_ref(),
         Some("CreateAccessEntry: InvalidParameterException: bad group"),
         &planned.outcomes["dev"],
+        false,
     );
     assert_eq!(
         (failed.reason, failed.synced, failed.confirmed_in_place),
@@ -601,11 +605,18 @@ fn finalize_after_work() {
         work.as_ref(),
         None,
         &planned.outcomes["dev"],
+        false,
     );
     assert_eq!(stale.reason, SyncReason::EksError);
     assert!(stale.message.contains("does not confirm"));
     // No work: the later outcome as it is.
-    let idle = finalize_outcome(&after.outcomes["dev"], None, None, &after.outcomes["dev"]);
+    let idle = finalize_outcome(
+        &after.outcomes["dev"],
+        None,
+        None,
+        &after.outcomes["dev"],
+        false,
+    );
     assert_eq!(idle, after.outcomes["dev"]);
     // Updates and re-creations say Updated.
     for (kind, verb) in [
@@ -623,6 +634,7 @@ fn finalize_after_work() {
             Some(&w),
             None,
             &after.outcomes["dev"],
+            false,
         );
         assert_eq!(o.reason, SyncReason::Updated);
         assert!(o.message.starts_with(verb), "{}", o.message);
@@ -868,7 +880,7 @@ fn the_managed_entry_of_a_mapping_now_outside_the_policy_is_deleted() {
 
     // Once deleted the outcome stays the refusal; a failed deletion says so and retries.
     let after = plan_sync(std::slice::from_ref(&m), &observed(vec![creator()]));
-    let done = finalize_outcome(o, plan.work.first(), None, &after.outcomes["admin"]);
+    let done = finalize_outcome(o, plan.work.first(), None, &after.outcomes["admin"], true);
     assert_eq!(done, after.outcomes["admin"]);
     assert!(done.status.is_none() && !done.confirmed_in_place);
     let failed = finalize_outcome(
@@ -876,6 +888,7 @@ fn the_managed_entry_of_a_mapping_now_outside_the_policy_is_deleted() {
         plan.work.first(),
         Some("DeleteAccessEntry: ThrottlingException: Rate exceeded"),
         o,
+        true,
     );
     assert_eq!(
         (failed.reason, failed.confirmed_in_place),
@@ -1018,4 +1031,152 @@ fn the_refusal_is_the_one_aws_auth_gets() {
             assert_eq!(plan.outcomes["m"].reason.as_str(), reason);
         }
     }
+}
+
+// --- Transient failures keep an earlier confirmation ---
+
+#[test]
+fn a_transient_failure_keeps_an_earlier_confirmation() {
+    let mut confirmed = dev();
+    confirmed.confirmed_before = true;
+    // The entry could not be read this pass (DescribeAccessEntry throttled).
+    let mut obs = observed(vec![dev_entry()]);
+    obs.unreadable.insert(principal_key(DEV));
+    for (m, kept) in [(confirmed.clone(), true), (dev(), false)] {
+        let plan = plan_sync(std::slice::from_ref(&m), &obs);
+        assert!(plan.work.is_empty());
+        let o = &plan.outcomes["dev"];
+        assert_eq!(
+            (o.reason, o.synced, o.confirmed_in_place),
+            (SyncReason::EksError, false, kept)
+        );
+        assert_eq!(
+            o.message.contains("last confirmed in place"),
+            kept,
+            "{}",
+            o.message
+        );
+    }
+    // Its policies could not be listed.
+    let mut e = dev_entry();
+    e.policies = None;
+    let plan = plan_sync(std::slice::from_ref(&confirmed), &observed(vec![e]));
+    assert_eq!(
+        (
+            plan.outcomes["dev"].reason,
+            plan.outcomes["dev"].confirmed_in_place
+        ),
+        (SyncReason::EksError, true)
+    );
+    // Read back absent or different is not transient: the confirmation goes.
+    let plan = plan_sync(std::slice::from_ref(&confirmed), &observed(vec![]));
+    assert_eq!(
+        (
+            plan.outcomes["dev"].reason,
+            plan.outcomes["dev"].confirmed_in_place
+        ),
+        (SyncReason::Created, false)
+    );
+    let different = entry(
+        DEV,
+        "STANDARD",
+        Some("dev:{{SessionName}}"),
+        &["x"],
+        Some("dev"),
+    );
+    let plan = plan_sync(std::slice::from_ref(&confirmed), &observed(vec![different]));
+    assert_eq!(
+        (
+            plan.outcomes["dev"].reason,
+            plan.outcomes["dev"].confirmed_in_place
+        ),
+        (SyncReason::Updated, false)
+    );
+    // The call that would fix it fails: still not confirmed.
+    let failed = finalize_outcome(
+        &plan.outcomes["dev"],
+        plan.work_for("dev"),
+        Some("UpdateAccessEntry: ThrottlingException: Rate exceeded"),
+        &plan.outcomes["dev"],
+        true,
+    );
+    assert_eq!(
+        (failed.reason, failed.confirmed_in_place),
+        (SyncReason::EksError, false)
+    );
+}
+
+#[test]
+fn a_failed_call_on_an_entry_found_in_place_keeps_an_earlier_confirmation() {
+    // Adopted and matching: only the tag is missing, and TagResource is throttled.
+    let ae = AccessEntrySpec {
+        adopt: true,
+        ..Default::default()
+    };
+    let mut m = mapping_with("dev", DEV, "dev:{{SessionName}}", &["devs"], Some(ae));
+    let foreign = entry(
+        DEV,
+        "STANDARD",
+        Some("dev:{{SessionName}}"),
+        &["devs"],
+        None,
+    );
+    let plan = plan_sync(std::slice::from_ref(&m), &observed(vec![foreign]));
+    let planned = &plan.outcomes["dev"];
+    let work = plan.work_for("dev");
+    let error = Some("TagResource: ThrottlingException: Rate exceeded");
+    for (before, kept) in [(true, true), (false, false)] {
+        m.confirmed_before = before;
+        let o = finalize_outcome(planned, work, error, planned, m.confirmed_before);
+        assert_eq!(
+            (o.reason, o.confirmed_in_place),
+            (SyncReason::EksError, kept)
+        );
+        assert!(o.message.contains("Rate exceeded"), "{}", o.message);
+    }
+    // A failed create (the entry was absent) never keeps one.
+    let plan = plan_sync(&[dev()], &observed(vec![]));
+    let o = finalize_outcome(
+        &plan.outcomes["dev"],
+        plan.work_for("dev"),
+        error,
+        &plan.outcomes["dev"],
+        true,
+    );
+    assert!(!o.confirmed_in_place);
+}
+
+#[test]
+fn a_confirmation_is_still_valid_only_for_the_same_generation_and_principal() {
+    let confirmed = AccessEntryReport {
+        generation: Some(1),
+        synced: true,
+        reason: SyncReason::InSync,
+        message: String::new(),
+        status: Some(dev_entry().status(None)),
+        confirmed_in_place: true,
+        migratable: true,
+    };
+    assert!(still_confirmed(Some(&confirmed), &dev()));
+    let mut newer = dev();
+    newer.generation = Some(2);
+    assert!(!still_confirmed(Some(&confirmed), &newer), "a new spec");
+    // Deleted and re-created under the same name for another principal: generation 1 again.
+    let moved = mapping("dev", OPS, "dev:{{SessionName}}", &["devs"]);
+    assert!(
+        !still_confirmed(Some(&confirmed), &moved),
+        "another principal"
+    );
+    let unconfirmed = AccessEntryReport {
+        confirmed_in_place: false,
+        ..confirmed.clone()
+    };
+    assert!(!still_confirmed(Some(&unconfirmed), &dev()));
+    assert!(!still_confirmed(None, &dev()));
+    let mut refused_now = dev();
+    refused_now.refusal = Some(crate::plan::PolicyRefusal::Group {
+        group: "devs".into(),
+        rule: "matches --denied-groups `devs`".into(),
+    });
+    assert!(!still_confirmed(Some(&confirmed), &refused_now));
 }
