@@ -29,8 +29,8 @@ use super::client::{CallCounts, CreateEntry, EksApi, EksError};
 use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
     AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, ObservedPolicy,
-    PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, select_reads,
-    still_confirmed, verify_budget, wanted_principals,
+    PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, refused_outcome,
+    select_reads, still_confirmed, verify_budget, wanted_principals,
 };
 use super::translate::translate_mapping;
 use crate::api::IamIdentityMapping;
@@ -158,6 +158,13 @@ impl<E: EksApi> Runner<E> {
     /// not confirmed.
     fn failed_report(&self, m: &DesiredMapping, err: &EksError) -> AccessEntryReport {
         let previous = self.reports.get(&m.name);
+        if let Some(refusal) = &m.refusal {
+            // The policy's verdict needs no EKS: an outage must not hide it behind EksError.
+            return AccessEntryReport {
+                status: previous.and_then(|p| p.status.clone()),
+                ..refused_outcome(m, refusal, None, false)
+            };
+        }
         let confirmed = m.confirmed_before;
         AccessEntryReport {
             generation: m.generation,
@@ -1076,6 +1083,15 @@ mod tests {
         assert!(report.status.is_none(), "gone, read back");
         runner.pass(std::slice::from_ref(&admin), true).await;
         assert!(eks.changes().is_empty(), "stable");
+        // EKS cannot be listed: the refusal is still what the mapping says.
+        eks.fail("ListAccessEntries", "");
+        let summary = runner.pass(std::slice::from_ref(&admin), true).await;
+        assert!(summary.error.is_some());
+        assert_eq!(
+            state(&runner, "admin"),
+            (SyncReason::PolicyViolation, false)
+        );
+        eks.heal();
 
         // A protected principal: nothing created.
         let mut protected = Settings::default();

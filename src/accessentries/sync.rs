@@ -726,7 +726,7 @@ fn deletions(mappings: &[DesiredMapping], observed: &Observed) -> Vec<PrincipalW
 
 /// The outcome of a mapping the policy refuses. `current`: what EKS holds for its principal;
 /// `deleting`: that entry is the operator's and this pass deletes it.
-fn refused_outcome(
+pub fn refused_outcome(
     m: &DesiredMapping,
     refusal: &PolicyRefusal,
     current: Option<&ObservedEntry>,
