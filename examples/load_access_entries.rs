@@ -21,6 +21,7 @@ use aws_auth_operator::accessentries::report::ReportBoard;
 use aws_auth_operator::accessentries::runner::{Runner, run_loop};
 use aws_auth_operator::accessentries::{AccessEntriesConfig, AccessEntriesMode};
 use aws_auth_operator::api::{IamIdentityMapping, IamIdentityMappingSpec};
+use aws_auth_operator::plan::Settings;
 use kube::runtime::{reflector, watcher};
 
 struct Args {
@@ -181,6 +182,7 @@ async fn main() -> Result<(), String> {
     let handle = tokio::spawn(run_loop(
         Arc::new(eks.clone()),
         config,
+        Settings::default(),
         store,
         wake,
         board.clone(),
@@ -244,6 +246,7 @@ async fn main() -> Result<(), String> {
         "load",
         args.concurrency,
         ReportBoard::new(),
+        Settings::default(),
     );
     let arcs: Vec<Arc<IamIdentityMapping>> = mappings.iter().cloned().map(Arc::new).collect();
     let cold_started = Instant::now();

@@ -173,8 +173,8 @@ pub fn status_for(
 /// `AccessEntrySynced` condition and `status.accessEntry` from the access-entry loop's report
 /// (a report of another generation is pending), and `Ready` only when both sides are in place.
 /// A mapping that cannot migrate is served by aws-auth and can be Ready; one blocked by
-/// something a person must fix (a foreign entry, a cluster in CONFIG_MAP mode, a conflict) is
-/// Stalled; one still in progress (pending, an EKS error) is not Ready, without Stalled.
+/// something a person must fix (a foreign entry, a cluster in CONFIG_MAP mode, a conflict, the
+/// operator's policy) is Stalled; one still in progress (pending, an EKS error) is not Ready, without Stalled.
 pub fn with_access_entry(
     status: &mut IamIdentityMappingStatus,
     report: Option<&AccessEntryReport>,
@@ -202,7 +202,11 @@ pub fn with_access_entry(
     );
     let stalled = matches!(
         current.reason,
-        SyncReason::ForeignEntry | SyncReason::ClusterInConfigMapMode | SyncReason::Conflict
+        SyncReason::ForeignEntry
+            | SyncReason::ClusterInConfigMapMode
+            | SyncReason::Conflict
+            | SyncReason::PolicyViolation
+            | SyncReason::ProtectedPrincipal
     );
     status
         .conditions

@@ -248,6 +248,7 @@ async fn end_to_end_with_the_local_eks_api() {
     let loop_task = tokio::spawn(aws_auth_operator::accessentries::runner::run_loop(
         Arc::new(stack.client()),
         config,
+        Settings::default(),
         store,
         Arc::new(tokio::sync::Notify::new()),
         board.clone(),
@@ -288,4 +289,123 @@ async fn end_to_end_with_the_local_eks_api() {
         .await
         .expect("the loop stops")
         .unwrap();
+}
+
+/// The access side refuses what the operator's policy refuses, and the status says so: a
+/// person must act (Stalled), also when the aws-auth side renders the mapping (a group only the
+/// access entry grants).
+#[tokio::test]
+async fn a_refusal_of_the_access_side_stalls_the_mapping() {
+    let fake = FakeApi::start();
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    store(&fake, vec![dev_mapping()]);
+    let mut refused = report(1, SyncReason::PolicyViolation, false);
+    refused.message =
+        "group `admins` is not allowed: it matches --denied-groups `admins`: the operator's policy refuses this mapping, so it gets no EKS access entry".to_string();
+    publish(&board, &[("developer", refused)]);
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), DEV_ARN).is_some());
+    assert_eq!(
+        cond2(&fake, "developer", ACCESS_ENTRY_SYNCED),
+        is("False", "PolicyViolation")
+    );
+    assert_eq!(
+        cond2(&fake, "developer", READY),
+        is("False", "PolicyViolation")
+    );
+    assert_eq!(
+        cond2(&fake, "developer", STALLED),
+        is("True", "PolicyViolation")
+    );
+}
+
+/// The real loop against the local EKS API: an operator without a group policy made a mapping
+/// with `system:masters` cluster admin through an access entry, and `only` mode took it out of
+/// aws-auth. With `--denied-groups system:masters` the access entry is deleted, no new one is
+/// made, and the mapping is refused on both sides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_policy_removes_an_access_entry_it_forbids() {
+    use aws_auth_operator::accessentries::client::EksApi;
+    use aws_auth_operator::accessentries::runner::Runner;
+    use support::ministack::Ministack;
+    let Some(stack) = Ministack::start("the_group_policy_removes_an_access_entry_it_forbids")
+    else {
+        return;
+    };
+    const CLUSTER: &str = "policy";
+    stack.create_cluster(CLUSTER, "API_AND_CONFIG_MAP").await;
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let mappings = store(&fake, vec![admin_mapping(), dev_mapping()]);
+    let eks = Arc::new(stack.client());
+
+    // Before: no policy.
+    let board = ReportBoard::new();
+    let mut runner = Runner::new(eks.clone(), CLUSTER, 2, board.clone(), Settings::default());
+    runner.pass(&mappings, true).await;
+    assert!(board.get("admin").unwrap().confirmed_in_place);
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    // After: the same settings for both sides, as `run` builds them.
+    let policy = Settings::default()
+        .with_group_policy(&[], &["system:masters".to_string()])
+        .unwrap();
+    let mut runner = Runner::new(eks.clone(), CLUSTER, 2, board.clone(), policy.clone());
+    runner.pass(&mappings, true).await;
+    assert!(
+        eks.describe_access_entry(CLUSTER, ADMIN_ARN)
+            .await
+            .unwrap()
+            .is_none(),
+        "the cluster-admin access entry is deleted"
+    );
+    assert!(
+        eks.describe_access_entry(CLUSTER, DEV_ARN)
+            .await
+            .unwrap()
+            .is_some(),
+        "the allowed mapping keeps its entry"
+    );
+    let report = board.get("admin").unwrap();
+    assert_eq!(
+        (report.reason, report.confirmed_in_place),
+        (SyncReason::PolicyViolation, false)
+    );
+    runner.pass(&mappings, true).await;
+    assert!(
+        eks.describe_access_entry(CLUSTER, ADMIN_ARN)
+            .await
+            .unwrap()
+            .is_none(),
+        "and not created again"
+    );
+
+    let ctx = Context {
+        access_entries: Some(AccessEntriesView {
+            mode: AccessEntriesMode::Only,
+            board: board.clone(),
+        }),
+        ..context_with_events(&fake, policy)
+    };
+    reconcile_at(&fake, &ctx, 2).await;
+    assert!(
+        role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none(),
+        "refused in aws-auth too"
+    );
+    assert_eq!(cond2(&fake, "admin", READY), is("False", "PolicyViolation"));
+    assert_eq!(
+        cond2(&fake, "admin", STALLED),
+        is("True", "PolicyViolation")
+    );
+    assert_eq!(
+        cond2(&fake, "admin", ACCESS_ENTRY_SYNCED),
+        is("False", "PolicyViolation")
+    );
+    assert_eq!(
+        cond2(&fake, "developer", READY),
+        is("True", "ServedByAccessEntry")
+    );
 }

@@ -18,6 +18,7 @@ use aws_auth_operator::accessentries::sync::{MANAGED_BY_TAG, MANAGED_BY_VALUE, M
 use aws_auth_operator::accessentries::translate::PolicyScope;
 use aws_auth_operator::accessentries::{AccessEntriesConfig, AccessEntriesMode};
 use aws_auth_operator::api::IamIdentityMapping;
+use aws_auth_operator::plan::Settings;
 use kube::runtime::reflector;
 use kube::runtime::watcher;
 use support::ministack::{CREATOR_ARN, Ministack};
@@ -43,7 +44,13 @@ async fn started(test: &str, mode: &str) -> Option<(Ministack, Runner<EksClient>
     let stack = Ministack::start(test)?;
     stack.create_cluster(CLUSTER, mode).await;
     let client = stack.client();
-    let runner = Runner::new(Arc::new(client.clone()), CLUSTER, 4, ReportBoard::new());
+    let runner = Runner::new(
+        Arc::new(client.clone()),
+        CLUSTER,
+        4,
+        ReportBoard::new(),
+        Settings::default(),
+    );
     Some((stack, runner, client))
 }
 
@@ -367,7 +374,13 @@ async fn eks_down_is_reported_without_panics() {
         "secret",
     );
     let board = ReportBoard::new();
-    let mut runner = Runner::new(Arc::new(eks), CLUSTER, 2, board.clone());
+    let mut runner = Runner::new(
+        Arc::new(eks),
+        CLUSTER,
+        2,
+        board.clone(),
+        Settings::default(),
+    );
     let dev = role_mapping("dev", DEV, "dev:{{SessionName}}", &["devs"], 0);
     let summary = runner.pass(&[m(dev)], true).await;
     let error = summary.error.expect("the pass fails as a whole");
@@ -447,6 +460,7 @@ async fn the_loop_waits_for_the_store_and_follows_wakes() {
     let handle = tokio::spawn(run_loop(
         Arc::new(eks.clone()),
         config,
+        Settings::default(),
         store,
         wake.clone(),
         board.clone(),

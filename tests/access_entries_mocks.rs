@@ -8,6 +8,7 @@ use aws_auth_operator::accessentries::client::{EksApi, EksClient};
 use aws_auth_operator::accessentries::report::{ReportBoard, SyncReason};
 use aws_auth_operator::accessentries::runner::Runner;
 use aws_auth_operator::api::{IamIdentityMapping, IamIdentityMappingSpec};
+use aws_auth_operator::plan::Settings;
 use aws_sdk_eks::Client;
 use aws_sdk_eks::error::ErrorMetadata;
 use aws_sdk_eks::operation::create_access_entry::CreateAccessEntryError;
@@ -90,6 +91,7 @@ async fn eks_rejecting_a_create_is_reported_as_eks_error() {
         "prod",
         2,
         board.clone(),
+        Settings::default(),
     );
     // An explicit group the admission rule would have refused, straight to the planner.
     let mut m = (*mapping("dev", DEV, &["devs"])).clone();
@@ -162,6 +164,7 @@ async fn throttling_is_retried_with_backoff() {
         "prod",
         2,
         board.clone(),
+        Settings::default(),
     );
     let summary = runner.pass(&[mapping("dev", DEV, &["devs"])], true).await;
     let error = summary.error.expect("fails as a whole");
@@ -186,6 +189,7 @@ async fn a_cluster_that_does_not_exist_is_reported() {
         "prod",
         2,
         board.clone(),
+        Settings::default(),
     );
     let summary = runner.pass(&[mapping("dev", DEV, &["devs"])], true).await;
     assert!(

@@ -893,7 +893,7 @@ fn access_entry_pass(
 ) -> BTreeMap<String, AccessEntryReport> {
     let desired: Vec<_> = objects
         .iter()
-        .map(|o| desired_mapping(&sample_object(o)))
+        .map(|o| desired_mapping(&sample_object(o), &Default::default()))
         .collect();
     let observed = Observed {
         mode: AuthenticationMode::ApiAndConfigMap,

@@ -31,6 +31,12 @@ pub enum SyncReason {
     ClusterInConfigMapMode,
     /// Another mapping, older, mirrors the same principal.
     Conflict,
+    /// A group of the mapping is outside the group policy (`--allowed-groups`,
+    /// `--denied-groups`): no access entry, and the operator's entry for it is deleted.
+    PolicyViolation,
+    /// The principal is protected (`--protected-arn`): no access entry, and the operator's
+    /// entry for it is deleted.
+    ProtectedPrincipal,
     /// EKS could not be reached or refused a call.
     EksError,
     /// The access-entry loop has not handled this generation yet.
@@ -47,6 +53,8 @@ impl SyncReason {
             SyncReason::ForeignEntry => "ForeignEntry",
             SyncReason::ClusterInConfigMapMode => "ClusterInConfigMapMode",
             SyncReason::Conflict => "Conflict",
+            SyncReason::PolicyViolation => "PolicyViolation",
+            SyncReason::ProtectedPrincipal => "ProtectedPrincipal",
             SyncReason::EksError => "EksError",
             SyncReason::Pending => "Pending",
         }
@@ -77,7 +85,9 @@ pub struct AccessEntryReport {
     /// generation of the mapping, as read back from EKS, in a cluster that uses access entries.
     /// `only` mode removes the mapping's aws-auth entry only while this is true. While the EKS
     /// API cannot be reached it keeps its last value for the same generation (entries do not
-    /// vanish with the API, and an outage must not rewrite aws-auth).
+    /// vanish with the API, and an outage must not rewrite aws-auth), and so it does through a
+    /// transient failure of one entry (not read this pass, a call on it throttled); it is
+    /// dropped once the entry is read back absent or different.
     pub confirmed_in_place: bool,
     /// False when the mapping cannot become an access entry at all: in `only` mode it stays in
     /// aws-auth.

@@ -29,11 +29,12 @@ use super::client::{CallCounts, CreateEntry, EksApi, EksError};
 use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
     AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, ObservedPolicy,
-    PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, select_reads,
-    verify_budget, wanted_principals,
+    PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, refused_outcome,
+    select_reads, still_confirmed, verify_budget, wanted_principals,
 };
 use super::translate::translate_mapping;
 use crate::api::IamIdentityMapping;
+use crate::plan::{Settings, spec_refusal};
 
 /// (principal, described, DescribeAccessEntry, ListAssociatedAccessPolicies) of one read.
 type ReadResult = (
@@ -65,6 +66,8 @@ pub struct Runner<E: EksApi> {
     cluster: String,
     concurrency: usize,
     board: ReportBoard,
+    /// The operator's policy, the same `Settings` the aws-auth plan gets.
+    settings: Settings,
     cache: BTreeMap<String, CachedEntry>,
     pass: u64,
     mode: Option<AuthenticationMode>,
@@ -72,12 +75,21 @@ pub struct Runner<E: EksApi> {
 }
 
 impl<E: EksApi> Runner<E> {
-    pub fn new(eks: Arc<E>, cluster: &str, concurrency: usize, board: ReportBoard) -> Runner<E> {
+    /// `settings`: the operator's settings, for its policy (`--protected-arn`, the group
+    /// policy), which access entries obey as aws-auth does.
+    pub fn new(
+        eks: Arc<E>,
+        cluster: &str,
+        concurrency: usize,
+        board: ReportBoard,
+        settings: Settings,
+    ) -> Runner<E> {
         Runner {
             eks,
             cluster: cluster.to_string(),
             concurrency: concurrency.max(1),
             board,
+            settings,
             cache: BTreeMap::new(),
             pass: 0,
             mode: None,
@@ -98,7 +110,13 @@ impl<E: EksApi> Runner<E> {
     ) -> PassSummary {
         self.pass += 1;
         let calls_before = self.eks.calls();
-        let desired: Vec<DesiredMapping> = mappings.iter().map(|m| desired_mapping(m)).collect();
+        let mut desired: Vec<DesiredMapping> = mappings
+            .iter()
+            .map(|m| desired_mapping(m, &self.settings))
+            .collect();
+        for m in &mut desired {
+            m.confirmed_before = still_confirmed(self.reports.get(&m.name), m);
+        }
         let now = now();
         let mut summary = PassSummary::default();
         let result = self.run_pass(&desired, resync, &now, &mut summary).await;
@@ -135,11 +153,19 @@ impl<E: EksApi> Runner<E> {
     }
 
     /// The report of a mapping when EKS could not be asked at all. An access entry confirmed
-    /// for this generation stays confirmed: an outage of the EKS API does not remove entries,
-    /// and it must not make `only` mode rewrite aws-auth. A newer generation is not confirmed.
+    /// for this generation and principal stays confirmed: an outage of the EKS API does not
+    /// remove entries, and it must not make `only` mode rewrite aws-auth. A newer generation is
+    /// not confirmed.
     fn failed_report(&self, m: &DesiredMapping, err: &EksError) -> AccessEntryReport {
         let previous = self.reports.get(&m.name);
-        let confirmed = previous.is_some_and(|p| p.confirms(m.generation));
+        if let Some(refusal) = &m.refusal {
+            // The policy's verdict needs no EKS: an outage must not hide it behind EksError.
+            return AccessEntryReport {
+                status: previous.and_then(|p| p.status.clone()),
+                ..refused_outcome(m, refusal, None, false)
+            };
+        }
+        let confirmed = m.confirmed_before;
         AccessEntryReport {
             generation: m.generation,
             synced: false,
@@ -239,6 +265,12 @@ impl<E: EksApi> Runner<E> {
             return Ok(plan.outcomes);
         }
 
+        for work in plan.work.iter().filter(|w| w.kind == WorkKind::Delete) {
+            if let Some(mapping) = &work.mapping {
+                // Worth its own line: the operator takes away access here, not a deleted mapping.
+                warn!(principal = %work.principal_arn, mapping = %mapping, "deleting the access entry of a mapping the operator's policy refuses");
+            }
+        }
         // Run the work, a principal's steps in order, principals concurrently.
         summary.work = plan.work.len();
         let this = &*self;
@@ -288,10 +320,21 @@ impl<E: EksApi> Runner<E> {
                 (w.principal_arn.clone(), true, policies)
             })
             .collect();
+        let touched_keys: BTreeSet<String> = touched
+            .iter()
+            .map(|(arn, _, _)| principal_key(arn))
+            .collect();
         let mut unreadable_after = BTreeSet::new();
         self.read_entries(touched.into_iter(), &mut unreadable_after)
             .await;
+        // What could not be read before and was not read again is still unknown: the cache
+        // holds an older read of it (or nothing), which must not pass for the current state.
+        unreadable_after.extend(unreadable.into_iter().filter(|k| !touched_keys.contains(k)));
         let after = plan_sync(desired, &self.observed(mode, &keys, &unreadable_after));
+        let confirmed_before: BTreeMap<&str, bool> = desired
+            .iter()
+            .map(|m| (m.name.as_str(), m.confirmed_before))
+            .collect();
         let mut outcomes = BTreeMap::new();
         for (name, planned) in &plan.outcomes {
             let index = plan
@@ -301,7 +344,14 @@ impl<E: EksApi> Runner<E> {
             let work = index.map(|i| &plan.work[i]);
             let error = index.and_then(|i| errors.get(&i)).map(String::as_str);
             let later = after.outcomes.get(name).unwrap_or(planned);
-            outcomes.insert(name.clone(), finalize_outcome(planned, work, error, later));
+            let before = confirmed_before
+                .get(name.as_str())
+                .copied()
+                .unwrap_or(false);
+            outcomes.insert(
+                name.clone(),
+                finalize_outcome(planned, work, error, later, before),
+            );
         }
         Ok(outcomes)
     }
@@ -469,8 +519,15 @@ fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// A mapping as the planner sees it.
-pub fn desired_mapping(m: &IamIdentityMapping) -> DesiredMapping {
+/// A mapping as the planner sees it, with the verdict of the operator's policy on it (the one
+/// aws-auth gets, plus the groups of `spec.accessEntry.kubernetesGroups`, which only the access
+/// entry grants). `confirmed_before` is left false: only the runner knows earlier passes.
+pub fn desired_mapping(m: &IamIdentityMapping, settings: &Settings) -> DesiredMapping {
+    let access_entry_groups = m
+        .spec
+        .access_entry
+        .iter()
+        .flat_map(|a| a.kubernetes_groups.iter().flatten());
     DesiredMapping {
         name: m.name_any(),
         generation: m.metadata.generation,
@@ -481,6 +538,8 @@ pub fn desired_mapping(m: &IamIdentityMapping) -> DesiredMapping {
             .map(|t| t.0.as_second()),
         translation: translate_mapping(&m.spec),
         adopt: m.spec.access_entry.as_ref().is_some_and(|a| a.adopt),
+        refusal: spec_refusal(&m.spec, access_entry_groups, settings),
+        confirmed_before: false,
     }
 }
 
@@ -496,12 +555,17 @@ pub fn jittered(resync: Duration) -> Duration {
 /// The loop: waits for the mapping store, then runs a pass on every wake (after a short
 /// debounce) and at every resync, until `shutdown` completes.
 ///
-/// `wake` is the `Notify` the aws-auth side signals on every IamIdentityMapping event
-/// (`notify_one`, so that a change during a pass is not lost). Reports go to `board`. With
-/// leader election, `leading` says whether this replica leads: only the leader calls EKS.
+/// `settings` are the operator's settings, the same the aws-auth reconcile plans with: access
+/// entries obey its policy as aws-auth does. `wake` is the `Notify` the aws-auth side signals
+/// on every IamIdentityMapping event (`notify_one`, so that a change during a pass is not
+/// lost). Reports go to `board`. With leader election, `leading` says whether this replica
+/// leads: only the leader calls EKS.
+// Each argument is one of the loop's independent inputs; a struct would only rename them.
+#[allow(clippy::too_many_arguments)]
 pub async fn run_loop<E: EksApi>(
     eks: Arc<E>,
     config: AccessEntriesConfig,
+    settings: Settings,
     store: Store<IamIdentityMapping>,
     wake: Arc<Notify>,
     board: ReportBoard,
@@ -520,7 +584,13 @@ pub async fn run_loop<E: EksApi>(
         () = &mut shutdown => return,
     }
     info!(cluster = %config.cluster_name, mode = ?config.mode, resync_seconds = config.resync.as_secs(), "access-entry loop started");
-    let mut runner = Runner::new(eks, &config.cluster_name, config.concurrency, board);
+    let mut runner = Runner::new(
+        eks,
+        &config.cluster_name,
+        config.concurrency,
+        board,
+        settings,
+    );
     let mut next_resync = tokio::time::Instant::now();
     loop {
         if let Some(leading) = leading.as_mut()
@@ -556,4 +626,482 @@ pub async fn run_loop<E: EksApi>(
         }
     }
     info!("access-entry loop stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    //! Passes of the loop against an in-memory EKS whose calls can be made to fail one by one.
+
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::accessentries::client::CallCounts;
+    use crate::accessentries::sync::MANAGED_BY_TAG;
+    use crate::accessentries::translate::{DesiredPolicy, PolicyScope};
+    use crate::api::IamIdentityMappingSpec;
+
+    const DEV: &str = "arn:aws:iam::111122223333:role/team/dev";
+    const OPS: &str = "arn:aws:iam::111122223333:role/ops";
+    const ADMIN_POLICY: &str = "arn:aws:eks::aws:cluster-access-policy/AmazonEKSClusterAdminPolicy";
+
+    #[derive(Default)]
+    struct State {
+        entries: BTreeMap<String, ObservedEntry>,
+        /// Calls (operation, principal key) that fail, throttled.
+        failing: BTreeSet<(&'static str, String)>,
+        calls: CallCounts,
+        changes: Vec<(&'static str, String)>,
+    }
+
+    #[derive(Default)]
+    struct FakeEks(Mutex<State>);
+
+    fn throttled(operation: &'static str) -> EksError {
+        EksError::Service {
+            operation,
+            code: "ThrottlingException".into(),
+            message: "Rate exceeded".into(),
+        }
+    }
+
+    impl FakeEks {
+        fn call<T>(
+            &self,
+            operation: &'static str,
+            principal: &str,
+            f: impl FnOnce(&mut State) -> T,
+        ) -> Result<T, EksError> {
+            let mut state = self.0.lock().unwrap();
+            *state.calls.0.entry(operation).or_default() += 1;
+            if state
+                .failing
+                .contains(&(operation, principal_key(principal)))
+            {
+                return Err(throttled(operation));
+            }
+            Ok(f(&mut state))
+        }
+
+        fn fail(&self, operation: &'static str, principal: &str) {
+            let mut state = self.0.lock().unwrap();
+            state.failing.insert((operation, principal_key(principal)));
+        }
+
+        fn heal(&self) {
+            self.0.lock().unwrap().failing.clear();
+        }
+
+        fn changes(&self) -> Vec<(&'static str, String)> {
+            std::mem::take(&mut self.0.lock().unwrap().changes)
+        }
+
+        fn put(&self, entry: ObservedEntry) {
+            let mut state = self.0.lock().unwrap();
+            state
+                .entries
+                .insert(principal_key(&entry.principal_arn), entry);
+        }
+
+        fn edit(&self, principal: &str, f: impl FnOnce(&mut ObservedEntry)) {
+            let mut state = self.0.lock().unwrap();
+            if let Some(e) = state.entries.get_mut(&principal_key(principal)) {
+                f(e);
+            }
+        }
+
+        fn has(&self, principal: &str) -> bool {
+            self.0
+                .lock()
+                .unwrap()
+                .entries
+                .contains_key(&principal_key(principal))
+        }
+    }
+
+    impl EksApi for FakeEks {
+        async fn authentication_mode(&self, _: &str) -> Result<AuthenticationMode, EksError> {
+            self.call("DescribeCluster", "", |_| {
+                AuthenticationMode::ApiAndConfigMap
+            })
+        }
+
+        async fn list_access_entries(&self, _: &str) -> Result<Vec<String>, EksError> {
+            self.call("ListAccessEntries", "", |s| {
+                s.entries
+                    .values()
+                    .map(|e| e.principal_arn.clone())
+                    .collect()
+            })
+        }
+
+        async fn describe_access_entry(
+            &self,
+            _: &str,
+            principal: &str,
+        ) -> Result<Option<ObservedEntry>, EksError> {
+            self.call("DescribeAccessEntry", principal, |s| {
+                s.entries
+                    .get(&principal_key(principal))
+                    .map(|e| ObservedEntry {
+                        policies: None,
+                        ..e.clone()
+                    })
+            })
+        }
+
+        async fn list_associated_policies(
+            &self,
+            _: &str,
+            principal: &str,
+        ) -> Result<Option<Vec<ObservedPolicy>>, EksError> {
+            self.call("ListAssociatedAccessPolicies", principal, |s| {
+                s.entries
+                    .get(&principal_key(principal))
+                    .map(|e| e.policies.clone().unwrap_or_default())
+            })
+        }
+
+        async fn create_access_entry(&self, _: &str, entry: &CreateEntry) -> Result<(), EksError> {
+            self.call("CreateAccessEntry", &entry.principal_arn, |s| {
+                s.changes.push(("create", entry.principal_arn.clone()));
+                s.entries.insert(
+                    principal_key(&entry.principal_arn),
+                    ObservedEntry {
+                        principal_arn: entry.principal_arn.clone(),
+                        access_entry_arn: Some(format!("ae/{}", entry.principal_arn)),
+                        type_: entry.type_.as_str().to_string(),
+                        username: entry.username.clone(),
+                        kubernetes_groups: entry.kubernetes_groups.clone(),
+                        tags: entry.tags.clone(),
+                        policies: Some(Vec::new()),
+                    },
+                );
+            })
+        }
+
+        async fn update_access_entry(
+            &self,
+            _: &str,
+            principal: &str,
+            username: Option<&str>,
+            groups: &[String],
+        ) -> Result<(), EksError> {
+            self.call("UpdateAccessEntry", principal, |s| {
+                s.changes.push(("update", principal.to_string()));
+                if let Some(e) = s.entries.get_mut(&principal_key(principal)) {
+                    if let Some(u) = username {
+                        e.username = Some(u.to_string());
+                    }
+                    e.kubernetes_groups = groups.to_vec();
+                }
+            })
+        }
+
+        async fn delete_access_entry(&self, _: &str, principal: &str) -> Result<(), EksError> {
+            self.call("DeleteAccessEntry", principal, |s| {
+                s.changes.push(("delete", principal.to_string()));
+                s.entries.remove(&principal_key(principal));
+            })
+        }
+
+        async fn associate_access_policy(
+            &self,
+            _: &str,
+            principal: &str,
+            policy: &DesiredPolicy,
+        ) -> Result<(), EksError> {
+            self.call("AssociateAccessPolicy", principal, |s| {
+                s.changes.push(("associate", principal.to_string()));
+                if let Some(e) = s.entries.get_mut(&principal_key(principal)) {
+                    let policies = e.policies.get_or_insert_with(Vec::new);
+                    policies.retain(|p| p.policy_arn != policy.policy_arn);
+                    policies.push(ObservedPolicy {
+                        policy_arn: policy.policy_arn.clone(),
+                        scope: policy.scope.clone(),
+                    });
+                }
+            })
+        }
+
+        async fn disassociate_access_policy(
+            &self,
+            _: &str,
+            principal: &str,
+            policy_arn: &str,
+        ) -> Result<(), EksError> {
+            self.call("DisassociateAccessPolicy", principal, |s| {
+                s.changes.push(("disassociate", principal.to_string()));
+                if let Some(e) = s.entries.get_mut(&principal_key(principal)) {
+                    e.policies
+                        .get_or_insert_with(Vec::new)
+                        .retain(|p| p.policy_arn != policy_arn);
+                }
+            })
+        }
+
+        async fn tag_resource(
+            &self,
+            resource_arn: &str,
+            tags: &BTreeMap<String, String>,
+        ) -> Result<(), EksError> {
+            let principal = resource_arn.trim_start_matches("ae/").to_string();
+            self.call("TagResource", &principal, |s| {
+                s.changes.push(("tag", principal.clone()));
+                if let Some(e) = s.entries.get_mut(&principal_key(&principal)) {
+                    e.tags.extend(tags.clone());
+                }
+            })
+        }
+
+        fn calls(&self) -> CallCounts {
+            self.0.lock().unwrap().calls.clone()
+        }
+    }
+
+    fn mapping(name: &str, arn: &str, groups: &[&str], generation: i64) -> Arc<IamIdentityMapping> {
+        let mut m = IamIdentityMapping::new(
+            name,
+            IamIdentityMappingSpec {
+                arn: Some(arn.into()),
+                username: Some(format!("{name}:{{{{SessionName}}}}")),
+                groups: groups.iter().map(|g| g.to_string()).collect(),
+                ..Default::default()
+            },
+        );
+        m.metadata.generation = Some(generation);
+        Arc::new(m)
+    }
+
+    fn new_runner(eks: &Arc<FakeEks>, settings: Settings) -> Runner<FakeEks> {
+        Runner::new(eks.clone(), "prod", 2, ReportBoard::new(), settings)
+    }
+
+    fn state(runner: &Runner<FakeEks>, name: &str) -> (SyncReason, bool) {
+        let report = runner.board().get(name).expect("a report");
+        (report.reason, report.confirmed_in_place)
+    }
+
+    /// Throttling of one entry must not un-confirm it: in `only` mode that would write the
+    /// mapping back into aws-auth until the next pass, and remove it again after.
+    #[tokio::test]
+    async fn throttling_of_one_entry_keeps_its_confirmation() {
+        let eks = Arc::new(FakeEks::default());
+        let mut runner = new_runner(&eks, Settings::default());
+        let dev = mapping("dev", DEV, &["devs"], 1);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Created, true));
+        assert_eq!(eks.changes(), vec![("create", DEV.to_string())]);
+
+        // A resync re-reads it, and DescribeAccessEntry is throttled.
+        eks.fail("DescribeAccessEntry", DEV);
+        let summary = runner.pass(std::slice::from_ref(&dev), true).await;
+        assert!(summary.error.is_none(), "one entry, not the pass");
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, true));
+        let report = runner.board().get("dev").unwrap();
+        assert!(report.confirms(Some(1)));
+        assert!(
+            report.message.contains("last confirmed in place"),
+            "{}",
+            report.message
+        );
+        assert!(
+            report.status.is_some(),
+            "the last known entry is still shown"
+        );
+
+        // ListAssociatedAccessPolicies throttled instead.
+        eks.heal();
+        eks.fail("ListAssociatedAccessPolicies", DEV);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, true));
+
+        // Throttled while another mapping has work in the same pass.
+        eks.heal();
+        eks.fail("DescribeAccessEntry", DEV);
+        let ops = mapping("ops", OPS, &["ops"], 1);
+        runner.pass(&[dev.clone(), ops.clone()], true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, true));
+        assert_eq!(state(&runner, "ops"), (SyncReason::Created, true));
+        assert_eq!(
+            eks.changes(),
+            vec![("create", OPS.to_string())],
+            "nothing done to dev"
+        );
+
+        // Healthy again: confirmed and in sync, and an idle pass changes nothing.
+        eks.heal();
+        runner.pass(&[dev.clone(), ops.clone()], true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::InSync, true));
+        let version = runner.board().version();
+        runner.pass(&[dev.clone(), ops.clone()], false).await;
+        assert_eq!(runner.board().version(), version);
+    }
+
+    #[tokio::test]
+    async fn a_confirmation_goes_when_the_spec_changes_or_the_entry_is_found_different() {
+        let eks = Arc::new(FakeEks::default());
+        let mut runner = new_runner(&eks, Settings::default());
+        let dev = mapping("dev", DEV, &["devs"], 1);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Created, true));
+
+        // A new generation while the entry cannot be read: not confirmed.
+        eks.fail("DescribeAccessEntry", DEV);
+        let edited = mapping("dev", DEV, &["devs", "qa"], 2);
+        runner.pass(std::slice::from_ref(&edited), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, false));
+        eks.heal();
+        runner.pass(std::slice::from_ref(&edited), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Updated, true));
+        let dev = edited;
+
+        // Deleted and re-created under the same name for another principal, at the same
+        // generation: the confirmation was for the other principal.
+        eks.fail("DescribeAccessEntry", OPS);
+        eks.put(ObservedEntry {
+            principal_arn: OPS.into(),
+            access_entry_arn: None,
+            type_: "STANDARD".into(),
+            username: None,
+            kubernetes_groups: Vec::new(),
+            tags: BTreeMap::new(),
+            policies: Some(Vec::new()),
+        });
+        let moved = mapping("dev", OPS, &["devs", "qa"], 2);
+        runner.pass(std::slice::from_ref(&moved), true).await;
+        let (reason, confirmed) = state(&runner, "dev");
+        assert!(!confirmed, "{reason}: another principal is not confirmed");
+        // (The entry of the first principal went with the move.)
+        eks.heal();
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Created, true));
+
+        // Changed in EKS by someone, and the update that would fix it is throttled: read back
+        // different is not transient.
+        eks.edit(DEV, |e| e.kubernetes_groups = vec!["other".into()]);
+        eks.fail("UpdateAccessEntry", DEV);
+        let summary = runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(summary.failed, 1);
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, false));
+
+        // Deleted in EKS and the create is throttled: absent, not confirmed.
+        eks.heal();
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::Updated, true));
+        eks.0.lock().unwrap().entries.clear();
+        eks.fail("CreateAccessEntry", DEV);
+        runner.pass(std::slice::from_ref(&dev), true).await;
+        assert_eq!(state(&runner, "dev"), (SyncReason::EksError, false));
+    }
+
+    /// A listed entry that cannot be described is unknown, also in a pass where another
+    /// mapping has work: nothing is planned on it from what is not known.
+    #[tokio::test]
+    async fn an_entry_not_read_is_not_taken_for_absent() {
+        let eks = Arc::new(FakeEks::default());
+        eks.put(ObservedEntry {
+            principal_arn: DEV.into(),
+            access_entry_arn: Some(format!("ae/{DEV}")),
+            type_: "STANDARD".into(),
+            username: Some("dev:{{SessionName}}".into()),
+            kubernetes_groups: vec!["devs".into()],
+            tags: BTreeMap::new(),
+            policies: Some(Vec::new()),
+        });
+        eks.fail("DescribeAccessEntry", DEV);
+        let mut runner = new_runner(&eks, Settings::default());
+        let dev = mapping("dev", DEV, &["devs"], 1);
+        let ops = mapping("ops", OPS, &["ops"], 1);
+        runner.pass(&[dev, ops], true).await;
+        let report = runner.board().get("dev").unwrap();
+        assert_eq!(
+            (report.reason, report.confirmed_in_place),
+            (SyncReason::EksError, false),
+            "{}",
+            report.message
+        );
+        assert!(
+            report.message.contains("could not be read"),
+            "{}",
+            report.message
+        );
+        assert_eq!(eks.changes(), vec![("create", OPS.to_string())]);
+    }
+
+    /// The policy of the aws-auth side holds for access entries: no entry for a refused
+    /// mapping, and the operator's entry of a mapping that became refused is deleted.
+    #[tokio::test]
+    async fn the_group_policy_and_protected_principals_hold_for_access_entries() {
+        let policy = Settings::default()
+            .with_group_policy(&[], &["system:masters".to_string()])
+            .unwrap();
+        let eks = Arc::new(FakeEks::default());
+        let mut runner = new_runner(&eks, policy);
+        let admin = mapping("admin", DEV, &["system:masters"], 1);
+        runner.pass(std::slice::from_ref(&admin), true).await;
+        assert!(eks.changes().is_empty(), "no CreateAccessEntry");
+        assert!(!eks.has(DEV));
+        assert_eq!(
+            state(&runner, "admin"),
+            (SyncReason::PolicyViolation, false)
+        );
+
+        // A cluster-admin entry the operator created before the policy (or before this fix):
+        // deleted, while the creator's untagged entry stays.
+        let tags = BTreeMap::from([
+            (MANAGED_BY_TAG.to_string(), "aws-auth-operator".to_string()),
+            ("awsauth.dev/mapping".to_string(), "admin".to_string()),
+        ]);
+        eks.put(ObservedEntry {
+            principal_arn: DEV.into(),
+            access_entry_arn: Some(format!("ae/{DEV}")),
+            type_: "STANDARD".into(),
+            username: Some("admin:{{SessionName}}".into()),
+            kubernetes_groups: Vec::new(),
+            tags,
+            policies: Some(vec![ObservedPolicy {
+                policy_arn: ADMIN_POLICY.into(),
+                scope: PolicyScope::Cluster,
+            }]),
+        });
+        let creator = "arn:aws:iam::111122223333:role/creator";
+        eks.put(ObservedEntry {
+            principal_arn: creator.into(),
+            access_entry_arn: None,
+            type_: "STANDARD".into(),
+            username: None,
+            kubernetes_groups: Vec::new(),
+            tags: BTreeMap::new(),
+            policies: Some(Vec::new()),
+        });
+        runner.pass(std::slice::from_ref(&admin), true).await;
+        assert_eq!(eks.changes(), vec![("delete", DEV.to_string())]);
+        assert!(!eks.has(DEV) && eks.has(creator));
+        let report = runner.board().get("admin").unwrap();
+        assert_eq!(report.reason, SyncReason::PolicyViolation);
+        assert!(report.status.is_none(), "gone, read back");
+        runner.pass(std::slice::from_ref(&admin), true).await;
+        assert!(eks.changes().is_empty(), "stable");
+        // EKS cannot be listed: the refusal is still what the mapping says.
+        eks.fail("ListAccessEntries", "");
+        let summary = runner.pass(std::slice::from_ref(&admin), true).await;
+        assert!(summary.error.is_some());
+        assert_eq!(
+            state(&runner, "admin"),
+            (SyncReason::PolicyViolation, false)
+        );
+        eks.heal();
+
+        // A protected principal: nothing created.
+        let mut protected = Settings::default();
+        protected.protect(OPS).unwrap();
+        let mut runner = new_runner(&eks, protected);
+        runner.pass(&[mapping("ops", OPS, &["ops"], 1)], true).await;
+        assert!(eks.changes().is_empty());
+        assert_eq!(
+            state(&runner, "ops"),
+            (SyncReason::ProtectedPrincipal, false)
+        );
+    }
 }

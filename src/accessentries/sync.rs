@@ -5,6 +5,11 @@
 //! - every entry the operator creates carries [`MANAGED_BY_TAG`] (and [`MAPPING_TAG`]);
 //! - only tagged entries are ever deleted, and only when no mapping wants their principal any
 //!   more (an entry whose mapping still exists but cannot migrate is kept);
+//! - a mapping the operator's policy refuses (`--protected-arn`, `--allowed-groups`,
+//!   `--denied-groups`: the same verdict as in aws-auth) wants nothing: no entry is created or
+//!   changed for it, and the tagged entry of its principal is deleted like a deleted mapping's
+//!   (an access entry takes precedence over aws-auth, so keeping it would grant what aws-auth
+//!   refuses);
 //! - an untagged entry for a mapping's principal is reported (`ForeignEntry`) and left alone,
 //!   unless the mapping says `adopt: true`; every other untagged entry (the cluster creator's,
 //!   EKS's own node entries, other tools') is never touched;
@@ -18,6 +23,7 @@ use serde::Serialize;
 use super::report::{AccessEntryReport, SyncReason};
 use super::spec::{AccessEntryStatus, AccessEntryType, AssociatedPolicyStatus};
 use super::translate::{DesiredEntry, DesiredPolicy, PolicyScope, Translation};
+use crate::plan::PolicyRefusal;
 
 /// Tag on every access entry the operator creates.
 pub const MANAGED_BY_TAG: &str = "awsauth.dev/managed-by";
@@ -146,6 +152,37 @@ pub struct DesiredMapping {
     pub created: Option<i64>,
     pub translation: Translation,
     pub adopt: bool,
+    /// The operator's policy refuses the mapping (the verdict aws-auth gets too): it gets no
+    /// access entry, and the one the operator manages for its principal is deleted.
+    pub refusal: Option<PolicyRefusal>,
+    /// An earlier pass confirmed the access entry of this generation and principal in place
+    /// ([`still_confirmed`]). A transient failure of this pass (an entry that could not be read,
+    /// a failed call on an entry found in place) keeps that confirmation, so that throttling
+    /// does not make `only` mode write the mapping back into aws-auth.
+    pub confirmed_before: bool,
+}
+
+impl DesiredMapping {
+    /// The access entry the mapping wants: none when it cannot migrate or the policy refuses it.
+    pub fn wants(&self) -> Option<&DesiredEntry> {
+        self.translation
+            .as_ref()
+            .ok()
+            .filter(|_| self.refusal.is_none())
+    }
+}
+
+/// Whether `previous`, the report of an earlier pass, confirmed the access entry `m` wants now:
+/// the same generation and the same principal (a mapping deleted and re-created under the same
+/// name starts at generation 1 again).
+pub fn still_confirmed(previous: Option<&AccessEntryReport>, m: &DesiredMapping) -> bool {
+    let (Some(previous), Some(desired)) = (previous, m.wants()) else {
+        return false;
+    };
+    previous.confirms(m.generation)
+        && previous.status.as_ref().is_some_and(|s| {
+            principal_key(&s.principal_arn) == principal_key(&desired.principal_arn)
+        })
 }
 
 /// One EKS call.
@@ -184,7 +221,7 @@ pub enum WorkKind {
     Update,
     /// Tag an adopted entry (and update it if needed).
     Adopt,
-    /// Delete an entry whose mapping is gone.
+    /// Delete an entry whose mapping is gone, or whose mapping the policy refuses.
     Delete,
 }
 
@@ -192,7 +229,8 @@ pub enum WorkKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PrincipalWork {
     pub principal_arn: String,
-    /// The mapping it is done for (None for deletions).
+    /// The mapping it is done for: None for deletions, except the deletion of the entry of a
+    /// mapping the policy refuses, which names that mapping.
     pub mapping: Option<String>,
     pub kind: WorkKind,
     pub steps: Vec<Step>,
@@ -350,6 +388,10 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
             _ => "the cluster's authentication mode is CONFIG_MAP: access entries have no effect and none are changed. Switch the cluster to API_AND_CONFIG_MAP (aws eks update-cluster-config --name CLUSTER --access-config authenticationMode=API_AND_CONFIG_MAP; it cannot be switched back); the operator never changes the mode. aws-auth keeps working meanwhile".to_string(),
         };
         for m in mappings {
+            if let Some(refusal) = &m.refusal {
+                outcomes.insert(m.name.clone(), refused_outcome(m, refusal, None, false));
+                continue;
+            }
             outcomes.insert(
                 m.name.clone(),
                 AccessEntryReport {
@@ -379,12 +421,13 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
     });
     let mut winners: BTreeMap<String, &str> = BTreeMap::new();
     for m in &order {
-        if let Ok(entry) = &m.translation {
+        if let Some(entry) = m.wants() {
             winners
                 .entry(principal_key(&entry.principal_arn))
                 .or_insert(&m.name);
         }
     }
+    let deletions = deletions(mappings, observed);
 
     for m in mappings {
         let outcome = |synced, reason, message: String, status, confirmed| AccessEntryReport {
@@ -396,6 +439,24 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
             confirmed_in_place: confirmed,
             migratable: true,
         };
+        if let Some(refusal) = &m.refusal {
+            let key = m
+                .translation
+                .as_ref()
+                .ok()
+                .map(|e| principal_key(&e.principal_arn));
+            let current = key
+                .as_ref()
+                .filter(|k| !observed.unreadable.contains(*k))
+                .and_then(|k| by_key.get(k).copied());
+            let deleting = current
+                .is_some_and(|c| deletions.iter().any(|d| d.principal_arn == c.principal_arn));
+            outcomes.insert(
+                m.name.clone(),
+                refused_outcome(m, refusal, current, deleting),
+            );
+            continue;
+        }
         let desired = match &m.translation {
             Err(refusal) => {
                 outcomes.insert(
@@ -439,17 +500,19 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
             continue;
         }
         if observed.unreadable.contains(&key) {
+            // Not read is not absent: an earlier confirmation of this spec stands.
             outcomes.insert(
                 m.name.clone(),
                 outcome(
                     false,
                     SyncReason::EksError,
                     format!(
-                        "the access entry of {} could not be read from EKS; retrying at the next pass",
-                        desired.principal_arn
+                        "the access entry of {} could not be read from EKS; retrying at the next pass{}",
+                        desired.principal_arn,
+                        last_confirmed(m.confirmed_before)
                     ),
                     status,
-                    false,
+                    m.confirmed_before,
                 ),
             );
             continue;
@@ -553,11 +616,12 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
                     false,
                     SyncReason::EksError,
                     format!(
-                        "the access policies of {} could not be read from EKS; retrying at the next pass",
-                        current.principal_arn
+                        "the access policies of {} could not be read from EKS; retrying at the next pass{}",
+                        current.principal_arn,
+                        last_confirmed(m.confirmed_before)
                     ),
                     status,
-                    false,
+                    m.confirmed_before,
                 ),
             );
             continue;
@@ -601,23 +665,49 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
         );
     }
 
-    // Tagged entries no mapping wants any more.
+    work.extend(deletions);
+    SyncPlan { work, outcomes }
+}
+
+/// The deletions of a pass: tagged entries no mapping wants any more (its mapping is gone, or
+/// the policy refuses it). An entry whose mapping still exists but cannot migrate right now (an
+/// edit in progress) is kept rather than cut its users off. The deletion of the entry of a
+/// refused mapping names that mapping, so that its outcome tells how the deletion went.
+fn deletions(mappings: &[DesiredMapping], observed: &Observed) -> Vec<PrincipalWork> {
     let wanted: BTreeSet<String> = mappings
         .iter()
-        .filter_map(|m| m.translation.as_ref().ok())
+        .filter_map(DesiredMapping::wants)
         .map(|e| principal_key(&e.principal_arn))
         .collect();
     let unmigratable: BTreeSet<&str> = mappings
         .iter()
-        .filter(|m| m.translation.is_err())
+        .filter(|m| m.translation.is_err() && m.refusal.is_none())
         .map(|m| m.name.as_str())
         .collect();
+    let refused: Vec<&DesiredMapping> = mappings.iter().filter(|m| m.refusal.is_some()).collect();
+    // The refused mapping an entry belongs to: by principal, else by the entry's mapping tag.
+    let refused_for = |entry: &ObservedEntry| {
+        let key = principal_key(&entry.principal_arn);
+        refused
+            .iter()
+            .find(|m| {
+                m.translation
+                    .as_ref()
+                    .is_ok_and(|e| principal_key(&e.principal_arn) == key)
+            })
+            .or_else(|| {
+                refused
+                    .iter()
+                    .find(|m| entry.mapping_tag() == Some(&m.name))
+            })
+            .map(|m| m.name.clone())
+    };
+    let mut work = Vec::new();
     for entry in &observed.entries {
-        if !entry.is_managed() || wanted.contains(&principal_key(&entry.principal_arn)) {
+        let key = principal_key(&entry.principal_arn);
+        if !entry.is_managed() || wanted.contains(&key) {
             continue;
         }
-        // Its mapping still exists but cannot migrate right now (an edit in progress): keep
-        // the entry rather than cut its users off.
         if entry
             .mapping_tag()
             .is_some_and(|m| unmigratable.contains(m))
@@ -626,34 +716,105 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
         }
         work.push(PrincipalWork {
             principal_arn: entry.principal_arn.clone(),
-            mapping: None,
+            mapping: refused_for(entry),
             kind: WorkKind::Delete,
             steps: vec![Step::Delete],
         });
     }
-    SyncPlan { work, outcomes }
+    work
+}
+
+/// The outcome of a mapping the policy refuses. `current`: what EKS holds for its principal;
+/// `deleting`: that entry is the operator's and this pass deletes it.
+pub fn refused_outcome(
+    m: &DesiredMapping,
+    refusal: &PolicyRefusal,
+    current: Option<&ObservedEntry>,
+    deleting: bool,
+) -> AccessEntryReport {
+    let (reason, hint) = match refusal {
+        PolicyRefusal::Protected { .. } => (
+            SyncReason::ProtectedPrincipal,
+            "remove the mapping, or the protection if you do mean to manage the principal",
+        ),
+        PolicyRefusal::Group { .. } => (
+            SyncReason::PolicyViolation,
+            "change the groups, or the policy",
+        ),
+    };
+    let mut message = format!(
+        "{refusal}: the operator's policy refuses this mapping, so it gets no EKS access entry ({hint})"
+    );
+    match current {
+        Some(c) if deleting => message.push_str(&format!(
+            "; the access entry the operator created for {} is being deleted",
+            c.principal_arn
+        )),
+        Some(c) if !c.is_managed() => message.push_str(&format!(
+            "; the access entry of {} was not created by the operator and is left alone",
+            c.principal_arn
+        )),
+        _ => {}
+    }
+    AccessEntryReport {
+        generation: m.generation,
+        synced: false,
+        reason,
+        message,
+        status: current.map(|c| c.status(None)),
+        confirmed_in_place: false,
+        migratable: m.translation.is_ok(),
+    }
+}
+
+fn last_confirmed(confirmed: bool) -> &'static str {
+    if confirmed {
+        "; the access entry was last confirmed in place, so aws-auth is left as it is"
+    } else {
+        ""
+    }
 }
 
 /// The outcome of a mapping once its work ran: `planned` from the plan before the work,
-/// `error` the first failed call, `after` the outcome of a plan on what EKS holds afterwards.
+/// `error` the first failed call, `after` the outcome of a plan on what EKS holds afterwards,
+/// `confirmed_before` as in [`DesiredMapping`].
 pub fn finalize_outcome(
     planned: &AccessEntryReport,
     work: Option<&PrincipalWork>,
     error: Option<&str>,
     after: &AccessEntryReport,
+    confirmed_before: bool,
 ) -> AccessEntryReport {
     let Some(work) = work else {
         return after.clone();
     };
+    if work.kind == WorkKind::Delete {
+        // The entry of a mapping the policy refuses: the refusal stays the reason.
+        return match error {
+            Some(error) => AccessEntryReport {
+                message: format!(
+                    "{}; deleting it failed: {error}; retrying at the next pass",
+                    after.message
+                ),
+                ..after.clone()
+            },
+            None => after.clone(),
+        };
+    }
     if let Some(error) = error {
+        // A failed call on an entry this pass found in place (only a tag was missing) is
+        // transient: an earlier confirmation stands. One that was to create or fix the entry
+        // says the entry is absent or different: no confirmation.
+        let confirmed = confirmed_before && planned.confirmed_in_place;
         return AccessEntryReport {
             synced: false,
             reason: SyncReason::EksError,
             message: format!(
-                "{}: failed: {error}. Retrying at the next pass",
-                planned.message
+                "{}: failed: {error}. Retrying at the next pass{}",
+                planned.message,
+                last_confirmed(confirmed)
             ),
-            confirmed_in_place: false,
+            confirmed_in_place: confirmed,
             ..after.clone()
         };
     }
@@ -675,7 +836,8 @@ pub fn finalize_outcome(
         WorkKind::Recreate => (SyncReason::Updated, "re-created with its new type"),
         WorkKind::Update => (SyncReason::Updated, "updated"),
         WorkKind::Adopt => (SyncReason::Updated, "adopted"),
-        WorkKind::Delete => (SyncReason::InSync, "deleted"),
+        // Handled above.
+        WorkKind::Delete => return after.clone(),
     };
     if work.kind == WorkKind::Adopt && work.steps.iter().all(|s| matches!(s, Step::Tag { .. })) {
         // Only the tag was missing: the entry itself already matched.
@@ -713,7 +875,7 @@ pub struct CachedEntry {
 pub fn wanted_principals(mappings: &[DesiredMapping]) -> BTreeMap<String, bool> {
     mappings
         .iter()
-        .filter_map(|m| m.translation.as_ref().ok())
+        .filter_map(DesiredMapping::wants)
         .map(|e| (principal_key(&e.principal_arn), e.type_.is_standard()))
         .collect()
 }

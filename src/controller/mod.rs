@@ -241,6 +241,9 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
             tokio::spawn(accessentries::runner::run_loop(
                 eks,
                 access_config.clone(),
+                // The same policy as aws-auth's: an access entry overrides aws-auth, so a
+                // mapping refused there must not get one.
+                config.settings.clone(),
                 store.clone(),
                 access_wake.clone(),
                 board.clone(),

@@ -27,7 +27,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
 use crate::api::{IamIdentityMappingSpec, RenderedEntry};
-use crate::arn::PrincipalKey;
+use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
     ArnMapping, AwsAuthEntries, ConfigMapData, Diagnostic, Entry, ParsedAwsAuth, Section,
     data_size, parse_data, parse_section_entries, render_section, sort_entries,
@@ -35,7 +35,7 @@ use crate::awsauth::{
 use crate::validate::{Problem, validate};
 
 pub use managed::{MANAGED_ANNOTATION, MAX_MANAGED_ANNOTATION_BYTES, ManagedSet, ManagedSetError};
-pub use settings::{DriftPolicy, Settings, SettingsError};
+pub use settings::{DriftPolicy, PolicyRefusal, Settings, SettingsError};
 
 /// One IamIdentityMapping as `plan()` needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -525,6 +525,31 @@ impl Principal {
     }
 }
 
+/// The policy's verdict on a mapping from its spec alone, valid or not (`plan()` decides the
+/// same for a valid spec): the protected principal check needs a readable ARN or account, the
+/// group check only the groups. `extra_groups` are groups the mapping grants elsewhere (the
+/// access-entry loop passes `spec.accessEntry.kubernetesGroups`).
+pub fn spec_refusal<'g>(
+    spec: &'g IamIdentityMappingSpec,
+    extra_groups: impl IntoIterator<Item = &'g String>,
+    settings: &Settings,
+) -> Option<PolicyRefusal> {
+    // The key aws-auth gives the principal (roles path-stripped), as `validate()` builds it.
+    let principal = match (&spec.arn, &spec.account) {
+        (Some(arn), _) => IamArn::parse(arn)
+            .ok()
+            .map(|arn| (arn.principal_key(), arn.aws_auth_arn())),
+        (None, Some(account)) => {
+            is_account_id(account).then(|| (PrincipalKey::account(account), account.clone()))
+        }
+        (None, None) => None,
+    };
+    settings.refusal(
+        principal.as_ref().map(|(key, arn)| (key, arn.as_str())),
+        spec.groups.iter().chain(extra_groups),
+    )
+}
+
 /// Computes the plan. Pure: no I/O, no clock.
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
     let no_data = ConfigMapData::new();
@@ -546,15 +571,16 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             Err(problems) => invalid.push((index, problems)),
             Ok(entry) => {
                 let key = entry.key();
-                if settings.protected.contains(&key) {
-                    let principal = entry.principal().to_string();
-                    outcomes[index] = Some(Outcome::Protected { principal });
-                } else if let Some((group, rule)) = settings.forbidden_group(entry.groups()) {
-                    violations.push((index, group.to_string(), rule));
-                } else {
-                    principal_mut(&mut principals, key, settings)
+                match settings.refusal(Some((&key, entry.principal())), entry.groups()) {
+                    Some(PolicyRefusal::Protected { principal }) => {
+                        outcomes[index] = Some(Outcome::Protected { principal });
+                    }
+                    Some(PolicyRefusal::Group { group, rule }) => {
+                        violations.push((index, group, rule));
+                    }
+                    None => principal_mut(&mut principals, key, settings)
                         .claims
-                        .push((index, entry));
+                        .push((index, entry)),
                 }
             }
         }

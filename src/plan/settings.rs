@@ -99,12 +99,35 @@ impl Settings {
         Ok(self)
     }
 
+    /// The policy's verdict on a mapping, the one rule set for aws-auth and EKS access entries:
+    /// a protected principal first, then the first group the group policy forbids. `principal`
+    /// is the mapping's aws-auth key and principal when known (a spec without a readable ARN
+    /// has none, and its groups are still checked). None: the policy allows it.
+    pub fn refusal<'g>(
+        &self,
+        principal: Option<(&PrincipalKey, &str)>,
+        groups: impl IntoIterator<Item = &'g String>,
+    ) -> Option<PolicyRefusal> {
+        if let Some((key, principal)) = principal
+            && self.protected.contains(key)
+        {
+            return Some(PolicyRefusal::Protected {
+                principal: principal.to_string(),
+            });
+        }
+        self.forbidden_group(groups)
+            .map(|(group, rule)| PolicyRefusal::Group { group, rule })
+    }
+
     /// The first group the policy forbids, with the rule that forbids it.
-    pub(super) fn forbidden_group<'g>(&self, groups: &'g [String]) -> Option<(&'g str, String)> {
-        groups.iter().find_map(|group| {
+    fn forbidden_group<'g>(
+        &self,
+        groups: impl IntoIterator<Item = &'g String>,
+    ) -> Option<(String, String)> {
+        groups.into_iter().find_map(|group| {
             if let Some(rule) = self.denied_groups.iter().find(|r| r.is_match(group)) {
                 return Some((
-                    group.as_str(),
+                    group.clone(),
                     format!("matches --denied-groups `{}`", unanchor(rule)),
                 ));
             }
@@ -117,12 +140,46 @@ impl Settings {
                     .map(|r| format!("`{}`", unanchor(r)))
                     .collect();
                 return Some((
-                    group.as_str(),
+                    group.clone(),
                     format!("matches none of --allowed-groups {}", rules.join(", ")),
                 ));
             }
             None
         })
+    }
+}
+
+/// Why the operator's policy refuses a mapping (`--protected-arn`, `--allowed-groups`,
+/// `--denied-groups`): in aws-auth it is `Outcome::Protected` or `Outcome::PolicyViolation`,
+/// and it gets no EKS access entry either.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum PolicyRefusal {
+    /// The principal is protected by `--protected-arn`: the operator never manages it.
+    Protected { principal: String },
+    /// `group` is outside the group policy; `rule` says which rule forbids it.
+    Group { group: String, rule: String },
+}
+
+impl PolicyRefusal {
+    /// The condition reason, the same as aws-auth's.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            PolicyRefusal::Protected { .. } => "ProtectedPrincipal",
+            PolicyRefusal::Group { .. } => "PolicyViolation",
+        }
+    }
+}
+
+impl std::fmt::Display for PolicyRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PolicyRefusal::Protected { principal } => {
+                write!(f, "{principal} is a protected principal (--protected-arn)")
+            }
+            PolicyRefusal::Group { group, rule } => {
+                write!(f, "group `{group}` is not allowed: it {rule}")
+            }
+        }
     }
 }
 

@@ -41,6 +41,8 @@ fn mapping_with(
         created: Some(100),
         translation: translate_mapping(&spec),
         adopt,
+        refusal: None,
+        confirmed_before: false,
     }
 }
 
@@ -54,6 +56,8 @@ fn refused(name: &str) -> DesiredMapping {
             message: "group `system:x` cannot be carried".into(),
         }),
         adopt: false,
+        refusal: None,
+        confirmed_before: false,
     }
 }
 
@@ -570,6 +574,7 @@ fn finalize_after_work() {
         work.as_ref(),
         None,
         &after.outcomes["dev"],
+        false,
     );
     assert_eq!(
         (done.reason, done.synced, done.confirmed_in_place),
@@ -587,6 +592,7 @@ fn finalize_after_work() {
         work.as_ref(),
         Some("CreateAccessEntry: InvalidParameterException: bad group"),
         &planned.outcomes["dev"],
+        false,
     );
     assert_eq!(
         (failed.reason, failed.synced, failed.confirmed_in_place),
@@ -599,11 +605,18 @@ fn finalize_after_work() {
         work.as_ref(),
         None,
         &planned.outcomes["dev"],
+        false,
     );
     assert_eq!(stale.reason, SyncReason::EksError);
     assert!(stale.message.contains("does not confirm"));
     // No work: the later outcome as it is.
-    let idle = finalize_outcome(&after.outcomes["dev"], None, None, &after.outcomes["dev"]);
+    let idle = finalize_outcome(
+        &after.outcomes["dev"],
+        None,
+        None,
+        &after.outcomes["dev"],
+        false,
+    );
     assert_eq!(idle, after.outcomes["dev"]);
     // Updates and re-creations say Updated.
     for (kind, verb) in [
@@ -621,6 +634,7 @@ fn finalize_after_work() {
             Some(&w),
             None,
             &after.outcomes["dev"],
+            false,
         );
         assert_eq!(o.reason, SyncReason::Updated);
         assert!(o.message.starts_with(verb), "{}", o.message);
@@ -691,4 +705,478 @@ fn reads_are_few_on_an_idle_resync() {
     assert_eq!(verify_budget(0), 0);
     assert_eq!(verify_budget(1), 1);
     assert_eq!(verify_budget(1000), 84);
+}
+
+// --- The operator's policy (--protected-arn, --allowed-groups, --denied-groups) ---
+
+fn settings(denied: &[&str], allowed: &[&str], protected: &[&str]) -> crate::plan::Settings {
+    let mut settings = crate::plan::Settings::default()
+        .with_group_policy(&s(allowed), &s(denied))
+        .unwrap();
+    for arn in protected {
+        settings.protect(arn).unwrap();
+    }
+    settings
+}
+
+/// A mapping as the runner builds it: through `desired_mapping`, with the operator's settings.
+fn policed(
+    name: &str,
+    arn: &str,
+    groups: &[&str],
+    ae: Option<AccessEntrySpec>,
+    settings: &crate::plan::Settings,
+) -> DesiredMapping {
+    let mut m = crate::api::IamIdentityMapping::new(
+        name,
+        IamIdentityMappingSpec {
+            arn: Some(arn.into()),
+            username: Some("admin:{{SessionName}}".into()),
+            groups: s(groups),
+            access_entry: ae,
+            ..Default::default()
+        },
+    );
+    m.metadata.generation = Some(1);
+    crate::accessentries::runner::desired_mapping(&m, settings)
+}
+
+fn admin_entry(tag: Option<&str>) -> ObservedEntry {
+    policies(
+        entry(DEV, "STANDARD", Some("admin:{{SessionName}}"), &[], tag),
+        &[(ADMIN, PolicyScope::Cluster)],
+    )
+}
+
+#[test]
+fn a_mapping_outside_the_group_policy_gets_no_entry() {
+    let deny_masters = settings(&["system:masters"], &[], &[]);
+    let m = policed(
+        "admin",
+        DEV,
+        &["system:masters", "ops"],
+        None,
+        &deny_masters,
+    );
+    assert!(m.translation.is_ok(), "it would migrate, as cluster admin");
+    let plan = plan_sync(&[m], &observed(vec![creator()]));
+    assert!(
+        plan.work.is_empty(),
+        "no CreateAccessEntry: {:?}",
+        plan.work
+    );
+    let o = &plan.outcomes["admin"];
+    assert_eq!(
+        (o.reason, o.synced, o.confirmed_in_place),
+        (SyncReason::PolicyViolation, false, false)
+    );
+    assert!(
+        o.message.contains(
+            "group `system:masters` is not allowed: it matches --denied-groups `system:masters`"
+        ),
+        "{}",
+        o.message
+    );
+    assert!(o.message.contains("no EKS access entry"), "{}", o.message);
+    assert!(
+        !wanted_principals(&[policed(
+            "admin",
+            DEV,
+            &["system:masters"],
+            None,
+            &deny_masters
+        )])
+        .contains_key(&principal_key(DEV))
+    );
+
+    // --allowed-groups as well.
+    let only_devs = settings(&[], &["devs"], &[]);
+    let plan = plan_sync(
+        &[policed("ops", DEV, &["devs", "ops"], None, &only_devs)],
+        &observed(vec![]),
+    );
+    assert!(plan.work.is_empty());
+    let o = &plan.outcomes["ops"];
+    assert_eq!(o.reason, SyncReason::PolicyViolation);
+    assert!(
+        o.message
+            .contains("`ops` is not allowed: it matches none of --allowed-groups `devs`"),
+        "{}",
+        o.message
+    );
+
+    // Groups only the access entry grants obey the policy too.
+    let deny_admins = settings(&["admins"], &[], &[]);
+    let ae = AccessEntrySpec {
+        kubernetes_groups: Some(s(&["admins"])),
+        ..Default::default()
+    };
+    let plan = plan_sync(
+        &[policed("dev", DEV, &["devs"], Some(ae), &deny_admins)],
+        &observed(vec![]),
+    );
+    assert!(plan.work.is_empty());
+    assert_eq!(plan.outcomes["dev"].reason, SyncReason::PolicyViolation);
+
+    // An invalid spec (a repeated group: not in aws-auth at all) that still translates.
+    let m = policed(
+        "admin",
+        DEV,
+        &["system:masters", "system:masters"],
+        None,
+        &deny_masters,
+    );
+    assert!(m.translation.is_ok());
+    let plan = plan_sync(&[m], &observed(vec![]));
+    assert!(plan.work.is_empty(), "{:?}", plan.work);
+    assert_eq!(plan.outcomes["admin"].reason, SyncReason::PolicyViolation);
+
+    // Without a policy nothing changes: created as cluster admin.
+    let plan = plan_sync(
+        &[policed(
+            "admin",
+            DEV,
+            &["system:masters"],
+            None,
+            &crate::plan::Settings::default(),
+        )],
+        &observed(vec![]),
+    );
+    assert_eq!(plan.work_for("admin").unwrap().kind, WorkKind::Create);
+}
+
+#[test]
+fn the_managed_entry_of_a_mapping_now_outside_the_policy_is_deleted() {
+    let deny_masters = settings(&["system:masters"], &[], &[]);
+    let m = policed("admin", DEV, &["system:masters"], None, &deny_masters);
+    // Created before the policy (or by an operator without the fix): ours, so it goes.
+    let plan = plan_sync(
+        std::slice::from_ref(&m),
+        &observed(vec![admin_entry(Some("admin")), creator()]),
+    );
+    assert_eq!(
+        plan.work,
+        vec![PrincipalWork {
+            principal_arn: DEV.into(),
+            mapping: Some("admin".into()),
+            kind: WorkKind::Delete,
+            steps: vec![Step::Delete],
+        }],
+        "only our entry, never the creator's"
+    );
+    let o = &plan.outcomes["admin"];
+    assert_eq!(
+        (o.reason, o.confirmed_in_place),
+        (SyncReason::PolicyViolation, false)
+    );
+    assert!(
+        o.message.contains(&format!(
+            "the access entry the operator created for {DEV} is being deleted"
+        )),
+        "{}",
+        o.message
+    );
+    assert_eq!(o.status.as_ref().unwrap().principal_arn, DEV);
+
+    // Once deleted the outcome stays the refusal; a failed deletion says so and retries.
+    let after = plan_sync(std::slice::from_ref(&m), &observed(vec![creator()]));
+    let done = finalize_outcome(o, plan.work.first(), None, &after.outcomes["admin"], true);
+    assert_eq!(done, after.outcomes["admin"]);
+    assert!(done.status.is_none() && !done.confirmed_in_place);
+    let failed = finalize_outcome(
+        o,
+        plan.work.first(),
+        Some("DeleteAccessEntry: ThrottlingException: Rate exceeded"),
+        o,
+        true,
+    );
+    assert_eq!(
+        (failed.reason, failed.confirmed_in_place),
+        (SyncReason::PolicyViolation, false)
+    );
+    assert!(
+        failed.message.contains("deleting it failed"),
+        "{}",
+        failed.message
+    );
+
+    // An entry the operator did not create is never touched, refused mapping or not.
+    let plan = plan_sync(std::slice::from_ref(&m), &observed(vec![admin_entry(None)]));
+    assert!(plan.work.is_empty());
+    assert!(
+        plan.outcomes["admin"].message.contains("left alone"),
+        "{}",
+        plan.outcomes["admin"].message
+    );
+
+    // Refused and also not migratable: the refusal wins, and the entry still goes (a mapping
+    // that cannot migrate keeps its entry; one the policy refuses does not).
+    let mut both = m.clone();
+    both.translation = refused("admin").translation;
+    let plan = plan_sync(&[both], &observed(vec![admin_entry(Some("admin"))]));
+    assert_eq!(plan.work.len(), 1);
+    assert_eq!(plan.work[0].kind, WorkKind::Delete);
+    assert_eq!(plan.outcomes["admin"].reason, SyncReason::PolicyViolation);
+
+    // Another mapping the policy allows wants the principal: it wins it, nothing is deleted.
+    let mut allowed = policed("b-allowed", DEV, &["ops"], None, &deny_masters);
+    allowed.created = Some(500);
+    let plan = plan_sync(
+        &[m.clone(), allowed],
+        &observed(vec![policies(
+            entry(
+                DEV,
+                "STANDARD",
+                Some("admin:{{SessionName}}"),
+                &["ops"],
+                Some("admin"),
+            ),
+            &[],
+        )]),
+    );
+    assert!(plan.work.is_empty(), "{:?}", plan.work);
+    assert_eq!(plan.outcomes["b-allowed"].reason, SyncReason::InSync);
+    assert_eq!(plan.outcomes["admin"].reason, SyncReason::PolicyViolation);
+
+    // In CONFIG_MAP mode nothing is changed, and the refusal is still what the mapping says.
+    let obs = Observed {
+        mode: AuthenticationMode::ConfigMap,
+        entries: vec![admin_entry(Some("admin"))],
+        unreadable: BTreeSet::new(),
+    };
+    let plan = plan_sync(std::slice::from_ref(&m), &obs);
+    assert!(plan.work.is_empty());
+    assert_eq!(plan.outcomes["admin"].reason, SyncReason::PolicyViolation);
+}
+
+#[test]
+fn a_protected_principal_gets_no_entry() {
+    // Protected as aws-auth keys it: the role without its path.
+    let protected = settings(&[], &[], &["arn:aws:iam::111122223333:role/dev"]);
+    let m = policed("dev", DEV, &["devs"], None, &protected);
+    let plan = plan_sync(std::slice::from_ref(&m), &observed(vec![]));
+    assert!(
+        plan.work.is_empty(),
+        "no CreateAccessEntry: {:?}",
+        plan.work
+    );
+    let o = &plan.outcomes["dev"];
+    assert_eq!(
+        (o.reason, o.synced, o.confirmed_in_place),
+        (SyncReason::ProtectedPrincipal, false, false)
+    );
+    assert!(
+        o.message
+            .contains("is a protected principal (--protected-arn)"),
+        "{}",
+        o.message
+    );
+    // An entry the operator created for it earlier is deleted; aws-auth's entry serves it.
+    let plan = plan_sync(
+        std::slice::from_ref(&m),
+        &observed(vec![policies(dev_entry(), &[])]),
+    );
+    assert_eq!(plan.work.len(), 1);
+    assert_eq!(
+        (plan.work[0].kind, plan.work[0].mapping.as_deref()),
+        (WorkKind::Delete, Some("dev"))
+    );
+}
+
+/// The access-entry side asks the same question as `plan()`, and gets the same answer.
+#[test]
+fn the_refusal_is_the_one_aws_auth_gets() {
+    use crate::plan::{LiveAwsAuth, MappingInput, plan};
+    let settings = settings(
+        &["system:masters"],
+        &["devs", "ops", "system:.*"],
+        &[
+            "arn:aws:iam::111122223333:role/ops",
+            "arn:aws:iam::111122223333:user/x",
+        ],
+    );
+    let cases: [(&str, &[&str]); 9] = [
+        (DEV, &["devs"]),
+        (DEV, &["system:masters"]),
+        (DEV, &["qa"]),
+        (DEV, &["devs", "qa"]),
+        (DEV, &["system:nodes"]),
+        (OPS, &["devs"]),
+        ("arn:aws:iam::111122223333:role/some/path/ops", &["devs"]),
+        ("arn:aws:iam::111122223333:user/x", &["devs"]),
+        ("arn:aws:iam::111122223333:user/path/x", &["devs"]),
+    ];
+    for (arn, groups) in cases {
+        let spec = IamIdentityMappingSpec {
+            arn: Some(arn.into()),
+            username: Some("someone".into()),
+            groups: s(groups),
+            ..Default::default()
+        };
+        let input = MappingInput {
+            name: "m".into(),
+            creation_timestamp: None,
+            generation: Some(1),
+            spec: spec.clone(),
+            last_rendered: None,
+            served_by_access_entry: false,
+        };
+        let aws_auth = plan(&[input], &LiveAwsAuth::default(), &settings).outcomes["m"].reason();
+        let access = policed("m", arn, groups, None, &settings);
+        let reason = access.refusal.as_ref().map(|r| r.reason());
+        assert_eq!(reason.unwrap_or("Rendered"), aws_auth, "{arn} {groups:?}");
+        // And the access side's condition carries the same reason.
+        let plan = plan_sync(std::slice::from_ref(&access), &observed(vec![]));
+        if let Some(reason) = reason {
+            assert_eq!(plan.outcomes["m"].reason.as_str(), reason);
+        }
+    }
+}
+
+// --- Transient failures keep an earlier confirmation ---
+
+#[test]
+fn a_transient_failure_keeps_an_earlier_confirmation() {
+    let mut confirmed = dev();
+    confirmed.confirmed_before = true;
+    // The entry could not be read this pass (DescribeAccessEntry throttled).
+    let mut obs = observed(vec![dev_entry()]);
+    obs.unreadable.insert(principal_key(DEV));
+    for (m, kept) in [(confirmed.clone(), true), (dev(), false)] {
+        let plan = plan_sync(std::slice::from_ref(&m), &obs);
+        assert!(plan.work.is_empty());
+        let o = &plan.outcomes["dev"];
+        assert_eq!(
+            (o.reason, o.synced, o.confirmed_in_place),
+            (SyncReason::EksError, false, kept)
+        );
+        assert_eq!(
+            o.message.contains("last confirmed in place"),
+            kept,
+            "{}",
+            o.message
+        );
+    }
+    // Its policies could not be listed.
+    let mut e = dev_entry();
+    e.policies = None;
+    let plan = plan_sync(std::slice::from_ref(&confirmed), &observed(vec![e]));
+    assert_eq!(
+        (
+            plan.outcomes["dev"].reason,
+            plan.outcomes["dev"].confirmed_in_place
+        ),
+        (SyncReason::EksError, true)
+    );
+    // Read back absent or different is not transient: the confirmation goes.
+    let plan = plan_sync(std::slice::from_ref(&confirmed), &observed(vec![]));
+    assert_eq!(
+        (
+            plan.outcomes["dev"].reason,
+            plan.outcomes["dev"].confirmed_in_place
+        ),
+        (SyncReason::Created, false)
+    );
+    let different = entry(
+        DEV,
+        "STANDARD",
+        Some("dev:{{SessionName}}"),
+        &["x"],
+        Some("dev"),
+    );
+    let plan = plan_sync(std::slice::from_ref(&confirmed), &observed(vec![different]));
+    assert_eq!(
+        (
+            plan.outcomes["dev"].reason,
+            plan.outcomes["dev"].confirmed_in_place
+        ),
+        (SyncReason::Updated, false)
+    );
+    // The call that would fix it fails: still not confirmed.
+    let failed = finalize_outcome(
+        &plan.outcomes["dev"],
+        plan.work_for("dev"),
+        Some("UpdateAccessEntry: ThrottlingException: Rate exceeded"),
+        &plan.outcomes["dev"],
+        true,
+    );
+    assert_eq!(
+        (failed.reason, failed.confirmed_in_place),
+        (SyncReason::EksError, false)
+    );
+}
+
+#[test]
+fn a_failed_call_on_an_entry_found_in_place_keeps_an_earlier_confirmation() {
+    // Adopted and matching: only the tag is missing, and TagResource is throttled.
+    let ae = AccessEntrySpec {
+        adopt: true,
+        ..Default::default()
+    };
+    let mut m = mapping_with("dev", DEV, "dev:{{SessionName}}", &["devs"], Some(ae));
+    let foreign = entry(
+        DEV,
+        "STANDARD",
+        Some("dev:{{SessionName}}"),
+        &["devs"],
+        None,
+    );
+    let plan = plan_sync(std::slice::from_ref(&m), &observed(vec![foreign]));
+    let planned = &plan.outcomes["dev"];
+    let work = plan.work_for("dev");
+    let error = Some("TagResource: ThrottlingException: Rate exceeded");
+    for (before, kept) in [(true, true), (false, false)] {
+        m.confirmed_before = before;
+        let o = finalize_outcome(planned, work, error, planned, m.confirmed_before);
+        assert_eq!(
+            (o.reason, o.confirmed_in_place),
+            (SyncReason::EksError, kept)
+        );
+        assert!(o.message.contains("Rate exceeded"), "{}", o.message);
+    }
+    // A failed create (the entry was absent) never keeps one.
+    let plan = plan_sync(&[dev()], &observed(vec![]));
+    let o = finalize_outcome(
+        &plan.outcomes["dev"],
+        plan.work_for("dev"),
+        error,
+        &plan.outcomes["dev"],
+        true,
+    );
+    assert!(!o.confirmed_in_place);
+}
+
+#[test]
+fn a_confirmation_is_still_valid_only_for_the_same_generation_and_principal() {
+    let confirmed = AccessEntryReport {
+        generation: Some(1),
+        synced: true,
+        reason: SyncReason::InSync,
+        message: String::new(),
+        status: Some(dev_entry().status(None)),
+        confirmed_in_place: true,
+        migratable: true,
+    };
+    assert!(still_confirmed(Some(&confirmed), &dev()));
+    let mut newer = dev();
+    newer.generation = Some(2);
+    assert!(!still_confirmed(Some(&confirmed), &newer), "a new spec");
+    // Deleted and re-created under the same name for another principal: generation 1 again.
+    let moved = mapping("dev", OPS, "dev:{{SessionName}}", &["devs"]);
+    assert!(
+        !still_confirmed(Some(&confirmed), &moved),
+        "another principal"
+    );
+    let unconfirmed = AccessEntryReport {
+        confirmed_in_place: false,
+        ..confirmed.clone()
+    };
+    assert!(!still_confirmed(Some(&unconfirmed), &dev()));
+    assert!(!still_confirmed(None, &dev()));
+    let mut refused_now = dev();
+    refused_now.refusal = Some(crate::plan::PolicyRefusal::Group {
+        group: "devs".into(),
+        rule: "matches --denied-groups `devs`".into(),
+    });
+    assert!(!still_confirmed(Some(&confirmed), &refused_now));
 }
