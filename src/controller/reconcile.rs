@@ -600,13 +600,22 @@ async fn apply_statuses(
             if matches!(outcome, Outcome::Rendered { drift: Some(d), .. } if d.repaired) {
                 report.drift_repairs += 1;
             }
-            let event = outcome_event(outcome, known, &desired);
-            changes.push((mapping.clone(), name, uid, event, desired));
+            // A named type, not a tuple holding a `&'static str`: a closure over such a tuple
+            // is inferred for every lifetime, and the future is then not Send (rustc#64552).
+            let event = outcome_event(outcome, known, &desired).map(|(type_, reason, message)| {
+                PendingEvent {
+                    object: mapping.object_ref(&()),
+                    type_,
+                    reason,
+                    message,
+                }
+            });
+            changes.push((name, uid, event, desired));
         }
         written.retain(|uid, _| live_uids.contains(uid));
     }
     let results: Vec<Result<bool, ReconcileError>> = stream::iter(changes)
-        .map(|(mapping, name, uid, event, desired)| {
+        .map(|(name, uid, event, desired)| {
             let api = api.clone();
             async move {
                 match api
@@ -623,8 +632,15 @@ async fn apply_statuses(
                             .lock()
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(uid, desired);
-                        if let Some((type_, reason, message)) = event {
-                            publish(ctx, &mapping.object_ref(&()), type_, reason, &message).await;
+                        if let Some(event) = event {
+                            publish(
+                                ctx,
+                                &event.object,
+                                event.type_,
+                                event.reason,
+                                &event.message,
+                            )
+                            .await;
                         }
                         Ok(true)
                     }
