@@ -490,13 +490,23 @@ pub enum PrincipalKey {
     Account(String),
 }
 
+/// `str::to_lowercase` (Go's `strings.ToLower`, what the authenticator uses), with the common
+/// case of an ASCII ARN done without Unicode tables.
+fn lowercase(s: &str) -> String {
+    if s.is_ascii() {
+        s.to_ascii_lowercase()
+    } else {
+        s.to_lowercase()
+    }
+}
+
 impl PrincipalKey {
     pub fn role(rolearn: &str) -> PrincipalKey {
-        PrincipalKey::Role(rolearn.to_lowercase())
+        PrincipalKey::Role(lowercase(rolearn))
     }
 
     pub fn user(userarn: &str) -> PrincipalKey {
-        PrincipalKey::User(userarn.to_lowercase())
+        PrincipalKey::User(lowercase(userarn))
     }
 
     pub fn account(id: &str) -> PrincipalKey {
@@ -655,6 +665,26 @@ pub fn find_placeholder(arn: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn principal_keys_are_lowercased_like_strings_to_lower() {
+        for arn in [
+            "arn:aws:iam::111122223333:role/Admin-Team",
+            "arn:aws:iam::111122223333:role/ÉQUIPE",
+            "arn:aws:iam::111122223333:user/ÀdminΣ",
+        ] {
+            assert_eq!(
+                PrincipalKey::role(arn).as_str(),
+                arn.to_lowercase(),
+                "{arn}"
+            );
+            assert_eq!(
+                PrincipalKey::user(arn).as_str(),
+                arn.to_lowercase(),
+                "{arn}"
+            );
+        }
+    }
 
     #[test]
     fn role_without_path() {

@@ -934,3 +934,46 @@ fn changes_that_do_not_fit_are_refused_youngest_first_and_served_entries_stay() 
 fn data_size_of(data: &ConfigMapData) -> usize {
     aws_auth_operator::awsauth::data_size(data)
 }
+
+/// The principals are kept in a hash table (a new random order on every call): whatever comes
+/// out in principal order (notes, the rendered text) must not depend on it.
+#[test]
+fn the_plan_does_not_depend_on_the_order_principals_are_visited_in() {
+    let mappings: Vec<MappingInput> = (0..40)
+        .map(|i| {
+            role_mapping(
+                &format!("team-{i:02}"),
+                &format!("arn:aws:iam::111122223333:role/team-{i:02}"),
+                &format!("team-{i:02}"),
+                &["view"],
+            )
+        })
+        .collect();
+    let empty = live(&[("mapRoles", NODE_ROLE)]);
+    let first = plan(&mappings, &empty, &Settings::default());
+    let live = applied(&first);
+    // Every other mapping deleted: twenty removals, noted in principal order.
+    let kept: Vec<MappingInput> = mappings
+        .iter()
+        .step_by(2)
+        .map(|m| with_status(m.clone(), &first))
+        .collect();
+    let deleting = plan(&kept, &live, &Settings::default());
+    let removed: Vec<String> = deleting
+        .notes
+        .iter()
+        .filter_map(|note| match note {
+            Note::Removed { entry } => Some(entry.principal().to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut sorted = removed.clone();
+    sorted.sort();
+    assert_eq!(removed.len(), 20);
+    assert_eq!(removed, sorted, "removals in principal order");
+    for _ in 0..20 {
+        assert_eq!(plan(&mappings, &empty, &Settings::default()), first);
+        assert_eq!(plan(&kept, &live, &Settings::default()), deleting);
+    }
+    assert!(!plan(&kept, &applied(&deleting), &Settings::default()).changed);
+}

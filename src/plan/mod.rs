@@ -20,7 +20,7 @@
 mod managed;
 mod settings;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -482,6 +482,9 @@ enum Fate {
     Untouched,
     /// The operator writes this entry in place of the live ones.
     Write(Entry),
+    /// The operator's entry is the one live entry already (the usual case): written as it is,
+    /// with no copy and no comparison again.
+    Keep,
     /// Gone: a managed entry nothing renders any more.
     Remove,
     /// No aws-auth entry, still managed: its mapping is served by an EKS access entry.
@@ -511,6 +514,10 @@ struct Principal {
     restored: usize,
 }
 
+/// Every principal the plan deals with. A hash table: ARNs share long prefixes, so an ordered
+/// map spent its time comparing them; whatever must come out in principal order is sorted.
+type Principals = HashMap<PrincipalKey, Principal>;
+
 impl Principal {
     /// Its entries in aws-auth's text, in the order the authenticator reads them.
     fn text_entries(&self) -> &[Entry] {
@@ -520,6 +527,15 @@ impl Principal {
 
 impl Principal {
     /// Whether writing `entry` leaves aws-auth as it is for this principal.
+    /// The entry the operator writes for it, if any.
+    fn written(&self) -> Option<&Entry> {
+        match &self.fate {
+            Fate::Write(entry) => Some(entry),
+            Fate::Keep => self.live.first(),
+            _ => None,
+        }
+    }
+
     fn is_live(&self, entry: &Entry) -> bool {
         self.live.len() == 1 && self.live[0] == *entry
     }
@@ -649,37 +665,54 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     for refused in fitted.refused {
         outcomes[refused.index] = Some(refused.outcome);
     }
-    // Notes of takeovers, removals and gives-back, in principal order.
-    for principal in principals.values() {
-        if let Some(&(winner, _)) = principal.claims.first()
-            && let Some(Outcome::Rendered { took_over, .. }) = &outcomes[winner]
-            && !took_over.is_empty()
-        {
-            notes.push(Note::TookOver {
-                mapping: mappings[winner].name.clone(),
-                previous: took_over.clone(),
-                kept_to_give_back: principal.original.is_some(),
-            });
-        }
-        if let Some(&(winner, _)) = principal.claims.first()
-            && let Some(Outcome::ServedByAccessEntry { removed, .. }) = &outcomes[winner]
-            && !removed.is_empty()
-        {
-            notes.push(Note::MovedToAccessEntry {
-                mapping: mappings[winner].name.clone(),
-                entries: removed.clone(),
-            });
+    // Notes of takeovers, removals and gives-back, in principal order (usually none: only
+    // they are sorted, not every principal).
+    let mut principal_notes: Vec<(&PrincipalKey, Note)> = Vec::new();
+    for (key, principal) in &principals {
+        let winner = principal.claims.first().map(|&(index, _)| index);
+        match winner.and_then(|index| outcomes[index].as_ref().map(|o| (index, o))) {
+            Some((winner, Outcome::Rendered { took_over, .. })) if !took_over.is_empty() => {
+                principal_notes.push((
+                    key,
+                    Note::TookOver {
+                        mapping: mappings[winner].name.clone(),
+                        previous: took_over.clone(),
+                        kept_to_give_back: principal.original.is_some(),
+                    },
+                ));
+            }
+            Some((winner, Outcome::ServedByAccessEntry { removed, .. })) if !removed.is_empty() => {
+                principal_notes.push((
+                    key,
+                    Note::MovedToAccessEntry {
+                        mapping: mappings[winner].name.clone(),
+                        entries: removed.clone(),
+                    },
+                ));
+            }
+            _ => {}
         }
         match &principal.fate {
-            Fate::Remove => notes.extend(principal.live.iter().map(|entry| Note::Removed {
-                entry: entry.clone(),
+            Fate::Remove => principal_notes.extend(principal.live.iter().map(|entry| {
+                (
+                    key,
+                    Note::Removed {
+                        entry: entry.clone(),
+                    },
+                )
             })),
-            Fate::GiveBack(entries) => notes.push(Note::GaveBack {
-                entries: entries.clone(),
-            }),
+            Fate::GiveBack(entries) => principal_notes.push((
+                key,
+                Note::GaveBack {
+                    entries: entries.clone(),
+                },
+            )),
             _ => {}
         }
     }
+    // Stable: a principal's notes keep their order.
+    principal_notes.sort_by(|a, b| a.0.cmp(b.0));
+    notes.extend(principal_notes.into_iter().map(|(_, note)| note));
 
     let Built {
         data,
@@ -689,12 +722,13 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
         managed_entries,
         unmanaged_entries,
     } = fitted.built;
-    let changed = data != *live_data || managed != live.managed || live.data.is_none();
-    let outcomes = mappings
+    // Only the rewritten keys can differ from the live ones (no need to compare 1 MiB).
+    let changed = rewritten
         .iter()
-        .zip(outcomes)
-        .filter_map(|(mapping, outcome)| Some((mapping.name.clone(), outcome?)))
-        .collect();
+        .any(|section| data.get(section.key()) != live_data.get(section.key()))
+        || managed != live.managed
+        || live.data.is_none();
+    let outcomes = outcomes_by_name(mappings, outcomes);
     Plan {
         data,
         managed,
@@ -710,6 +744,20 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     }
 }
 
+/// The outcomes keyed by mapping name. The indices are sorted, not the (large) outcomes: the
+/// map is then built from an already sorted sequence, without moving outcomes around.
+fn outcomes_by_name(
+    mappings: &[MappingInput],
+    mut outcomes: Vec<Option<Outcome>>,
+) -> BTreeMap<String, Outcome> {
+    let mut order: Vec<usize> = (0..mappings.len()).collect();
+    order.sort_unstable_by(|&a, &b| mappings[a].name.cmp(&mappings[b].name));
+    order
+        .into_iter()
+        .filter_map(|index| Some((mappings[index].name.clone(), outcomes[index].take()?)))
+        .collect()
+}
+
 /// Every live principal with its entries (those of aws-auth's text, then those restored from
 /// history), whether it is managed, protected, and what it took over.
 fn principals_of(
@@ -717,8 +765,8 @@ fn principals_of(
     restored: Vec<Entry>,
     managed: &ManagedSet,
     settings: &Settings,
-) -> BTreeMap<PrincipalKey, Principal> {
-    let mut principals = BTreeMap::new();
+) -> Principals {
+    let mut principals = Principals::with_capacity(text_entries.len() + restored.len());
     let AwsAuthEntries {
         roles,
         users,
@@ -753,7 +801,7 @@ fn principals_of(
 }
 
 fn principal_mut<'p>(
-    principals: &'p mut BTreeMap<PrincipalKey, Principal>,
+    principals: &'p mut Principals,
     key: PrincipalKey,
     settings: &Settings,
 ) -> &'p mut Principal {
@@ -786,7 +834,7 @@ fn age_order(a: &MappingInput, b: &MappingInput) -> std::cmp::Ordering {
 /// repair, or left as a hand edit in report mode); the others are in Conflict.
 fn decide_winners(
     mappings: &[MappingInput],
-    principals: &mut BTreeMap<PrincipalKey, Principal>,
+    principals: &mut Principals,
     outcomes: &mut [Option<Outcome>],
     settings: &Settings,
 ) {
@@ -833,12 +881,14 @@ fn decide_winners(
         } else if adopt {
             principal.original = None;
         }
-        let drift = if principal.managed && !principal.is_live(&entry) {
+        let live = principal.is_live(&entry);
+        let drift = if principal.managed && !live {
             detect_drift(winner, &entry, &principal.live, settings.drift)
         } else {
             None
         };
         principal.fate = match &drift {
+            _ if live => Fate::Keep,
             Some(d) if !d.repaired => match principal.live.last() {
                 Some(live) => Fate::Write(live.clone()),
                 None => Fate::Write(entry.clone()),
@@ -882,7 +932,7 @@ fn detect_drift(
 /// still manages it and no other mapping renders it now.
 fn owned_principal<'p>(
     mapping: &MappingInput,
-    principals: &'p mut BTreeMap<PrincipalKey, Principal>,
+    principals: &'p mut Principals,
 ) -> Option<(&'p mut Principal, Entry)> {
     let rendered = mapping.last_rendered.as_ref()?;
     let written = entry_from_rendered(rendered)?;
@@ -895,10 +945,7 @@ fn owned_principal<'p>(
 /// exactly as aws-auth holds it, so that a bad edit never locks its users out. When the entry
 /// is gone from aws-auth (deleted by hand, or in a key that had to be recovered), the entry
 /// the operator last wrote comes back, as a drift repair would.
-fn keep_last_entry(
-    mapping: &MappingInput,
-    principals: &mut BTreeMap<PrincipalKey, Principal>,
-) -> Option<Entry> {
+fn keep_last_entry(mapping: &MappingInput, principals: &mut Principals) -> Option<Entry> {
     let (principal, written) = owned_principal(mapping, principals)?;
     let kept = principal.live.last().cloned().unwrap_or(written);
     principal.fate = Fate::Write(kept.clone());
@@ -907,10 +954,7 @@ fn keep_last_entry(
 }
 
 /// Removes the entry a mapping wrote before (`--enforce-group-policy`).
-fn remove_last_entry(
-    mapping: &MappingInput,
-    principals: &mut BTreeMap<PrincipalKey, Principal>,
-) -> Option<Entry> {
+fn remove_last_entry(mapping: &MappingInput, principals: &mut Principals) -> Option<Entry> {
     let (principal, _) = owned_principal(mapping, principals)?;
     let removed = principal.live.last()?.clone();
     principal.fate = Fate::Remove;
@@ -920,13 +964,9 @@ fn remove_last_entry(
 
 /// Principals no mapping writes: a managed one is removed, or its original comes back (unless
 /// aws-auth is frozen: then it stays as it is, still managed); everything else stays untouched.
-fn settle_unclaimed(
-    principals: &mut BTreeMap<PrincipalKey, Principal>,
-    frozen: bool,
-    notes: &mut Vec<Note>,
-) {
+fn settle_unclaimed(principals: &mut Principals, frozen: bool, notes: &mut Vec<Note>) {
     let mut kept = Vec::new();
-    for principal in principals.values_mut() {
+    for (key, principal) in principals.iter_mut() {
         if principal.managed_after || principal.fate != Fate::Untouched {
             continue;
         }
@@ -935,7 +975,7 @@ fn settle_unclaimed(
             continue;
         }
         if frozen {
-            kept.extend(principal.live.iter().cloned());
+            kept.push((key, principal.live.clone()));
             continue;
         }
         principal.fate = match principal.original.take() {
@@ -944,7 +984,9 @@ fn settle_unclaimed(
         };
     }
     if !kept.is_empty() {
-        notes.push(Note::KeptFrozen { entries: kept });
+        kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        let entries = kept.into_iter().flat_map(|(_, live)| live).collect();
+        notes.push(Note::KeptFrozen { entries });
     }
 }
 
@@ -963,7 +1005,7 @@ struct Fitted {
 /// that fit (entries already in aws-auth are never dropped for lack of room).
 fn fit(
     mappings: &[MappingInput],
-    principals: &mut BTreeMap<PrincipalKey, Principal>,
+    principals: &mut Principals,
     parsed: &ParsedAwsAuth,
     live_data: &ConfigMapData,
     restored: bool,
@@ -990,7 +1032,7 @@ fn fit(
     changes.sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
     // The largest number of changes, oldest first, that fits (bisection: a build renders the
     // whole ConfigMap, and this only runs at the limit).
-    let fits = |count: usize, principals: &BTreeMap<PrincipalKey, Principal>| {
+    let fits = |count: usize, principals: &Principals| {
         let allowed: BTreeSet<&PrincipalKey> = changes[..count].iter().map(|(_, k)| k).collect();
         build(principals, parsed, live_data, restored, Some(&allowed))
     };
@@ -1077,7 +1119,7 @@ struct Built {
 /// other changed principals stay as they are), renders the keys whose meaning changed, and
 /// checks that they read back as intended.
 fn build(
-    principals: &BTreeMap<PrincipalKey, Principal>,
+    principals: &Principals,
     parsed: &ParsedAwsAuth,
     live_data: &ConfigMapData,
     restored: bool,
@@ -1092,7 +1134,7 @@ fn build(
     let unchanged = parsed.malformed.is_empty()
         && !restored
         && principals.values().all(|p| match &p.fate {
-            Fate::Untouched => true,
+            Fate::Untouched | Fate::Keep => true,
             Fate::Write(entry) => p.is_live(entry),
             Fate::Remove | Fate::ServedElsewhere => p.live.is_empty(),
             Fate::GiveBack(_) => false,
@@ -1104,14 +1146,14 @@ fn build(
     for (key, principal) in principals {
         let applied = applies(key, principal);
         match (&principal.fate, applied) {
-            (Fate::Write(entry), true) => {
-                if !unchanged {
+            (Fate::Write(_) | Fate::Keep, true) => {
+                if !unchanged && let Some(entry) = principal.written() {
                     next.push(entry.clone());
                 }
                 managed_entries += 1;
                 managed_digests.push(principal.digest);
             }
-            (Fate::Untouched, _) | (Fate::Write(_), false) => {
+            (Fate::Untouched, _) | (Fate::Write(_) | Fate::Keep, false) => {
                 if !unchanged {
                     for entry in &principal.live {
                         next.push(entry.clone());
@@ -1136,8 +1178,8 @@ fn build(
             (Fate::ServedElsewhere, _) => managed_digests.push(principal.digest),
         }
         let keeps_original = match (&principal.fate, applied) {
-            (Fate::Write(_), true) | (Fate::ServedElsewhere, _) => true,
-            (Fate::Untouched, _) | (Fate::Write(_), false) => principal.managed,
+            (Fate::Write(_) | Fate::Keep, true) | (Fate::ServedElsewhere, _) => true,
+            (Fate::Untouched, _) | (Fate::Write(_) | Fate::Keep, false) => principal.managed,
             _ => false,
         };
         if keeps_original && let Some(original) = &principal.original {
@@ -1156,18 +1198,19 @@ fn build(
             unmanaged_entries,
         });
     }
-    // The principals are in key order; the renderer's order also keeps duplicates of one
-    // principal in their live order (the authenticator uses the last).
+    // The renderer's order (a stable sort) keeps the entries of one principal in their live
+    // order (the authenticator uses the last).
     sort_entries(&mut next);
 
-    // Principals are in key order, which is the renderer's order of each section; their text
-    // entries, in the order read, make aws-auth's text sorted.
+    // aws-auth's text entries in the renderer's order: a section is rewritten only when its
+    // entries change, not because they were written in another order.
     let mut live_sorted = AwsAuthEntries::default();
     for principal in principals.values() {
         for entry in principal.text_entries() {
             live_sorted.push(entry.clone());
         }
     }
+    sort_entries(&mut live_sorted);
     let mut data = live_data.clone();
     let mut rewritten = BTreeSet::new();
     for section in Section::ALL {
