@@ -633,14 +633,7 @@ async fn apply_statuses(
                             .unwrap_or_else(|p| p.into_inner())
                             .insert(uid, desired);
                         if let Some(event) = event {
-                            publish(
-                                ctx,
-                                &event.object,
-                                event.type_,
-                                event.reason,
-                                &event.message,
-                            )
-                            .await;
+                            event.publish(ctx).await;
                         }
                         Ok(true)
                     }
@@ -702,6 +695,12 @@ struct PendingEvent {
     type_: EventType,
     reason: &'static str,
     message: String,
+}
+
+impl PendingEvent {
+    async fn publish(&self, ctx: &Context) {
+        publish(ctx, &self.object, self.type_, self.reason, &self.message).await;
+    }
 }
 
 /// Events for what changed in aws-auth itself. Removals and give-backs are summed up in one
@@ -864,16 +863,7 @@ async fn publish_notes(
         });
     }
     stream::iter(pending)
-        .map(|event| async move {
-            publish(
-                ctx,
-                &event.object,
-                event.type_,
-                event.reason,
-                &event.message,
-            )
-            .await
-        })
+        .map(|event| async move { event.publish(ctx).await })
         .buffer_unordered(ctx.status_concurrency.max(1))
         .collect::<Vec<()>>()
         .await;
