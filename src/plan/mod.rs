@@ -20,9 +20,10 @@
 mod managed;
 mod settings;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
@@ -480,8 +481,9 @@ enum Fate {
     /// Left exactly as they are: not the operator's (unmanaged, protected), or a change that
     /// did not fit.
     Untouched,
-    /// The operator writes this entry in place of the live ones.
-    Write(Entry),
+    /// The operator writes this entry in place of the live ones (boxed: most principals are
+    /// `Keep` or `Untouched`, and a small table is faster to walk).
+    Write(Box<Entry>),
     /// The operator's entry is the one live entry already (the usual case): written as it is,
     /// with no copy and no comparison again.
     Keep,
@@ -890,10 +892,10 @@ fn decide_winners(
         principal.fate = match &drift {
             _ if live => Fate::Keep,
             Some(d) if !d.repaired => match principal.live.last() {
-                Some(live) => Fate::Write(live.clone()),
-                None => Fate::Write(entry.clone()),
+                Some(live) => Fate::Write(Box::new(live.clone())),
+                None => Fate::Write(Box::new(entry.clone())),
             },
-            _ => Fate::Write(entry.clone()),
+            _ => Fate::Write(Box::new(entry.clone())),
         };
         principal.managed_after = true;
         outcomes[winner_index] = Some(Outcome::Rendered {
@@ -948,7 +950,7 @@ fn owned_principal<'p>(
 fn keep_last_entry(mapping: &MappingInput, principals: &mut Principals) -> Option<Entry> {
     let (principal, written) = owned_principal(mapping, principals)?;
     let kept = principal.live.last().cloned().unwrap_or(written);
-    principal.fate = Fate::Write(kept.clone());
+    principal.fate = Fate::Write(Box::new(kept.clone()));
     principal.managed_after = true;
     Some(kept)
 }
@@ -1074,7 +1076,7 @@ fn fit(
         refused.push(Refused {
             index: *index,
             outcome: Outcome::DoesNotFit {
-                entry,
+                entry: *entry,
                 kept,
                 bytes,
                 limit,
