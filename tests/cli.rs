@@ -700,14 +700,13 @@ fn validate_problems() -> String {
 }
 
 /// The report line for the diagnostic at `location` (`mapRoles[2]`, `maproles`) with `reason`
-/// holds every one of `parts`.
+/// holds every one of `parts`. Lines read `file:line:col: severity REASON: location...: message`.
 fn assert_reported(report: &str, location: &str, reason: &str, parts: &[&str]) {
     let line = report
         .lines()
         .find(|l| {
-            l.strip_prefix("  ").is_some_and(|l| {
-                l.starts_with(&format!("{location}:")) || l.starts_with(&format!("{location} ("))
-            }) && l.contains(&format!(" {reason}: "))
+            l.contains(&format!(" {reason}: {location}:"))
+                || l.contains(&format!(" {reason}: {location} ("))
         })
         .unwrap_or_else(|| panic!("no {reason} at {location} in:\n{report}"));
     for part in parts {
@@ -740,8 +739,11 @@ fn validate_counts_problems_and_entries_the_authenticator_still_reads() {
         ),
         "{report}"
     );
-    // One indented line per problem, and the header counts them.
-    let problems = report.lines().filter(|l| l.starts_with("  ")).count();
+    // One `file:line:col: error ...` line per problem, and the header counts them.
+    let problems = report
+        .lines()
+        .filter(|l| l.starts_with(&format!("{PROBLEMS}:")) && l.contains(": error "))
+        .count();
     assert_eq!(problems, 7, "{report}");
     assert!(
         header.contains(&format!(": {problems} problem(s) ")),
@@ -1022,7 +1024,7 @@ fn validate_file_without_configmap_exits_2() {
         .code(2)
         .stdout(predicate::str::is_empty())
         .stderr(contains(format!(
-            "error: {NOT_A_CONFIGMAP}: no aws-auth ConfigMap"
+            "error: {NOT_A_CONFIGMAP}: no aws-auth data (no ConfigMap named aws-auth"
         )));
 }
 
