@@ -1277,7 +1277,19 @@ fn validate_file_positions_point_at_the_offending_text_of_the_file() {
 }
 
 #[test]
-fn validate_help_shows_examples() {
+fn every_subcommand_help_shows_an_example() {
+    for command in [
+        "crd", "render", "validate", "import", "history", "rollback", "run", "migrate",
+    ] {
+        let out = run(&[command, "--help"], 0);
+        assert!(
+            out.stdout.contains("Example"),
+            "{command} --help:\n{}",
+            out.stdout
+        );
+    }
+    let out = run(&["migrate", "plan", "--help"], 0);
+    assert!(out.stdout.contains("Example:\n  "), "{}", out.stdout);
     let out = run(&["validate", "--help"], 0);
     assert!(
         out.stdout
