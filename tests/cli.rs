@@ -1117,7 +1117,15 @@ fn validate_checks_mappings_in_a_directory_with_the_controller_rules_and_duplica
     );
     assert!(
         out.stdout
-            .contains(&format!("{ci}: 2 IamIdentityMapping(s): 2 problem(s)\n")),
+            .contains(&format!("{ci}: 2 IamIdentityMapping(s): 3 problem(s)\n")),
+        "{}",
+        out.stdout
+    );
+    // A field the CRD does not define: the API server would refuse or drop it.
+    assert!(
+        out.stdout.contains(&format!(
+            "{ci}:9: error UnknownField: IamIdentityMapping ci: spec.adoptExisting: `adoptExisting` is not a field"
+        )),
         "{}",
         out.stdout
     );
@@ -1130,7 +1138,7 @@ fn validate_checks_mappings_in_a_directory_with_the_controller_rules_and_duplica
     );
     assert!(
         out.stdout.contains(&format!(
-            "{ci}:20: error DuplicatePrincipal: IamIdentityMapping platform-admins-copy: spec.arn: maps the same principal (role arn:aws:iam::111122223333:role/platform-admins) as IamIdentityMapping `platform-admins` ({team}:2)"
+            "{ci}:21: error DuplicatePrincipal: IamIdentityMapping platform-admins-copy: spec.arn: maps the same principal (role arn:aws:iam::111122223333:role/platform-admins) as IamIdentityMapping `platform-admins` ({team}:2)"
         )),
         "{}",
         out.stdout

@@ -7,7 +7,9 @@ use serde_json::json;
 use super::{CliError, exit, print_stdout, read_file};
 use crate::awsauth::{Diagnostic, Severity, parse_data};
 use crate::lint::positions::FilePosition;
-use crate::lint::{AwsAuthDoc, AwsAuthOrigin, MappingDoc, duplicate_principals, read_contents};
+use crate::lint::{
+    AwsAuthDoc, AwsAuthOrigin, MappingDoc, duplicate_principals, read_contents, unknown_spec_fields,
+};
 use crate::validate::validate;
 
 #[derive(Debug, Args)]
@@ -198,8 +200,17 @@ fn build_reports(files: &[ReadFile]) -> Vec<Report> {
                 Ok(entry) => (Vec::new(), Some(entry.key())),
                 Err(problems) => (problems, None),
             };
-            let problems = problems
-                .into_iter()
+            let unknown = unknown_spec_fields(&doc.spec_fields).into_iter().map(|field| {
+                crate::validate::Problem {
+                    reason: "UnknownField",
+                    message: format!(
+                        "`{field}` is not a field of IamIdentityMapping's spec: the API server refuses it (kubectl's strict field validation) or drops it, and the operator never sees it"
+                    ),
+                    field: format!("spec.{field}"),
+                }
+            });
+            let problems = unknown
+                .chain(problems)
                 .map(|p| MappingProblem {
                     severity: Severity::Error,
                     reason: p.reason.to_string(),

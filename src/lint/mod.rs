@@ -64,6 +64,8 @@ pub struct MappingDoc {
     pub document: usize,
     pub mapping: IamIdentityMapping,
     pub positions: Option<DocumentPositions>,
+    /// The fields written under `spec`, as in the file (unknown ones included).
+    pub spec_fields: Vec<String>,
 }
 
 impl MappingDoc {
@@ -172,10 +174,16 @@ impl Found {
                 positions,
             });
         } else if api_version.split('/').next() == Some("awsauth.dev") {
+            let spec_fields = value
+                .get("spec")
+                .and_then(Value::as_object)
+                .map(|spec| spec.keys().cloned().collect())
+                .unwrap_or_default();
             self.mappings.push(MappingDoc {
                 document,
                 mapping: read_mapping(value, &api_version, &kind)?,
                 positions,
+                spec_fields,
             });
         } else if kind.is_empty()
             && let Some((origin, data)) = patch_data(&value)?
@@ -280,6 +288,23 @@ fn patch_data(value: &Value) -> Result<Option<(AwsAuthOrigin, ConfigMapData)>, S
     Ok(Some((origin, data)))
 }
 
+/// The fields of `fields` that the CRD's schema does not define for `spec`: the API server
+/// refuses them (strict field validation) or drops them, and the operator never sees them.
+pub fn unknown_spec_fields(fields: &[String]) -> Vec<String> {
+    use kube::CustomResourceExt;
+    let crd = serde_json::to_value(IamIdentityMapping::crd()).unwrap_or_default();
+    let known = crd.pointer("/spec/versions/0/schema/openAPIV3Schema/properties/spec/properties");
+    match known.and_then(Value::as_object) {
+        Some(known) => fields
+            .iter()
+            .filter(|f| !known.contains_key(f.as_str()))
+            .cloned()
+            .collect(),
+        // No schema to compare with: say nothing rather than something wrong.
+        None => Vec::new(),
+    }
+}
+
 /// Pairs `(first, later)` of items with the same principal key, in input order: each later
 /// item is paired with the first item of its key.
 pub fn duplicate_principals<T: Clone>(
@@ -382,6 +407,14 @@ mod tests {
         let c = contents(text);
         assert_eq!(c.aws_auth.len(), 1);
         assert_eq!(c.aws_auth[0].document, 2);
+    }
+
+    #[test]
+    fn unknown_spec_fields_are_those_the_crd_lacks() {
+        let fields: Vec<String> = ["arn", "username", "grups", "groups", "adoptExistingEntry"]
+            .map(String::from)
+            .into();
+        assert_eq!(unknown_spec_fields(&fields), vec!["grups".to_string()]);
     }
 
     #[test]
