@@ -1248,13 +1248,26 @@ fn validate_file_positions_point_at_the_offending_text_of_the_file() {
                 .expect("every diagnostic has a file line") as usize;
             let at = &lines[file_line - 1];
             let key = d["key"].as_str().expect("key");
-            if d["file_position_exact"] == true {
+            let file_column = d["file_column"].as_u64().expect("file column") as usize;
+            if d["file_position_exact"] == true && d["line"].is_null() {
+                // A diagnostic of a whole entry points at the entry's `- `, and the entry
+                // it names is that one.
+                let item = at.get(file_column - 1..).unwrap_or_default();
+                assert!(item.starts_with("- "), "{file}:{file_line}: `{at}`: {d}");
+                let arn = item.rsplit(' ').next().unwrap_or_default();
+                assert!(
+                    d["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(&format!("`{arn}`"))),
+                    "{file}:{file_line}: `{at}`: {d}"
+                );
+                exact += 1;
+            } else if d["file_position_exact"] == true {
                 // The file from the column on is the key's text from its column on.
                 let (line, column) = (
                     d["line"].as_u64().unwrap_or(0) as usize,
                     d["column"].as_u64().unwrap_or(0) as usize,
                 );
-                let file_column = d["file_column"].as_u64().expect("file column") as usize;
                 let expected = key_text_line(file, key, line);
                 assert_eq!(
                     at.get(file_column - 1..),

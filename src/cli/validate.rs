@@ -5,8 +5,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{CliError, exit, print_stdout, read_file};
-use crate::awsauth::{Diagnostic, Severity, parse_data};
-use crate::lint::positions::FilePosition;
+use crate::awsauth::{Diagnostic, Section, Severity, parse_data};
+use crate::lint::positions::{FilePosition, sequence_items};
 use crate::lint::{
     AwsAuthDoc, AwsAuthOrigin, MappingDoc, duplicate_principals, read_contents, unknown_spec_fields,
 };
@@ -264,16 +264,34 @@ fn build_reports(files: &[ReadFile]) -> Vec<Report> {
 
 fn aws_auth_report(file: &str, doc: &AwsAuthDoc) -> AwsAuthReport {
     let parsed = parse_data(&doc.data);
+    let entry_counts = [
+        (Section::MapRoles, parsed.entries.roles.len()),
+        (Section::MapUsers, parsed.entries.users.len()),
+        (Section::MapAccounts, parsed.entries.accounts.len()),
+    ];
     let diagnostics = parsed
         .diagnostics
         .into_iter()
         .map(|diagnostic| {
+            // A diagnostic about a whole entry (a duplicate) points at the entry's first line,
+            // when the items found in the text are exactly the entries the parser read.
+            let (line, column) = match (diagnostic.line, diagnostic.entry) {
+                (None, Some(entry)) => entry_counts
+                    .iter()
+                    .find(|(section, _)| section.key() == diagnostic.key)
+                    .and_then(|&(_, count)| {
+                        let items = sequence_items(doc.data.get(&diagnostic.key)?);
+                        (items.len() == count).then(|| items.get(entry).copied())?
+                    })
+                    .map_or((None, None), |(l, c)| (Some(l), Some(c))),
+                _ => (diagnostic.line, diagnostic.column),
+            };
             // Without a position of the key (a JSON patch's value), the document's line.
             let at = doc
                 .positions
                 .as_ref()
                 .map(|p| match p.data.get(&diagnostic.key) {
-                    Some(value) => value.file_position(diagnostic.line, diagnostic.column),
+                    Some(value) => value.file_position(line, column),
                     None => (
                         FilePosition {
                             line: p.line,

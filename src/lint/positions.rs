@@ -196,6 +196,25 @@ fn verbatim_block(lines: &[&str], first_line: usize, value: &str) -> Option<Bloc
     verbatim.then_some(Block { first_line, indent })
 }
 
+/// Line and column (1-based, inside the key's text) of each item of the text's top-level block
+/// sequence: the `- ` lines at the smallest indentation. Only a guide: callers use it when the
+/// count matches the entries the parser read, so a flow sequence or an odd layout gives no
+/// position rather than a wrong one.
+pub fn sequence_items(text: &str) -> Vec<(usize, usize)> {
+    let dashes: Vec<(usize, usize)> = text
+        .lines()
+        .enumerate()
+        .filter_map(|(i, line)| {
+            let rest = line.trim_start_matches(' ');
+            (rest == "-" || rest.starts_with("- ")).then(|| (i + 1, line.len() - rest.len() + 1))
+        })
+        .collect();
+    let Some(top) = dashes.iter().map(|&(_, column)| column).min() else {
+        return Vec::new();
+    };
+    dashes.into_iter().filter(|&(_, c)| c == top).collect()
+}
+
 /// What the position pass reads of a document: `data` (string values, with their spans) and
 /// `items`; anything else, and documents that are not mappings, are skipped.
 #[derive(Default)]
@@ -356,6 +375,15 @@ mod tests {
         let lines = ["  mapRoles: |", "    - a", "    - b"];
         assert!(verbatim_block(&lines, 2, "- a\n- c\n").is_none());
         assert!(verbatim_block(&lines, 2, "- a\n- b\n").is_some());
+    }
+
+    #[test]
+    fn sequence_items_are_the_top_level_dashes() {
+        let text =
+            "# roles\n- rolearn: a\n  groups:\n  - x\n  - y\n-   rolearn: b\n-\n  rolearn: c\n";
+        assert_eq!(sequence_items(text), vec![(2, 1), (6, 1), (7, 1)]);
+        assert_eq!(sequence_items("  - a\n  - b\n"), vec![(1, 3), (2, 3)]);
+        assert!(sequence_items("[a, b]").is_empty());
     }
 
     #[test]
