@@ -1149,6 +1149,20 @@ fn validate_checks_mappings_in_a_directory_with_the_controller_rules_and_duplica
 }
 
 #[test]
+fn validate_same_mapping_name_in_two_files_is_a_duplicate_name_not_a_duplicate_principal() {
+    let mapping = "apiVersion: awsauth.dev/v1alpha1\nkind: IamIdentityMapping\nmetadata:\n  name: ops\nspec:\n  account: \"111122223333\"\n";
+    let (a, b) = (temp_yaml(mapping), temp_yaml(mapping));
+    let out = run(&["validate", path_of(&a), path_of(&b)], 1);
+    let expected = format!(
+        "{}:1: error DuplicateName: IamIdentityMapping ops: metadata.name: IamIdentityMapping `ops` is also defined at {}:1: names are unique in a cluster",
+        path_of(&b),
+        path_of(&a)
+    );
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    assert!(!out.stdout.contains("DuplicatePrincipal"), "{}", out.stdout);
+}
+
+#[test]
 fn validate_mixed_file_checks_configmap_and_mappings() {
     let text = format!("{}---\n{}", read(EKS), read(INVALID));
     let file = temp_yaml(&text);

@@ -8,7 +8,7 @@ use super::{CliError, exit, print_stdout, read_file};
 use crate::awsauth::{Diagnostic, Section, Severity, parse_data};
 use crate::lint::positions::{FilePosition, sequence_items};
 use crate::lint::{
-    AwsAuthDoc, AwsAuthOrigin, MappingDoc, duplicate_principals, read_contents, unknown_spec_fields,
+    AwsAuthDoc, AwsAuthOrigin, MappingDoc, duplicates, read_contents, unknown_spec_fields,
 };
 use crate::validate::validate;
 
@@ -193,7 +193,8 @@ fn build_reports(files: &[ReadFile]) -> Vec<Report> {
         }
     }
     let mut mapping_reports = Vec::new();
-    let mut principals = Vec::new();
+    // The principal key of each mapping that is valid.
+    let mut keys = Vec::new();
     for file in files {
         for doc in &file.mappings {
             let (problems, key) = match validate(&doc.mapping.spec) {
@@ -219,9 +220,7 @@ fn build_reports(files: &[ReadFile]) -> Vec<Report> {
                     message: p.message,
                 })
                 .collect();
-            if let Some(key) = key {
-                principals.push((key, mapping_reports.len()));
-            }
+            keys.push(key);
             mapping_reports.push((
                 doc,
                 MappingReport {
@@ -234,15 +233,39 @@ fn build_reports(files: &[ReadFile]) -> Vec<Report> {
             ));
         }
     }
-    for (key, first, later) in duplicate_principals(principals) {
-        let (first_doc, first_report) = &mapping_reports[first];
-        let place = match first_report.line {
-            Some(line) => format!("{}:{line}", first_report.file),
-            None => first_report.file.clone(),
-        };
+    // Names are unique in a cluster: a second definition overwrites the first on apply. It is
+    // the same object, so it is not also a duplicate principal.
+    let names = mapping_reports
+        .iter()
+        .enumerate()
+        .map(|(i, (doc, _))| (doc.name().to_string(), i));
+    let mut redefined = vec![false; mapping_reports.len()];
+    for (name, first, later) in duplicates(names) {
         let message = format!(
-            "maps the same principal ({key}) as IamIdentityMapping `{}` ({place}): the operator renders only the oldest of them and reports the others in Conflict",
-            first_doc.name()
+            "IamIdentityMapping `{name}` is also defined at {}: names are unique in a cluster, so one apply overwrites the other",
+            place(&mapping_reports[first].1)
+        );
+        redefined[later] = true;
+        let (later_doc, later_report) = &mut mapping_reports[later];
+        later_report.problems.push(MappingProblem {
+            severity: Severity::Error,
+            reason: "DuplicateName".to_string(),
+            field: "metadata.name".to_string(),
+            message,
+            file_line: later_doc.field_line("metadata.name"),
+        });
+    }
+    let principals = keys
+        .into_iter()
+        .enumerate()
+        .filter(|&(i, _)| !redefined[i])
+        .filter_map(|(i, key)| Some((key?, i)));
+    for (key, first, later) in duplicates(principals) {
+        let (first_doc, first_report) = &mapping_reports[first];
+        let message = format!(
+            "maps the same principal ({key}) as IamIdentityMapping `{}` ({}): the operator renders only the oldest of them and reports the others in Conflict",
+            first_doc.name(),
+            place(first_report)
         );
         let (later_doc, later_report) = &mut mapping_reports[later];
         let field = if later_doc.mapping.spec.account.is_some() {
@@ -260,6 +283,14 @@ fn build_reports(files: &[ReadFile]) -> Vec<Report> {
     }
     reports.extend(mapping_reports.into_iter().map(|(_, r)| Report::Mapping(r)));
     reports
+}
+
+/// `file:line` of a mapping, or the file alone.
+fn place(report: &MappingReport) -> String {
+    match report.line {
+        Some(line) => format!("{}:{line}", report.file),
+        None => report.file.clone(),
+    }
 }
 
 fn aws_auth_report(file: &str, doc: &AwsAuthDoc) -> AwsAuthReport {

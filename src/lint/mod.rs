@@ -6,12 +6,12 @@ pub mod positions;
 
 use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 
 use k8s_openapi::api::core::v1::ConfigMap;
 use serde_json::Value;
 
 use crate::api::IamIdentityMapping;
-use crate::arn::PrincipalKey;
 use crate::awsauth::{CONFIGMAP_NAME, ConfigMapData, Section};
 use crate::manifest::ManifestError;
 use positions::{DocumentPositions, document_positions};
@@ -305,12 +305,12 @@ pub fn unknown_spec_fields(fields: &[String]) -> Vec<String> {
     }
 }
 
-/// Pairs `(first, later)` of items with the same principal key, in input order: each later
-/// item is paired with the first item of its key.
-pub fn duplicate_principals<T: Clone>(
-    items: impl IntoIterator<Item = (PrincipalKey, T)>,
-) -> Vec<(PrincipalKey, T, T)> {
-    let mut first: HashMap<PrincipalKey, T> = HashMap::new();
+/// Pairs `(first, later)` of items with the same key (a principal, a name), in input order:
+/// each later item is paired with the first item of its key.
+pub fn duplicates<K: Hash + Eq, T: Clone>(
+    items: impl IntoIterator<Item = (K, T)>,
+) -> Vec<(K, T, T)> {
+    let mut first: HashMap<K, T> = HashMap::new();
     let mut duplicates = Vec::new();
     for (key, item) in items {
         match first.get(&key) {
@@ -326,6 +326,7 @@ pub fn duplicate_principals<T: Clone>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arn::PrincipalKey;
 
     fn contents(text: &str) -> FileContents {
         read_contents(text, "t").expect("readable")
@@ -425,7 +426,7 @@ mod tests {
             (PrincipalKey::user("arn:a"), 3),
             (PrincipalKey::role("ARN:A"), 4),
         ];
-        let dups: Vec<(i32, i32)> = duplicate_principals(items)
+        let dups: Vec<(i32, i32)> = duplicates(items)
             .into_iter()
             .map(|(_, a, b)| (a, b))
             .collect();
