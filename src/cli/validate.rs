@@ -437,7 +437,7 @@ fn text_report(reports: &[Report]) -> String {
                         r.diagnostics.len()
                     ));
                 }
-                for a in annotations_of(&reports[i]) {
+                for a in in_file_order(annotations_of(&reports[i])) {
                     out.push_str(&text_line(&a));
                 }
                 i += 1;
@@ -449,7 +449,7 @@ fn text_report(reports: &[Report]) -> String {
                     .take_while(|r| matches!(r, Report::Mapping(m) if m.file == first.file))
                     .count();
                 let group = &reports[i..i + same_file];
-                let annotations: Vec<Annotation> = group.iter().flat_map(annotations_of).collect();
+                let annotations = in_file_order(group.iter().flat_map(annotations_of).collect());
                 let status = if annotations.is_empty() {
                     "ok".to_string()
                 } else {
@@ -467,6 +467,13 @@ fn text_report(reports: &[Report]) -> String {
         }
     }
     out
+}
+
+/// Findings by line and column (stable: the parser's order on one spot), as a reader of the
+/// file meets them.
+fn in_file_order(mut annotations: Vec<Annotation>) -> Vec<Annotation> {
+    annotations.sort_by_key(|a| (a.line, a.column));
+    annotations
 }
 
 /// GitHub Actions workflow commands: each finding marks its line in the pull request.
