@@ -145,7 +145,7 @@ fn value_position(lines: &[&str], at: usize, value: &str) -> ValuePosition {
                 .filter(|l| is_literal_header(l))
                 .map(|_| at)
         });
-    match header.and_then(|h| verbatim_block(lines, h + 1, value)) {
+    match header.and_then(|h| verbatim_block(lines, h + 1, value, explicit_indent(lines[h - 1]))) {
         Some(block) => ValuePosition {
             key_line: block.first_line - 1,
             block: Some(block),
@@ -172,15 +172,31 @@ fn is_literal_header(line: &str) -> bool {
 
 /// The block starting at `first_line` when every line of `value` is there verbatim, indented
 /// like the first non-blank line.
-fn verbatim_block(lines: &[&str], first_line: usize, value: &str) -> Option<Block> {
+fn verbatim_block(
+    lines: &[&str],
+    first_line: usize,
+    value: &str,
+    explicit: Option<usize>,
+) -> Option<Block> {
     let content: Vec<&str> = value.lines().collect();
     let sample = lines
         .get(first_line - 1..)?
         .iter()
         .take(content.len())
         .find(|l| !l.trim().is_empty())?;
-    let indent = sample.len() - sample.trim_start_matches(' ').len();
-    let verbatim = content.iter().enumerate().all(|(i, text)| {
+    let detected = sample.len() - sample.trim_start_matches(' ').len();
+    // An explicit indentation indicator lets the text itself start with spaces: then only the
+    // indicator's indentation matches.
+    [Some(detected), explicit]
+        .into_iter()
+        .flatten()
+        .find(|&indent| is_verbatim(lines, first_line, &content, indent))
+        .map(|indent| Block { first_line, indent })
+}
+
+/// Every line of `content` is the file's line from `first_line` on, after `indent` spaces.
+fn is_verbatim(lines: &[&str], first_line: usize, content: &[&str], indent: usize) -> bool {
+    content.iter().enumerate().all(|(i, text)| {
         let Some(file_line) = lines.get(first_line - 1 + i) else {
             return false;
         };
@@ -192,8 +208,20 @@ fn verbatim_block(lines: &[&str], first_line: usize, value: &str) -> Option<Bloc
                 .is_some_and(|p| p.trim_matches(' ').is_empty())
                 && file_line.get(indent..) == Some(*text)
         }
-    });
-    verbatim.then_some(Block { first_line, indent })
+    })
+}
+
+/// The indentation a block header's explicit indicator (`|2`, `|-4`) gives its content: the
+/// header line's own indentation (its mapping's) plus the digit.
+fn explicit_indent(header: &str) -> Option<usize> {
+    let code = header.split(" #").next().unwrap_or_default().trim_end();
+    let digit = code
+        .rsplit_once('|')?
+        .1
+        .chars()
+        .find(char::is_ascii_digit)?;
+    let own = header.len() - header.trim_start_matches(' ').len();
+    Some(own + digit.to_digit(10)? as usize)
 }
 
 /// Line and column (1-based, inside the key's text) of each item of the text's top-level block
@@ -356,6 +384,23 @@ mod tests {
     }
 
     #[test]
+    fn explicit_indentation_indicator_keeps_leading_spaces_of_the_text() {
+        // `|2` under a key indented 2: the content is indented 4, its first line starts with
+        // two spaces of text.
+        let text = "data:\n  mapRoles: |2\n      - rolearn: a\n    - rolearn: b\n";
+        let pos = position(text, "mapRoles");
+        assert_eq!(
+            pos.block,
+            Some(Block {
+                first_line: 3,
+                indent: 4
+            })
+        );
+        let (at, _) = pos.file_position(Some(2), Some(3));
+        assert_eq!((at.line, at.column), (4, 7));
+    }
+
+    #[test]
     fn other_scalar_styles_point_at_the_key_line_only() {
         let quoted = "data:\n  mapRoles: \"- rolearn: a\\n  groups: [b]\\n\"\n";
         let pos = position(quoted, "mapRoles");
@@ -373,8 +418,8 @@ mod tests {
     fn a_block_whose_text_differs_from_the_file_is_not_mapped() {
         // A tab-indented or otherwise odd block never gets a guessed mapping.
         let lines = ["  mapRoles: |", "    - a", "    - b"];
-        assert!(verbatim_block(&lines, 2, "- a\n- c\n").is_none());
-        assert!(verbatim_block(&lines, 2, "- a\n- b\n").is_some());
+        assert!(verbatim_block(&lines, 2, "- a\n- c\n", None).is_none());
+        assert!(verbatim_block(&lines, 2, "- a\n- b\n", None).is_some());
     }
 
     #[test]
