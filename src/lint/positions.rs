@@ -20,6 +20,8 @@ pub struct FilePosition {
 pub struct ValuePosition {
     /// The line of the key (or of the value, when it starts on a later line).
     pub key_line: usize,
+    /// The column of the key on that line; 1 when the key is not written there.
+    pub key_column: usize,
     /// Set when every line of the value's text is found verbatim in the file (a literal block
     /// scalar): then a position inside the text maps to exactly one position of the file.
     pub block: Option<Block>,
@@ -34,8 +36,8 @@ pub struct Block {
 }
 
 impl ValuePosition {
-    /// The file position of a key-relative position; the key's line (column 1) when the value
-    /// is not a literal block or the position is unknown, so a reported line is never wrong.
+    /// The file position of a key-relative position; the key's own position when the value is
+    /// not a literal block or the position is unknown, so a reported line is never wrong.
     pub fn file_position(
         &self,
         line: Option<usize>,
@@ -52,7 +54,7 @@ impl ValuePosition {
             _ => (
                 FilePosition {
                     line: self.key_line,
-                    column: 1,
+                    column: self.key_column,
                 },
                 false,
             ),
@@ -108,7 +110,13 @@ fn resolve(doc: Spanned<PositionDoc>, lines: &[&str]) -> DocumentPositions {
             .into_iter()
             .map(|(key, value)| {
                 let at = to_usize(value.referenced.line());
-                (key, value_position(lines, at, &value.value))
+                let mut position = value_position(lines, at, &value.value);
+                // The first occurrence on the key's line is the key: the value comes after it.
+                position.key_column = lines
+                    .get(position.key_line.wrapping_sub(1))
+                    .and_then(|l| Some(l.get(..l.find(key.as_str())?)?.chars().count() + 1))
+                    .unwrap_or(1);
+                (key, position)
             })
             .collect(),
         items: doc
@@ -148,10 +156,12 @@ fn value_position(lines: &[&str], at: usize, value: &str) -> ValuePosition {
     match header.and_then(|h| verbatim_block(lines, h + 1, value, explicit_indent(lines[h - 1]))) {
         Some(block) => ValuePosition {
             key_line: block.first_line - 1,
+            key_column: 1,
             block: Some(block),
         },
         None => ValuePosition {
             key_line: at,
+            key_column: 1,
             block: None,
         },
     }
@@ -407,7 +417,7 @@ mod tests {
         assert_eq!(pos.block, None);
         let (at, exact) = pos.file_position(Some(2), Some(3));
         assert!(!exact);
-        assert_eq!((at.line, at.column), (2, 1));
+        assert_eq!((at.line, at.column), (2, 3));
         let folded = "data:\n  mapRoles: >\n    - rolearn: a\n";
         assert_eq!(position(folded, "mapRoles").block, None);
         let json = "{\n  \"data\": {\n    \"mapRoles\": \"- rolearn: a\\n\"\n  }\n}\n";
