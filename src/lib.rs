@@ -11,6 +11,7 @@ pub mod awsauth;
 pub mod cli;
 pub mod controller;
 pub mod import;
+pub mod lint;
 pub mod manifest;
 pub mod plan;
 pub mod server;

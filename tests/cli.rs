@@ -700,14 +700,13 @@ fn validate_problems() -> String {
 }
 
 /// The report line for the diagnostic at `location` (`mapRoles[2]`, `maproles`) with `reason`
-/// holds every one of `parts`.
+/// holds every one of `parts`. Lines read `file:line:col: severity REASON: location...: message`.
 fn assert_reported(report: &str, location: &str, reason: &str, parts: &[&str]) {
     let line = report
         .lines()
         .find(|l| {
-            l.strip_prefix("  ").is_some_and(|l| {
-                l.starts_with(&format!("{location}:")) || l.starts_with(&format!("{location} ("))
-            }) && l.contains(&format!(" {reason}: "))
+            l.contains(&format!(" {reason}: {location}:"))
+                || l.contains(&format!(" {reason}: {location} ("))
         })
         .unwrap_or_else(|| panic!("no {reason} at {location} in:\n{report}"));
     for part in parts {
@@ -740,8 +739,11 @@ fn validate_counts_problems_and_entries_the_authenticator_still_reads() {
         ),
         "{report}"
     );
-    // One indented line per problem, and the header counts them.
-    let problems = report.lines().filter(|l| l.starts_with("  ")).count();
+    // One `file:line:col: error ...` line per problem, and the header counts them.
+    let problems = report
+        .lines()
+        .filter(|l| l.starts_with(&format!("{PROBLEMS}:")) && l.contains(": error "))
+        .count();
     assert_eq!(problems, 7, "{report}");
     assert!(
         header.contains(&format!(": {problems} problem(s) ")),
@@ -1022,7 +1024,7 @@ fn validate_file_without_configmap_exits_2() {
         .code(2)
         .stdout(predicate::str::is_empty())
         .stderr(contains(format!(
-            "error: {NOT_A_CONFIGMAP}: no aws-auth ConfigMap"
+            "error: {NOT_A_CONFIGMAP}: no aws-auth data (no ConfigMap named aws-auth"
         )));
 }
 
@@ -1033,6 +1035,347 @@ fn validate_without_files_is_a_usage_error() {
         .assert()
         .code(2)
         .stderr(contains("<FILES>"));
+}
+
+const FRAGMENT: &str = "tests/fixtures/validate/fragment.yaml";
+const MERGE_PATCH: &str = "tests/fixtures/validate/merge-patch.json";
+const JSON_PATCH: &str = "tests/fixtures/validate/json-patch.json";
+const MAPPINGS_DIR: &str = "tests/fixtures/validate/mappings";
+
+/// The inputs of the golden files: every input shape in one run.
+const GOLDEN_INPUTS: [&str; 6] = [
+    PROBLEMS,
+    LIST,
+    FRAGMENT,
+    MERGE_PATCH,
+    JSON_PATCH,
+    MAPPINGS_DIR,
+];
+
+#[test]
+fn validate_reads_a_data_only_patch_fragment_and_says_so() {
+    let out = run(&["validate", FRAGMENT], 1);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "{FRAGMENT}: read as a data-only patch fragment: 2 problem(s) (2 roles, 1 users, 0 accounts"
+        )),
+        "{}",
+        out.stdout
+    );
+    // `mapRoles[1]` is line 6 of the key's text, line 9 of the file; `off` is line 17.
+    assert!(
+        out.stdout.contains(&format!(
+            "\n{FRAGMENT}:9:7: error RoleArnHasPath: mapRoles[1] (mapRoles line 6, column 3): "
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "\n{FRAGMENT}:17:11: error Yaml11Coercion: mapUsers[0] (mapUsers line 4, column 7): "
+        )),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn validate_reads_json_merge_and_json_patches() {
+    let out = run(&["validate", MERGE_PATCH], 1);
+    assert!(
+        out.stdout.starts_with(&format!(
+            "{MERGE_PATCH}: read as a data-only patch fragment: 1 problem(s)"
+        )),
+        "{}",
+        out.stdout
+    );
+    // A JSON string has no exact mapping: the line of the key, the key-relative position kept.
+    assert!(
+        out.stdout.contains(&format!(
+            "{MERGE_PATCH}:3:6: error PlaceholderInArn: mapRoles[0] (mapRoles line 1, column 3): "
+        )),
+        "{}",
+        out.stdout
+    );
+    let out = run(&["validate", JSON_PATCH], 0);
+    assert_eq!(
+        out.stdout,
+        format!("{JSON_PATCH}: read as a JSON patch of data: ok (0 roles, 1 users, 0 accounts)\n")
+    );
+}
+
+#[test]
+fn validate_checks_mappings_in_a_directory_with_the_controller_rules_and_duplicates_across_files() {
+    let out = run(&["validate", MAPPINGS_DIR], 1);
+    let team = format!("{MAPPINGS_DIR}/10-team.yaml");
+    let ci = format!("{MAPPINGS_DIR}/20-ci.yaml");
+    assert!(
+        out.stdout
+            .contains(&format!("{team}: 2 IamIdentityMapping(s): ok\n")),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains(&format!("{ci}: 2 IamIdentityMapping(s): 3 problem(s)\n")),
+        "{}",
+        out.stdout
+    );
+    // A field the CRD does not define: the API server would refuse or drop it.
+    assert!(
+        out.stdout.contains(&format!(
+            "{ci}:9: error UnknownField: IamIdentityMapping ci: spec.adoptExisting: `adoptExisting` is not a field"
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "{ci}:7: error ArnIsAssumedRole: IamIdentityMapping ci: spec.arn: "
+        )),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains(&format!(
+            "{ci}:21: error DuplicatePrincipal: IamIdentityMapping platform-admins-copy: spec.arn: maps the same principal (role arn:aws:iam::111122223333:role/platform-admins) as IamIdentityMapping `platform-admins` ({team}:2)"
+        )),
+        "{}",
+        out.stdout
+    );
+    // The unrelated ConfigMap and the text file of the directory are skipped.
+    assert!(!out.stdout.contains("30-unrelated"), "{}", out.stdout);
+    assert!(!out.stdout.contains("notes.txt"), "{}", out.stdout);
+}
+
+#[test]
+fn validate_same_mapping_name_in_two_files_is_a_duplicate_name_not_a_duplicate_principal() {
+    let mapping = "apiVersion: awsauth.dev/v1alpha1\nkind: IamIdentityMapping\nmetadata:\n  name: ops\nspec:\n  account: \"111122223333\"\n";
+    let (a, b) = (temp_yaml(mapping), temp_yaml(mapping));
+    let out = run(&["validate", path_of(&a), path_of(&b)], 1);
+    let expected = format!(
+        "{}:1: error DuplicateName: IamIdentityMapping ops: metadata.name: IamIdentityMapping `ops` is also defined at {}:1: names are unique in a cluster",
+        path_of(&b),
+        path_of(&a)
+    );
+    assert!(out.stdout.contains(&expected), "{}", out.stdout);
+    assert!(!out.stdout.contains("DuplicatePrincipal"), "{}", out.stdout);
+}
+
+#[test]
+fn validate_mixed_file_checks_configmap_and_mappings() {
+    let text = format!("{}---\n{}", read(EKS), read(INVALID));
+    let file = temp_yaml(&text);
+    let out = run(&["validate", path_of(&file)], 1);
+    assert!(
+        out.stdout
+            .contains(": ConfigMap kube-system/aws-auth: ok (3 roles, 1 users, 1 accounts)"),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout.contains("IamIdentityMapping(s): "),
+        "{}",
+        out.stdout
+    );
+    assert!(
+        out.stdout
+            .contains("error ArnIsAssumedRole: IamIdentityMapping ci-session: spec.arn: "),
+        "{}",
+        out.stdout
+    );
+}
+
+#[test]
+fn validate_unrelated_named_file_exits_2_unless_ignored() {
+    run(&["validate", NOT_A_CONFIGMAP], 2);
+    let out = run(&["validate", "--ignore-unrelated", NOT_A_CONFIGMAP, EKS], 0);
+    assert_eq!(
+        out.stdout,
+        format!("{EKS}: ConfigMap kube-system/aws-auth: ok (3 roles, 1 users, 1 accounts)\n")
+    );
+    let out = run(&["validate", "--ignore-unrelated", NOT_A_CONFIGMAP], 0);
+    assert_eq!(out.stdout, "");
+}
+
+/// Compares `actual` with the golden file, or writes it when `UPDATE_GOLDEN` is set.
+fn assert_golden(path: &str, actual: &str) {
+    let full = format!("{ROOT}/{path}");
+    if std::env::var_os("UPDATE_GOLDEN").is_some() {
+        std::fs::write(&full, actual).expect("write golden file");
+    }
+    let expected = std::fs::read_to_string(&full)
+        .unwrap_or_else(|e| panic!("{path}: {e} (run with UPDATE_GOLDEN=1)"));
+    assert_eq!(
+        actual, expected,
+        "{path} differs (run with UPDATE_GOLDEN=1 and review the diff)"
+    );
+}
+
+#[test]
+fn validate_output_formats_match_golden_files() {
+    for (format, golden) in [
+        ("text", "tests/fixtures/validate/expected.txt"),
+        ("json", "tests/fixtures/validate/expected.json"),
+        ("github", "tests/fixtures/validate/expected.github"),
+        ("sarif", "tests/fixtures/validate/expected.sarif"),
+    ] {
+        let mut args = vec!["validate", "--output", format];
+        args.extend(GOLDEN_INPUTS);
+        assert_golden(golden, &run(&args, 1).stdout);
+    }
+}
+
+/// The key-relative text line `line` of `key` in the aws-auth data of `file`.
+fn key_text_line(file: &str, key: &str, line: usize) -> String {
+    let text = read(file);
+    let configmaps = parse_configmaps(&text, file).expect("a manifest");
+    let data = match configmaps.iter().find(|c| c.name == "aws-auth") {
+        Some(cm) => cm.data.clone(),
+        // A patch fragment: its `data` as it is.
+        None => {
+            let value: Value =
+                serde_json::to_value(serde_saphyr::from_str::<Value>(&text).expect("YAML or JSON"))
+                    .expect("JSON");
+            serde_json::from_value(value["data"].clone()).expect("string data")
+        }
+    };
+    data[key]
+        .lines()
+        .nth(line - 1)
+        .unwrap_or_default()
+        .to_string()
+}
+
+#[test]
+fn validate_file_positions_point_at_the_offending_text_of_the_file() {
+    let mut args = vec!["validate", "--output", "json"];
+    args.extend(GOLDEN_INPUTS);
+    let reports: Value = serde_json::from_str(&run(&args, 1).stdout).expect("JSON");
+    let mut exact = 0;
+    for report in reports.as_array().expect("reports") {
+        let file = report["file"].as_str().expect("file");
+        let lines: Vec<String> = read(file).lines().map(str::to_string).collect();
+        for d in report["diagnostics"].as_array().into_iter().flatten() {
+            let file_line = d["file_line"]
+                .as_u64()
+                .expect("every diagnostic has a file line") as usize;
+            let at = &lines[file_line - 1];
+            let key = d["key"].as_str().expect("key");
+            let file_column = d["file_column"].as_u64().expect("file column") as usize;
+            if d["file_position_exact"] == true && d["line"].is_null() {
+                // A diagnostic of a whole entry points at the entry's `- `, and the entry
+                // it names is that one.
+                let item = at.get(file_column - 1..).unwrap_or_default();
+                assert!(item.starts_with("- "), "{file}:{file_line}: `{at}`: {d}");
+                let arn = item.rsplit(' ').next().unwrap_or_default();
+                assert!(
+                    d["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with(&format!("`{arn}`"))),
+                    "{file}:{file_line}: `{at}`: {d}"
+                );
+                exact += 1;
+            } else if d["file_position_exact"] == true {
+                // The file from the column on is the key's text from its column on.
+                let (line, column) = (
+                    d["line"].as_u64().unwrap_or(0) as usize,
+                    d["column"].as_u64().unwrap_or(0) as usize,
+                );
+                let expected = key_text_line(file, key, line);
+                assert_eq!(
+                    at.get(file_column - 1..),
+                    expected.get(column - 1..),
+                    "{file}:{file_line}: {d}"
+                );
+                exact += 1;
+            } else {
+                // Only the key's position is known: it points at the key.
+                assert!(
+                    at.get(file_column - 1..)
+                        .is_some_and(|rest| rest.starts_with(key)),
+                    "{file}:{file_line}:{file_column} `{at}` is not the key {key}: {d}"
+                );
+            }
+        }
+        for p in report["problems"].as_array().into_iter().flatten() {
+            let file_line = p["file_line"].as_u64().expect("file line") as usize;
+            let field = p["field"].as_str().expect("field");
+            let name = field.trim_start_matches("spec.");
+            assert!(
+                lines[file_line - 1]
+                    .trim_start()
+                    .starts_with(&format!("{name}:")),
+                "{file}:{file_line}: {p}"
+            );
+        }
+    }
+    assert!(exact >= 6, "most positions are exact: {exact}");
+}
+
+#[test]
+fn every_subcommand_help_shows_an_example() {
+    for command in [
+        "crd", "render", "validate", "import", "history", "rollback", "run", "migrate",
+    ] {
+        let out = run(&[command, "--help"], 0);
+        assert!(
+            out.stdout.contains("Example"),
+            "{command} --help:\n{}",
+            out.stdout
+        );
+    }
+    let out = run(&["migrate", "plan", "--help"], 0);
+    assert!(out.stdout.contains("Example:\n  "), "{}", out.stdout);
+    let out = run(&["validate", "--help"], 0);
+    assert!(
+        out.stdout
+            .contains("Examples:\n  aws-auth-operator validate "),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("github"), "{}", out.stdout);
+}
+
+#[test]
+fn pre_commit_hook_names_the_validate_command() {
+    let hooks: Value = serde_saphyr::from_str(&read(".pre-commit-hooks.yaml")).expect("hooks YAML");
+    let hook = hooks
+        .as_array()
+        .and_then(|h| h.iter().find(|h| h["id"] == "aws-auth-validate"))
+        .expect("an aws-auth-validate hook");
+    let entry = hook["entry"].as_str().expect("entry");
+    let mut words = entry.split_whitespace();
+    assert_eq!(words.next(), Some("aws-auth-operator"), "{entry}");
+    let rest: Vec<&str> = words.collect();
+    assert_eq!(rest.first(), Some(&"validate"), "{entry}");
+    // The command exists: the binary accepts the entry's arguments.
+    let mut args = rest.clone();
+    args.push("--help");
+    run(&args, 0);
+    // pre-commit matches `files` with Python's re.search; this pattern is plain enough for Rust's.
+    let files = regex::Regex::new(hook["files"].as_str().expect("files pattern")).expect("regex");
+    for name in ["aws-auth.yaml", "k8s/patch.yml", "patch.json"] {
+        assert!(files.is_match(name), "{name} not selected");
+    }
+    assert!(!files.is_match("README.md"));
+    assert!(
+        matches!(hook["language"].as_str(), Some("rust" | "system")),
+        "{hook}"
+    );
+}
+
+#[test]
+fn import_reads_a_data_only_patch_fragment_and_says_so() {
+    let out = run(&["import", FRAGMENT], 1);
+    assert!(
+        out.stderr.contains(&format!(
+            "note: {FRAGMENT}: read as a data-only patch fragment"
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(imported_mappings(&out.stdout).len(), 1);
 }
 
 // ---------------------------------------------------------------------------------------------

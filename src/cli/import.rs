@@ -2,17 +2,19 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::render::pick_aws_auth;
 use super::{CliError, exit, print_stdout, read_file};
+use crate::awsauth::CONFIGMAP_NAME;
 use crate::import::{IMPORTED_FROM_ANNOTATION, import};
-use crate::manifest::{parse_configmaps, to_yaml};
+use crate::lint::{AwsAuthDoc, AwsAuthOrigin, read_contents};
+use crate::manifest::to_yaml;
 
 #[derive(Debug, Args)]
 #[command(
     after_help = "Example:\n  kubectl get cm -n kube-system aws-auth -o yaml > aws-auth.yaml\n  aws-auth-operator import --access-entries aws-auth.yaml > mappings.yaml"
 )]
 pub struct ImportArgs {
-    /// The aws-auth ConfigMap manifest (`kubectl get cm -n kube-system aws-auth -o yaml`).
+    /// The aws-auth ConfigMap manifest (`kubectl get cm -n kube-system aws-auth -o yaml`), or a
+    /// data-only patch fragment of it (YAML or JSON, as for `kubectl patch --patch-file`).
     pub file: PathBuf,
     /// Also say, for every mapping that cannot become an EKS access entry as it is, why and
     /// what to choose: a commented `spec.accessEntry` block to fill in (for a move to
@@ -54,10 +56,16 @@ fn access_entry_hint(spec: &crate::api::IamIdentityMappingSpec) -> Option<String
 
 pub fn run(args: ImportArgs) -> Result<u8, CliError> {
     let source = args.file.display().to_string();
-    let configmaps = parse_configmaps(&read_file(&args.file)?, &source)?;
-    let cm = pick_aws_auth(configmaps)
-        .ok_or_else(|| CliError::Input(format!("{source}: no aws-auth ConfigMap found")))?;
-    let result = import(&cm.data);
+    let contents = read_contents(&read_file(&args.file)?, &source)?;
+    let doc = pick_aws_auth(contents.aws_auth).ok_or_else(|| {
+        CliError::Input(format!(
+            "{source}: no aws-auth ConfigMap found (nor a data-only patch fragment of one)"
+        ))
+    })?;
+    if !matches!(doc.origin, AwsAuthOrigin::ConfigMap { .. }) {
+        eprintln!("note: {source}: {}", doc.origin);
+    }
+    let result = import(&doc.data);
     let mut out = String::new();
     for mapping in &result.mappings {
         let from = mapping
@@ -101,4 +109,15 @@ pub fn run(args: ImportArgs) -> Result<u8, CliError> {
     } else {
         exit::PROBLEMS
     })
+}
+
+/// The ConfigMap named aws-auth; failing that, the only aws-auth data of the file.
+fn pick_aws_auth(mut docs: Vec<AwsAuthDoc>) -> Option<AwsAuthDoc> {
+    let named = docs.iter().position(
+        |d| matches!(&d.origin, AwsAuthOrigin::ConfigMap { name, .. } if name == CONFIGMAP_NAME),
+    );
+    match named {
+        Some(i) => Some(docs.swap_remove(i)),
+        None => (docs.len() == 1).then(|| docs.remove(0)),
+    }
 }

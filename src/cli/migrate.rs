@@ -27,6 +27,9 @@ pub struct MigrateArgs {
 pub enum MigrateCommand {
     /// Show what each mapping and each live aws-auth entry becomes as an EKS access entry, or
     /// why it cannot move (offline).
+    #[command(
+        after_help = "Example:\n  kubectl get cm -n kube-system aws-auth -o yaml > aws-auth.yaml\n  aws-auth-operator migrate plan --live aws-auth.yaml --output json mappings/"
+    )]
     Plan(PlanArgs),
 }
 

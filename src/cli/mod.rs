@@ -47,20 +47,34 @@ pub enum OutputFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Print the IamIdentityMapping CustomResourceDefinition.
+    #[command(after_help = "Example:\n  aws-auth-operator crd | kubectl apply --server-side -f -")]
     Crd,
     /// Render IamIdentityMapping files into the aws-auth ConfigMap the operator would write.
+    #[command(
+        after_help = "Example:\n  kubectl get cm -n kube-system aws-auth -o yaml > aws-auth.yaml\n  aws-auth-operator render --live aws-auth.yaml --denied-groups 'system:masters' mappings/"
+    )]
     Render(render::RenderArgs),
     /// Lint aws-auth ConfigMap manifests: every problem the authenticator would hit.
     Validate(validate::ValidateArgs),
     /// Turn an existing aws-auth ConfigMap into IamIdentityMapping documents.
     Import(import::ImportArgs),
     /// List the revisions of aws-auth saved in kube-system/aws-auth-operator-history, newest first.
+    #[command(after_help = "Example:\n  aws-auth-operator history --output json | jq '.[0]'")]
     History(history::HistoryArgs),
     /// Restore aws-auth from a saved revision (prints the change; writes only with --yes).
+    #[command(
+        after_help = "Example:\n  aws-auth-operator rollback 12          # print what restoring revision 12 changes\n  aws-auth-operator rollback 12 --yes    # write it"
+    )]
     Rollback(history::RollbackArgs),
     /// Run the controller (kubeconfig or in-cluster).
+    #[command(
+        after_help = "Example:\n  aws-auth-operator run --drift repair --protected-arn arn:aws:iam::111122223333:role/break-glass"
+    )]
     Run(run::RunArgs),
     /// Plan the move from aws-auth to EKS access entries (`migrate plan`).
+    #[command(
+        after_help = "Example:\n  aws-auth-operator migrate plan --live aws-auth.yaml mappings/"
+    )]
     Migrate(migrate::MigrateArgs),
 }
 
