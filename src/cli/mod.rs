@@ -54,7 +54,7 @@ pub enum Command {
         after_help = "Example:\n  kubectl get cm -n kube-system aws-auth -o yaml > aws-auth.yaml\n  aws-auth-operator render --live aws-auth.yaml --denied-groups 'system:masters' mappings/"
     )]
     Render(render::RenderArgs),
-    /// Lint aws-auth ConfigMap manifests: every problem the authenticator would hit.
+    /// Lint aws-auth ConfigMaps, patches of its data and IamIdentityMappings: every problem the authenticator would hit.
     Validate(validate::ValidateArgs),
     /// Turn an existing aws-auth ConfigMap into IamIdentityMapping documents.
     Import(import::ImportArgs),
