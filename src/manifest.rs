@@ -86,28 +86,39 @@ pub fn parse_mappings(text: &str, source_name: &str) -> Result<MappingDocs, Mani
             out.skipped.push(format!("{api_version} {kind}/{name}"));
             continue;
         }
-        if kind != "IamIdentityMapping" || api_version != "awsauth.dev/v1alpha1" {
-            return Err(doc_error(
-                document,
-                format!(
-                    "expected apiVersion awsauth.dev/v1alpha1, kind IamIdentityMapping; found apiVersion `{api_version}`, kind `{kind}`"
-                ),
-            ));
-        }
-        let mapping: IamIdentityMapping = serde_json::from_value(value)
-            .map_err(|e| doc_error(document, format!("invalid IamIdentityMapping: {e}")))?;
-        if mapping
-            .metadata
-            .name
-            .as_deref()
-            .unwrap_or_default()
-            .is_empty()
-        {
-            return Err(doc_error(document, "metadata.name is required".to_string()));
-        }
+        let kind = kind.to_string();
+        let api_version = api_version.to_string();
+        let mapping = read_mapping(value, &api_version, &kind)
+            .map_err(|message| doc_error(document, message))?;
         out.mappings.push(mapping);
     }
     Ok(out)
+}
+
+/// An awsauth.dev document as an IamIdentityMapping: the version and kind this binary knows,
+/// a spec that deserializes, and a name.
+pub fn read_mapping(
+    value: Value,
+    api_version: &str,
+    kind: &str,
+) -> Result<IamIdentityMapping, String> {
+    if kind != "IamIdentityMapping" || api_version != "awsauth.dev/v1alpha1" {
+        return Err(format!(
+            "expected apiVersion awsauth.dev/v1alpha1, kind IamIdentityMapping; found apiVersion `{api_version}`, kind `{kind}`"
+        ));
+    }
+    let mapping: IamIdentityMapping =
+        serde_json::from_value(value).map_err(|e| format!("invalid IamIdentityMapping: {e}"))?;
+    if mapping
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .is_empty()
+    {
+        return Err("metadata.name is required".to_string());
+    }
+    Ok(mapping)
 }
 
 /// A ConfigMap found in a manifest.

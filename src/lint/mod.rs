@@ -181,7 +181,7 @@ impl Found {
                 .unwrap_or_default();
             self.mappings.push(MappingDoc {
                 document,
-                mapping: read_mapping(value, &api_version, &kind)?,
+                mapping: crate::manifest::read_mapping(value, &api_version, &kind)?,
                 positions,
                 spec_fields,
             });
@@ -217,26 +217,6 @@ impl Found {
             mappings: self.mappings,
         }
     }
-}
-
-fn read_mapping(value: Value, api_version: &str, kind: &str) -> Result<IamIdentityMapping, String> {
-    if kind != "IamIdentityMapping" || api_version != "awsauth.dev/v1alpha1" {
-        return Err(format!(
-            "expected apiVersion awsauth.dev/v1alpha1, kind IamIdentityMapping; found apiVersion `{api_version}`, kind `{kind}`"
-        ));
-    }
-    let mapping: IamIdentityMapping =
-        serde_json::from_value(value).map_err(|e| format!("invalid IamIdentityMapping: {e}"))?;
-    if mapping
-        .metadata
-        .name
-        .as_deref()
-        .unwrap_or_default()
-        .is_empty()
-    {
-        return Err("metadata.name is required".to_string());
-    }
-    Ok(mapping)
 }
 
 /// The aws-auth data of a patch document: `{data: {...}}` (strategic-merge or merge patch) or
