@@ -112,12 +112,9 @@ pub fn run(args: ImportArgs) -> Result<u8, CliError> {
 }
 
 /// The ConfigMap named aws-auth; failing that, the only aws-auth data of the file.
-fn pick_aws_auth(mut docs: Vec<AwsAuthDoc>) -> Option<AwsAuthDoc> {
-    let named = docs.iter().position(
+fn pick_aws_auth(docs: Vec<AwsAuthDoc>) -> Option<AwsAuthDoc> {
+    super::render::named_or_only(
+        docs,
         |d| matches!(&d.origin, AwsAuthOrigin::ConfigMap { name, .. } if name == CONFIGMAP_NAME),
-    );
-    match named {
-        Some(i) => Some(docs.swap_remove(i)),
-        None => (docs.len() == 1).then(|| docs.remove(0)),
-    }
+    )
 }

@@ -147,9 +147,15 @@ fn live_from_file(path: &Path) -> Result<LiveAwsAuth, CliError> {
 }
 
 /// The ConfigMap named aws-auth, or the only ConfigMap of the file.
-pub(super) fn pick_aws_auth(mut configmaps: Vec<ConfigMapDoc>) -> Option<ConfigMapDoc> {
-    if let Some(i) = configmaps.iter().position(|c| c.name == CONFIGMAP_NAME) {
-        return Some(configmaps.swap_remove(i));
+pub(super) fn pick_aws_auth(configmaps: Vec<ConfigMapDoc>) -> Option<ConfigMapDoc> {
+    named_or_only(configmaps, |c| c.name == CONFIGMAP_NAME)
+}
+
+/// The document named aws-auth (`is_named`); failing that, the only one. Several unnamed
+/// candidates are ambiguous: none is picked.
+pub(super) fn named_or_only<T>(mut docs: Vec<T>, is_named: impl Fn(&T) -> bool) -> Option<T> {
+    if let Some(i) = docs.iter().position(is_named) {
+        return Some(docs.swap_remove(i));
     }
-    (configmaps.len() == 1).then(|| configmaps.remove(0))
+    (docs.len() == 1).then(|| docs.remove(0))
 }

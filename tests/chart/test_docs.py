@@ -33,6 +33,27 @@ def source(path: str) -> str:
     return "\n".join(p.read_text() for p in sorted(directory.rglob("*.rs")))
 
 
+def balanced_body(text: str, start: int, opening: str, closing: str) -> str:
+    """The text from `start` (just after an opening bracket) to its matching closing bracket,
+    nested brackets balanced, string literals skipped over."""
+    depth, i, in_string = 1, start, False
+    while i < len(text) and depth:
+        c = text[i]
+        if in_string:
+            if c == "\\":
+                i += 1
+            elif c == '"':
+                in_string = False
+        elif c == '"':
+            in_string = True
+        elif c == opening:
+            depth += 1
+        elif c == closing:
+            depth -= 1
+        i += 1
+    return text[start:i - 1]
+
+
 def call_arguments(text: str, function: str) -> list[str]:
     """The argument text of every call `function(...)` in Rust source (not its definition),
     parentheses balanced, string literals skipped over."""
@@ -40,22 +61,7 @@ def call_arguments(text: str, function: str) -> list[str]:
     for match in re.finditer(rf"(?<![\w.:]){re.escape(function)}\(", text):
         if text[max(0, match.start() - 3):match.start()] == "fn ":
             continue
-        depth, i, in_string = 1, match.end(), False
-        while i < len(text) and depth:
-            c = text[i]
-            if in_string:
-                if c == "\\":
-                    i += 1
-                elif c == '"':
-                    in_string = False
-            elif c == '"':
-                in_string = True
-            elif c == "(":
-                depth += 1
-            elif c == ")":
-                depth -= 1
-            i += 1
-        out.append(text[match.end():i - 1])
+        out.append(balanced_body(text, match.end(), "(", ")"))
     return out
 
 
@@ -100,22 +106,7 @@ def struct_literals(text: str, name: str) -> list[str]:
     literals skipped over."""
     out = []
     for match in re.finditer(rf"(?<![\w:]){re.escape(name)} \{{", text):
-        depth, i, in_string = 1, match.end(), False
-        while i < len(text) and depth:
-            c = text[i]
-            if in_string:
-                if c == "\\":
-                    i += 1
-                elif c == '"':
-                    in_string = False
-            elif c == '"':
-                in_string = True
-            elif c == "{":
-                depth += 1
-            elif c == "}":
-                depth -= 1
-            i += 1
-        out.append(text[match.end():i - 1])
+        out.append(balanced_body(text, match.end(), "{", "}"))
     return out
 
 
