@@ -268,6 +268,7 @@ fn role_spec(rng: &mut Rng, i: usize, accounts: &[String]) -> IamIdentityMapping
         username: Some(username),
         groups,
         adopt_existing_entry: false,
+        sso_permission_set: None,
     }
 }
 
@@ -292,6 +293,7 @@ fn user_spec(rng: &mut Rng, i: usize, accounts: &[String]) -> IamIdentityMapping
         username: Some(username),
         groups: groups(rng, team),
         adopt_existing_entry: false,
+        sso_permission_set: None,
     }
 }
 
@@ -303,6 +305,7 @@ fn account_spec(account: &str) -> IamIdentityMappingSpec {
         username: None,
         groups: Vec::new(),
         adopt_existing_entry: false,
+        sso_permission_set: None,
     }
 }
 
@@ -509,6 +512,7 @@ fn mapping_inputs(specs: &[IamIdentityMappingSpec], with_status: bool) -> Vec<Ma
                 spec: spec.clone(),
                 last_rendered: with_status.then(|| RenderedEntry::from(&entry_of(spec))),
                 served_by_access_entry: false,
+                resolved_arn: None,
             }
         })
         .collect()

@@ -186,6 +186,7 @@ async fn main() -> Result<(), String> {
         store,
         wake,
         board.clone(),
+        aws_auth_operator::principals::PrincipalBoard::new(),
         None,
         async {
             let _ = stopped.await;

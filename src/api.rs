@@ -31,6 +31,12 @@ pub const CRD_NAME: &str = "iamidentitymappings.awsauth.dev";
         json_path = ".spec['arn','account']",
         description = "IAM ARN or AWS account id"
     ),
+    printcolumn(
+        name = "PermissionSet",
+        type_ = "string",
+        json_path = ".spec.ssoPermissionSet.name",
+        description = "IAM Identity Center permission set (spec.ssoPermissionSet)"
+    ),
     printcolumn(name = "Username", type_ = "string", json_path = ".spec.username"),
     printcolumn(name = "Groups", type_ = "string", json_path = ".spec.groups"),
     printcolumn(
@@ -49,11 +55,19 @@ pub const CRD_NAME: &str = "iamidentitymappings.awsauth.dev";
         json_path = ".status.conditions[?(@.type==\"AccessEntrySynced\")].reason",
         description = "The AccessEntrySynced condition's reason (with --access-entries=mirror|only)",
         priority = "1"
+    ),
+    printcolumn(
+        name = "Resolved",
+        type_ = "string",
+        json_path = ".status.resolvedArn",
+        description = "The IAM role ARN spec.ssoPermissionSet resolved to",
+        priority = "1"
     )
 )]
 #[x_kube(
-    validation = Rule::new("has(self.arn) != has(self.account)").message("set exactly one of spec.arn (an IAM role or user) or spec.account (a 12-digit account id)"),
+    validation = Rule::new("(has(self.arn) ? 1 : 0) + (has(self.account) ? 1 : 0) + (has(self.ssoPermissionSet) ? 1 : 0) == 1").message("set exactly one of spec.arn (an IAM role or user), spec.account (a 12-digit account id) or spec.ssoPermissionSet (an IAM Identity Center permission set)"),
     validation = Rule::new("!has(self.arn) || has(self.username)").message("spec.username is required with spec.arn, e.g. `admin:{{SessionName}}`"),
+    validation = Rule::new("!has(self.ssoPermissionSet) || has(self.username)").message("spec.username is required with spec.ssoPermissionSet, e.g. `sso:{{SessionName}}`"),
     validation = Rule::new("!has(self.account) || (!has(self.username) && (!has(self.groups) || size(self.groups) == 0))").message("an account mapping (mapAccounts) takes no username or groups: the authenticator uses the caller's ARN as username"),
     validation = Rule::new("!has(self.arn) || !self.arn.matches(':user/') || !has(self.username) || !self.username.matches('[{][{](SessionName|SessionNameRaw|EC2PrivateDNSName)[}][}]')").message("{{SessionName}}, {{SessionNameRaw}} and {{EC2PrivateDNSName}} exist only for role sessions, and spec.arn is an IAM user"),
     validation = Rule::new("!has(self.arn) || !self.arn.matches(':user/') || !has(self.groups) || self.groups.all(g, !g.matches('[{][{](SessionName|SessionNameRaw|EC2PrivateDNSName)[}][}]'))").message("{{SessionName}}, {{SessionNameRaw}} and {{EC2PrivateDNSName}} exist only for role sessions, and spec.arn is an IAM user")
@@ -85,6 +99,13 @@ pub struct IamIdentityMappingSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[x_kube(validation = Rule::new("self.matches('^[0-9]{12}$')").message("spec.account must be a 12-digit AWS account id, e.g. \"111122223333\" (quoted in YAML)"))]
     pub account: Option<String>,
+
+    /// An IAM Identity Center (SSO) permission set, mapped through the role IAM Identity Center
+    /// provisions for it in the cluster's account (`AWSReservedSSO_<name>_<suffix>`). The
+    /// operator finds that role through IAM on every resync, so a re-provisioned permission set
+    /// (a new suffix) is followed by itself; `status.resolvedArn` shows the role.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sso_permission_set: Option<SsoPermissionSetRef>,
 
     /// Kubernetes username. May use {{AccountID}}, {{SessionName}}, {{SessionNameRaw}},
     /// {{AccessKeyID}} and, for node roles, {{EC2PrivateDNSName}}.
@@ -125,12 +146,23 @@ pub struct IamIdentityMappingSpec {
 const TEMPLATES_ONLY_KNOWN: &str = "self.matches('^([^{]|[{][^{]|[{]$|[{][{](AccountID|SessionName|SessionNameRaw|AccessKeyID|EC2PrivateDNSName)[}][}])*$')";
 const TEMPLATES_ONLY_KNOWN_IN_GROUPS: &str = "self.all(g, g.matches('^([^{]|[{][^{]|[{]$|[{][{](AccountID|SessionName|SessionNameRaw|AccessKeyID|EC2PrivateDNSName)[}][}])*$'))";
 
+/// `spec.ssoPermissionSet`: a permission set of the cluster's account's IAM Identity Center.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SsoPermissionSetRef {
+    /// The permission set's name, e.g. AdministratorAccess (as IAM Identity Center shows it,
+    /// without the AWSReservedSSO_ prefix or the suffix).
+    #[x_kube(validation = Rule::new("self.matches('^[A-Za-z0-9_+=,.@-]{1,32}$')").message("spec.ssoPermissionSet.name must be a permission set name: 1 to 32 letters, digits and _+=,.@- (e.g. AdministratorAccess, without AWSReservedSSO_ or the role's suffix)"))]
+    pub name: String,
+}
+
 impl IamIdentityMappingSpec {
-    /// What the PRINCIPAL column shows: the ARN or the account id.
+    /// What the PRINCIPAL column shows: the ARN, the account id or the permission set.
     pub fn principal(&self) -> &str {
         self.arn
             .as_deref()
             .or(self.account.as_deref())
+            .or(self.sso_permission_set.as_ref().map(|p| p.name.as_str()))
             .unwrap_or_default()
     }
 }
@@ -157,6 +189,10 @@ pub struct IamIdentityMappingStatus {
     /// The EKS access entry of this mapping, as last read back (--access-entries=mirror|only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_entry: Option<crate::accessentries::AccessEntryStatus>,
+    /// The IAM role spec.ssoPermissionSet resolved to, with its path (access entries use it as
+    /// it is, aws-auth path-stripped). Kept while IAM cannot be asked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resolved_arn: Option<String>,
 }
 
 /// An aws-auth entry as written: its section, principal, username and groups.

@@ -166,6 +166,7 @@ fn spec_for(entry: &Entry) -> IamIdentityMappingSpec {
             access_entry: None,
             arn: Some(m.arn.clone()),
             account: None,
+            sso_permission_set: None,
             username: Some(m.username.clone()),
             groups: m.groups.clone(),
             adopt_existing_entry: true,

@@ -14,6 +14,7 @@ pub mod import;
 pub mod lint;
 pub mod manifest;
 pub mod plan;
+pub mod principals;
 pub mod server;
 pub mod status;
 pub mod validate;

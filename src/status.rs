@@ -7,8 +7,9 @@
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::accessentries::{AccessEntryReport, SyncReason, access_side_ready};
-use crate::api::{IamIdentityMappingStatus, RenderedEntry};
+use crate::api::{IamIdentityMappingSpec, IamIdentityMappingStatus, RenderedEntry};
 use crate::plan::Outcome;
+use crate::principals::{PRINCIPAL_FOUND, PRINCIPAL_RESOLVED, PrincipalReport};
 
 pub const READY: &str = "Ready";
 pub const STALLED: &str = "Stalled";
@@ -138,6 +139,11 @@ pub fn status_for(
             push(VALID, true, "Valid", valid());
             push(READY, true, reason, message);
         }
+        Outcome::Unresolved { .. } => {
+            // Stalled or not is the resolver's to say (see `with_principal`).
+            push(VALID, true, "Valid", valid());
+            push(READY, false, reason, message);
+        }
         Outcome::PolicyViolation { .. } | Outcome::DoesNotFit { .. } => {
             push(VALID, true, "Valid", valid());
             push(READY, false, reason, message.clone());
@@ -166,6 +172,7 @@ pub fn status_for(
         conditions,
         rendered,
         last_drift_repair,
+        resolved_arn: None,
     }
 }
 
@@ -233,6 +240,79 @@ pub fn with_access_entry(
     status.conditions.extend(replaced);
 }
 
+/// Adds what the principal resolver found (`report`) to a mapping's status: for a
+/// `spec.ssoPermissionSet` mapping, `status.resolvedArn` (`resolved`: the role the plan used)
+/// and the `PrincipalResolved` condition, and `Ready` False and `Stalled` when no role or several
+/// serve the permission set (a person must act; the role resolved before stays mapped); with
+/// `--verify-principals`, the `PrincipalFound` condition (a warning: `Ready` is left alone).
+pub fn with_principal(
+    status: &mut IamIdentityMappingStatus,
+    spec: &IamIdentityMappingSpec,
+    resolved: Option<&str>,
+    report: Option<&PrincipalReport>,
+    generation: Option<i64>,
+    previous: Option<&IamIdentityMappingStatus>,
+    now: &Time,
+) {
+    let condition = |type_: &str, status: &str, reason: &str, message: String| Condition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: reason.to_string(),
+        message,
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    };
+    let mut added = Vec::new();
+    if let Some(set) = &spec.sso_permission_set {
+        status.resolved_arn = resolved.map(str::to_string);
+        let resolution = report
+            .and_then(|r| r.sso.as_ref())
+            .filter(|r| r.permission_set == set.name);
+        match resolution {
+            Some(resolution) => {
+                added.push(condition(
+                    PRINCIPAL_RESOLVED,
+                    resolution.condition_status(),
+                    resolution.reason(),
+                    resolution.to_string(),
+                ));
+                if resolution.needs_attention() {
+                    let message = resolution.to_string();
+                    status
+                        .conditions
+                        .retain(|c| c.type_ != READY && c.type_ != STALLED);
+                    added.push(condition(
+                        READY,
+                        "False",
+                        resolution.reason(),
+                        message.clone(),
+                    ));
+                    added.push(condition(STALLED, "True", resolution.reason(), message));
+                }
+            }
+            None => added.push(condition(
+                PRINCIPAL_RESOLVED,
+                "Unknown",
+                "Resolving",
+                format!(
+                    "waiting for the operator to ask IAM which role serves permission set {}",
+                    set.name
+                ),
+            )),
+        }
+    }
+    if let Some(check) = report.and_then(|r| r.check.as_ref()) {
+        added.push(condition(
+            PRINCIPAL_FOUND,
+            check.verdict.condition_status(),
+            check.verdict.reason(),
+            check.to_string(),
+        ));
+    }
+    keep_transition_times(&mut added, previous);
+    status.conditions.extend(added);
+}
+
 /// A condition keeps its lastTransitionTime while its status stays the same.
 fn keep_transition_times(
     conditions: &mut [Condition],
@@ -291,6 +371,162 @@ mod tests {
 
     fn get<'a>(s: &'a IamIdentityMappingStatus, t: &str) -> Option<(&'a str, &'a str)> {
         condition(s, t).map(|c| (c.status.as_str(), c.reason.as_str()))
+    }
+
+    mod principals {
+        use super::*;
+        use crate::api::SsoPermissionSetRef;
+        use crate::principals::{PrincipalCheck, SsoResolution, SsoState, Verdict};
+
+        const ROLE: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0123456789abcdef";
+
+        fn spec() -> IamIdentityMappingSpec {
+            IamIdentityMappingSpec {
+                sso_permission_set: Some(SsoPermissionSetRef {
+                    name: "Admin".into(),
+                }),
+                username: Some("sso".into()),
+                ..Default::default()
+            }
+        }
+
+        fn rendered() -> IamIdentityMappingStatus {
+            let outcome = Outcome::Rendered {
+                entry: entry(&[]),
+                took_over: Vec::new(),
+                contenders: Vec::new(),
+                gives_back_on_delete: false,
+                drift: None,
+            };
+            status_for(&outcome, Some(1), None, &time(10))
+        }
+
+        fn report(arn: Option<&str>, state: SsoState) -> PrincipalReport {
+            PrincipalReport {
+                sso: Some(SsoResolution {
+                    permission_set: "Admin".into(),
+                    arn: arn.map(str::to_string),
+                    state,
+                }),
+                check: None,
+            }
+        }
+
+        fn with(
+            report: Option<&PrincipalReport>,
+            previous: Option<&IamIdentityMappingStatus>,
+            now: i64,
+        ) -> IamIdentityMappingStatus {
+            let mut status = rendered();
+            let resolved = report
+                .and_then(|r| r.sso.as_ref())
+                .and_then(|s| s.arn.as_deref());
+            with_principal(
+                &mut status,
+                &spec(),
+                resolved,
+                report,
+                Some(1),
+                previous,
+                &time(now),
+            );
+            status
+        }
+
+        #[test]
+        fn a_resolved_permission_set_shows_its_role_and_stays_ready() {
+            let s = with(Some(&report(Some(ROLE), SsoState::Resolved)), None, 10);
+            assert_eq!(s.resolved_arn.as_deref(), Some(ROLE));
+            assert_eq!(get(&s, PRINCIPAL_RESOLVED), Some(("True", "Resolved")));
+            assert_eq!(get(&s, READY), Some(("True", "Rendered")));
+            assert_eq!(get(&s, STALLED), None);
+        }
+
+        #[test]
+        fn none_or_several_roles_stall_the_mapping_but_keep_the_role() {
+            for state in [
+                SsoState::NotFound { similar: vec![] },
+                SsoState::Ambiguous {
+                    candidates: vec![ROLE.into(), "other".into()],
+                },
+            ] {
+                let s = with(Some(&report(Some(ROLE), state.clone())), None, 10);
+                assert_eq!(s.resolved_arn.as_deref(), Some(ROLE), "{state:?}");
+                assert_eq!(get(&s, PRINCIPAL_RESOLVED).map(|c| c.0), Some("False"));
+                assert_eq!(get(&s, READY).map(|c| c.0), Some("False"));
+                assert_eq!(get(&s, STALLED).map(|c| c.0), Some("True"));
+                assert_eq!(s.conditions.iter().filter(|c| c.type_ == READY).count(), 1);
+            }
+        }
+
+        #[test]
+        fn iam_unavailable_is_unknown_and_leaves_ready_alone() {
+            let down = report(
+                Some(ROLE),
+                SsoState::Unavailable {
+                    error: "timeout".into(),
+                },
+            );
+            let s = with(Some(&down), None, 10);
+            assert_eq!(
+                get(&s, PRINCIPAL_RESOLVED),
+                Some(("Unknown", "IamUnavailable"))
+            );
+            assert_eq!(get(&s, READY), Some(("True", "Rendered")));
+        }
+
+        #[test]
+        fn before_the_first_answer_it_is_resolving() {
+            let s = with(None, None, 10);
+            assert_eq!(get(&s, PRINCIPAL_RESOLVED), Some(("Unknown", "Resolving")));
+        }
+
+        #[test]
+        fn a_missing_principal_is_a_warning_only_and_keeps_its_transition_time() {
+            let check = PrincipalReport {
+                sso: None,
+                check: Some(PrincipalCheck {
+                    arn: "arn:aws:iam::111122223333:role/admn".into(),
+                    verdict: Verdict::Missing {
+                        similar: vec!["admin".into()],
+                    },
+                }),
+            };
+            let mut first = rendered();
+            let by_arn = IamIdentityMappingSpec {
+                arn: Some("arn:aws:iam::111122223333:role/admn".into()),
+                ..Default::default()
+            };
+            with_principal(
+                &mut first,
+                &by_arn,
+                None,
+                Some(&check),
+                Some(1),
+                None,
+                &time(10),
+            );
+            assert_eq!(get(&first, PRINCIPAL_FOUND), Some(("False", "NotFound")));
+            assert_eq!(get(&first, READY), Some(("True", "Rendered")));
+            assert_eq!(get(&first, PRINCIPAL_RESOLVED), None);
+            assert_eq!(first.resolved_arn, None);
+            let mut again = rendered();
+            with_principal(
+                &mut again,
+                &by_arn,
+                None,
+                Some(&check),
+                Some(1),
+                Some(&first),
+                &time(20),
+            );
+            assert_eq!(
+                condition(&again, PRINCIPAL_FOUND)
+                    .unwrap()
+                    .last_transition_time,
+                time(10)
+            );
+        }
     }
 
     #[test]

@@ -41,11 +41,49 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Validates a spec and returns the aws-auth entry it renders to.
+/// The reason of the one "problem" of a valid `spec.ssoPermissionSet` mapping checked without
+/// its role: not a mistake in the spec, only nothing to render until the operator resolves it.
+pub const UNRESOLVED: &str = "PermissionSetUnresolved";
+
+impl Problem {
+    /// Whether this only says that a permission set is not resolved (see [`UNRESOLVED`]).
+    pub fn is_unresolved(&self) -> bool {
+        self.reason == UNRESOLVED
+    }
+}
+
+/// Validates a spec and returns the aws-auth entry it renders to. A valid `spec.ssoPermissionSet`
+/// mapping has no entry without its role: it gets the single [`UNRESOLVED`] problem (see
+/// [`validate_resolved`] and [`problems`]).
 pub fn validate(spec: &IamIdentityMappingSpec) -> Result<Entry, Vec<Problem>> {
+    validate_resolved(spec, None)
+}
+
+/// The mistakes in a spec, with no IAM at hand (`validate` on files): empty when it is valid,
+/// a permission set that only the running operator can resolve included.
+pub fn problems(spec: &IamIdentityMappingSpec) -> Vec<Problem> {
+    match validate(spec) {
+        Ok(_) => Vec::new(),
+        Err(mut problems) => {
+            problems.retain(|p| !p.is_unresolved());
+            problems
+        }
+    }
+}
+
+/// [`validate`], with the role `spec.ssoPermissionSet` resolved to (full ARN, from IAM).
+pub fn validate_resolved(
+    spec: &IamIdentityMappingSpec,
+    resolved_arn: Option<&str>,
+) -> Result<Entry, Vec<Problem>> {
     let mut problems = Vec::new();
-    let entry = match (&spec.arn, &spec.account) {
-        (Some(_), Some(_)) => {
+    let given = [
+        spec.arn.is_some(),
+        spec.account.is_some(),
+        spec.sso_permission_set.is_some(),
+    ];
+    let entry = match (&spec.arn, &spec.account, &spec.sso_permission_set) {
+        (Some(_), Some(_), None) => {
             problems.push(Problem::new(
                 "ArnAndAccount",
                 "spec",
@@ -53,21 +91,31 @@ pub fn validate(spec: &IamIdentityMappingSpec) -> Result<Entry, Vec<Problem>> {
             ));
             None
         }
-        (None, None) => {
+        _ if given.iter().filter(|g| **g).count() > 1 => {
             problems.push(Problem::new(
-                "NoPrincipal",
+                "SeveralPrincipals",
                 "spec",
-                "set spec.arn (an IAM role or user ARN) or spec.account (a 12-digit account id)",
+                "set exactly one of spec.arn, spec.account or spec.ssoPermissionSet",
             ));
             None
         }
-        (Some(arn), None) => validate_arn_mapping(spec, arn, &mut problems),
-        (None, Some(account)) => validate_account_mapping(spec, account, &mut problems),
+        (None, None, None) => {
+            problems.push(Problem::new(
+                "NoPrincipal",
+                "spec",
+                "set spec.arn (an IAM role or user ARN), spec.account (a 12-digit account id) or spec.ssoPermissionSet (an IAM Identity Center permission set)",
+            ));
+            None
+        }
+        (Some(arn), _, _) => validate_arn_mapping(spec, arn, "spec.arn", &mut problems),
+        (_, Some(account), _) => validate_account_mapping(spec, account, &mut problems),
+        (_, _, Some(set)) => validate_permission_set(spec, &set.name, resolved_arn, &mut problems),
     };
     // The ARN's kind decides which template variables a group may use; parsed once.
     let kind = match &entry {
         Some(Entry::Role(_)) => Some(PrincipalKind::Role),
         Some(Entry::User(_)) => Some(PrincipalKind::User),
+        _ if spec.sso_permission_set.is_some() => Some(PrincipalKind::Role),
         _ => spec
             .arn
             .as_deref()
@@ -81,15 +129,71 @@ pub fn validate(spec: &IamIdentityMappingSpec) -> Result<Entry, Vec<Problem>> {
     }
 }
 
+/// The longest permission set name IAM Identity Center accepts.
+const MAX_PERMISSION_SET_NAME: usize = 32;
+
+fn validate_permission_set(
+    spec: &IamIdentityMappingSpec,
+    name: &str,
+    resolved_arn: Option<&str>,
+    problems: &mut Vec<Problem>,
+) -> Option<Entry> {
+    let field = "spec.ssoPermissionSet.name";
+    let name_ok = !name.is_empty()
+        && name.len() <= MAX_PERMISSION_SET_NAME
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_+=,.@-".contains(&b));
+    if name.starts_with("AWSReservedSSO_") {
+        problems.push(Problem::new(
+            "RoleNameAsPermissionSet",
+            field,
+            format!(
+                "`{name}` is a role name: give the permission set's name only (the part between AWSReservedSSO_ and the suffix), which survives re-provisioning"
+            ),
+        ));
+    } else if !name_ok {
+        problems.push(Problem::new(
+            "InvalidPermissionSetName",
+            field,
+            format!(
+                "`{name}` is not a permission set name: 1 to {MAX_PERMISSION_SET_NAME} letters, digits and _+=,.@-"
+            ),
+        ));
+    }
+    match resolved_arn {
+        Some(arn) => validate_arn_mapping(spec, arn, "status.resolvedArn", problems),
+        None => {
+            // The username and groups are still checked, as for a role.
+            let placeholder = format!(
+                "arn:aws:iam::000000000000:role/AWSReservedSSO_{}_0000000000000000",
+                if name_ok { name } else { "x" }
+            );
+            let checked = validate_arn_mapping(spec, &placeholder, field, problems);
+            if checked.is_some() && problems.is_empty() {
+                problems.push(Problem::new(
+                    UNRESOLVED,
+                    "spec.ssoPermissionSet",
+                    format!(
+                        "permission set {name} is not resolved to its IAM role yet: the running operator asks IAM (see the PrincipalResolved condition)"
+                    ),
+                ));
+            }
+            None
+        }
+    }
+}
+
 fn validate_arn_mapping(
     spec: &IamIdentityMappingSpec,
     raw: &str,
+    field: &str,
     problems: &mut Vec<Problem>,
 ) -> Option<Entry> {
     let arn = match IamArnRef::parse(raw) {
         Ok(arn) => Some(arn),
         Err(err) => {
-            problems.push(Problem::new(err.reason(), "spec.arn", err.to_string()));
+            problems.push(Problem::new(err.reason(), field, err.to_string()));
             None
         }
     };
@@ -98,7 +202,7 @@ fn validate_arn_mapping(
             problems.push(Problem::new(
                 "UsernameRequired",
                 "spec.username",
-                "spec.username is required with spec.arn (e.g. `admin:{{SessionName}}`)",
+                "spec.username is required with spec.arn and spec.ssoPermissionSet (e.g. `admin:{{SessionName}}`)",
             ));
             None
         }
@@ -266,7 +370,85 @@ mod tests {
             username: username.map(str::to_string),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             adopt_existing_entry: false,
+            sso_permission_set: None,
         }
+    }
+
+    fn sso(name: &str, username: Option<&str>, groups: &[&str]) -> IamIdentityMappingSpec {
+        IamIdentityMappingSpec {
+            sso_permission_set: Some(crate::api::SsoPermissionSetRef {
+                name: name.to_string(),
+            }),
+            ..spec(None, None, username, groups)
+        }
+    }
+
+    const ADMIN_ROLE: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef";
+
+    #[test]
+    fn a_resolved_permission_set_renders_its_role_path_stripped() {
+        let entry = validate_resolved(
+            &sso("Admin", Some("sso:{{SessionName}}"), &["ops"]),
+            Some(ADMIN_ROLE),
+        )
+        .unwrap();
+        assert_eq!(
+            entry.principal(),
+            "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_0123456789abcdef"
+        );
+        assert_eq!(entry.username(), Some("sso:{{SessionName}}"));
+    }
+
+    #[test]
+    fn an_unresolved_permission_set_is_valid_but_has_nothing_to_render() {
+        let spec = sso("Admin", Some("sso:{{SessionName}}"), &["ops"]);
+        let problems = validate(&spec).unwrap_err();
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].is_unresolved(), "{problems:?}");
+        assert!(super::problems(&spec).is_empty());
+    }
+
+    #[test]
+    fn a_permission_set_mapping_is_checked_like_a_role_mapping() {
+        // Real mistakes are reported with or without the role.
+        let bad = sso("Admin", None, &["", "{{Nope}}"]);
+        assert_eq!(
+            super::problems(&bad)
+                .iter()
+                .map(|p| p.reason)
+                .collect::<Vec<_>>(),
+            vec!["UsernameRequired", "EmptyGroup", "UnknownTemplateVariable"]
+        );
+        // {{SessionName}} is fine: the role is assumed by a session.
+        assert!(super::problems(&sso("Admin", Some("{{SessionName}}"), &[])).is_empty());
+        for (name, reason) in [
+            ("", "InvalidPermissionSetName"),
+            ("Admin Access", "InvalidPermissionSetName"),
+            (
+                "ThisPermissionSetNameIsFarTooLong",
+                "InvalidPermissionSetName",
+            ),
+            (
+                "AWSReservedSSO_Admin_0123456789abcdef",
+                "RoleNameAsPermissionSet",
+            ),
+        ] {
+            let reasons: Vec<_> = super::problems(&sso(name, Some("u"), &[]))
+                .iter()
+                .map(|p| p.reason)
+                .collect();
+            assert_eq!(reasons, vec![reason], "{name:?}");
+        }
+    }
+
+    #[test]
+    fn a_permission_set_and_another_principal_is_one_too_many() {
+        let mut both = sso("Admin", Some("u"), &[]);
+        both.arn = Some("arn:aws:iam::111122223333:role/a".into());
+        assert_eq!(reasons(&both), vec!["SeveralPrincipals"]);
+        let mut both = sso("Admin", Some("u"), &[]);
+        both.account = Some("111122223333".into());
+        assert!(reasons(&both).contains(&"SeveralPrincipals"));
     }
 
     fn reasons(spec: &IamIdentityMappingSpec) -> Vec<&'static str> {

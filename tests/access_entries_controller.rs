@@ -252,6 +252,7 @@ async fn end_to_end_with_the_local_eks_api() {
         store,
         Arc::new(tokio::sync::Notify::new()),
         board.clone(),
+        aws_auth_operator::principals::PrincipalBoard::new(),
         None,
         async {
             let _ = stopped.await;

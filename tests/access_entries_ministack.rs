@@ -464,6 +464,7 @@ async fn the_loop_waits_for_the_store_and_follows_wakes() {
         store,
         wake.clone(),
         board.clone(),
+        aws_auth_operator::principals::PrincipalBoard::new(),
         None,
         async {
             let _ = stopped.await;

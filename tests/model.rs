@@ -182,6 +182,7 @@ fn spec_of(spec: &Spec, invalid: bool) -> aws_auth_operator::api::IamIdentityMap
         },
         adopt_existing_entry: spec.adopt,
         access_entry: None,
+        sso_permission_set: None,
     }
 }
 

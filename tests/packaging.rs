@@ -749,6 +749,7 @@ fn sample_mapping(object: &Value) -> MappingInput {
             .expect("the sample's spec is an IamIdentityMappingSpec"),
         last_rendered: None,
         served_by_access_entry: false,
+        resolved_arn: None,
     }
 }
 
@@ -764,6 +765,7 @@ fn role_mapping(name: &str, created: &str, arn: &str, username: &str) -> Mapping
         },
         last_rendered: None,
         served_by_access_entry: false,
+        resolved_arn: None,
     }
 }
 
@@ -893,7 +895,7 @@ fn access_entry_pass(
 ) -> BTreeMap<String, AccessEntryReport> {
     let desired: Vec<_> = objects
         .iter()
-        .map(|o| desired_mapping(&sample_object(o), &Default::default()))
+        .map(|o| desired_mapping(&sample_object(o), None, &Default::default()))
         .collect();
     let observed = Observed {
         mode: AuthenticationMode::ApiAndConfigMap,

@@ -32,9 +32,10 @@ use super::sync::{
     PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, refused_outcome,
     select_reads, still_confirmed, verify_budget, wanted_principals,
 };
-use super::translate::translate_mapping;
+use super::translate::translate_resolved;
 use crate::api::IamIdentityMapping;
 use crate::plan::{Settings, spec_refusal};
+use crate::principals::{PrincipalBoard, resolved_arn_of};
 
 /// (principal, described, DescribeAccessEntry, ListAssociatedAccessPolicies) of one read.
 type ReadResult = (
@@ -72,6 +73,8 @@ pub struct Runner<E: EksApi> {
     pass: u64,
     mode: Option<AuthenticationMode>,
     reports: BTreeMap<String, AccessEntryReport>,
+    /// The roles permission-set mappings resolved to.
+    principals: Option<PrincipalBoard>,
 }
 
 impl<E: EksApi> Runner<E> {
@@ -94,7 +97,14 @@ impl<E: EksApi> Runner<E> {
             pass: 0,
             mode: None,
             reports: BTreeMap::new(),
+            principals: None,
         }
+    }
+
+    /// Where to find the role of a `spec.ssoPermissionSet` mapping.
+    pub fn with_principals(mut self, principals: PrincipalBoard) -> Runner<E> {
+        self.principals = Some(principals);
+        self
     }
 
     pub fn board(&self) -> &ReportBoard {
@@ -112,7 +122,10 @@ impl<E: EksApi> Runner<E> {
         let calls_before = self.eks.calls();
         let mut desired: Vec<DesiredMapping> = mappings
             .iter()
-            .map(|m| desired_mapping(m, &self.settings))
+            .map(|m| {
+                let resolved = resolved_arn_of(m, self.principals.as_ref());
+                desired_mapping(m, resolved.as_deref(), &self.settings)
+            })
             .collect();
         for m in &mut desired {
             m.confirmed_before = still_confirmed(self.reports.get(&m.name), m);
@@ -522,7 +535,11 @@ fn now() -> Time {
 /// A mapping as the planner sees it, with the verdict of the operator's policy on it (the one
 /// aws-auth gets, plus the groups of `spec.accessEntry.kubernetesGroups`, which only the access
 /// entry grants). `confirmed_before` is left false: only the runner knows earlier passes.
-pub fn desired_mapping(m: &IamIdentityMapping, settings: &Settings) -> DesiredMapping {
+pub fn desired_mapping(
+    m: &IamIdentityMapping,
+    resolved_arn: Option<&str>,
+    settings: &Settings,
+) -> DesiredMapping {
     let access_entry_groups = m
         .spec
         .access_entry
@@ -536,9 +553,9 @@ pub fn desired_mapping(m: &IamIdentityMapping, settings: &Settings) -> DesiredMa
             .creation_timestamp
             .as_ref()
             .map(|t| t.0.as_second()),
-        translation: translate_mapping(&m.spec),
+        translation: translate_resolved(&m.spec, resolved_arn),
         adopt: m.spec.access_entry.as_ref().is_some_and(|a| a.adopt),
-        refusal: spec_refusal(&m.spec, access_entry_groups, settings),
+        refusal: spec_refusal(&m.spec, resolved_arn, access_entry_groups, settings),
         confirmed_before: false,
     }
 }
@@ -569,6 +586,7 @@ pub async fn run_loop<E: EksApi>(
     store: Store<IamIdentityMapping>,
     wake: Arc<Notify>,
     board: ReportBoard,
+    principals: PrincipalBoard,
     mut leading: Option<tokio::sync::watch::Receiver<bool>>,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -590,7 +608,8 @@ pub async fn run_loop<E: EksApi>(
         config.concurrency,
         board,
         settings,
-    );
+    )
+    .with_principals(principals);
     let mut next_resync = tokio::time::Instant::now();
     loop {
         if let Some(leading) = leading.as_mut()

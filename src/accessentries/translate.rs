@@ -154,6 +154,7 @@ pub enum NotMigratableReason {
     FieldsOnNodeType,
     InvalidPolicy,
     DuplicatePolicy,
+    PermissionSetUnresolved,
 }
 
 impl NotMigratableReason {
@@ -174,6 +175,7 @@ impl NotMigratableReason {
             NotMigratableReason::FieldsOnNodeType => "FieldsOnNodeType",
             NotMigratableReason::InvalidPolicy => "InvalidPolicy",
             NotMigratableReason::DuplicatePolicy => "DuplicatePolicy",
+            NotMigratableReason::PermissionSetUnresolved => "PermissionSetUnresolved",
         }
     }
 }
@@ -223,8 +225,30 @@ pub struct Source<'a> {
 
 /// The access entry an IamIdentityMapping becomes.
 pub fn translate_mapping(spec: &IamIdentityMappingSpec) -> Translation {
+    translate_resolved(spec, None)
+}
+
+/// [`translate_mapping`], with the role `spec.ssoPermissionSet` resolved to (full ARN, path
+/// included: the access entry takes it as it is).
+pub fn translate_resolved(
+    spec: &IamIdentityMappingSpec,
+    resolved_arn: Option<&str>,
+) -> Translation {
+    if let (Some(set), None) = (&spec.sso_permission_set, resolved_arn) {
+        return Err(NotMigratable::new(
+            NotMigratableReason::PermissionSetUnresolved,
+            format!(
+                "permission set {} is not resolved to its IAM role yet (see the PrincipalResolved condition); its access entry follows once it is",
+                set.name
+            ),
+        ));
+    }
+    let arn = match &spec.sso_permission_set {
+        Some(_) => resolved_arn,
+        None => spec.arn.as_deref(),
+    };
     translate(Source {
-        arn: spec.arn.as_deref(),
+        arn,
         account: spec.account.as_deref(),
         username: spec.username.as_deref(),
         groups: &spec.groups,

@@ -27,7 +27,7 @@ use crate::controller::reconcile::mapping_input;
 use crate::plan::{
     LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Outcome, Settings, plan,
 };
-use crate::validate::validate;
+use crate::validate::validate_resolved;
 
 #[derive(Debug, Args)]
 pub struct HistoryArgs {
@@ -230,7 +230,7 @@ pub fn rollback_target(
 ) -> Result<RollbackTarget, String> {
     let rendered: BTreeSet<PrincipalKey> = mappings
         .iter()
-        .filter_map(|m| validate(&m.spec).ok())
+        .filter_map(|m| validate_resolved(&m.spec, m.resolved_arn.as_deref()).ok())
         .map(|entry| entry.key())
         .collect();
     let recorded = revision.managed();
@@ -815,6 +815,7 @@ mod tests {
             },
             last_rendered: None,
             served_by_access_entry: false,
+            resolved_arn: None,
         }
     }
 

@@ -79,6 +79,9 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
                     "{source}: IamIdentityMapping `{name}` is defined twice; names are unique in a cluster"
                 )));
             }
+            // Offline there is no IAM: a permission set keeps the role its status shows, if any.
+            let resolved_arn =
+                crate::principals::resolved_arn(&mapping.spec, mapping.status.as_ref(), None);
             inputs.push(MappingInput {
                 name,
                 creation_timestamp: mapping.metadata.creation_timestamp.clone(),
@@ -86,6 +89,7 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
                 spec: mapping.spec,
                 last_rendered: None,
                 served_by_access_entry: false,
+                resolved_arn,
             });
         }
     }
@@ -107,18 +111,28 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
     for note in &plan.notes {
         eprintln!("{note}");
     }
-    let mut failed = 0;
+    let (mut failed, mut unresolved) = (0, 0);
     for (name, outcome) in &plan.outcomes {
-        if !matches!(outcome, Outcome::Rendered { .. }) {
-            failed += 1;
-            eprintln!("{name}: {}: {}", outcome.reason(), outcome.message());
+        match outcome {
+            Outcome::Rendered { .. } => {}
+            // Not a mistake: only the running operator can ask IAM for the role.
+            Outcome::Unresolved { permission_set, .. } => {
+                unresolved += 1;
+                eprintln!(
+                    "{name}: permission set {permission_set} is resolved to its IAM role by the running operator; not rendered offline"
+                );
+            }
+            _ => {
+                failed += 1;
+                eprintln!("{name}: {}: {}", outcome.reason(), outcome.message());
+            }
         }
     }
     let cm = aws_auth_configmap(plan.data.clone(), &plan.managed_annotation);
     print_stdout(&configmap_yaml(&cm)?)?;
     eprintln!(
         "rendered {} of {} mappings ({} managed entries, {} unmanaged kept)",
-        inputs.len() - failed,
+        inputs.len() - failed - unresolved,
         inputs.len(),
         plan.managed_entries,
         plan.unmanaged_entries

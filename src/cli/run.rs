@@ -9,6 +9,7 @@ use crate::controller::history::DEFAULT_HISTORY_LIMIT;
 use crate::controller::reconcile::DEFAULT_STATUS_CONCURRENCY;
 use crate::controller::{DEFAULT_KUBE_QPS, RunConfig, run as run_controller};
 use crate::plan::DriftPolicy;
+use crate::principals::PrincipalsArgs;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -44,6 +45,8 @@ pub struct RunArgs {
     pub kube_qps: u32,
     #[command(flatten)]
     pub access_entries: AccessEntriesArgs,
+    #[command(flatten)]
+    pub principals: PrincipalsArgs,
 }
 
 pub fn run(args: RunArgs) -> Result<u8, CliError> {
@@ -63,6 +66,7 @@ pub fn run(args: RunArgs) -> Result<u8, CliError> {
             .access_entries
             .config()
             .map_err(|e| CliError::Input(e.to_string()))?,
+        principals: args.principals.config(args.access_entries.region.clone()),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

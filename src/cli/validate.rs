@@ -199,7 +199,14 @@ fn build_reports(files: &[ReadFile]) -> Vec<Report> {
         for doc in &file.mappings {
             let (problems, key) = match validate(&doc.mapping.spec) {
                 Ok(entry) => (Vec::new(), Some(entry.key())),
-                Err(problems) => (problems, None),
+                // A permission set is resolved by the running operator: not a problem here.
+                Err(problems) => (
+                    problems
+                        .into_iter()
+                        .filter(|p| !p.is_unresolved())
+                        .collect(),
+                    None,
+                ),
             };
             let unknown = unknown_spec_fields(&doc.spec_fields).into_iter().map(|field| {
                 crate::validate::Problem {

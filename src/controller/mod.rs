@@ -28,6 +28,7 @@ use crate::accessentries::{self, AccessEntriesConfig, ReportBoard, client::EksCl
 use crate::api::IamIdentityMapping;
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
 use crate::plan::Settings;
+use crate::principals::{self, PrincipalBoard, PrincipalsConfig, iam::IamClient};
 use crate::server::{Health, Metrics};
 use events::EventPublisher;
 use reconcile::{AccessEntriesView, Context, reconcile};
@@ -59,8 +60,10 @@ pub struct RunConfig {
     pub status_concurrency: usize,
     /// Requests per second the client may send (0: unlimited).
     pub kube_qps: u32,
-    /// `None` with `--access-entries=off`: then nothing AWS is built.
+    /// `None` with `--access-entries=off`: then no EKS client is built.
     pub access_entries: Option<AccessEntriesConfig>,
+    /// The principal resolver; its IAM client is built only once a mapping needs it.
+    pub principals: PrincipalsConfig,
 }
 
 /// The default of `--kube-qps`. What bounds the operator's load on the API server is
@@ -231,6 +234,34 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
     };
 
     let access_wake = Arc::new(Notify::new());
+    let principals_wake = Arc::new(Notify::new());
+    let principal_board = PrincipalBoard::new();
+    {
+        let shutdown = shutdown.clone();
+        let principals_config = config.principals.clone();
+        tokio::spawn(principals::resolver::run_loop(
+            move || {
+                let config = principals_config.clone();
+                async move { IamClient::from_config(&config).await }
+            },
+            config.principals.clone(),
+            store.clone(),
+            principals_wake.clone(),
+            principal_board.clone(),
+            leadership.as_ref().map(leader::Leadership::subscribe),
+            async move { shutdown.notified().await },
+        ));
+        // A resolution changes what aws-auth and the access entries hold.
+        let (changed, wake, access_wake) =
+            (principal_board.changed(), wake.clone(), access_wake.clone());
+        tokio::spawn(async move {
+            loop {
+                changed.notified().await;
+                wake.notify_one();
+                access_wake.notify_one();
+            }
+        });
+    }
     let access_entries = match &config.access_entries {
         None => None,
         Some(access_config) => {
@@ -247,6 +278,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
                 store.clone(),
                 access_wake.clone(),
                 board.clone(),
+                principal_board.clone(),
                 leadership.as_ref().map(leader::Leadership::subscribe),
                 async move { shutdown.notified().await },
             ));
@@ -266,13 +298,18 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         }
     };
     {
-        let (mapping_changed, wake, access_wake) =
-            (mapping_changed.clone(), wake.clone(), access_wake.clone());
+        let (mapping_changed, wake, access_wake, principals_wake) = (
+            mapping_changed.clone(),
+            wake.clone(),
+            access_wake.clone(),
+            principals_wake.clone(),
+        );
         tokio::spawn(async move {
             loop {
                 mapping_changed.notified().await;
                 wake.notify_one();
                 access_wake.notify_one();
+                principals_wake.notify_one();
             }
         });
     }
@@ -285,6 +322,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         )),
         status_concurrency: config.status_concurrency,
         access_entries,
+        principals: Some(principal_board),
         ..Context::new(client.clone(), config.settings, config.history_limit)
     };
 

@@ -27,7 +27,8 @@ use crate::plan::{
     Blocked, LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Plan,
     Settings, plan,
 };
-use crate::status::{status_for, with_access_entry};
+use crate::principals::{PrincipalBoard, PrincipalReport, resolved_arn};
+use crate::status::{status_for, with_access_entry, with_principal};
 
 /// Field manager for every write.
 pub const FIELD_MANAGER: &str = "aws-auth-operator";
@@ -93,6 +94,9 @@ pub struct Context {
     pub events: Option<EventPublisher>,
     /// `None` with `--access-entries=off`.
     pub access_entries: Option<AccessEntriesView>,
+    /// What the principal resolver found (`None`: no resolver, e.g. the CLI's one-shot uses;
+    /// permission sets then keep `status.resolvedArn`).
+    pub principals: Option<PrincipalBoard>,
     /// Status patches in flight at once.
     pub status_concurrency: usize,
     /// A digest of the aws-auth state last recorded in history: while aws-auth still holds it,
@@ -112,6 +116,7 @@ impl Context {
             history_limit,
             events: None,
             access_entries: None,
+            principals: None,
             status_concurrency: DEFAULT_STATUS_CONCURRENCY,
             recorded: Mutex::new(None),
             written: Mutex::new(HashMap::new()),
@@ -157,6 +162,7 @@ pub fn mapping_input(mapping: &IamIdentityMapping) -> MappingInput {
         spec: mapping.spec.clone(),
         last_rendered: mapping.status.as_ref().and_then(|s| s.rendered.clone()),
         served_by_access_entry: false,
+        resolved_arn: crate::principals::resolved_arn(&mapping.spec, mapping.status.as_ref(), None),
     }
 }
 
@@ -205,10 +211,16 @@ pub async fn reconcile(
         .access_entries
         .as_ref()
         .map(|view| (view.mode, view.board.snapshot()));
+    let principal_reports = ctx.principals.as_ref().map(PrincipalBoard::snapshot);
     let inputs: Vec<MappingInput> = mappings
         .iter()
         .map(|m| {
             let mut input = mapping_input(m);
+            if let Some(principal_reports) = &principal_reports {
+                let name = m.metadata.name.as_deref().unwrap_or_default();
+                input.resolved_arn =
+                    resolved_arn(&m.spec, m.status.as_ref(), principal_reports.get(name));
+            }
             if let Some((mode, reports)) = &reports {
                 let name = m.metadata.name.as_deref().unwrap_or_default();
                 input.served_by_access_entry =
@@ -313,6 +325,7 @@ pub async fn reconcile(
             mappings,
             &plan,
             reports.as_ref().map(|(_, r)| r),
+            principal_reports.as_ref(),
             &now,
             &mut report,
         )
@@ -557,6 +570,7 @@ async fn apply_statuses(
     mappings: &[Arc<IamIdentityMapping>],
     plan: &Plan,
     access_reports: Option<&BTreeMap<String, AccessEntryReport>>,
+    principal_reports: Option<&BTreeMap<String, PrincipalReport>>,
     now: &Time,
     report: &mut ReconcileReport,
 ) -> Result<(), ReconcileError> {
@@ -585,6 +599,16 @@ async fn apply_statuses(
             }
             let known = written.get(&uid).or(cached);
             let mut desired = status_for(outcome, mapping.metadata.generation, known, now);
+            let principal_report = principal_reports.and_then(|r| r.get(&name));
+            with_principal(
+                &mut desired,
+                &mapping.spec,
+                resolved_arn(&mapping.spec, mapping.status.as_ref(), principal_report).as_deref(),
+                principal_report,
+                mapping.metadata.generation,
+                known,
+                now,
+            );
             if let Some(reports) = access_reports {
                 with_access_entry(
                     &mut desired,
@@ -889,6 +913,50 @@ fn describe_at_most(entries: &[Entry], limit: usize) -> String {
 /// thousand more writes. A mapping served by its access entry gets `MovedToAccessEntry` when
 /// its aws-auth entry is removed (see `publish_notes`).
 fn outcome_event(
+    outcome: &Outcome,
+    known: Option<&IamIdentityMappingStatus>,
+    desired: &IamIdentityMappingStatus,
+) -> Option<(EventType, &'static str, String)> {
+    use crate::principals::{PRINCIPAL_FOUND, PRINCIPAL_RESOLVED};
+    use crate::status::condition;
+    let written = matches!(
+        outcome,
+        Outcome::Rendered { .. } | Outcome::ServedByAccessEntry { .. }
+    );
+    let resolved_before = known.and_then(|k| k.resolved_arn.as_deref());
+    if written
+        && let (Some(before), Some(after)) = (resolved_before, desired.resolved_arn.as_deref())
+        && before != after
+    {
+        let message = condition(desired, PRINCIPAL_RESOLVED)
+            .map(|c| c.message.clone())
+            .unwrap_or_else(|| format!("{after} replaces {before}"));
+        return Some((
+            EventType::Normal,
+            "PermissionSetReprovisioned",
+            format!("{message}; its entries now name the new role"),
+        ));
+    }
+    let event = outcome_change_event(outcome, known, desired);
+    if event.is_some() {
+        return event;
+    }
+    // --verify-principals: a warning when IAM starts saying the principal does not exist.
+    let found = |s: &IamIdentityMappingStatus| {
+        condition(s, PRINCIPAL_FOUND).map(|c| (c.status.clone(), c.message.clone()))
+    };
+    match (known.and_then(found), found(desired)) {
+        (before, Some((status, message)))
+            if status == "False" && before.as_ref().is_none_or(|(s, _)| s != "False") =>
+        {
+            Some((EventType::Warning, "PrincipalNotFound", message))
+        }
+        _ => None,
+    }
+}
+
+/// The event for a change of the mapping's outcome (Ready), if any.
+fn outcome_change_event(
     outcome: &Outcome,
     known: Option<&IamIdentityMappingStatus>,
     desired: &IamIdentityMappingStatus,

@@ -33,7 +33,7 @@ use crate::awsauth::{
     ArnMapping, AwsAuthEntries, ConfigMapData, Diagnostic, Entry, ParsedAwsAuth, Section,
     data_size, parse_data, parse_section_entries, render_section, sort_entries,
 };
-use crate::validate::{Problem, validate};
+use crate::validate::{Problem, validate_resolved};
 
 pub use managed::{MANAGED_ANNOTATION, MAX_MANAGED_ANNOTATION_BYTES, ManagedSet, ManagedSetError};
 pub use settings::{DriftPolicy, PolicyRefusal, Settings, SettingsError};
@@ -52,6 +52,9 @@ pub struct MappingInput {
     /// `--access-entries=only`, and the EKS access entry of this generation is confirmed in
     /// place: the mapping no longer needs its aws-auth entry.
     pub served_by_access_entry: bool,
+    /// The role `spec.ssoPermissionSet` resolved to (full ARN, from IAM); `None` for other
+    /// mappings and for a permission set not resolved.
+    pub resolved_arn: Option<String>,
 }
 
 /// The live aws-auth ConfigMap, as far as the plan needs it.
@@ -137,6 +140,12 @@ pub enum Outcome {
     /// no aws-auth entry (its managed entry, if any, is removed). `entry` is what it would
     /// render into aws-auth.
     ServedByAccessEntry { entry: Entry, removed: Vec<Entry> },
+    /// `spec.ssoPermissionSet` is not resolved to a role (yet): nothing new is rendered; `kept`
+    /// is the entry of the role it resolved to before, which stays.
+    Unresolved {
+        permission_set: String,
+        kept: Option<Entry>,
+    },
     /// Nothing is written this time (see `Plan::blocked`).
     Blocked {
         reason: &'static str,
@@ -154,6 +163,7 @@ impl Outcome {
             Outcome::PolicyViolation { .. } => "PolicyViolation",
             Outcome::DoesNotFit { .. } => "DoesNotFit",
             Outcome::ServedByAccessEntry { .. } => "ServedByAccessEntry",
+            Outcome::Unresolved { .. } => crate::validate::UNRESOLVED,
             Outcome::Blocked { reason, .. } => reason,
         }
     }
@@ -166,7 +176,8 @@ impl Outcome {
             Outcome::Rendered { entry, .. } => Some(entry),
             Outcome::Invalid { kept, .. }
             | Outcome::PolicyViolation { kept, .. }
-            | Outcome::DoesNotFit { kept, .. } => kept.as_ref(),
+            | Outcome::DoesNotFit { kept, .. }
+            | Outcome::Unresolved { kept, .. } => kept.as_ref(),
             _ => None,
         }
     }
@@ -256,6 +267,22 @@ impl Outcome {
                     message.push_str(
                         "; its aws-auth entry was removed now that the access entry is confirmed",
                     );
+                }
+                message
+            }
+            Outcome::Unresolved {
+                permission_set,
+                kept,
+            } => {
+                let mut message = format!(
+                    "permission set {permission_set} is not resolved to an IAM role (see the PrincipalResolved condition)"
+                );
+                match kept {
+                    Some(kept) => message.push_str(&format!(
+                        "; the entry of the role it resolved to before ({}) stays in aws-auth",
+                        kept.principal()
+                    )),
+                    None => message.push_str("; nothing is rendered for it yet"),
                 }
                 message
             }
@@ -549,11 +576,13 @@ impl Principal {
 /// access-entry loop passes `spec.accessEntry.kubernetesGroups`).
 pub fn spec_refusal<'g>(
     spec: &'g IamIdentityMappingSpec,
+    resolved_arn: Option<&str>,
     extra_groups: impl IntoIterator<Item = &'g String>,
     settings: &Settings,
 ) -> Option<PolicyRefusal> {
     // The key aws-auth gives the principal (roles path-stripped), as `validate()` builds it.
-    let principal = match (&spec.arn, &spec.account) {
+    let arn = spec.arn.as_deref().or(resolved_arn);
+    let principal = match (arn, &spec.account) {
         (Some(arn), _) => IamArn::parse(arn)
             .ok()
             .map(|arn| (arn.principal_key(), arn.aws_auth_arn())),
@@ -583,9 +612,11 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     let mut principals = principals_of(text_entries, restored_entries, &live_managed, settings);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; mappings.len()];
     let mut invalid = Vec::new();
+    let mut unresolved = Vec::new();
     let mut violations = Vec::new();
     for (index, mapping) in mappings.iter().enumerate() {
-        match validate(&mapping.spec) {
+        match validate_resolved(&mapping.spec, mapping.resolved_arn.as_deref()) {
+            Err(problems) if problems.iter().all(Problem::is_unresolved) => unresolved.push(index),
             Err(problems) => invalid.push((index, problems)),
             Ok(entry) => {
                 let key = entry.key();
@@ -609,6 +640,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     for &index in invalid
         .iter()
         .map(|(i, _)| i)
+        .chain(&unresolved)
         .chain(violations.iter().map(|(i, _, _)| i))
     {
         if let Some(entry) = mappings[index]
@@ -627,6 +659,19 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
     for (index, problems) in invalid {
         let kept = keep_last_entry(&mappings[index], &mut principals);
         outcomes[index] = Some(Outcome::Invalid { problems, kept });
+    }
+    for index in unresolved {
+        let kept = keep_last_entry(&mappings[index], &mut principals);
+        let permission_set = mappings[index]
+            .spec
+            .sso_permission_set
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        outcomes[index] = Some(Outcome::Unresolved {
+            permission_set,
+            kept,
+        });
     }
     for (index, group, rule) in violations {
         let mapping = &mappings[index];

@@ -66,6 +66,7 @@ pub fn role_mapping(
             username: Some(username.to_string()),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             adopt_existing_entry: false,
+            sso_permission_set: None,
         },
     );
     mapping.metadata.creation_timestamp = Some(time(created));

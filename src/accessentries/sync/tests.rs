@@ -738,7 +738,7 @@ fn policed(
         },
     );
     m.metadata.generation = Some(1);
-    crate::accessentries::runner::desired_mapping(&m, settings)
+    crate::accessentries::runner::desired_mapping(&m, None, settings)
 }
 
 fn admin_entry(tag: Option<&str>) -> ObservedEntry {
@@ -1020,6 +1020,7 @@ fn the_refusal_is_the_one_aws_auth_gets() {
             spec: spec.clone(),
             last_rendered: None,
             served_by_access_entry: false,
+            resolved_arn: None,
         };
         let aws_auth = plan(&[input], &LiveAwsAuth::default(), &settings).outcomes["m"].reason();
         let access = policed("m", arn, groups, None, &settings);
