@@ -9,7 +9,7 @@
 
 use aws_auth_operator::api::IamIdentityMappingSpec;
 use aws_auth_operator::cli::crd_yaml;
-use aws_auth_operator::validate::validate;
+use aws_auth_operator::validate::problems;
 use cel::{Context, Program, Value as CelValue};
 use serde_json::{Value, json};
 
@@ -60,6 +60,10 @@ fn compile_rules() -> Vec<Rule> {
     collect(None, &spec);
     for (name, schema) in spec["properties"].as_object().expect("properties") {
         collect(Some(name.clone()), schema);
+        // Rules of an object's own fields (spec.ssoPermissionSet.name).
+        for (inner, schema) in schema["properties"].as_object().into_iter().flatten() {
+            collect(Some(format!("{name}.{inner}")), schema);
+        }
     }
     rules
 }
@@ -78,7 +82,7 @@ fn admission(spec: &Value) -> Vec<String> {
     for rule in rules() {
         let target = match &rule.field {
             None => spec.clone(),
-            Some(field) => match spec.get(field) {
+            Some(field) => match spec.pointer(&format!("/{}", field.replace('.', "/"))) {
                 Some(value) => value.clone(),
                 None => continue,
             },
@@ -223,6 +227,22 @@ fn common_mistakes_are_refused_in_plain_words() {
             "username is required",
         ),
         (json!({}), "exactly one of spec.arn"),
+        (
+            json!({"ssoPermissionSet": {"name": "Admin"}, "arn": "arn:aws:iam::111122223333:role/x", "username": "u"}),
+            "exactly one of spec.arn",
+        ),
+        (
+            json!({"ssoPermissionSet": {"name": "Admin"}}),
+            "username is required with spec.ssoPermissionSet",
+        ),
+        (
+            json!({"ssoPermissionSet": {"name": "AWSReservedSSO_AdministratorAccess_0123456789abcdef"}, "username": "u"}),
+            "without AWSReservedSSO_",
+        ),
+        (
+            json!({"ssoPermissionSet": {"name": "Admin Access"}, "username": "u"}),
+            "must be a permission set name",
+        ),
     ];
     for (spec, says) in cases {
         let refused = admission(&spec);
@@ -235,7 +255,7 @@ fn common_mistakes_are_refused_in_plain_words() {
         // What admission refuses, the operator refuses too.
         if let Ok(parsed) = serde_json::from_value::<IamIdentityMappingSpec>(spec.clone()) {
             assert!(
-                validate(&parsed).is_err(),
+                !problems(&parsed).is_empty(),
                 "{spec}: admission refuses, validate accepts"
             );
         }
@@ -286,7 +306,7 @@ fn admission_is_never_stricter_than_the_operator() {
                 let parsed: IamIdentityMappingSpec =
                     serde_json::from_value(spec.clone()).expect("spec");
                 let refused = admission(&spec);
-                if validate(&parsed).is_ok() {
+                if problems(&parsed).is_empty() {
                     assert!(
                         refused.is_empty(),
                         "{spec}: the operator accepts it, admission refuses: {refused:#?}"
@@ -297,6 +317,36 @@ fn admission_is_never_stricter_than_the_operator() {
         }
     }
     assert_eq!(checked, arns.len() * usernames.len() * groups.len());
+
+    // Permission sets, named well and badly.
+    let long = "x".repeat(32);
+    let too_long = "x".repeat(33);
+    let names = [
+        "Admin",
+        "AdministratorAccess",
+        "a+b=c,d.e@f_g-h",
+        long.as_str(),
+        too_long.as_str(),
+        "",
+        "AWSReservedSSO_Admin",
+        "Admin Access",
+    ];
+    for name in names {
+        for username in usernames {
+            for groups in groups {
+                let spec = json!({"ssoPermissionSet": {"name": name}, "username": username, "groups": groups});
+                let parsed: IamIdentityMappingSpec =
+                    serde_json::from_value(spec.clone()).expect("spec");
+                let refused = admission(&spec);
+                if problems(&parsed).is_empty() {
+                    assert!(
+                        refused.is_empty(),
+                        "{spec}: the operator accepts it, admission refuses: {refused:#?}"
+                    );
+                }
+            }
+        }
+    }
 }
 
 #[test]

@@ -24,9 +24,11 @@ fn role_mapping(name: &str, arn: &str, username: &str, groups: &[&str]) -> Mappi
             username: Some(username.into()),
             groups: groups.iter().map(|g| g.to_string()).collect(),
             adopt_existing_entry: false,
+            sso_permission_set: None,
         },
         last_rendered: None,
         served_by_access_entry: false,
+        resolved_arn: None,
     }
 }
 
@@ -976,4 +978,108 @@ fn the_plan_does_not_depend_on_the_order_principals_are_visited_in() {
         assert_eq!(plan(&kept, &live, &Settings::default()), deleting);
     }
     assert!(!plan(&kept, &applied(&deleting), &Settings::default()).changed);
+}
+
+const SSO_V1: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef";
+const SSO_V2: &str = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_fedcba9876543210";
+
+fn sso_mapping(resolved: Option<&str>) -> MappingInput {
+    MappingInput {
+        spec: IamIdentityMappingSpec {
+            sso_permission_set: Some(aws_auth_operator::api::SsoPermissionSetRef {
+                name: "Admin".into(),
+            }),
+            username: Some("sso:{{SessionName}}".into()),
+            groups: vec!["ops".into()],
+            ..Default::default()
+        },
+        resolved_arn: resolved.map(str::to_string),
+        ..role_mapping("sso-admins", "unused", "unused", &[])
+    }
+}
+
+#[test]
+fn a_permission_set_renders_the_role_it_resolved_to_path_stripped() {
+    let p = plan(
+        &[sso_mapping(Some(SSO_V1))],
+        &live(&[]),
+        &Settings::default(),
+    );
+    let entry = rendered_entry(&p, "sso-admins");
+    assert_eq!(
+        entry.principal(),
+        "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_0123456789abcdef"
+    );
+    assert_eq!(entry.groups(), ["ops"]);
+}
+
+#[test]
+fn a_reprovisioned_permission_set_replaces_its_entry_in_one_plan() {
+    let settings = Settings::default();
+    let node = live(&[("mapRoles", NODE_ROLE)]);
+    let first = plan(&[sso_mapping(Some(SSO_V1))], &node, &settings);
+    let resolved_again = with_status(sso_mapping(Some(SSO_V2)), &first);
+    let second = plan(&[resolved_again], &applied(&first), &settings);
+    assert!(second.changed);
+    let roles: Vec<String> = parse_data(&second.data)
+        .entries
+        .roles
+        .iter()
+        .map(|r| r.arn.clone())
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_fedcba9876543210",
+            "arn:aws:iam::111122223333:role/eks-nodegroup-NodeInstanceRole-1ABC",
+        ]
+    );
+    assert!(matches!(
+        second.outcomes["sso-admins"],
+        Outcome::Rendered { drift: None, .. }
+    ));
+}
+
+#[test]
+fn an_unresolved_permission_set_keeps_the_entry_it_had_and_renders_nothing_new() {
+    let settings = Settings::default();
+    let first = plan(&[sso_mapping(Some(SSO_V1))], &live(&[]), &settings);
+    let unresolved = with_status(sso_mapping(None), &first);
+    let second = plan(
+        std::slice::from_ref(&unresolved),
+        &applied(&first),
+        &settings,
+    );
+    assert!(!second.changed);
+    assert_eq!(second.data, first.data);
+    let Outcome::Unresolved {
+        permission_set,
+        kept,
+    } = &second.outcomes["sso-admins"]
+    else {
+        panic!("{:?}", second.outcomes["sso-admins"]);
+    };
+    assert_eq!(permission_set, "Admin");
+    assert_eq!(kept.as_ref(), Some(&rendered_entry(&first, "sso-admins")));
+
+    // Never resolved: nothing at all.
+    let fresh = plan(&[sso_mapping(None)], &live(&[]), &settings);
+    assert!(matches!(
+        fresh.outcomes["sso-admins"],
+        Outcome::Unresolved { kept: None, .. }
+    ));
+    assert_eq!(fresh.managed_entries, 0);
+}
+
+#[test]
+fn the_policy_applies_to_the_role_a_permission_set_resolved_to() {
+    let mut settings = Settings::default();
+    settings
+        .protect("arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_0123456789abcdef")
+        .unwrap();
+    let p = plan(&[sso_mapping(Some(SSO_V1))], &live(&[]), &settings);
+    assert!(matches!(
+        p.outcomes["sso-admins"],
+        Outcome::Protected { .. }
+    ));
 }
