@@ -28,7 +28,7 @@ pub use spec::{AccessEntrySpec, AccessEntryStatus, AccessEntryType, AccessPolicy
 /// `--access-entries`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum AccessEntriesMode {
-    /// aws-auth only; no AWS client is built.
+    /// aws-auth only; no EKS client is built.
     #[default]
     Off,
     /// Every mapping also becomes an access entry; aws-auth is kept as it is.

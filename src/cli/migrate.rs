@@ -11,7 +11,7 @@ use serde::Serialize;
 use super::render::pick_aws_auth;
 use super::{CliError, OutputFormat, exit, expand_paths, print_stdout, read_file};
 use crate::accessentries::translate::{
-    DesiredEntry, NotMigratable, Translation, translate_live_entry, translate_mapping,
+    DesiredEntry, NotMigratable, Translation, translate_live_entry, translate_resolved,
 };
 use crate::arn::IamArn;
 use crate::awsauth::parse_data;
@@ -118,7 +118,12 @@ fn plan(args: PlanArgs) -> Result<u8, CliError> {
             mappings.push(item(
                 format!("mapping {name}"),
                 mapping.spec.principal().to_string(),
-                translate_mapping(&mapping.spec),
+                // Offline: a permission set maps the role its status shows, if any.
+                translate_resolved(
+                    &mapping.spec,
+                    crate::principals::resolved_arn(&mapping.spec, mapping.status.as_ref(), None)
+                        .as_deref(),
+                ),
             ));
         }
     }

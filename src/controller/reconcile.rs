@@ -937,6 +937,21 @@ fn outcome_event(
             format!("{message}; its entries now name the new role"),
         ));
     }
+    // A permission set that stops resolving (or never did): its own reason and words.
+    let unresolved = |s: &IamIdentityMappingStatus| {
+        condition(s, PRINCIPAL_RESOLVED)
+            .filter(|c| c.status == "False")
+            .map(|c| (c.reason.clone(), c.message.clone()))
+    };
+    if let Some((reason, message)) = unresolved(desired)
+        && known.and_then(unresolved).map(|(r, _)| r) != Some(reason.clone())
+    {
+        let reason = match reason.as_str() {
+            "NoRoleFound" => "NoRoleFound",
+            _ => "SeveralRolesFound",
+        };
+        return Some((EventType::Warning, reason, message));
+    }
     let event = outcome_change_event(outcome, known, desired);
     if event.is_some() {
         return event;

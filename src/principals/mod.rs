@@ -96,7 +96,7 @@ impl PrincipalsArgs {
 pub struct PrincipalReport {
     /// `spec.ssoPermissionSet`, resolved.
     pub sso: Option<SsoResolution>,
-    /// `--verify-principals`: the ARN checked (for a permission set: the role it resolved to).
+    /// `--verify-principals`: `spec.arn` checked against IAM.
     pub check: Option<PrincipalCheck>,
 }
 

@@ -137,23 +137,13 @@ impl Resolver {
             }
         }
 
-        // --verify-principals: each distinct ARN once.
+        // --verify-principals: each distinct `spec.arn` once (a permission set's role is
+        // checked by its resolution already).
         let mut checked = 0;
         if self.config.verify {
             let arns: Vec<(String, String)> = mappings
                 .iter()
-                .filter_map(|m| {
-                    let name = m.name_any();
-                    let arn = match &m.spec.arn {
-                        Some(arn) => Some(arn.clone()),
-                        // A role IAM just listed exists; a kept or missing one is checked.
-                        None => reports
-                            .get(&name)
-                            .and_then(|r| r.sso.as_ref())
-                            .and_then(|s| s.arn.clone()),
-                    };
-                    arn.map(|arn| (name, arn))
-                })
+                .filter_map(|m| m.spec.arn.clone().map(|arn| (m.name_any(), arn)))
                 .collect();
             let checks = self
                 .check(iam, arns.iter().map(|(_, arn)| arn.as_str()))
