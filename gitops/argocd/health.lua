@@ -5,10 +5,14 @@
 --                no Reconciling condition: it writes each status once the outcome is known, so
 --                a stale observedGeneration is what "in progress" looks like), or Ready=False
 --                while the EKS access entry is on its way (reason Pending or EksError, with
---                --access-entries=mirror|only; never Stalled)
+--                --access-entries=mirror|only; never Stalled), or while a permission set
+--                (spec.ssoPermissionSet) waits for its first answer from IAM (reason
+--                PermissionSetUnresolved; never Stalled)
 --   Degraded     Stalled=True (invalid spec, conflict, protected principal, group policy,
 --                does not fit, blocked write, a foreign access entry, a cluster in CONFIG_MAP
---                mode), Conflict=True, or any other Ready=False (e.g. a drift left in place)
+--                mode, a permission set with no role or several: NoRoleFound,
+--                SeveralRolesFound), Conflict=True, or any other Ready=False (e.g. a drift
+--                left in place)
 --   Healthy      Ready=True for the current generation (served by aws-auth, by an access
 --                entry, or both); for a mapping that cannot become an access entry (it stays
 --                in aws-auth), the AccessEntrySynced condition (NotMigratable) says why
@@ -89,8 +93,12 @@ if ready.status == "True" then
 end
 
 -- The access-entry side in progress: the access-entry loop has not handled this generation yet,
--- or EKS could not be reached or refused a call (retried at its next pass).
-if ready.status == "False" and (ready.reason == "Pending" or ready.reason == "EksError") then
+-- or EKS could not be reached or refused a call (retried at its next pass). Or a permission set
+-- not resolved to its role yet: IAM has not answered (Resolving) or could not be asked
+-- (IamUnavailable), retried at the next pass; a person must act only when IAM answered with no
+-- role or several, and then the mapping is Stalled (above).
+if ready.status == "False" and (ready.reason == "Pending" or ready.reason == "EksError"
+    or ready.reason == "PermissionSetUnresolved") then
   hs.status = "Progressing"
   hs.message = describe(ready)
   return hs

@@ -195,6 +195,36 @@ FLAGS: dict[str, Flag] = {
         ["--access-entries-resync-seconds=120"],
         lambda v: str(v["accessEntries"]["resyncSeconds"]),
     ),
+    "--verify-principals": Flag(
+        "principals.verify",
+        True,
+        ["--verify-principals"],
+        lambda v: "true" if v["principals"]["verify"] else None,
+    ),
+    "--principal-cache-seconds": Flag(
+        "principals.cacheSeconds",
+        1800,
+        ["--principal-cache-seconds=1800"],
+        lambda v: str(v["principals"]["cacheSeconds"]),
+    ),
+    "--iam-concurrency": Flag(
+        "principals.concurrency",
+        8,
+        ["--iam-concurrency=8"],
+        lambda v: str(v["principals"]["concurrency"]),
+    ),
+    "--principals-resync-seconds": Flag(
+        "principals.resyncSeconds",
+        600,
+        ["--principals-resync-seconds=600"],
+        lambda v: str(v["principals"]["resyncSeconds"]),
+    ),
+    "--iam-endpoint": Flag(
+        "principals.iamEndpoint",
+        "http://127.0.0.1:4566",
+        ["--iam-endpoint=http://127.0.0.1:4566"],
+        lambda v: v["principals"]["iamEndpoint"] or None,
+    ),
 }
 
 # Flags the chart renders although the binary does not have them yet (a flag the operator is
@@ -487,6 +517,23 @@ class Flags(unittest.TestCase):
         with self.assertRaises(helm.HelmValuesError):
             render({"accessEntries": {"mode": "mirror"}})
 
+    def test_principals_flags(self) -> None:
+        # Off by default: the settings are rendered like every other flag, the switch and the
+        # endpoint only when set.
+        default = args()
+        for expected in ("--principal-cache-seconds=600", "--iam-concurrency=4",
+                         "--principals-resync-seconds=300"):
+            self.assertIn(expected, default)
+        for name in ("--verify-principals", "--iam-endpoint"):
+            self.assertFalse([a for a in default if flag_name(a) == name], name)
+        # IAM requests are signed for --region: it is passed whenever set, access entries off
+        # included (permission sets and --verify-principals need it too).
+        off = args({"accessEntries": {"mode": "off", "region": "eu-west-1"},
+                    "principals": {"verify": True}})
+        self.assertIn("--region=eu-west-1", off)
+        self.assertIn("--verify-principals", off)
+        self.assert_binary_accepts(off)
+
     def test_irsa_and_pod_identity(self) -> None:
         arn = "arn:aws:iam::111122223333:role/aws-auth-operator"
         values = {"accessEntries": {"mode": "mirror", "clusterName": "prod", "region": "eu-west-1"},
@@ -526,6 +573,13 @@ class Schema(unittest.TestCase):
         ({"accessEntries": {"concurrency": 65}}, "/accessEntries/concurrency"),
         ({"accessEntries": {"resyncSeconds": 5}}, "/accessEntries/resyncSeconds"),
         ({"accessEntries": {"endpoint": "eks.eu-west-1.amazonaws.com"}}, "/accessEntries/endpoint"),
+        ({"principals": {"verify": "true"}}, "/principals/verify"),
+        ({"principals": {"verfy": True}}, "verfy"),
+        ({"principals": {"cacheSeconds": -1}}, "/principals/cacheSeconds"),
+        ({"principals": {"concurrency": 0}}, "/principals/concurrency"),
+        ({"principals": {"concurrency": 65}}, "/principals/concurrency"),
+        ({"principals": {"resyncSeconds": 5}}, "/principals/resyncSeconds"),
+        ({"principals": {"iamEndpoint": "iam.amazonaws.com"}}, "/principals/iamEndpoint"),
         ({"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
         ({"image": {"digest": "sha256:123"}}, "/image/digest"),
         ({"metrics": {"port": 70000}}, "/metrics/port"),
@@ -668,16 +722,18 @@ class OptionalObjects(unittest.TestCase):
         self.assertEqual(np["spec"]["ingress"], [{"ports": [{"port": "metrics", "protocol": "TCP"}], "from": [peer]}])
         api = np["spec"]["egress"][0]
         self.assertEqual(sorted(p["port"] for p in api["ports"]), [443, 6443])
-        self.assertEqual(len(np["spec"]["egress"]), 2, "API server and DNS")
+        self.assertEqual(len(np["spec"]["egress"]), 3, "API server, EKS Pod Identity Agent and DNS")
         np = one(render({"networkPolicy": {"enabled": True, "allowDNS": False}}), "NetworkPolicy")
-        self.assertEqual(len(np["spec"]["egress"]), 1)
-        # With access entries, also the EKS Pod Identity Agent (the AWS APIs are HTTPS: rule 1).
-        np = one(render({"networkPolicy": {"enabled": True},
-                         "accessEntries": {"mode": "mirror", "clusterName": "prod"}}), "NetworkPolicy")
-        self.assertEqual(len(np["spec"]["egress"]), 3)
-        agent = np["spec"]["egress"][1]
-        self.assertEqual(agent["ports"], [{"port": 80, "protocol": "TCP"}])
-        self.assertEqual([p["ipBlock"]["cidr"] for p in agent["to"]], ["169.254.170.23/32", "fd00:ec2::23/128"])
+        self.assertEqual(len(np["spec"]["egress"]), 2)
+        # The EKS Pod Identity Agent (the AWS APIs are HTTPS: rule 1), whatever the values: a
+        # mapping by permission set makes the operator call IAM even with access entries off.
+        for values in ({}, {"accessEntries": {"mode": "mirror", "clusterName": "prod"}},
+                       {"principals": {"verify": True}}):
+            np = one(render({"networkPolicy": {"enabled": True}, **values}), "NetworkPolicy")
+            self.assertEqual(len(np["spec"]["egress"]), 3)
+            agent = np["spec"]["egress"][1]
+            self.assertEqual(agent["ports"], [{"port": 80, "protocol": "TCP"}])
+            self.assertEqual([p["ipBlock"]["cidr"] for p in agent["to"]], ["169.254.170.23/32", "fd00:ec2::23/128"])
 
     def test_notes_warn_without_group_policy(self) -> None:
         notes = support.render_files()["aws-auth-operator/templates/NOTES.txt"]
@@ -703,6 +759,27 @@ class OptionalObjects(unittest.TestCase):
         self.assertIn("for the cluster prod in eu-west-1.", notes)
         self.assertIn(f"IRSA: {arn}", notes)
         self.assertNotIn("accessEntries.region is empty", notes)
+
+    def test_notes_on_iam(self) -> None:
+        path = "aws-auth-operator/templates/NOTES.txt"
+        notes = support.render_files()[path]
+        self.assertIn("spec.ssoPermissionSet", notes)
+        self.assertIn("iam:ListRoles", notes)
+        self.assertNotIn("principals.verify", notes)
+        self.assertIn("not set", notes)
+        self.assertIn("permission sets stay unresolved (IamUnavailable)", notes)
+        arn = "arn:aws:iam::111122223333:role/aws-auth-operator"
+        notes = support.render_files({
+            "principals": {"verify": True},
+            "accessEntries": {"region": "eu-west-1"},
+            "serviceAccount": {"annotations": {"eks.amazonaws.com/role-arn": arn}},
+        })[path]
+        self.assertIn("principals.verify: iam:GetRole, iam:GetUser", notes)
+        self.assertIn(f"IRSA: {arn}", notes)
+        self.assertNotIn("accessEntries.region is empty", notes)
+        # With access entries on, their paragraph already names the credentials: said once.
+        notes = support.render_files({"accessEntries": {"mode": "mirror", "clusterName": "prod"}})[path]
+        self.assertEqual(notes.count("eks.amazonaws.com/role-arn"), 1)
 
 
 if __name__ == "__main__":

@@ -80,13 +80,46 @@ def documented(doc: Path, begin: str, end: str) -> set[str]:
     return names
 
 
+def str_consts(text: str) -> dict[str, str]:
+    """`const NAME: &str = "value";` of Rust source, by name."""
+    return dict(re.findall(r'const (\w+): &str = "(\w+)";', text))
+
+
 def status_reasons() -> set[str]:
-    reasons = found(r'Problem::new\(\s*"(\w+)"', source("validate.rs"))
+    validate = source("validate.rs")
+    reasons = found(r'Problem::new\(\s*"(\w+)"', validate)
+    # A reason given by a constant (`Problem::new(UNRESOLVED, ...)`).
+    consts = str_consts(validate)
+    reasons |= {consts[n] for n in found(r'Problem::new\(\s*([A-Z][A-Z0-9_]*),', validate) if n in consts}
     reasons |= found(r'ArnError::\w+ \{ \.\. \} => "(\w+)"', source("arn.rs"))
-    reasons |= found(r'(?:Outcome|Blocked)::\w+ \{ \.\. \} => "(\w+)"', source("plan.rs"))
-    reasons |= found(r'push\(\s*\w+,\s*(?:true|false),\s*"(\w+)"', source("status.rs"))
+    reasons |= outcome_reasons()
+    status = source("status.rs")
+    reasons |= found(r'push\(\s*\w+,\s*(?:true|false),\s*"(\w+)"', status)
+    # Conditions built with a literal reason (`condition(TYPE, "Unknown", "Resolving", ...)`).
+    reasons |= found(r'condition\(\s*\w+,\s*"(?:True|False|Unknown)",\s*"(\w+)"', status)
     # The AccessEntrySynced condition's reasons (which Ready carries too while they hold it back).
     reasons |= access_entry_reasons()
+    # PrincipalResolved and PrincipalFound (Ready and Stalled carry NoRoleFound and
+    # SeveralRolesFound): every `fn reason(&self)` of src/principals/.
+    reasons |= principal_reasons()
+    return reasons
+
+
+def outcome_reasons() -> set[str]:
+    """The reasons of `Outcome::reason()` (plan.rs): literals, and constants of validate.rs
+    (`Outcome::Unresolved { .. } => crate::validate::UNRESOLVED`)."""
+    plan = source("plan.rs")
+    reasons = found(r'(?:Outcome|Blocked)::\w+ \{ \.\. \} => "(\w+)"', plan)
+    consts = str_consts(source("validate.rs"))
+    named = found(r'Outcome::\w+ \{ \.\. \} => crate::validate::([A-Z][A-Z0-9_]*)', plan)
+    return reasons | {consts[n] for n in named if n in consts}
+
+
+def principal_reasons() -> set[str]:
+    text = source("principals.rs")
+    reasons: set[str] = set()
+    for match in re.finditer(r"fn reason\(&self\) -> &'static str \{", text):
+        reasons |= found(r'=> "(\w+)"', balanced_body(text, match.end(), "{", "}"))
     return reasons
 
 
@@ -98,6 +131,11 @@ def condition_types() -> set[str]:
     """The condition types the operator writes (status.rs), without the one it never sets."""
     types = found(r'pub const \w+: &str = "(\w+)";', source("status.rs"))
     types |= found(r'pub const CONDITION_TYPE: &str = "(\w+)";', source("accessentries/report.rs"))
+    # Types of the principal resolver (`pub const PRINCIPAL_RESOLVED: &str = "PrincipalResolved"`),
+    # those that status.rs builds conditions of.
+    principals = str_consts(source("principals/mod.rs"))
+    used = found(r'condition\(\s*([A-Z][A-Z0-9_]*),', source("status.rs"))
+    types |= {principals[n] for n in used if n in principals}
     return types - {"Reconciling"}
 
 
@@ -134,6 +172,10 @@ class Docs(unittest.TestCase):
             self.assertIn(known, reasons, "tests/chart/test_docs.py no longer finds the reasons in src/")
         for known in ("ServedByAccessEntry", "Pending", "ForeignEntry", "NotMigratable"):
             self.assertIn(known, reasons, "tests/chart/test_docs.py no longer finds the reasons in src/")
+        for known in ("PermissionSetUnresolved", "InvalidPermissionSetName", "Resolving", "Reprovisioned",
+                      "NoRoleFound", "SeveralRolesFound", "IamUnavailable", "NotFound", "PathOrNameDiffers",
+                      "OtherAccount"):
+            self.assertIn(known, reasons, "tests/chart/test_docs.py no longer finds the reasons in src/")
         table = documented(DOCS / "crd-reference.md", "<!-- reasons:begin -->", "<!-- reasons:end -->")
         missing = sorted(reasons - table)
         self.assertEqual(missing, [], "reasons missing from the table in docs/crd-reference.md")
@@ -141,6 +183,8 @@ class Docs(unittest.TestCase):
     def test_conditions_table_covers_the_code(self) -> None:
         types = condition_types()
         self.assertIn("AccessEntrySynced", types)
+        self.assertIn("PrincipalResolved", types)
+        self.assertIn("PrincipalFound", types)
         text = (DOCS / "crd-reference.md").read_text()
         start = text.index("| condition | True means |")
         section = text[start:text.index("\n\n", start)]
@@ -158,11 +202,13 @@ class Docs(unittest.TestCase):
         reasons = event_reasons()
         for known in ("TookOver", "EntryRemoved", "DriftRepaired", "RecoveredMalformedAwsAuth",
                       "RecoveredDeletedAwsAuth", "LiveAwsAuthMalformed", "OriginalEntryRestored",
-                      "PolicyEnforced", "MovedToAccessEntry", "AwsAuthFrozen", "AwsAuthRecreated"):
+                      "PolicyEnforced", "MovedToAccessEntry", "AwsAuthFrozen", "AwsAuthRecreated",
+                      "PermissionSetReprovisioned", "PrincipalNotFound"):
             self.assertIn(known, reasons)
         table = documented(DOCS / "crd-reference.md", "<!-- events:begin -->", "<!-- events:end -->")
         # Warning events about a mapping carry its outcome's reason.
-        outcome = found(r'(?:Outcome|Blocked)::\w+ \{ \.\. \} => "(\w+)"', source("plan.rs")) - {"Rendered"}
+        outcome = outcome_reasons() - {"Rendered"}
+        self.assertIn("PermissionSetUnresolved", outcome)
         self.assertEqual(sorted((reasons | outcome) - table), [],
                          "event reasons missing from the events table in docs/crd-reference.md")
 

@@ -103,7 +103,8 @@ class ArgoCdHealth(unittest.TestCase):
             for t in rng.sample(types, rng.randint(0, len(types))):
                 c: dict[str, Any] = {"type": t, "status": rng.choice(["True", "False", "Unknown"])}
                 if rng.random() < 0.8:
-                    c["reason"] = rng.choice(["R", "Pending", "EksError", "NotMigratable"])
+                    c["reason"] = rng.choice(["R", "Pending", "EksError", "NotMigratable",
+                                              "PermissionSetUnresolved", "NoRoleFound"])
                 if rng.random() < 0.8:
                     c["message"] = "m"
                 if rng.random() < 0.8:
@@ -157,6 +158,90 @@ class ArgoCdHealth(unittest.TestCase):
             obj = testdata(case["inputPath"])
             self.assertEqual(obj["apiVersion"], f"{crd['spec']['group']}/{version['name']}")
             self.assertEqual(set(obj.get("status", {})) - set(status), set(), case["inputPath"])
+
+
+ADMIN_ROLE = ("arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/"
+              "AWSReservedSSO_AdministratorAccess_0123456789abcdef")
+UNRESOLVED = ("permission set AdministratorAccess is not resolved to an IAM role (see the "
+              "PrincipalResolved condition); nothing is rendered for it yet")
+
+
+def sso_mapping(*conditions: tuple[str, str, str, str], **status: Any) -> dict[str, Any]:
+    """A mapping by permission set with the conditions (type, status, reason, message) the
+    operator writes for it, at generation 1."""
+    return {
+        "apiVersion": "awsauth.dev/v1alpha1",
+        "kind": "IamIdentityMapping",
+        "metadata": {"name": "sso-administrators", "generation": 1},
+        "spec": {"ssoPermissionSet": {"name": "AdministratorAccess"},
+                 "username": "sso-admin:{{SessionName}}", "groups": ["platform-admins"]},
+        "status": {
+            "observedGeneration": 1,
+            "conditions": [{"type": t, "status": st, "reason": r, "message": m, "observedGeneration": 1,
+                            "lastTransitionTime": "2026-11-20T10:00:00Z"} for t, st, r, m in conditions],
+            **status,
+        },
+    }
+
+
+class PermissionSets(unittest.TestCase):
+    """spec.ssoPermissionSet: waiting for IAM is in progress, an answer that needs a person
+    (no role, several roles) is Stalled, and IAM's troubles never make a served mapping
+    unhealthy. Argo CD and Flux agree on each."""
+
+    def verdicts(self, obj: dict[str, Any]) -> tuple[str, str]:
+        return run_health(obj)["status"], flux_status(flux_check(), obj)
+
+    def test_waiting_for_iam_is_progressing(self) -> None:
+        for reason, message in (
+            ("Resolving", "waiting for the operator to ask IAM which role serves permission set AdministratorAccess"),
+            ("IamUnavailable", "IAM could not be asked which role serves permission set AdministratorAccess: "
+                               "AccessDenied; nothing is mapped until it resolves"),
+        ):
+            with self.subTest(reason=reason):
+                obj = sso_mapping(("Valid", "True", "Valid", "the spec is valid"),
+                                  ("Ready", "False", "PermissionSetUnresolved", UNRESOLVED),
+                                  ("PrincipalResolved", "Unknown", reason, message))
+                self.assertEqual(self.verdicts(obj), ("Progressing", "InProgress"))
+                self.assertEqual(run_health(obj)["message"], f"Ready (PermissionSetUnresolved): {UNRESOLVED}")
+
+    def test_no_role_or_several_is_degraded(self) -> None:
+        no_role = ("no IAM role AWSReservedSSO_AdministratorAcess_<suffix> under /aws-reserved/sso.amazonaws.com/: "
+                   "permission set AdministratorAcess is not provisioned in this account (assign it to the account "
+                   "in IAM Identity Center) or the name is misspelt; permission sets provisioned here that look "
+                   "alike: AdministratorAccess; nothing is mapped until it resolves")
+        several = (f"several IAM roles serve permission set AdministratorAccess: {ADMIN_ROLE}, "
+                   f"{ADMIN_ROLE.replace('eu-west-1', 'us-east-1')}; keeping {ADMIN_ROLE}, resolved before")
+        for reason, message, status in (("NoRoleFound", no_role, {}),
+                                        ("SeveralRolesFound", several, {"resolvedArn": ADMIN_ROLE})):
+            with self.subTest(reason=reason):
+                obj = sso_mapping(("Valid", "True", "Valid", "the spec is valid"),
+                                  ("Ready", "False", reason, message),
+                                  ("Stalled", "True", reason, message),
+                                  ("PrincipalResolved", "False", reason, message), **status)
+                self.assertEqual(self.verdicts(obj), ("Degraded", "Failed"))
+                self.assertEqual(run_health(obj)["message"], f"Stalled ({reason}): {message}")
+
+    def test_served_mappings_stay_healthy(self) -> None:
+        rendered = "rendered into mapRoles as arn:aws:iam::111122223333:role/AWSReservedSSO_AdministratorAccess_0123456789abcdef"
+        for condition in (
+            ("PrincipalResolved", "True", "Resolved", f"permission set AdministratorAccess is served by {ADMIN_ROLE}"),
+            ("PrincipalResolved", "Unknown", "IamUnavailable",
+             f"IAM could not be asked which role serves permission set AdministratorAccess: timeout; keeping {ADMIN_ROLE}, resolved before"),
+            ("PrincipalFound", "False", "NotFound",
+             f"{ADMIN_ROLE} does not exist in IAM (yet: it may be created later, e.g. by Terraform; the entry is written anyway)"),
+        ):
+            with self.subTest(condition=condition[:3]):
+                obj = sso_mapping(("Valid", "True", "Valid", "the spec is valid"),
+                                  ("Ready", "True", "Rendered", rendered), condition, resolvedArn=ADMIN_ROLE)
+                self.assertEqual(self.verdicts(obj), ("Healthy", "Current"))
+
+    def test_sample_fields_exist_in_the_crd(self) -> None:
+        crd = yaml.safe_load(support.CRD_FILE.read_text())
+        schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+        obj = sso_mapping(resolvedArn=ADMIN_ROLE)
+        self.assertEqual(set(obj["spec"]) - set(schema["spec"]["properties"]), set())
+        self.assertEqual(set(obj["status"]) - set(schema["status"]["properties"]), set())
 
 
 def flux_check() -> dict[str, str]:

@@ -104,6 +104,7 @@ tests/chart/test_chart.py fails for a flag of the binary that no value reaches.
 {{- else if .Values.accessEntries.clusterName }}
 - {{ printf "--cluster-name=%s" .Values.accessEntries.clusterName | quote }}
 {{- end }}
+{{- /* Also with accessEntries.mode off: IAM requests (principals) are signed for the region. */}}
 {{- with .Values.accessEntries.region }}
 - {{ printf "--region=%s" . | quote }}
 {{- end }}
@@ -112,6 +113,15 @@ tests/chart/test_chart.py fails for a flag of the binary that no value reaches.
 {{- end }}
 - {{ printf "--access-entries-concurrency=%d" (int .Values.accessEntries.concurrency) | quote }}
 - {{ printf "--access-entries-resync-seconds=%d" (int .Values.accessEntries.resyncSeconds) | quote }}
+{{- if .Values.principals.verify }}
+- "--verify-principals"
+{{- end }}
+- {{ printf "--principal-cache-seconds=%d" (int .Values.principals.cacheSeconds) | quote }}
+- {{ printf "--iam-concurrency=%d" (int .Values.principals.concurrency) | quote }}
+- {{ printf "--principals-resync-seconds=%d" (int .Values.principals.resyncSeconds) | quote }}
+{{- with .Values.principals.iamEndpoint }}
+- {{ printf "--iam-endpoint=%s" . | quote }}
+{{- end }}
 {{- range .Values.operator.extraArgs }}
 - {{ . | quote }}
 {{- end }}
