@@ -294,6 +294,7 @@ async fn iam_unavailable_none_or_several_found_change_nothing_in_aws_auth() {
         cond2(&fake, "sso-admins", STALLED),
         is("True", "SeveralRolesFound")
     );
+    assert!(has_event(&fake, "SeveralRolesFound"), "{:?}", fake.events());
 
     // None any more (the permission set was removed from the account): the entry stays.
     delete_role(&iam, ADMIN_V1).await;
@@ -311,6 +312,7 @@ async fn iam_unavailable_none_or_several_found_change_nothing_in_aws_auth() {
         cond2(&fake, "sso-admins", STALLED),
         is("True", "NoRoleFound")
     );
+    assert!(has_event(&fake, "NoRoleFound"), "{:?}", fake.events());
 
     // A permission set never resolved renders nothing, and says why.
     store(&fake, vec![sso_mapping("sso-billing", "Billing")]);
