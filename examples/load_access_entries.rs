@@ -11,8 +11,9 @@
 //! for one big page here; against EKS (pages of 100) a list costs ceil(entries/100) calls, which
 //! the report adds up separately.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "support/ministack.rs"]
+mod ministack;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +24,7 @@ use aws_auth_operator::accessentries::{AccessEntriesConfig, AccessEntriesMode};
 use aws_auth_operator::api::{IamIdentityMapping, IamIdentityMappingSpec};
 use aws_auth_operator::plan::Settings;
 use kube::runtime::{reflector, watcher};
+use ministack::start_ministack;
 
 struct Args {
     count: usize,
@@ -50,50 +52,6 @@ fn args() -> Args {
         }
     }
     out
-}
-
-struct Ministack(Child);
-
-impl Drop for Ministack {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_ministack(dir: &std::path::Path) -> Result<(Ministack, String), String> {
-    let venv = std::env::var_os("AWS_AUTH_OPERATOR_MINISTACK_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-ci"));
-    let bin = venv.join("bin/ministack");
-    if !bin.is_file() {
-        return Err(format!(
-            "{} not found: run `bash .ci/run` once, or set AWS_AUTH_OPERATOR_MINISTACK_VENV",
-            bin.display()
-        ));
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let child = Command::new(&bin)
-        .current_dir(dir)
-        .env("BIND_HOST", "127.0.0.1")
-        .env("GATEWAY_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    let guard = Ministack(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("ministack did not answer within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok((guard, format!("http://127.0.0.1:{port}")))
 }
 
 /// A mix shaped like a real cluster: mostly people and workloads with groups, some admins

@@ -6,14 +6,15 @@
 //! cargo run --release --example load_principals -- --count 5000
 //! ```
 //!
-//! A tenth of the mappings name an IAM Identity Center permission set, the others a role or a
-//! user (one in twenty of those does not exist, one in fifty is in another account). Reports
+//! A tenth of the mappings name an IAM Identity Center permission set, the others a role (one in
+//! twenty of those does not exist, one in fifty is in another account). Reports
 //! the time and IAM calls of the first pass (every answer asked), of passes while the answers
 //! are cached (what every mapping change and resync costs), and of the pass after a
 //! re-provisioning of one permission set.
 
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "support/ministack.rs"]
+mod ministack;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,6 +22,7 @@ use aws_auth_operator::api::{IamIdentityMapping, IamIdentityMappingSpec, SsoPerm
 use aws_auth_operator::principals::iam::{IamApi, IamClient};
 use aws_auth_operator::principals::resolver::Resolver;
 use aws_auth_operator::principals::{PrincipalBoard, PrincipalsConfig, SsoState, Verdict};
+use ministack::start_ministack;
 
 const ACCOUNT: &str = "111122223333";
 const SSO_PATH: &str = "/aws-reserved/sso.amazonaws.com/eu-west-1/";
@@ -49,50 +51,6 @@ fn args() -> Args {
         }
     }
     out
-}
-
-struct Ministack(Child);
-
-impl Drop for Ministack {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_ministack(dir: &std::path::Path) -> Result<(Ministack, String), String> {
-    let venv = std::env::var_os("AWS_AUTH_OPERATOR_MINISTACK_VENV")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv-ci"));
-    let bin = venv.join("bin/ministack");
-    if !bin.is_file() {
-        return Err(format!(
-            "{} not found: run `bash .ci/run` once, or set AWS_AUTH_OPERATOR_MINISTACK_VENV",
-            bin.display()
-        ));
-    }
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| e.to_string())?
-        .port();
-    let child = Command::new(&bin)
-        .current_dir(dir)
-        .env("BIND_HOST", "127.0.0.1")
-        .env("GATEWAY_PORT", port.to_string())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| format!("starting {}: {e}", bin.display()))?;
-    let guard = Ministack(child);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if Instant::now() > deadline {
-            return Err("ministack did not answer within 60 s".into());
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    Ok((guard, format!("http://127.0.0.1:{port}")))
 }
 
 fn suffix(version: usize, set: usize) -> String {

@@ -15,7 +15,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -34,6 +33,7 @@ use super::sync::{
 };
 use super::translate::translate_resolved;
 use crate::api::IamIdentityMapping;
+use crate::controller::passes::PassSchedule;
 use crate::plan::{Settings, spec_refusal};
 use crate::principals::{PrincipalBoard, resolved_arn_of};
 
@@ -44,9 +44,6 @@ type ReadResult = (
     Result<Option<ObservedEntry>, EksError>,
     Option<Result<Option<Vec<ObservedPolicy>>, EksError>>,
 );
-
-/// Time to let a burst of mapping changes settle before a pass.
-const DEBOUNCE: Duration = Duration::from_millis(500);
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -560,15 +557,6 @@ pub fn desired_mapping(
     }
 }
 
-/// The resync period with up to 10% jitter, so that replicas and clusters do not call EKS in
-/// step.
-pub fn jittered(resync: Duration) -> Duration {
-    use std::hash::{BuildHasher, RandomState};
-    let random = RandomState::new().hash_one(Instant::now());
-    let spread = resync.as_millis() as u64 / 10;
-    resync + Duration::from_millis(if spread == 0 { 0 } else { random % spread })
-}
-
 /// The loop: waits for the mapping store, then runs a pass on every wake (after a short
 /// debounce) and at every resync, until `shutdown` completes.
 ///
@@ -587,7 +575,7 @@ pub async fn run_loop<E: EksApi>(
     wake: Arc<Notify>,
     board: ReportBoard,
     principals: PrincipalBoard,
-    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -610,39 +598,9 @@ pub async fn run_loop<E: EksApi>(
         settings,
     )
     .with_principals(principals);
-    let mut next_resync = tokio::time::Instant::now();
-    loop {
-        if let Some(leading) = leading.as_mut()
-            && !*leading.borrow_and_update()
-        {
-            // A standby replica: wait until it leads (then resync at once).
-            tokio::select! {
-                changed = leading.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    next_resync = tokio::time::Instant::now();
-                    continue;
-                }
-                () = &mut shutdown => break,
-            }
-        }
-        let resync = tokio::time::Instant::now() >= next_resync;
-        if resync {
-            next_resync = tokio::time::Instant::now() + jittered(config.resync);
-        }
+    let mut schedule = PassSchedule::new(config.resync, leading);
+    while let Some(resync) = schedule.next(&wake, shutdown.as_mut()).await {
         runner.pass(&store.state(), resync).await;
-        tokio::select! {
-            () = wake.notified() => {
-                // Let a burst of changes settle into one pass.
-                tokio::select! {
-                    () = tokio::time::sleep(DEBOUNCE) => {}
-                    () = &mut shutdown => break,
-                }
-            }
-            () = tokio::time::sleep_until(next_resync) => {}
-            () = &mut shutdown => break,
-        }
     }
     info!("access-entry loop stopped");
 }

@@ -7,6 +7,7 @@
 pub mod events;
 pub mod history;
 pub mod leader;
+pub mod passes;
 pub mod reconcile;
 
 use std::future::Future;

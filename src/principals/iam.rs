@@ -198,6 +198,25 @@ fn principal(name: &str, path: &str, arn: &str) -> IamPrincipal {
     }
 }
 
+/// A Get call's answer: the principal, or None when IAM says there is no such entity.
+fn absent_if_no_such_entity<E, R>(
+    operation: &'static str,
+    answer: Result<Option<IamPrincipal>, SdkError<E, R>>,
+) -> Result<Option<IamPrincipal>, IamError>
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    answer.or_else(|err| {
+        let err = IamError::from_sdk(operation, err);
+        if err.is_no_such_entity() {
+            Ok(None)
+        } else {
+            Err(err)
+        }
+    })
+}
+
 impl IamApi for IamClient {
     async fn list_roles(&self, path_prefix: &str) -> Result<Vec<IamPrincipal>, IamError> {
         const OP: &str = "ListRoles";
@@ -239,37 +258,27 @@ impl IamApi for IamClient {
     async fn get_role(&self, name: &str) -> Result<Option<IamPrincipal>, IamError> {
         const OP: &str = "GetRole";
         self.count(OP);
-        match self.iam.get_role().role_name(name).send().await {
-            Ok(out) => Ok(out
-                .role()
-                .map(|r| principal(r.role_name(), r.path(), r.arn()))),
-            Err(err) => {
-                let err = IamError::from_sdk(OP, err);
-                if err.is_no_such_entity() {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        let answer = self.iam.get_role().role_name(name).send().await;
+        absent_if_no_such_entity(
+            OP,
+            answer.map(|out| {
+                out.role()
+                    .map(|r| principal(r.role_name(), r.path(), r.arn()))
+            }),
+        )
     }
 
     async fn get_user(&self, name: &str) -> Result<Option<IamPrincipal>, IamError> {
         const OP: &str = "GetUser";
         self.count(OP);
-        match self.iam.get_user().user_name(name).send().await {
-            Ok(out) => Ok(out
-                .user()
-                .map(|u| principal(u.user_name(), u.path(), u.arn()))),
-            Err(err) => {
-                let err = IamError::from_sdk(OP, err);
-                if err.is_no_such_entity() {
-                    Ok(None)
-                } else {
-                    Err(err)
-                }
-            }
-        }
+        let answer = self.iam.get_user().user_name(name).send().await;
+        absent_if_no_such_entity(
+            OP,
+            answer.map(|out| {
+                out.user()
+                    .map(|u| principal(u.user_name(), u.path(), u.arn()))
+            }),
+        )
     }
 
     async fn own_account(&self) -> Result<String, IamError> {

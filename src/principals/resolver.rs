@@ -20,12 +20,10 @@ use super::iam::{IamApi, IamError};
 use super::sso::{self, IamPrincipal, SSO_ROLE_PATH_PREFIX};
 use super::verify::{self, PrincipalCheck, Question, Verdict};
 use super::{PrincipalBoard, PrincipalReport, PrincipalsConfig, closest_names, resolved_arn};
-use crate::accessentries::runner::jittered;
 use crate::api::IamIdentityMapping;
 use crate::arn::PrincipalKind;
+use crate::controller::passes::PassSchedule;
 
-/// A burst of mapping changes settles into one pass.
-const DEBOUNCE: Duration = Duration::from_millis(500);
 /// A permission set missing from the last listing is looked up again no sooner than this (a
 /// mapping applied right after its permission set was provisioned resolves within seconds,
 /// and a misspelt one does not list the roles on every mapping event).
@@ -340,7 +338,7 @@ pub async fn run_loop<I, F, Fut>(
     store: Store<IamIdentityMapping>,
     wake: Arc<Notify>,
     board: PrincipalBoard,
-    mut leading: Option<tokio::sync::watch::Receiver<bool>>,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
     shutdown: impl Future<Output = ()>,
 ) where
     I: IamApi,
@@ -357,57 +355,28 @@ pub async fn run_loop<I, F, Fut>(
         }
         () = &mut shutdown => return,
     }
-    let resync_every = config.resync;
+    let mut schedule = PassSchedule::new(config.resync, leading);
     let verify = config.verify;
     let mut resolver = Resolver::new(config, board);
     let mut iam: Option<Result<I, IamError>> = None;
-    let mut next_resync = Instant::now();
-    loop {
-        if let Some(leading) = leading.as_mut()
-            && !*leading.borrow_and_update()
-        {
-            tokio::select! {
-                changed = leading.changed() => {
-                    if changed.is_err() {
-                        break;
-                    }
-                    next_resync = Instant::now();
-                    continue;
-                }
-                () = &mut shutdown => break,
-            }
-        }
+    while let Some(resync) = schedule.next(&wake, shutdown.as_mut()).await {
         let mappings = store.state();
-        let resync = Instant::now() >= next_resync;
-        if resync {
-            next_resync = Instant::now() + jittered(resync_every);
-        }
-        if needs_iam(&mappings, verify) {
-            // A client that could not be made (no region) is tried again on resync.
-            if iam.is_none() || (resync && iam.as_ref().is_some_and(Result::is_err)) {
-                let made = make_iam().await;
-                match &made {
-                    Ok(_) => info!(verify_principals = verify, "IAM client ready"),
-                    Err(error) => warn!(%error, "no IAM client"),
-                }
-                iam = Some(made);
-            }
-            if let Some(iam) = &iam {
-                resolver.pass(iam.as_ref(), &mappings, resync).await;
-            }
-        } else {
+        if !needs_iam(&mappings, verify) {
             // Nothing to resolve: no IAM call, and stale reports go.
             resolver.board.publish(BTreeMap::new());
+            continue;
         }
-        tokio::select! {
-            () = wake.notified() => {
-                tokio::select! {
-                    () = tokio::time::sleep(DEBOUNCE) => {}
-                    () = &mut shutdown => break,
-                }
+        // A client that could not be made (no region) is tried again on resync.
+        if iam.is_none() || (resync && iam.as_ref().is_some_and(Result::is_err)) {
+            let made = make_iam().await;
+            match &made {
+                Ok(_) => info!(verify_principals = verify, "IAM client ready"),
+                Err(error) => warn!(%error, "no IAM client"),
             }
-            () = tokio::time::sleep_until(next_resync) => {}
-            () = &mut shutdown => break,
+            iam = Some(made);
+        }
+        if let Some(iam) = &iam {
+            resolver.pass(iam.as_ref(), &mappings, resync).await;
         }
     }
     info!("principal resolver stopped");
