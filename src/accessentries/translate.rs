@@ -301,10 +301,12 @@ pub fn translate(source: Source<'_>) -> Translation {
         ));
     }
     if arn.kind == PrincipalKind::Role && arn.name.starts_with(SSO_ROLE_PREFIX) && !arn.has_path() {
-        let hint = if source.from_aws_auth {
-            "aws-auth holds it path-stripped"
-        } else {
-            "set spec.arn to the real ARN (the operator still writes it path-stripped into aws-auth)"
+        let hint = match crate::principals::sso::permission_set_of(&arn.name) {
+            _ if source.from_aws_auth => "aws-auth holds it path-stripped".to_string(),
+            Some(set) => format!(
+                "map it by its permission set instead, spec.ssoPermissionSet: {{name: {set}}}: the operator then finds the role, path included, and follows it when the permission set is re-provisioned"
+            ),
+            None => "set spec.arn to the real ARN (the operator still writes it path-stripped into aws-auth)".to_string(),
         };
         return Err(NotMigratable::new(
             R::SsoRoleWithoutPath,
@@ -671,6 +673,24 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_permission_set_becomes_an_access_entry_of_its_role_with_the_path() {
+        let mut s = spec("unused", "sso:{{SessionName}}", &["devs"]);
+        s.arn = None;
+        s.sso_permission_set = Some(crate::api::SsoPermissionSetRef {
+            name: "Admin".into(),
+        });
+        let role = "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/eu-west-1/AWSReservedSSO_Admin_0123456789abcdef";
+        let e = translate_resolved(&s, Some(role)).expect("migratable");
+        assert_eq!(e.principal_arn, role);
+        assert_eq!(e.kubernetes_groups, ["devs"]);
+        let unresolved = translate_resolved(&s, None).unwrap_err();
+        assert_eq!(
+            unresolved.reason,
+            NotMigratableReason::PermissionSetUnresolved
+        );
+    }
+
     fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
@@ -830,6 +850,15 @@ mod tests {
                 ),
                 NotMigratableReason::SsoRoleWithoutPath,
                 "role/aws-reserved/sso.amazonaws.com/[REGION/]AWSReservedSSO_Admin_0123456789abcdef",
+            ),
+            (
+                spec(
+                    "arn:aws:iam::111122223333:role/AWSReservedSSO_Admin_0123456789abcdef",
+                    "sso:{{SessionName}}",
+                    &[],
+                ),
+                NotMigratableReason::SsoRoleWithoutPath,
+                "spec.ssoPermissionSet: {name: Admin}",
             ),
             (
                 spec("arn:aws:sts::111122223333:assumed-role/dev/s", "x", &[]),

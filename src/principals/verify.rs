@@ -80,6 +80,14 @@ impl fmt::Display for PrincipalCheck {
                         similar.join(", ")
                     )?;
                 }
+                // The usual cause: a re-provisioned permission set got a role with a new suffix.
+                let name = arn.rsplit('/').next().unwrap_or_default();
+                if let Some(set) = super::sso::permission_set_of(name) {
+                    write!(
+                        f,
+                        "; it is an IAM Identity Center role, whose suffix changes whenever permission set {set} is re-provisioned: map it with spec.ssoPermissionSet: {{name: {set}}} instead of spec.arn"
+                    )?;
+                }
                 Ok(())
             }
             Verdict::OtherAccount { account, own } => write!(
@@ -230,6 +238,19 @@ mod tests {
         let message = check.to_string();
         assert!(message.contains("look alike: admin"), "{message}");
         assert!(message.contains("written anyway"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_sso_role_suggests_its_permission_set() {
+        let check = PrincipalCheck {
+            arn: "arn:aws:iam::111122223333:role/aws-reserved/sso.amazonaws.com/AWSReservedSSO_Admin_0123456789abcdef".into(),
+            verdict: Verdict::Missing { similar: vec![] },
+        };
+        let message = check.to_string();
+        assert!(
+            message.contains("spec.ssoPermissionSet: {name: Admin}"),
+            "{message}"
+        );
     }
 
     #[test]
