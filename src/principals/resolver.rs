@@ -61,6 +61,8 @@ pub struct Resolver {
     answers: HashMap<Question, (Instant, Option<IamPrincipal>)>,
     /// Every role or user name of the account, for hints about a missing one.
     names: HashMap<PrincipalKind, Listing>,
+    /// The look-alike names of each missing principal, until its kind is listed again.
+    hints: HashMap<Question, Vec<String>>,
     own_account: Option<String>,
 }
 
@@ -72,6 +74,7 @@ impl Resolver {
             sso_roles: None,
             answers: HashMap::new(),
             names: HashMap::new(),
+            hints: HashMap::new(),
             own_account: None,
         }
     }
@@ -207,6 +210,7 @@ impl Resolver {
         }
         let ttl = self.config.cache_ttl;
         self.answers.retain(|_, (at, _)| at.elapsed() < ttl);
+        self.hints.retain(|q, _| self.answers.contains_key(q));
         let to_ask: Vec<Question> = questions
             .values()
             .filter(|q| own.as_ref().is_ok_and(|own| q.account == *own))
@@ -238,7 +242,12 @@ impl Resolver {
             .collect();
         if let Ok(iam) = iam {
             for kind in missing_kinds {
-                if self.names.get(&kind).is_some_and(|l| l.fresh(ttl)) {
+                // A listing that failed is tried again at the next pass.
+                if self
+                    .names
+                    .get(&kind)
+                    .is_some_and(|l| l.result.is_ok() && l.fresh(ttl))
+                {
                     continue;
                 }
                 let result = match kind {
@@ -246,6 +255,7 @@ impl Resolver {
                     PrincipalKind::User => iam.list_users().await,
                 };
                 let result = result.map_err(|e| e.to_string());
+                self.hints.retain(|q, _| q.kind != kind);
                 self.names.insert(
                     kind,
                     Listing {
@@ -270,11 +280,18 @@ impl Resolver {
                 },
                 Ok(_) => match (self.answers.get(question), failures.get(question), iam) {
                     (Some((_, found)), _, _) => verify::verdict(arn, found.as_ref(), || {
-                        let names = match self.names.get(&question.kind).map(|l| &l.result) {
-                            Some(Ok(all)) => all.as_slice(),
-                            _ => &[],
-                        };
-                        closest_names(&question.name, names.iter().map(|p| p.name.as_str()))
+                        // Computed once per listing: an edit distance to every name.
+                        let names = &self.names;
+                        self.hints
+                            .entry(question.clone())
+                            .or_insert_with(|| {
+                                let all = match names.get(&question.kind).map(|l| &l.result) {
+                                    Some(Ok(all)) => all.as_slice(),
+                                    _ => &[],
+                                };
+                                closest_names(&question.name, all.iter().map(|p| p.name.as_str()))
+                            })
+                            .clone()
                     }),
                     (None, Some(error), _) => Verdict::Unchecked {
                         error: error.clone(),
