@@ -323,9 +323,12 @@ pub async fn reconcile(
         apply_statuses(
             ctx,
             mappings,
+            &inputs,
             &plan,
-            reports.as_ref().map(|(_, r)| r),
-            principal_reports.as_ref(),
+            SideReports {
+                access_entries: reports.as_ref().map(|(_, r)| r),
+                principals: principal_reports.as_ref(),
+            },
             &now,
             &mut report,
         )
@@ -565,12 +568,22 @@ async fn write_aws_auth(
 /// Patches the status of every mapping whose status differs from what its outcome implies,
 /// a bounded number at a time. A status this operator already patched, which the watch cache
 /// does not show yet, is not patched again.
+/// What the loops beside the aws-auth reconcile reported, by mapping name, for this reconcile.
+#[derive(Clone, Copy)]
+struct SideReports<'a> {
+    /// `None` with `--access-entries=off`.
+    access_entries: Option<&'a BTreeMap<String, AccessEntryReport>>,
+    /// `None` without a principal resolver.
+    principals: Option<&'a BTreeMap<String, PrincipalReport>>,
+}
+
 async fn apply_statuses(
     ctx: &Context,
     mappings: &[Arc<IamIdentityMapping>],
+    // The plan's inputs, one per mapping in the same order.
+    inputs: &[MappingInput],
     plan: &Plan,
-    access_reports: Option<&BTreeMap<String, AccessEntryReport>>,
-    principal_reports: Option<&BTreeMap<String, PrincipalReport>>,
+    side: SideReports<'_>,
     now: &Time,
     report: &mut ReconcileReport,
 ) -> Result<(), ReconcileError> {
@@ -579,7 +592,7 @@ async fn apply_statuses(
     {
         let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
         let mut live_uids = std::collections::HashSet::with_capacity(mappings.len());
-        for mapping in mappings {
+        for (mapping, input) in mappings.iter().zip(inputs) {
             let name = mapping.metadata.name.clone().unwrap_or_default();
             let uid = mapping.metadata.uid.clone().unwrap_or_else(|| name.clone());
             live_uids.insert(uid.clone());
@@ -599,17 +612,16 @@ async fn apply_statuses(
             }
             let known = written.get(&uid).or(cached);
             let mut desired = status_for(outcome, mapping.metadata.generation, known, now);
-            let principal_report = principal_reports.and_then(|r| r.get(&name));
             with_principal(
                 &mut desired,
                 &mapping.spec,
-                resolved_arn(&mapping.spec, mapping.status.as_ref(), principal_report).as_deref(),
-                principal_report,
+                input.resolved_arn.as_deref(),
+                side.principals.and_then(|r| r.get(&name)),
                 mapping.metadata.generation,
                 known,
                 now,
             );
-            if let Some(reports) = access_reports {
+            if let Some(reports) = side.access_entries {
                 with_access_entry(
                     &mut desired,
                     reports.get(&name),
@@ -917,6 +929,7 @@ fn outcome_event(
     known: Option<&IamIdentityMappingStatus>,
     desired: &IamIdentityMappingStatus,
 ) -> Option<(EventType, &'static str, String)> {
+    use crate::principals::sso::{NO_ROLE_FOUND, SEVERAL_ROLES_FOUND};
     use crate::principals::{PRINCIPAL_FOUND, PRINCIPAL_RESOLVED};
     use crate::status::condition;
     let written = matches!(
@@ -945,11 +958,10 @@ fn outcome_event(
     };
     if let Some((reason, message)) = unresolved(desired)
         && known.and_then(unresolved).map(|(r, _)| r) != Some(reason.clone())
+        && let Some(reason) = [NO_ROLE_FOUND, SEVERAL_ROLES_FOUND]
+            .into_iter()
+            .find(|r| *r == reason)
     {
-        let reason = match reason.as_str() {
-            "NoRoleFound" => "NoRoleFound",
-            _ => "SeveralRolesFound",
-        };
         return Some((EventType::Warning, reason, message));
     }
     let event = outcome_change_event(outcome, known, desired);

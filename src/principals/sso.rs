@@ -47,6 +47,10 @@ pub fn is_sso_role_path(path: &str) -> bool {
     }
 }
 
+/// The `PrincipalResolved` reasons that ask a person to act (the mapping is Stalled).
+pub const NO_ROLE_FOUND: &str = "NoRoleFound";
+pub const SEVERAL_ROLES_FOUND: &str = "SeveralRolesFound";
+
 /// What a permission set name matches among the roles IAM listed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lookup {
@@ -135,8 +139,8 @@ impl SsoResolution {
         match self.state {
             SsoState::Resolved => "Resolved",
             SsoState::Replaced { .. } => "Reprovisioned",
-            SsoState::NotFound { .. } => "NoRoleFound",
-            SsoState::Ambiguous { .. } => "SeveralRolesFound",
+            SsoState::NotFound { .. } => NO_ROLE_FOUND,
+            SsoState::Ambiguous { .. } => SEVERAL_ROLES_FOUND,
             SsoState::Unavailable { .. } => "IamUnavailable",
         }
     }

@@ -116,10 +116,15 @@ def outcome_reasons() -> set[str]:
 
 
 def principal_reasons() -> set[str]:
+    """Every `fn reason(&self)` of src/principals/: literals, and constants of the same source
+    (`SsoState::NotFound { .. } => NO_ROLE_FOUND`)."""
     text = source("principals.rs")
+    consts = str_consts(text)
     reasons: set[str] = set()
     for match in re.finditer(r"fn reason\(&self\) -> &'static str \{", text):
-        reasons |= found(r'=> "(\w+)"', balanced_body(text, match.end(), "{", "}"))
+        body = balanced_body(text, match.end(), "{", "}")
+        reasons |= found(r'=> "(\w+)"', body)
+        reasons |= {consts[n] for n in found(r'=> ([A-Z][A-Z0-9_]*),', body) if n in consts}
     return reasons
 
 
