@@ -538,6 +538,7 @@ fn steady_state() -> PlanCase {
             managed,
             recovery: None,
             frozen: false,
+            mappings_incomplete: false,
         },
     }
 }

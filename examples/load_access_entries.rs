@@ -23,7 +23,7 @@ use aws_auth_operator::accessentries::runner::{Runner, run_loop};
 use aws_auth_operator::accessentries::{AccessEntriesConfig, AccessEntriesMode};
 use aws_auth_operator::api::{IamIdentityMapping, IamIdentityMappingSpec};
 use aws_auth_operator::plan::Settings;
-use kube::runtime::{reflector, watcher};
+use kube::runtime::watcher;
 use ministack::start_ministack;
 
 struct Args {
@@ -122,7 +122,7 @@ async fn main() -> Result<(), String> {
     let setup_calls = eks.calls();
 
     let mappings: Vec<IamIdentityMapping> = (0..args.count).map(mapping).collect();
-    let (store, mut writer) = reflector::store::<IamIdentityMapping>();
+    let (store, mut writer) = aws_auth_operator::cache::mapping_cache();
     let board = ReportBoard::new();
     let changed = board.changed();
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -150,11 +150,11 @@ async fn main() -> Result<(), String> {
             let _ = stopped.await;
         },
     ));
-    writer.apply_watcher_event(&watcher::Event::Init);
+    writer.apply(&watcher::Event::Init);
     for m in &mappings {
-        writer.apply_watcher_event(&watcher::Event::InitApply(m.clone()));
+        writer.apply(&watcher::Event::InitApply(m.clone()));
     }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
+    writer.apply(&watcher::Event::InitDone);
 
     let confirmed = || {
         board

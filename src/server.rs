@@ -81,6 +81,8 @@ pub struct Metrics {
     leader: Gauge,
     history_revisions: Gauge,
     aws_auth_frozen: Gauge,
+    mapping_cache_synced: Gauge,
+    mapping_cache_current: Gauge,
 }
 
 impl Default for Metrics {
@@ -104,6 +106,8 @@ impl Metrics {
         let leader = Gauge::default();
         let history_revisions = Gauge::default();
         let aws_auth_frozen = Gauge::default();
+        let mapping_cache_synced = Gauge::default();
+        let mapping_cache_current = Gauge::default();
 
         // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
         // registry; the names here must not repeat them.
@@ -168,6 +172,16 @@ impl Metrics {
             "1 while aws-auth is frozen (annotation awsauth.dev/frozen: no managed entry is removed until a person lifts it), else 0",
             aws_auth_frozen.clone(),
         );
+        registry.register(
+            "mapping_cache_synced",
+            "1 once the IamIdentityMapping cache has been listed completely (the operator reconciles only then), else 0",
+            mapping_cache_synced.clone(),
+        );
+        registry.register(
+            "mapping_cache_current",
+            "1 while the IamIdentityMapping cache is current (listed, and no watch error since its last event): managed entries are removed only then, else 0",
+            mapping_cache_current.clone(),
+        );
 
         // Both result series exist from the start so `rate()` over them is defined before the
         // first error.
@@ -189,6 +203,8 @@ impl Metrics {
             leader,
             history_revisions,
             aws_auth_frozen,
+            mapping_cache_synced,
+            mapping_cache_current,
         }
     }
 
@@ -244,6 +260,11 @@ impl Metrics {
 
     pub fn set_frozen(&self, frozen: bool) {
         self.aws_auth_frozen.set(i64::from(frozen));
+    }
+
+    pub fn set_mapping_cache(&self, synced: bool, current: bool) {
+        self.mapping_cache_synced.set(i64::from(synced));
+        self.mapping_cache_current.set(i64::from(current));
     }
 
     /// The OpenMetrics text exposition, ending in `# EOF`.

@@ -219,7 +219,7 @@ async fn an_eks_outage_never_touches_aws_auth() {
 /// mode: the mapping is mirrored, confirmed, and then leaves aws-auth.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn end_to_end_with_the_local_eks_api() {
-    use kube::runtime::{reflector, watcher};
+    use kube::runtime::watcher;
     use support::ministack::{Ministack, REGION};
     let Some(stack) = Ministack::start("end_to_end_with_the_local_eks_api") else {
         return;
@@ -231,10 +231,10 @@ async fn end_to_end_with_the_local_eks_api() {
     let admin = admin_mapping();
     store(&fake, vec![admin.clone()]);
 
-    let (store, mut writer) = reflector::store::<aws_auth_operator::api::IamIdentityMapping>();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(admin));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (store, mut writer) = aws_auth_operator::cache::mapping_cache();
+    writer.apply(&watcher::Event::Init);
+    writer.apply(&watcher::Event::InitApply(admin));
+    writer.apply(&watcher::Event::InitDone);
     let board = ReportBoard::new();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let config = AccessEntriesConfig {

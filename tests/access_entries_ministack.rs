@@ -19,7 +19,6 @@ use aws_auth_operator::accessentries::translate::PolicyScope;
 use aws_auth_operator::accessentries::{AccessEntriesConfig, AccessEntriesMode};
 use aws_auth_operator::api::IamIdentityMapping;
 use aws_auth_operator::plan::Settings;
-use kube::runtime::reflector;
 use kube::runtime::watcher;
 use support::ministack::{CREATOR_ARN, Ministack};
 use support::role_mapping;
@@ -444,7 +443,7 @@ async fn the_loop_waits_for_the_store_and_follows_wakes() {
     };
     stack.create_cluster(CLUSTER, "API_AND_CONFIG_MAP").await;
     let eks = stack.client();
-    let (store, mut writer) = reflector::store::<IamIdentityMapping>();
+    let (store, mut writer) = aws_auth_operator::cache::mapping_cache();
     let wake = Arc::new(tokio::sync::Notify::new());
     let board = ReportBoard::new();
     let changed = board.changed();
@@ -474,9 +473,9 @@ async fn the_loop_waits_for_the_store_and_follows_wakes() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(board.cluster().passes, 0);
     let dev = role_mapping("dev", DEV, "dev:{{SessionName}}", &["devs"], 0);
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(dev));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
+    writer.apply(&watcher::Event::Init);
+    writer.apply(&watcher::Event::InitApply(dev));
+    writer.apply(&watcher::Event::InitDone);
     tokio::time::timeout(Duration::from_secs(30), async {
         while board.get("dev").is_none_or(|r| !r.confirmed_in_place) {
             changed.notified().await;
@@ -492,7 +491,7 @@ async fn the_loop_waits_for_the_store_and_follows_wakes() {
         &["system:nodes"],
         1,
     );
-    writer.apply_watcher_event(&watcher::Event::Apply(node));
+    writer.apply(&watcher::Event::Apply(node));
     wake.notify_one();
     tokio::time::timeout(Duration::from_secs(30), async {
         while board.get("node").is_none_or(|r| !r.confirmed_in_place) {

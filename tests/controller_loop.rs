@@ -15,11 +15,11 @@ use std::time::{Duration, Instant};
 
 use aws_auth_operator::api::IamIdentityMapping;
 use aws_auth_operator::awsauth::parse_data;
+use aws_auth_operator::cache::CacheFeed;
 use aws_auth_operator::controller::reconcile_loop;
 use aws_auth_operator::plan::Settings;
 use aws_auth_operator::server::{Health, METRICS_PREFIX, Metrics};
 use aws_auth_operator::status::READY;
-use kube::runtime::reflector::{self, store::Writer};
 use kube::runtime::watcher;
 use support::*;
 use tokio::sync::{Notify, oneshot};
@@ -27,16 +27,12 @@ use tokio::task::JoinHandle;
 
 /// Plays the watchers: mirrors the fake's mappings into `writer` and wakes the loop on every
 /// change of a mapping or of aws-auth.
-fn simulated_watch(
-    fake: Arc<FakeApi>,
-    mut writer: Writer<IamIdentityMapping>,
-    wake: Arc<Notify>,
-) -> JoinHandle<()> {
+fn simulated_watch(fake: Arc<FakeApi>, mut writer: CacheFeed, wake: Arc<Notify>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut seen: BTreeMap<String, IamIdentityMapping> = BTreeMap::new();
         let mut aws_auth_version = None;
-        writer.apply_watcher_event(&watcher::Event::Init);
-        writer.apply_watcher_event(&watcher::Event::InitDone);
+        writer.apply(&watcher::Event::Init);
+        writer.apply(&watcher::Event::InitDone);
         loop {
             let current: BTreeMap<String, IamIdentityMapping> = fake
                 .mappings()
@@ -46,13 +42,13 @@ fn simulated_watch(
             for (name, mapping) in &current {
                 let version = &mapping.metadata.resource_version;
                 if seen.get(name).map(|m| &m.metadata.resource_version) != Some(version) {
-                    writer.apply_watcher_event(&watcher::Event::Apply(mapping.clone()));
+                    writer.apply(&watcher::Event::Apply(mapping.clone()));
                     wake.notify_one();
                 }
             }
             for (name, gone) in &seen {
                 if !current.contains_key(name) {
-                    writer.apply_watcher_event(&watcher::Event::Delete(gone.clone()));
+                    writer.apply(&watcher::Event::Delete(gone.clone()));
                     wake.notify_one();
                 }
             }
@@ -78,7 +74,7 @@ struct Running {
 impl Running {
     fn start(fake: FakeApi, resync: Duration) -> Running {
         let fake = Arc::new(fake);
-        let (store, writer) = reflector::store::<IamIdentityMapping>();
+        let (store, writer) = aws_auth_operator::cache::mapping_cache();
         let wake = Arc::new(Notify::new());
         let metrics = Arc::new(Metrics::new());
         let (stop, stopped) = oneshot::channel::<()>();

@@ -832,6 +832,7 @@ impl Cluster {
                 managed: plan.managed.clone(),
                 recovery: None,
                 frozen: false,
+                mappings_incomplete: false,
             };
         }
         plan

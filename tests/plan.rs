@@ -63,6 +63,7 @@ fn applied(plan: &Plan) -> LiveAwsAuth {
         managed: ManagedSet::decode(&plan.managed_annotation).unwrap(),
         recovery: None,
         frozen: false,
+        mappings_incomplete: false,
     }
 }
 
@@ -720,6 +721,7 @@ mod properties {
                 managed: managed.clone(),
                 recovery: None,
                 frozen: false,
+                mappings_incomplete: false,
             };
             let result = plan(&mappings, &live, &settings);
             let before = entries_of(live.data.as_ref().unwrap());
@@ -829,6 +831,7 @@ mod recovery {
             managed: ManagedSet::default(),
             recovery: Some(revision_with_everything(contractor.clone(), contractor)),
             frozen: false,
+            mappings_incomplete: false,
         };
         let p = plan(&[admin()], &deleted, &Settings::default());
         assert!(p.changed);

@@ -401,16 +401,16 @@ async fn verify_principals_reports_missing_ones_with_a_hint_and_never_blocks() {
 /// permission set.
 #[tokio::test]
 async fn the_iam_client_is_built_only_when_needed() {
-    use kube::runtime::{reflector, watcher};
+    use kube::runtime::watcher;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let Some(stack) = Ministack::start("the_iam_client_is_built_only_when_needed") else {
         return;
     };
     create_role(&iam(&stack), SSO_PATH, ADMIN_V1).await;
-    let (store, mut writer) = reflector::store::<IamIdentityMapping>();
-    writer.apply_watcher_event(&watcher::Event::Init);
-    writer.apply_watcher_event(&watcher::Event::InitApply(admin_mapping()));
-    writer.apply_watcher_event(&watcher::Event::InitDone);
+    let (store, mut writer) = aws_auth_operator::cache::mapping_cache();
+    writer.apply(&watcher::Event::Init);
+    writer.apply(&watcher::Event::InitApply(admin_mapping()));
+    writer.apply(&watcher::Event::InitDone);
     let built = Arc::new(AtomicUsize::new(0));
     let board = PrincipalBoard::new();
     let wake = Arc::new(tokio::sync::Notify::new());
@@ -438,7 +438,7 @@ async fn the_iam_client_is_built_only_when_needed() {
     assert_eq!(built.load(Ordering::SeqCst), 0);
     assert!(board.snapshot().is_empty());
 
-    writer.apply_watcher_event(&watcher::Event::Apply(sso_mapping(
+    writer.apply(&watcher::Event::Apply(sso_mapping(
         "sso-admins",
         "AdministratorAccess",
     )));

@@ -9,14 +9,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_auth_operator::api::IamIdentityMapping;
 use aws_auth_operator::controller::leader::{self, LeaderConfig};
 use aws_auth_operator::controller::reconcile::reconcile;
 use aws_auth_operator::controller::reconcile_loop;
 use aws_auth_operator::plan::Settings;
 use aws_auth_operator::server::{Health, Metrics};
 use http::Method;
-use kube::runtime::reflector;
 use kube::runtime::watcher;
 use serde_json::Value;
 use support::fake_api::Call;
@@ -343,12 +341,12 @@ async fn readiness_reports_a_forbidden_write_until_it_works_again() {
         "/api/v1/namespaces/kube-system/configmaps/aws-auth".into(),
     ));
 
-    let (store, mut writer) = reflector::store::<IamIdentityMapping>();
-    writer.apply_watcher_event(&watcher::Event::Init);
+    let (store, mut writer) = aws_auth_operator::cache::mapping_cache();
+    writer.apply(&watcher::Event::Init);
     for mapping in fake.mappings() {
-        writer.apply_watcher_event(&watcher::Event::InitApply((*mapping).clone()));
+        writer.apply(&watcher::Event::InitApply((*mapping).clone()));
     }
-    writer.apply_watcher_event(&watcher::Event::InitDone);
+    writer.apply(&watcher::Event::InitDone);
     let health = Arc::new(Health::new());
     health.set_ready(true);
     let wake = Arc::new(Notify::new());

@@ -20,7 +20,7 @@
 //!    metadata.generation), and the other writes the operator makes: its events (events.k8s.io,
 //!    reportingController `aws-auth-operator`), its history ConfigMap and its leader Lease.
 //!    Everything is measured from watch events, nothing by polling.
-//! 2. With `--simulate`: starts the simulated API server (see `apiserver.rs`: per-request latency,
+//! 2. With `--simulate`: starts the simulated API server (see `src/testserver.rs`: per-request latency,
 //!    a concurrency limit, what it serves), seeds the CRD and an EKS-like aws-auth holding one node
 //!    role, writes a temporary kubeconfig, spawns `--operator-bin` (default
 //!    `target/release/aws-auth-operator`) with `run --metrics-addr 127.0.0.1:0` plus every
@@ -56,7 +56,6 @@
 //! Mappings left behind by `--keep` or an interrupted run on a cluster:
 //! `kubectl delete iim -l app.kubernetes.io/created-by=aws-auth-operator-load`.
 
-mod apiserver;
 mod operator;
 
 use std::collections::{HashMap, HashSet};
@@ -85,7 +84,7 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tokio::sync::Notify;
 
-use apiserver::{LOAD_TOOL_HEADER, SimConfig, SimServer, Stats};
+use aws_auth_operator::testserver::{LOAD_TOOL_HEADER, SimConfig, SimServer, Stats};
 use operator::{Memory, Operator};
 
 const ACCOUNT: &str = "111122223333";
@@ -805,7 +804,8 @@ async fn simulate(args: &Args) -> Result<Report, String> {
         .tempdir()
         .map_err(|e| format!("creating a temporary directory: {e}"))?;
     let kubeconfig = dir.path().join("kubeconfig");
-    write_kubeconfig(&kubeconfig, &sim.url())?;
+    sim.write_kubeconfig(&kubeconfig)
+        .map_err(|e| format!("writing {}: {e}", kubeconfig.display()))?;
     let (client, _) = connect(Some(&kubeconfig)).await?;
     let shared = Arc::new(Shared::default());
     let watchers = start_watchers(&client, args, &shared);
@@ -916,13 +916,6 @@ fn seed(sim: &SimServer) -> Result<(), String> {
             "data": { "mapRoles": NODE_ROLE_ENTRY }
         }),
     )
-}
-
-fn write_kubeconfig(path: &Path, server: &str) -> Result<(), String> {
-    let text = format!(
-        "apiVersion: v1\nkind: Config\nclusters:\n- name: sim\n  cluster:\n    server: {server}\nusers:\n- name: sim\n  user: {{}}\ncontexts:\n- name: sim\n  context:\n    cluster: sim\n    user: sim\n    namespace: default\ncurrent-context: sim\n"
-    );
-    std::fs::write(path, text).map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// Waits until the spawned operator watches, has read aws-auth once (its first reconcile), and

@@ -16,10 +16,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::sync::Arc;
 
+use crate::cache::MappingCache;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
@@ -571,7 +571,7 @@ pub async fn run_loop<E: EksApi>(
     eks: Arc<E>,
     config: AccessEntriesConfig,
     settings: Settings,
-    store: Store<IamIdentityMapping>,
+    mappings: MappingCache,
     wake: Arc<Notify>,
     board: ReportBoard,
     principals: PrincipalBoard,
@@ -580,10 +580,11 @@ pub async fn run_loop<E: EksApi>(
 ) {
     tokio::pin!(shutdown);
     // An empty store before the first list would look like "every mapping was deleted".
+    let mut synced = mappings.watch.clone();
     tokio::select! {
-        ready = store.wait_until_ready() => {
-            if ready.is_err() {
-                warn!("the mapping store was dropped before it was ready; access-entry loop stops");
+        listed = synced.synced() => {
+            if !listed {
+                warn!("the mapping watch ended before the cache synced; access-entry loop stops");
                 return;
             }
         }
@@ -600,7 +601,14 @@ pub async fn run_loop<E: EksApi>(
     .with_principals(principals);
     let mut schedule = PassSchedule::new(config.resync, leading);
     while let Some(resync) = schedule.next(&wake, shutdown.as_mut()).await {
-        runner.pass(&store.state(), resync).await;
+        // A mapping missing from a cache that is re-listing may exist: its access entry must
+        // not be deleted. The watch's return wakes this loop again.
+        let snapshot = mappings.snapshot();
+        if !snapshot.complete {
+            debug!("the IamIdentityMapping watch is re-listing; access-entry pass deferred");
+            continue;
+        }
+        runner.pass(&snapshot.mappings, resync).await;
     }
     info!("access-entry loop stopped");
 }

@@ -248,6 +248,7 @@ pub fn rollback_target(
         managed,
         recovery: None,
         frozen: false,
+        mappings_incomplete: false,
     };
     let plan = plan(mappings, &live, settings);
     if let Some(blocked) = &plan.blocked {
@@ -830,6 +831,7 @@ mod tests {
             managed: ManagedSet::decode(&target.managed_annotation).unwrap(),
             recovery: None,
             frozen: false,
+            mappings_incomplete: false,
         };
         plan(mappings, &live, &Settings::default())
     }

@@ -157,6 +157,7 @@ fn live_from_file(path: &Path) -> Result<LiveAwsAuth, CliError> {
         managed,
         recovery: None,
         frozen: false,
+        mappings_incomplete: false,
     })
 }
 

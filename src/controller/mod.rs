@@ -28,20 +28,17 @@ use tracing::{error, info, warn};
 use crate::accessentries::{self, AccessEntriesConfig, ReportBoard, client::EksClient};
 use crate::api::IamIdentityMapping;
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
+use crate::cache::{CacheTracker, CacheWatch, MappingCache};
 use crate::plan::Settings;
 use crate::principals::{self, PrincipalBoard, PrincipalsConfig, iam::IamClient};
 use crate::server::{Health, Metrics};
 use events::EventPublisher;
-use reconcile::{AccessEntriesView, Context, reconcile};
+use reconcile::{AccessEntriesView, Context, reconcile_snapshot};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
     #[error("connecting to Kubernetes: {0}")]
     Client(#[source] kube::Error),
-    #[error(
-        "the IamIdentityMapping CRD is not installed or not readable ({0}); install it with `aws-auth-operator crd | kubectl apply -f -`"
-    )]
-    CrdMissing(#[source] kube::Error),
     #[error("leader election: {0}")]
     Leader(#[from] leader::LeaderError),
     #[error("metrics server: {0}")]
@@ -74,11 +71,17 @@ pub struct RunConfig {
 pub const DEFAULT_KUBE_QPS: u32 = 2000;
 
 /// A client from the kubeconfig or the in-cluster config, sending at most `qps` requests a
-/// second (counted in tenths of a second, so a burst is a tenth of `qps` at once).
-async fn client(qps: u32) -> Result<Client, kube::Error> {
+/// second (see [`client_for`]).
+pub async fn client(qps: u32) -> Result<Client, kube::Error> {
     let config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
+    client_for(config, qps)
+}
+
+/// A client for `config`, sending at most `qps` requests a second (counted in tenths of a
+/// second, so a burst is a tenth of `qps` at once).
+pub fn client_for(config: kube::Config, qps: u32) -> Result<Client, kube::Error> {
     let builder = kube::client::ClientBuilder::try_from(config)?;
     Ok(if qps == 0 {
         builder.build()
@@ -163,37 +166,55 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
     let client = client(config.kube_qps)
         .await
         .map_err(ControllerError::Client)?;
-    let mappings_api: Api<IamIdentityMapping> = Api::all(client.clone());
-    mappings_api
-        .list(&kube::api::ListParams::default().limit(1))
-        .await
-        .map_err(ControllerError::CrdMissing)?;
+    run_until(client, config, shutdown_signal()).await
+}
 
+/// How often start-up says what it still waits for.
+pub const START_UP_REPORT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Runs the controller with `client` until `stop` resolves.
+pub async fn run_until(
+    client: Client,
+    config: RunConfig,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControllerError> {
+    let mappings_api: Api<IamIdentityMapping> = Api::all(client.clone());
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::new());
     let shutdown = Arc::new(Notify::new());
     let server = {
+        // Bound before anything else starts, so that a taken port fails at once.
+        let listener = tokio::net::TcpListener::bind(config.metrics_addr)
+            .await
+            .map_err(|source| crate::server::ServerError::Bind {
+                addr: config.metrics_addr,
+                source,
+            })?;
         let (metrics, health, shutdown) = (metrics.clone(), health.clone(), shutdown.clone());
-        let addr = config.metrics_addr;
         tokio::spawn(async move {
-            crate::server::serve(
-                addr,
-                metrics,
-                health,
-                async move { shutdown.notified().await },
-            )
+            crate::server::serve_on(listener, metrics, health, async move {
+                shutdown.notified().await
+            })
             .await
         })
     };
 
     let identity = leader::default_identity();
     let wake = Arc::new(Notify::new());
+    // The mapping watch feeds the store and the cache's state; its task is the only one that
+    // learns when the cache is synced, and tells everyone else through `cache_watch`.
     let (store, writer) = reflector::store::<IamIdentityMapping>();
+    let (tracker, cache_watch) = CacheTracker::new();
     let mapping_events = reflector(
         writer,
         watcher(mappings_api, watcher::Config::default()).modify(slim),
     )
-    .backoff(watch_backoff());
+    .backoff(watch_backoff())
+    .inspect(move |event| tracker.observe(event));
+    let mappings = MappingCache {
+        store,
+        watch: cache_watch.clone(),
+    };
     let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIGMAP_NAMESPACE);
     let aws_auth_events = watcher(
         configmaps,
@@ -215,6 +236,12 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         health.clone(),
         "watch of kube-system/aws-auth",
         |_: &watcher::Event<ConfigMap>| true,
+    ));
+    tokio::spawn(report_cache(
+        cache_watch.clone(),
+        health.clone(),
+        metrics.clone(),
+        START_UP_REPORT_INTERVAL,
     ));
 
     let mut leadership = if config.leader_election {
@@ -246,7 +273,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
                 async move { IamClient::from_config(&config).await }
             },
             config.principals.clone(),
-            store.clone(),
+            mappings.clone(),
             principals_wake.clone(),
             principal_board.clone(),
             leadership.as_ref().map(leader::Leadership::subscribe),
@@ -276,7 +303,7 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
                 // The same policy as aws-auth's: an access entry overrides aws-auth, so a
                 // mapping refused there must not get one.
                 config.settings.clone(),
-                store.clone(),
+                mappings.clone(),
                 access_wake.clone(),
                 board.clone(),
                 principal_board.clone(),
@@ -327,22 +354,25 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
         ..Context::new(client.clone(), config.settings, config.history_limit)
     };
 
-    let stop = tokio::spawn(async {
-        shutdown_signal().await;
-    });
+    let stop = tokio::spawn(stop);
     tokio::pin!(stop);
 
     info!(identity = %identity, "waiting for the IamIdentityMapping cache to sync");
+    let mut synced = cache_watch.clone();
     tokio::select! {
-        _ = store.wait_until_ready() => {}
+        listed = synced.synced() => {
+            if !listed {
+                warn!("the IamIdentityMapping watch ended before the cache synced; stopping");
+                return finish(shutdown, server, leadership).await;
+            }
+        }
         _ = &mut stop => return finish(shutdown, server, leadership).await,
     }
-    health.set_ready(true);
     info!("cache synced; reconciling");
 
     reconcile_loop(
         &ctx,
-        &store,
+        &mappings,
         &wake,
         config.resync,
         &metrics,
@@ -356,13 +386,61 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
     finish(shutdown, server, leadership).await
 }
 
+/// Keeps readiness and the cache metrics in step with the mapping cache. While it has not
+/// synced, says what it still waits for at the first error and then every `interval`: a
+/// start-up hang is never silent.
+pub async fn report_cache(
+    mut cache: CacheWatch,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+    interval: Duration,
+) {
+    const COMPONENT: &str = "IamIdentityMapping cache";
+    let started = Instant::now();
+    let mut next_report = tokio::time::Instant::now() + interval;
+    let mut reported_error = false;
+    loop {
+        let state = cache.state();
+        metrics.set_mapping_cache(state.synced, state.current);
+        health.set_ready(state.synced);
+        // Once synced, a failing watch is reported by the watch itself.
+        let waiting = (!state.synced).then(|| state.missing()).flatten();
+        health.set_problem(COMPONENT, waiting.clone());
+        if let Some(missing) = &waiting
+            && state.errors > 0
+            && !reported_error
+        {
+            reported_error = true;
+            warn!(
+                missing,
+                "the IamIdentityMapping cache cannot sync yet; not reconciling"
+            );
+        }
+        tokio::select! {
+            changed = cache.changed() => {
+                if !changed {
+                    return;
+                }
+            }
+            _ = tokio::time::sleep_until(next_report), if waiting.is_some() => {
+                warn!(
+                    waited_seconds = started.elapsed().as_secs(),
+                    missing = waiting.as_deref().unwrap_or_default(),
+                    "the IamIdentityMapping cache has not synced yet; not reconciling"
+                );
+                next_report += interval;
+            }
+        }
+    }
+}
+
 /// The reconcile loop: waits for a wake-up (or the resync period), lets a burst settle,
-/// reconciles with the mappings in `store`, and backs off after a failure. While another
+/// reconciles with the mappings in the cache, and backs off after a failure. While another
 /// replica leads, it waits. Returns when `stop` resolves.
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile_loop<F: Future + Unpin>(
     ctx: &Context,
-    store: &reflector::Store<IamIdentityMapping>,
+    mappings: &MappingCache,
     wake: &Notify,
     resync: Duration,
     metrics: &Metrics,
@@ -390,12 +468,12 @@ pub async fn reconcile_loop<F: Future + Unpin>(
         }
         settle(wake).await;
         let started = Instant::now();
-        let mappings = store.state();
+        let snapshot = mappings.snapshot();
         let now = Time(Timestamp::now());
         // Stop writing the moment leadership is lost (compare-and-swap keeps even a late
         // write safe, but a former leader should not keep going).
         let subscription = leadership.as_deref().map(leader::Leadership::subscribe);
-        let reconciling = reconcile(ctx, &mappings, now);
+        let reconciling = reconcile_snapshot(ctx, &snapshot, now);
         tokio::pin!(reconciling);
         let result = tokio::select! {
             result = &mut reconciling => result,

@@ -23,6 +23,7 @@ use crate::accessentries::report::SyncReason;
 use crate::accessentries::{AccessEntriesMode, AccessEntryReport, ReportBoard, keep_in_aws_auth};
 use crate::api::{CRD_NAME, IamIdentityMapping, IamIdentityMappingStatus};
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, parse_data};
+use crate::cache::MappingSnapshot;
 use crate::plan::{
     Blocked, LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Plan,
     Settings, plan,
@@ -199,10 +200,29 @@ fn state_digest(data: &ConfigMapData, annotation: Option<&str>) -> u64 {
     hasher.finish()
 }
 
-/// Reconciles aws-auth with `mappings` (read from the reflector store).
+/// Reconciles aws-auth with `mappings`, taken to be every mapping there is.
 pub async fn reconcile(
     ctx: &Context,
     mappings: &[Arc<IamIdentityMapping>],
+    now: Time,
+) -> Result<ReconcileReport, ReconcileError> {
+    reconcile_mappings(ctx, mappings, true, now).await
+}
+
+/// Reconciles aws-auth with a snapshot of the mapping cache: while the cache is not current, no
+/// managed entry is removed.
+pub async fn reconcile_snapshot(
+    ctx: &Context,
+    snapshot: &MappingSnapshot,
+    now: Time,
+) -> Result<ReconcileReport, ReconcileError> {
+    reconcile_mappings(ctx, &snapshot.mappings, snapshot.complete, now).await
+}
+
+async fn reconcile_mappings(
+    ctx: &Context,
+    mappings: &[Arc<IamIdentityMapping>],
+    complete: bool,
     now: Time,
 ) -> Result<ReconcileReport, ReconcileError> {
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), CONFIGMAP_NAMESPACE);
@@ -239,7 +259,8 @@ pub async fn reconcile(
         if let Some(cm) = &live_cm {
             observe(ctx, &configmaps, cm, &now, &mut report).await?;
         }
-        let live = live_state(ctx, &configmaps, live_cm.as_ref()).await?;
+        let mut live = live_state(ctx, &configmaps, live_cm.as_ref()).await?;
+        live.mappings_incomplete = !complete;
         let plan = plan(&inputs, &live, &ctx.settings);
         report.managed_entries = plan.managed_entries;
         report.unmanaged_entries = plan.unmanaged_entries;
@@ -458,6 +479,7 @@ async fn live_state(
     };
     Ok(LiveAwsAuth {
         frozen: live_cm.and_then(frozen_since).is_some(),
+        mappings_incomplete: false,
         data,
         managed,
         recovery,
@@ -830,6 +852,10 @@ async fn publish_notes(
             }
             // Published once per reconcile, with what to do (see `reconcile`).
             Note::KeptFrozen { .. } => {}
+            // Passing: the watch is back within seconds, and the next reconcile settles it.
+            Note::KeptCacheNotCurrent { entries } => {
+                warn!(kept = entries.len(), "{note}");
+            }
             Note::MovedToAccessEntry { mapping, entries } => {
                 let message = format!(
                     "removed {} from aws-auth: the EKS access entry of this mapping is confirmed in place (--access-entries=only)",

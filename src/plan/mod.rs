@@ -70,6 +70,11 @@ pub struct LiveAwsAuth {
     /// aws-auth is frozen (the IamIdentityMapping CRD went away): no managed entry is removed or
     /// given back; new and changed entries are still written.
     pub frozen: bool,
+    /// The mappings may not be all there are: the mapping cache was not current (its watch was
+    /// re-listing or reconnecting) when they were read. A managed entry is removed only for a
+    /// mapping whose deletion was seen, so none is removed or given back now; new and changed
+    /// entries are still written.
+    pub mappings_incomplete: bool,
 }
 
 /// A revision to restore unmanaged entries from.
@@ -388,6 +393,8 @@ pub enum Note {
     PolicyEnforced { mapping: String, entry: Entry },
     /// Managed entries no mapping renders any more, kept because aws-auth is frozen.
     KeptFrozen { entries: Vec<Entry> },
+    /// Managed entries no mapping in the cache renders, kept because the cache was not current.
+    KeptCacheNotCurrent { entries: Vec<Entry> },
     /// `--access-entries=only`: a mapping's aws-auth entry was removed, its access entry being
     /// confirmed in place.
     MovedToAccessEntry {
@@ -472,6 +479,12 @@ impl fmt::Display for Note {
             Note::KeptFrozen { entries } => write!(
                 f,
                 "aws-auth is frozen: kept {} entries no mapping renders any more: {}",
+                entries.len(),
+                describe_entries(entries)
+            ),
+            Note::KeptCacheNotCurrent { entries } => write!(
+                f,
+                "the IamIdentityMapping watch is re-listing or reconnecting: kept {} entries no mapping in the cache renders ({}); they go only once the watch shows their mappings deleted",
                 entries.len(),
                 describe_entries(entries)
             ),
@@ -694,7 +707,14 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             removed,
         });
     }
-    settle_unclaimed(&mut principals, live.frozen, &mut notes);
+    let hold = if live.frozen {
+        Some(Hold::Frozen)
+    } else if live.mappings_incomplete {
+        Some(Hold::CacheNotCurrent)
+    } else {
+        None
+    };
+    settle_unclaimed(&mut principals, hold, &mut notes);
 
     // Entries restored from history are not in the live text: the keys must be rewritten.
     let restored = notes.iter().any(|n| matches!(n, Note::Recovered { .. }));
@@ -1009,9 +1029,18 @@ fn remove_last_entry(mapping: &MappingInput, principals: &mut Principals) -> Opt
     Some(removed)
 }
 
+/// Why managed entries no mapping renders are kept for now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hold {
+    /// aws-auth is frozen (the CRD went away).
+    Frozen,
+    /// The mappings read may not be all there are.
+    CacheNotCurrent,
+}
+
 /// Principals no mapping writes: a managed one is removed, or its original comes back (unless
-/// aws-auth is frozen: then it stays as it is, still managed); everything else stays untouched.
-fn settle_unclaimed(principals: &mut Principals, frozen: bool, notes: &mut Vec<Note>) {
+/// removals are held: then it stays as it is, still managed); everything else stays untouched.
+fn settle_unclaimed(principals: &mut Principals, hold: Option<Hold>, notes: &mut Vec<Note>) {
     let mut kept = Vec::new();
     for (key, principal) in principals.iter_mut() {
         if principal.managed_after || principal.fate != Fate::Untouched {
@@ -1021,7 +1050,7 @@ fn settle_unclaimed(principals: &mut Principals, frozen: bool, notes: &mut Vec<N
             principal.original = None;
             continue;
         }
-        if frozen {
+        if hold.is_some() {
             kept.push((key, principal.live.clone()));
             continue;
         }
@@ -1030,10 +1059,13 @@ fn settle_unclaimed(principals: &mut Principals, frozen: bool, notes: &mut Vec<N
             None => Fate::Remove,
         };
     }
-    if !kept.is_empty() {
+    if let (false, Some(hold)) = (kept.is_empty(), hold) {
         kept.sort_unstable_by(|a, b| a.0.cmp(b.0));
         let entries = kept.into_iter().flat_map(|(_, live)| live).collect();
-        notes.push(Note::KeptFrozen { entries });
+        notes.push(match hold {
+            Hold::Frozen => Note::KeptFrozen { entries },
+            Hold::CacheNotCurrent => Note::KeptCacheNotCurrent { entries },
+        });
     }
 }
 

@@ -9,9 +9,9 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::cache::MappingCache;
 use futures::{StreamExt, stream};
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -352,7 +352,7 @@ pub fn needs_iam(mappings: &[Arc<IamIdentityMapping>], verify: bool) -> bool {
 pub async fn run_loop<I, F, Fut>(
     make_iam: F,
     config: PrincipalsConfig,
-    store: Store<IamIdentityMapping>,
+    mappings: MappingCache,
     wake: Arc<Notify>,
     board: PrincipalBoard,
     leading: Option<tokio::sync::watch::Receiver<bool>>,
@@ -363,10 +363,11 @@ pub async fn run_loop<I, F, Fut>(
     Fut: Future<Output = Result<I, IamError>>,
 {
     tokio::pin!(shutdown);
+    let mut synced = mappings.watch.clone();
     tokio::select! {
-        ready = store.wait_until_ready() => {
-            if ready.is_err() {
-                warn!("the mapping store was dropped before it was ready; principal resolver stops");
+        listed = synced.synced() => {
+            if !listed {
+                warn!("the mapping watch ended before the cache synced; principal resolver stops");
                 return;
             }
         }
@@ -377,8 +378,8 @@ pub async fn run_loop<I, F, Fut>(
     let mut resolver = Resolver::new(config, board);
     let mut iam: Option<Result<I, IamError>> = None;
     while let Some(resync) = schedule.next(&wake, shutdown.as_mut()).await {
-        let mappings = store.state();
-        if !needs_iam(&mappings, verify) {
+        let listed = mappings.store.state();
+        if !needs_iam(&listed, verify) {
             // Nothing to resolve: no IAM call, and stale reports go.
             resolver.board.publish(BTreeMap::new());
             continue;
@@ -393,7 +394,7 @@ pub async fn run_loop<I, F, Fut>(
             iam = Some(made);
         }
         if let Some(iam) = &iam {
-            resolver.pass(iam.as_ref(), &mappings, resync).await;
+            resolver.pass(iam.as_ref(), &listed, resync).await;
         }
     }
     info!("principal resolver stopped");

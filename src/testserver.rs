@@ -1,5 +1,9 @@
-//! A simulated Kubernetes API server for `load --simulate`: real HTTP/1.1 on 127.0.0.1, in
-//! memory, with a per-request latency and a concurrency limit.
+//! The test API server: a Kubernetes API server in memory, real HTTP/1.1 on 127.0.0.1, with a
+//! per-request latency and a concurrency limit. It is what the shipped binary runs against in CI
+//! (tests/shipped_binary.rs, tests/e2e.rs without a kubeconfig), what `load --simulate` measures
+//! and what `aws-auth-operator demo` shows. It is not a Kubernetes API server: no
+//! authentication, no authorization, no schema validation and no admission (the CRD's CEL rules
+//! are evaluated in tests/admission.rs instead).
 //!
 //! Latency model. Every request except a watch takes one of `max_inflight` slots (a fair
 //! semaphore: requests beyond the limit queue in arrival order, as with API Priority and
@@ -22,6 +26,10 @@
 //! - the `status` subresource of IamIdentityMappings: writes there change only `.status`, writes
 //!   of the main resource never change `.status`, and only a change outside metadata and status
 //!   bumps `metadata.generation`;
+//! - IamIdentityMappings only while their CustomResourceDefinition exists, as on a real API
+//!   server: before it is created every request for them answers 404; a created CRD is
+//!   Established at once; deleting it deletes every IamIdentityMapping (a DELETED event each) and
+//!   closes their watches;
 //! - metadata.managedFields like a real API server keeps them (one entry per manager, operation
 //!   and subresource), unless switched off;
 //! - a write that changes nothing is a no-op, as on a real API server: no new resourceVersion, no
@@ -30,7 +38,6 @@
 //! Every other path answers a `Status` 404; every error is a `Status` object. Every write takes
 //! the next value of one global resourceVersion, and every watcher receives the events of the
 //! resource it watches in resourceVersion order (one event per change, status patches included).
-//! The simulation does not validate objects against a schema and has no admission.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, VecDeque};
@@ -75,6 +82,20 @@ pub struct SimConfig {
     pub managed_fields: bool,
 }
 
+impl SimConfig {
+    /// No added latency and room for every request at once: for tests and `demo`, where the
+    /// operator's own behaviour, not the API server's speed, is under test.
+    pub fn instant() -> SimConfig {
+        SimConfig {
+            read_latency: Duration::ZERO,
+            write_latency: Duration::ZERO,
+            per_mib: Duration::ZERO,
+            max_inflight: 1024,
+            managed_fields: true,
+        }
+    }
+}
+
 // ---- resource types ----------------------------------------------------------------------------
 
 #[derive(Debug)]
@@ -109,7 +130,11 @@ impl ResourceType {
     }
 }
 
+/// The index of IamIdentityMappings in `TYPES`, and of CustomResourceDefinitions.
+const MAPPINGS: usize = 0;
 const CRDS: usize = 4;
+/// The CRD that makes IamIdentityMappings exist.
+const MAPPINGS_CRD: &str = "iamidentitymappings.awsauth.dev";
 
 static TYPES: [ResourceType; 5] = [
     ResourceType {
@@ -603,6 +628,19 @@ impl SimServer {
         format!("http://{}", self.addr)
     }
 
+    /// A kubeconfig whose current context is this server (plain HTTP, no credentials).
+    pub fn kubeconfig(&self) -> String {
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: test-apiserver\n  cluster:\n    server: {}\nusers:\n- name: test-apiserver\n  user: {{}}\ncontexts:\n- name: test-apiserver\n  context:\n    cluster: test-apiserver\n    user: test-apiserver\n    namespace: default\ncurrent-context: test-apiserver\n",
+            self.url()
+        )
+    }
+
+    /// Writes [`SimServer::kubeconfig`] to `path`.
+    pub fn write_kubeconfig(&self, path: &std::path::Path) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig())
+    }
+
     /// Creates an object directly (no latency), as the cluster's own components would have.
     pub fn seed(&self, plural: &str, namespace: &str, object: Value) -> Result<(), String> {
         let ty = TYPES
@@ -620,24 +658,38 @@ impl SimServer {
         }
     }
 
-    /// Seeds the CRD of IamIdentityMappings, Established.
-    pub fn seed_crd(&self, mut crd: Value) -> Result<(), String> {
-        crd["status"] = json!({
-            "conditions": [
-                {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
-                {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()}
-            ],
-            "acceptedNames": crd["spec"]["names"].clone(),
-            "storedVersions": ["v1alpha1"]
-        });
-        let mut store = self.sim.lock();
-        let (code, body) = self
-            .sim
-            .create_with(&mut store, CRDS, "", crd, "seed", "Update", true);
-        if !code.is_success() {
-            return Err(String::from_utf8_lossy(&body).into_owned());
+    /// Seeds the CRD of IamIdentityMappings (Established at once, as every CRD created here).
+    pub fn seed_crd(&self, crd: Value) -> Result<(), String> {
+        self.seed("customresourcedefinitions", "", crd)
+    }
+
+    /// Deletes an object directly (no latency), as a person with kubectl would; deleting the
+    /// IamIdentityMapping CRD deletes every mapping.
+    pub fn remove(&self, plural: &str, namespace: &str, name: &str) -> Result<(), String> {
+        let ty = TYPES
+            .iter()
+            .position(|t| t.plural == plural)
+            .ok_or_else(|| format!("unknown resource {plural}"))?;
+        let target = Target {
+            ty,
+            namespace: TYPES[ty].namespaced.then(|| namespace.to_string()),
+            name: Some(name.to_string()),
+            status: false,
+        };
+        let op = Op {
+            verb: "delete",
+            target,
+            query: Query(Vec::new()),
+            content_type: String::new(),
+            body: Bytes::new(),
+            manager: "seed".to_string(),
+        };
+        let (code, body, _) = self.sim.apply(&op);
+        if code.is_success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&body).into_owned())
         }
-        Ok(())
     }
 
     /// Starts the peaks (requests in flight, queued) over from now.
@@ -991,6 +1043,23 @@ async fn handle(State(sim): State<Arc<Sim>>, request: Request) -> Response {
         );
         return json_response(code, body);
     };
+    if target.ty == MAPPINGS && !sim.mappings_served() {
+        sim.count(
+            target.stats_key(parts.method.as_str()),
+            from_load_tool,
+            Some(404),
+            false,
+        );
+        let (code, body) = failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!(
+                "the server could not find the requested resource ({} {path}): the CustomResourceDefinition {MAPPINGS_CRD} does not exist",
+                parts.method
+            ),
+        );
+        return json_response(code, body);
+    }
     let content_type = parts
         .headers
         .get(header::CONTENT_TYPE)
@@ -1071,6 +1140,11 @@ struct Op {
 impl Sim {
     fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// IamIdentityMappings exist only while their CRD does.
+    fn mappings_served(&self) -> bool {
+        self.lock().objects[CRDS].contains_key(&(String::new(), MAPPINGS_CRD.to_string()))
     }
 
     fn stats(&self) -> MutexGuard<'_, Stats> {
@@ -1301,6 +1375,9 @@ impl Sim {
                             old: None,
                             obj,
                         });
+                        if target.ty == CRDS && name == MAPPINGS_CRD {
+                            store.delete_every_mapping();
+                        }
                         Ok((StatusCode::OK, body, false))
                     }
                 }
@@ -1428,6 +1505,17 @@ impl Sim {
         }
         object["apiVersion"] = json!(ty.api_version());
         object["kind"] = json!(ty.kind);
+        if ty_index == CRDS {
+            // No controller here names and establishes a CRD: it is served at once.
+            object["status"] = json!({
+                "conditions": [
+                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
+                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()}
+                ],
+                "acceptedNames": object["spec"]["names"].clone(),
+                "storedVersions": ["v1alpha1"]
+            });
+        }
         store.rv += 1;
         let rv = store.rv;
         let uid = store.next_uid;
@@ -1746,6 +1834,27 @@ impl Sim {
 }
 
 impl Store {
+    /// What a real API server does when the IamIdentityMapping CRD is deleted: every mapping is
+    /// deleted (a DELETED event each), then their watches end; watching again answers 404.
+    fn delete_every_mapping(&mut self) {
+        let mappings = std::mem::take(&mut self.objects[MAPPINGS]);
+        for ((namespace, _), old) in mappings {
+            self.rv += 1;
+            let mut value = old.value.clone();
+            value["metadata"]["resourceVersion"] = json!(self.rv.to_string());
+            let change = Change {
+                rv: self.rv,
+                ty: MAPPINGS,
+                namespace,
+                kind: EventType::Deleted,
+                old: None,
+                obj: Obj::new(value),
+            };
+            self.commit(change);
+        }
+        self.watchers.retain(|watcher| watcher.ty != MAPPINGS);
+    }
+
     /// Records a committed write and sends it to the watchers, in order.
     fn commit(&mut self, change: Change) {
         let change = Arc::new(change);
