@@ -184,6 +184,14 @@ static TYPES: [ResourceType; 5] = [
     },
 ];
 
+/// The index of the resource type `plural` in `TYPES`.
+fn type_index(plural: &str) -> Result<usize, String> {
+    TYPES
+        .iter()
+        .position(|t| t.plural == plural)
+        .ok_or_else(|| format!("unknown resource {plural}"))
+}
+
 // ---- objects, changes, watchers ----------------------------------------------------------------
 
 /// A stored object and its JSON, serialized once per write.
@@ -553,6 +561,9 @@ struct Snapshot {
 
 struct Sim {
     config: SimConfig,
+    /// An extra delay of every list of one resource type (index into `TYPES`), before the list
+    /// is taken: a re-list that takes its time.
+    list_delay: Mutex<Option<(usize, Duration)>>,
     slots: Semaphore,
     queued: AtomicUsize,
     store: Mutex<Store>,
@@ -582,6 +593,7 @@ impl SimServer {
             std::collections::hash_map::RandomState::new().hash_one(Instant::now()) as u32
         };
         let sim = Arc::new(Sim {
+            list_delay: Mutex::new(None),
             slots: Semaphore::new(config.max_inflight.max(1)),
             config,
             queued: AtomicUsize::new(0),
@@ -643,10 +655,7 @@ impl SimServer {
 
     /// Creates an object directly (no latency), as the cluster's own components would have.
     pub fn seed(&self, plural: &str, namespace: &str, object: Value) -> Result<(), String> {
-        let ty = TYPES
-            .iter()
-            .position(|t| t.plural == plural)
-            .ok_or_else(|| format!("unknown resource {plural}"))?;
+        let ty = type_index(plural)?;
         let mut store = self.sim.lock();
         let (code, body) = self
             .sim
@@ -666,10 +675,7 @@ impl SimServer {
     /// Deletes an object directly (no latency), as a person with kubectl would; deleting the
     /// IamIdentityMapping CRD deletes every mapping.
     pub fn remove(&self, plural: &str, namespace: &str, name: &str) -> Result<(), String> {
-        let ty = TYPES
-            .iter()
-            .position(|t| t.plural == plural)
-            .ok_or_else(|| format!("unknown resource {plural}"))?;
+        let ty = type_index(plural)?;
         let target = Target {
             ty,
             namespace: TYPES[ty].namespaced.then(|| namespace.to_string()),
@@ -690,6 +696,28 @@ impl SimServer {
         } else {
             Err(String::from_utf8_lossy(&body).into_owned())
         }
+    }
+
+    /// Every list of `plural` waits `delay` more before it is taken (`None`: no more).
+    pub fn delay_lists(&self, plural: &str, delay: Option<Duration>) -> Result<(), String> {
+        let ty = type_index(plural)?;
+        *self
+            .sim
+            .list_delay
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = delay.map(|d| (ty, d));
+        Ok(())
+    }
+
+    /// What an API server restart or a compaction does to the watches of `plural`: they end, and
+    /// resuming from any resourceVersion seen so far answers 410 Expired, so the clients list
+    /// again.
+    pub fn expire_watches(&self, plural: &str) -> Result<(), String> {
+        let ty = type_index(plural)?;
+        let mut store = self.sim.lock();
+        store.floor = store.rv;
+        store.watchers.retain(|watcher| watcher.ty != ty);
+        Ok(())
     }
 
     /// Starts the peaks (requests in flight, queued) over from now.
@@ -1240,7 +1268,16 @@ impl Sim {
         // request counts toward the latency, and a response-size share too small for the
         // timer (1 ms) costs nothing rather than a whole tick.
         let served = Instant::now();
-        let apply_at = served + latency + self.per_size(op.body.len());
+        let mut apply_at = served + latency + self.per_size(op.body.len());
+        if op.verb == "list"
+            && let Some((ty, delay)) = *self
+                .list_delay
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+            && ty == op.target.ty
+        {
+            apply_at += delay;
+        }
         self.timer.sleep_until(apply_at).await;
         let (code, body, noop) = self.apply(&op);
         self.timer

@@ -1086,3 +1086,55 @@ fn the_policy_applies_to_the_role_a_permission_set_resolved_to() {
         Outcome::Protected { .. }
     ));
 }
+
+/// While the mapping cache is not current (its watch re-listing), a managed entry whose mapping
+/// is missing from the cache is kept, and said so; new entries are still written. Once the
+/// cache is current, the missing mapping's entry goes.
+#[test]
+fn removals_wait_for_a_current_mapping_cache() {
+    let viewer = role_mapping(
+        "viewer",
+        "arn:aws:iam::111122223333:role/viewer",
+        "viewer",
+        &["viewers"],
+    );
+    let first = plan(&[admin()], &LiveAwsAuth::default(), &Settings::default());
+    let incomplete = LiveAwsAuth {
+        mappings_incomplete: true,
+        ..applied(&first)
+    };
+    // The admin mapping is missing from the cache, a new viewer mapping is in it.
+    let held = plan(
+        std::slice::from_ref(&viewer),
+        &incomplete,
+        &Settings::default(),
+    );
+    assert!(held.changed, "the new mapping is still written");
+    assert!(
+        held.data["mapRoles"].contains("role/admin"),
+        "{:?}",
+        held.data
+    );
+    assert!(held.data["mapRoles"].contains("role/viewer"));
+    assert!(
+        held.managed
+            .contains(&PrincipalKey::role("arn:aws:iam::111122223333:role/admin")),
+        "still managed"
+    );
+    let note = held
+        .notes
+        .iter()
+        .find(|n| matches!(n, Note::KeptCacheNotCurrent { .. }))
+        .expect("a note says why the entry stays");
+    assert!(note.to_string().contains("re-listing"), "{note}");
+    assert!(!held.notes.iter().any(|n| matches!(n, Note::Removed { .. })));
+
+    let current = plan(&[viewer], &applied(&held), &Settings::default());
+    assert!(!current.data["mapRoles"].contains("role/admin"));
+    assert!(
+        current
+            .notes
+            .iter()
+            .any(|n| matches!(n, Note::Removed { .. }))
+    );
+}

@@ -924,3 +924,129 @@ async fn permission_set_with_verify_principals() {
         stop_and_report(&mut operator, &what, &figures).await;
     }
 }
+
+// ---- reliability of the running binary ----------------------------------------------------------
+
+/// The lockout while lifting a freeze: the CRD is deleted (aws-auth freezes, every entry kept),
+/// installed again, the mappings re-applied while the mapping watch is re-listing (its
+/// resourceVersion expired, the list slow), and the freeze lifted before that list completes.
+/// No managed entry may leave aws-auth at any moment: the operator removes an entry only for a
+/// deletion it has seen on a current cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lifting_a_freeze_during_a_relist_removes_nothing() {
+    use aws_auth_operator::controller::reconcile::FROZEN_ANNOTATION;
+    use kube::api::{Patch, PatchParams};
+
+    const RELIST: Duration = Duration::from_secs(3);
+    let cluster = Cluster::start(true).await;
+    let (objects, expected) = mappings("111122223333");
+    cluster.create(&objects).await;
+    let port = free_port();
+    let mut args = vec!["run".to_string()];
+    args.extend(metrics_args(port));
+    let mut operator = Operator::spawn(&cluster, "operator", &args, &[], port);
+    converge(
+        &cluster,
+        &mut operator,
+        Start::WithMappings,
+        &objects,
+        &expected,
+    )
+    .await;
+
+    // The CRD goes: every mapping with it. aws-auth is frozen, nothing removed.
+    cluster
+        .server
+        .remove(
+            "customresourcedefinitions",
+            "",
+            "iamidentitymappings.awsauth.dev",
+        )
+        .expect("CRD deleted");
+    operator.started = Instant::now();
+    wait_until(&mut operator, "aws-auth frozen", || async {
+        let cm = cluster.aws_auth().await.ok_or("aws-auth is missing")?;
+        check_aws_auth(&cm, &expected)?;
+        let frozen = cm
+            .metadata
+            .annotations
+            .is_some_and(|a| a.contains_key(FROZEN_ANNOTATION));
+        if frozen {
+            Ok(())
+        } else {
+            Err("not frozen".to_string())
+        }
+    })
+    .await;
+
+    // The CRD is back; the operator watches again.
+    let watches = || {
+        cluster
+            .server
+            .stats()
+            .operator("watch iamidentitymappings")
+            .requests
+    };
+    let before = watches();
+    cluster.server.seed_crd(crd()).expect("CRD installed again");
+    wait_until(&mut operator, "the mapping watch back", || async {
+        if watches() > before {
+            Ok(())
+        } else {
+            Err("no new watch".to_string())
+        }
+    })
+    .await;
+
+    // The watch's resourceVersion expires and its re-list is slow; meanwhile the mappings are
+    // applied again and the freeze is lifted.
+    cluster
+        .server
+        .delay_lists("iamidentitymappings", Some(RELIST))
+        .expect("slow lists");
+    cluster
+        .server
+        .expire_watches("iamidentitymappings")
+        .expect("watches expired");
+    cluster.create(&objects).await;
+    Api::<ConfigMap>::namespaced(cluster.client.clone(), CONFIGMAP_NAMESPACE)
+        .patch(
+            CONFIGMAP_NAME,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {FROZEN_ANNOTATION: null}}})),
+        )
+        .await
+        .expect("freeze lifted");
+    let lifted = Instant::now();
+
+    // Through the re-list and after it, every entry stays.
+    let watch_until = lifted + RELIST + Duration::from_secs(2);
+    while Instant::now() < watch_until {
+        let cm = cluster.aws_auth().await.expect("aws-auth exists");
+        if let Err(why) = check_aws_auth(&cm, &expected) {
+            panic!(
+                "{} ms after the freeze was lifted: {why}\noperator log:\n{}",
+                lifted.elapsed().as_millis(),
+                operator.log_text()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cluster
+        .server
+        .delay_lists("iamidentitymappings", None)
+        .expect("lists fast again");
+    operator.started = Instant::now();
+    let wanted = names(&objects);
+    wait_until(&mut operator, "every mapping Ready again", || async {
+        let missing = cluster.not_ready(&wanted).await;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not Ready: {missing:?}"))
+        }
+    })
+    .await;
+    let (status, _) = operator.stop().await.expect("stops");
+    assert!(status.success());
+}

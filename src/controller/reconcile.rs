@@ -278,19 +278,20 @@ async fn reconcile_mappings(
                 )
                 .await;
             }
-        } else if plan.changed {
+        } else if !live.frozen
+            && (removes_managed_entries(&plan) || holds_removals(&plan))
+            && let (Some(why), Some(cm)) = (crd_gone(ctx).await?, &live_cm)
+        {
             // Mappings that disappeared with their CRD were not deleted on purpose: freeze
-            // aws-auth (persistently, in an annotation), then plan again.
-            if !live.frozen
-                && removes_managed_entries(&plan)
-                && let (Some(why), Some(cm)) = (crd_gone(ctx).await?, &live_cm)
-            {
-                match freeze(&configmaps, cm, &why, &now).await {
-                    Ok(()) => continue,
-                    Err(err) if is_status(&err, 409) => continue,
-                    Err(err) => return Err(ReconcileError::Write(err)),
-                }
+            // aws-auth (persistently, in an annotation), then plan again. Also while the
+            // removals are held for a cache that cannot list (the CRD is gone): once the CRD is
+            // back, a complete but still empty list must not remove them either.
+            match freeze(&configmaps, cm, &why, &now).await {
+                Ok(()) => continue,
+                Err(err) if is_status(&err, 409) => continue,
+                Err(err) => return Err(ReconcileError::Write(err)),
             }
+        } else if plan.changed {
             match write_aws_auth(&configmaps, live_cm.clone(), &plan).await {
                 Ok(written) => {
                     report.aws_auth_writes += 1;
@@ -316,6 +317,14 @@ async fn reconcile_mappings(
             }
         }
 
+        if let Some(held @ Note::KeptCacheNotCurrent { entries }) = plan
+            .notes
+            .iter()
+            .find(|n| matches!(n, Note::KeptCacheNotCurrent { .. }))
+        {
+            // Passing: the watch is back within seconds, and the next reconcile settles it.
+            warn!(kept = entries.len(), "{held}");
+        }
         if let Some(Note::KeptFrozen { entries }) = plan
             .notes
             .iter()
@@ -503,6 +512,13 @@ fn removes_managed_entries(plan: &Plan) -> bool {
             Note::Removed { .. } | Note::GaveBack { .. } | Note::PolicyEnforced { .. }
         )
     })
+}
+
+/// Whether the plan keeps entries it would have removed, the mapping cache not being current.
+fn holds_removals(plan: &Plan) -> bool {
+    plan.notes
+        .iter()
+        .any(|note| matches!(note, Note::KeptCacheNotCurrent { .. }))
 }
 
 /// Annotation on aws-auth while it is frozen: the IamIdentityMapping CRD went away, and with
@@ -852,10 +868,8 @@ async fn publish_notes(
             }
             // Published once per reconcile, with what to do (see `reconcile`).
             Note::KeptFrozen { .. } => {}
-            // Passing: the watch is back within seconds, and the next reconcile settles it.
-            Note::KeptCacheNotCurrent { entries } => {
-                warn!(kept = entries.len(), "{note}");
-            }
+            // Logged once per reconcile (see `reconcile`).
+            Note::KeptCacheNotCurrent { .. } => {}
             Note::MovedToAccessEntry { mapping, entries } => {
                 let message = format!(
                     "removed {} from aws-auth: the EKS access entry of this mapping is confirmed in place (--access-entries=only)",
