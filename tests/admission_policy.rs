@@ -8,9 +8,9 @@
 //! tests are skipped with a notice, except with `CI=true`, where they fail.
 //!
 //! The evaluator follows the API server's admission of a policy and its binding: the match
-//! constraints (resource rules with resource names and subresources), the match conditions, the
-//! binding's `paramRef` with its `parameterNotFoundAction`, the policy's `failurePolicy` for
-//! errors, `variables` (in order, each seeing the ones before), `validations` with their
+//! constraints (resource rules with resource names and subresources), the binding's `paramRef`
+//! with its `parameterNotFoundAction`, the match conditions (which may read `params`), the
+//! policy's `failurePolicy` for errors, `variables` (in order, each seeing the ones before), `validations` with their
 //! `messageExpression` (and its fallback to `message`), and the binding's `validationActions`.
 //! The CEL interpreter is the `cel` crate with its standard environment only (no extension
 //! library): an expression that needs a Kubernetes-only function fails here. One difference:
@@ -248,10 +248,26 @@ impl Guard {
             }
         };
 
+        // paramRef (a ConfigMap by name and namespace) is resolved first: match conditions may
+        // read `params` too.
+        let param_ref = &binding["paramRef"];
+        let found = self.configmaps.iter().find(|c| {
+            c["metadata"]["name"] == param_ref["name"]
+                && c["metadata"]["namespace"] == param_ref["namespace"]
+        });
+        let Some(params) = found else {
+            return match param_ref["parameterNotFoundAction"].as_str() {
+                Some("Allow") => Verdict::Allowed { warnings: vec![] },
+                Some("Deny") => failure("no params found".to_string()),
+                other => panic!("parameterNotFoundAction {other:?}"),
+            };
+        };
+
         let mut vars: HashMap<&str, CelValue> = HashMap::new();
         vars.insert("object", cel_value(&request["object"]));
         vars.insert("oldObject", cel_value(&request["oldObject"]));
         vars.insert("request", cel_value(request));
+        vars.insert("params", cel_value(params));
         for condition in spec["matchConditions"].as_array().into_iter().flatten() {
             match eval(condition["expression"].as_str().unwrap(), &vars) {
                 Ok(CelValue::Bool(true)) => {}
@@ -259,24 +275,6 @@ impl Guard {
                 other => return failure(format!("match condition: {other:?}")),
             }
         }
-
-        // paramRef: a ConfigMap by name and namespace.
-        let param_ref = &binding["paramRef"];
-        let found = self.configmaps.iter().find(|c| {
-            c["metadata"]["name"] == param_ref["name"]
-                && c["metadata"]["namespace"] == param_ref["namespace"]
-        });
-        let params = match found {
-            Some(params) => params,
-            None => {
-                return match param_ref["parameterNotFoundAction"].as_str() {
-                    Some("Allow") => Verdict::Allowed { warnings: vec![] },
-                    Some("Deny") => failure("no params found".to_string()),
-                    other => panic!("parameterNotFoundAction {other:?}"),
-                };
-            }
-        };
-        vars.insert("params", cel_value(params));
 
         let mut variables: HashMap<String, CelValue> = HashMap::new();
         for variable in spec["variables"].as_array().into_iter().flatten() {
