@@ -63,8 +63,8 @@ $(VENV)/.installed: tests/chart/requirements.txt
 	$(VENV)/bin/pip install --quiet --disable-pip-version-check -r tests/chart/requirements.txt
 	touch $@
 
-chart-test: venv ## Helm chart, deploy/install.yaml, Dockerfile and GitOps tests (tests/packaging.rs)
-	AWS_AUTH_OPERATOR_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --locked --test packaging -- --nocapture
+chart-test: venv ## Helm chart, deploy/install.yaml, Dockerfile, GitOps and admission-guard tests (tests/packaging.rs, tests/admission_policy.rs)
+	AWS_AUTH_OPERATOR_PYTHON=$(abspath $(VENV))/bin/python $(CARGO) test --locked --test packaging --test admission_policy -- --nocapture
 
 chart-docs: venv ## Regenerate deploy/install.yaml, the chart's values table, docs/cli.md, argocd-cm.yaml
 	$(CARGO) test --locked --no-run --test packaging

@@ -37,6 +37,7 @@ KIND_ORDER = [
     "NetworkPolicy",
     "PodDisruptionBudget",
     "ServiceAccount",
+    "ConfigMap",
     "CustomResourceDefinition",
     "ClusterRole",
     "ClusterRoleBinding",
@@ -45,6 +46,9 @@ KIND_ORDER = [
     "Service",
     "Deployment",
     "ServiceMonitor",
+    # The admission guard's policy before its binding (a binding of a missing policy does nothing).
+    "ValidatingAdmissionPolicy",
+    "ValidatingAdmissionPolicyBinding",
 ]
 
 
