@@ -1050,3 +1050,41 @@ async fn lifting_a_freeze_during_a_relist_removes_nothing() {
     let (status, _) = operator.stop().await.expect("stops");
     assert!(status.success());
 }
+
+/// `demo`: the README's no-cluster step. The operator runs against the test API server, every
+/// example becomes Ready, and the printed aws-auth holds the examples next to the node role EKS
+/// wrote.
+#[test]
+fn demo_shows_the_examples_ready_and_the_aws_auth_written() {
+    let out = Command::new(BIN)
+        .arg("demo")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("KUBECONFIG")
+        .output()
+        .expect("demo runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "demo exited {}: {stderr}", out.status);
+    assert!(
+        stderr.contains("TEST API server"),
+        "it says what it runs against: {stderr}"
+    );
+    assert!(stdout.contains("6 of 6 Ready"), "{stdout}");
+    let cm: ConfigMap =
+        serde_saphyr::from_str(&stdout).expect("the printed aws-auth is a ConfigMap");
+    let parsed = parse_data(&cm.data.unwrap_or_default());
+    assert!(!parsed.has_errors(), "{:?}", parsed.diagnostics);
+    assert_eq!(
+        parsed.entries.len(),
+        7,
+        "six examples and the EKS node role: {stdout}"
+    );
+    assert!(
+        parsed
+            .entries
+            .roles
+            .iter()
+            .any(|r| r.arn.ends_with("eks-nodegroup-NodeInstanceRole-1ABC")),
+        "the node role EKS wrote is kept"
+    );
+}

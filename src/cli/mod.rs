@@ -2,6 +2,7 @@
 //! and prints; the exit code says what happened.
 
 mod crd;
+mod demo;
 pub mod history;
 mod import;
 mod migrate;
@@ -71,6 +72,9 @@ pub enum Command {
         after_help = "Example:\n  aws-auth-operator run --drift repair --protected-arn arn:aws:iam::111122223333:role/break-glass"
     )]
     Run(run::RunArgs),
+    /// Run the operator against the built-in test API server (in memory, no cluster) on the example mappings, and print what it did.
+    #[command(after_help = "Example:\n  aws-auth-operator demo")]
+    Demo(demo::DemoArgs),
     /// Plan the move from aws-auth to EKS access entries (`migrate plan`).
     #[command(
         after_help = "Example:\n  aws-auth-operator migrate plan --live aws-auth.yaml mappings/"
@@ -149,6 +153,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::History(args) => history::run_history(args),
         Command::Rollback(args) => history::run_rollback(args),
         Command::Run(args) => run::run(args),
+        Command::Demo(args) => demo::run(args),
         Command::Migrate(args) => migrate::run(args),
     };
     match result {

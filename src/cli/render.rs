@@ -11,7 +11,7 @@ use crate::manifest::{
 use crate::plan::{LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Outcome, plan};
 
 /// The examples shipped in `examples/`, rendered when no path is given.
-const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
+pub(super) const EMBEDDED_EXAMPLES: &[(&str, &str)] = &[
     (
         "examples/account.yaml",
         include_str!("../../examples/account.yaml"),

@@ -50,6 +50,30 @@ pub struct RunArgs {
 }
 
 pub fn run(args: RunArgs) -> Result<u8, CliError> {
+    let config = run_config(args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(CliError::Write)?;
+    match runtime.block_on(run_controller(config)) {
+        Ok(()) => Ok(exit::OK),
+        Err(err) => Err(CliError::Input(err.to_string())),
+    }
+}
+
+/// `run`'s defaults (and the `AWS_AUTH_OPERATOR_*` environment), as `run` with no flags has them.
+pub(super) fn default_run_config() -> Result<RunConfig, CliError> {
+    #[derive(clap::Parser)]
+    struct NoFlags {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let parsed = <NoFlags as clap::Parser>::try_parse_from(["run"])
+        .map_err(|e| CliError::Input(e.to_string()))?;
+    run_config(parsed.run)
+}
+
+fn run_config(args: RunArgs) -> Result<RunConfig, CliError> {
     let mut settings = args.policy.settings()?;
     settings.drift = args.drift;
     settings.recover_malformed = args.recover_malformed;
@@ -68,12 +92,5 @@ pub fn run(args: RunArgs) -> Result<u8, CliError> {
             .map_err(|e| CliError::Input(e.to_string()))?,
         principals: args.principals.config(args.access_entries.region.clone()),
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .map_err(CliError::Write)?;
-    match runtime.block_on(run_controller(config)) {
-        Ok(()) => Ok(exit::OK),
-        Err(err) => Err(CliError::Input(err.to_string())),
-    }
+    Ok(config)
 }
