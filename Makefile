@@ -14,7 +14,7 @@ CRD := crds/iamidentitymappings.awsauth.dev.yaml
 CHART_CRD := charts/aws-auth-operator/crds/iamidentitymappings.awsauth.dev.yaml
 
 .DEFAULT_GOAL := help
-.PHONY: help all build test lint fmt crds crd render bench e2e load venv chart-test chart-docs docker ci clean
+.PHONY: help all build test lint fmt crds crd render demo bench e2e load venv chart-test chart-docs docker ci clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,11 +45,13 @@ crd: crds ## Alias of crds
 render: ## Render the examples offline into an aws-auth ConfigMap
 	$(CARGO) run --quiet --locked -- render examples/
 
+demo: ## The operator against the built-in test API server (no cluster) on the examples
+	$(CARGO) run --quiet --locked -- demo
+
 bench: ## Criterion benchmarks of render, parse and plan
 	$(CARGO) bench --locked --bench core
 
-e2e: ## End-to-end tests against the cluster of AWS_AUTH_OPERATOR_E2E_KUBECONFIG
-	@test -n "$$AWS_AUTH_OPERATOR_E2E_KUBECONFIG" || { echo "set AWS_AUTH_OPERATOR_E2E_KUBECONFIG to a kubeconfig of a disposable cluster" >&2; exit 2; }
+e2e: ## End-to-end tests: the cluster of AWS_AUTH_OPERATOR_E2E_KUBECONFIG, else the test API server
 	$(CARGO) test --locked --test e2e -- --nocapture
 
 load: ## Load test (docs/load.md): the current kubeconfig's cluster, or LOAD_ARGS="--simulate --count 5000"

@@ -273,6 +273,7 @@ class Docs(unittest.TestCase):
         blocks = re.findall(r"```sh\n(.*?)```", readme, flags=re.S)
         self.assertEqual(blocks[0].strip(), "cargo run -- render examples/")
         self.assertEqual(blocks[1].strip(), "cargo test --locked")
+        self.assertEqual(blocks[2].strip(), "cargo run -- demo")
         self.assertTrue("(docs/install.md)" in readme, "README.md must link docs/install.md")
 
 
