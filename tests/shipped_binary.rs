@@ -29,7 +29,6 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use aws_auth_operator::api::IamIdentityMapping;
@@ -54,7 +53,7 @@ const DEFAULT_METRICS_PORT: u16 = 8080;
 /// A node role EKS wrote into aws-auth before the operator came: never the operator's.
 const EKS_NODE_ROLE: &str = "- rolearn: arn:aws:iam::111122223333:role/eks-managed-NodeInstanceRole\n  username: system:node:{{EC2PrivateDNSName}}\n  groups:\n  - system:bootstrappers\n  - system:nodes\n";
 
-static DEFAULT_PORT: Mutex<()> = Mutex::new(());
+static DEFAULT_PORT: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Whether the mappings exist before the operator starts.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -539,7 +538,7 @@ async fn run_configuration(
 /// `aws-auth-operator run`, nothing else: the README's command.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_flags() {
-    let _port = DEFAULT_PORT.lock().unwrap_or_else(|p| p.into_inner());
+    let _port = DEFAULT_PORT.lock().await;
     for start in STARTS {
         run_configuration(
             "run, no flags",
@@ -592,8 +591,11 @@ async fn chart_default_values() {
         })
         .collect();
     let port = metrics_port_of(&args);
-    let _port = (port == DEFAULT_METRICS_PORT)
-        .then(|| DEFAULT_PORT.lock().unwrap_or_else(|p| p.into_inner()));
+    let _port = if port == DEFAULT_METRICS_PORT {
+        Some(DEFAULT_PORT.lock().await)
+    } else {
+        None
+    };
     for start in STARTS {
         run_configuration(
             "the chart's default values",
