@@ -335,6 +335,15 @@ pub fn condition<'a>(status: &'a IamIdentityMappingStatus, type_: &str) -> Optio
     status.conditions.iter().find(|c| c.type_ == type_)
 }
 
+/// Ready for its current generation: what `kubectl wait --for=condition=Ready` and a GitOps
+/// health check wait for (a Ready of an older generation does not count).
+pub fn is_ready(mapping: &crate::api::IamIdentityMapping) -> bool {
+    mapping.status.as_ref().is_some_and(|status| {
+        status.observed_generation == mapping.metadata.generation
+            && condition(status, READY).is_some_and(|c| c.status == "True")
+    })
+}
+
 fn describe_entry(entry: &crate::awsauth::Entry) -> String {
     match entry.username() {
         Some(username) => format!(

@@ -35,7 +35,7 @@ use aws_auth_operator::api::IamIdentityMapping;
 use aws_auth_operator::awsauth::{
     ArnMapping, AwsAuthEntries, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, parse_data,
 };
-use aws_auth_operator::status::{READY, condition};
+use aws_auth_operator::status::is_ready;
 use aws_auth_operator::testserver::{SimConfig, SimServer};
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, PostParams};
@@ -147,12 +147,7 @@ impl Cluster {
         let ready: BTreeSet<String> = list
             .items
             .iter()
-            .filter(|m| {
-                m.status.as_ref().is_some_and(|s| {
-                    s.observed_generation == m.metadata.generation
-                        && condition(s, READY).is_some_and(|c| c.status == "True")
-                })
-            })
+            .filter(|m| is_ready(m))
             .filter_map(|m| m.metadata.name.clone())
             .collect();
         names.difference(&ready).cloned().collect()
@@ -452,16 +447,7 @@ async fn converge(
         }
     })
     .await;
-    let wanted = names(objects);
-    let all_ready = wait_until(operator, "every mapping Ready", || async {
-        let missing = cluster.not_ready(&wanted).await;
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("not Ready: {missing:?}"))
-        }
-    })
-    .await;
+    let all_ready = wait_all_ready(cluster, operator, objects, "every mapping Ready").await;
     wait_until(
         operator,
         "aws-auth as the authenticator should read it",
@@ -478,6 +464,25 @@ async fn converge(
         first_write,
         all_ready,
     }
+}
+
+/// Waits until every mapping of `objects` is Ready for its generation; the time since the start.
+async fn wait_all_ready(
+    cluster: &Cluster,
+    operator: &mut Operator,
+    objects: &[Value],
+    what: &str,
+) -> Duration {
+    let wanted = names(objects);
+    wait_until(operator, what, || async {
+        let missing = cluster.not_ready(&wanted).await;
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("not Ready: {missing:?}"))
+        }
+    })
+    .await
 }
 
 fn operator_readyz(port: u16) -> (u16, String) {
@@ -1039,15 +1044,12 @@ async fn lifting_a_freeze_during_a_relist_removes_nothing() {
         .delay_lists("iamidentitymappings", None)
         .expect("lists fast again");
     operator.started = Instant::now();
-    let wanted = names(&objects);
-    wait_until(&mut operator, "every mapping Ready again", || async {
-        let missing = cluster.not_ready(&wanted).await;
-        if missing.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("not Ready: {missing:?}"))
-        }
-    })
+    wait_all_ready(
+        &cluster,
+        &mut operator,
+        &objects,
+        "every mapping Ready again",
+    )
     .await;
     let (status, _) = operator.stop().await.expect("stops");
     assert!(status.success());

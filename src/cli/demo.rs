@@ -16,7 +16,7 @@ use crate::api::IamIdentityMapping;
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
 use crate::controller::{DEFAULT_KUBE_QPS, RunConfig, client_for, run_until};
 use crate::manifest::{configmap_yaml, parse_mappings};
-use crate::status::{READY, condition};
+use crate::status::{READY, condition, is_ready};
 use crate::testserver::{SimConfig, SimServer};
 
 /// A node role as EKS writes it into aws-auth for a managed node group: not the operator's.
@@ -153,16 +153,7 @@ async fn wait_until_ready(client: &kube::Client, names: &[String], timeout: Dura
     let deadline = Instant::now() + timeout;
     loop {
         let ready = match api.list(&Default::default()).await {
-            Ok(list) => list
-                .items
-                .iter()
-                .filter(|m| {
-                    m.status.as_ref().is_some_and(|s| {
-                        s.observed_generation == m.metadata.generation
-                            && condition(s, READY).is_some_and(|c| c.status == "True")
-                    })
-                })
-                .count(),
+            Ok(list) => list.items.iter().filter(|m| is_ready(m)).count(),
             Err(_) => 0,
         };
         if ready >= names.len() || Instant::now() >= deadline {
