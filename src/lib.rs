@@ -1,8 +1,10 @@
 //! aws-auth-operator: declarative, validated management of the EKS `kube-system/aws-auth`
 //! ConfigMap through `IamIdentityMapping` resources.
 //!
-//! The core (`arn`, `awsauth`, `validate`, `plan`) is pure: no I/O, exhaustively tested. The CLI
-//! and the controller are thin shells around [`plan::plan`].
+//! The core (`arn`, `awsauth`, `validate`, `plan`, `status`) is pure: no I/O, exhaustively
+//! tested. The CLI, the controller and the access-entry and principal loops are thin shells
+//! around [`plan::plan`]. ARCHITECTURE.md at the top of the repository maps the modules, the
+//! loops and where each invariant is kept.
 
 pub mod accessentries;
 pub mod api;
