@@ -667,7 +667,9 @@ async fn reserved_username_is_not_rendered() {
         ("True", "PolicyViolation")
     );
     assert!(
-        message.starts_with("username `system:kube-controller-manager` is not allowed: it starts with `system:`"),
+        message.starts_with(
+            "username `system:kube-controller-manager` is not allowed: it starts with `system:`"
+        ),
         "{message}"
     );
     assert_eq!(

@@ -716,7 +716,11 @@ pub fn status_patch(status: &IamIdentityMappingStatus) -> Value {
 fn describe(entries: &[Entry]) -> String {
     let list: Vec<String> = entries
         .iter()
-        .map(|e| format!("{} ({})", e.principal(), e.section()))
+        .map(|e| match e.principal() {
+            // An empty item (mapAccounts `- ""` or `- ~`) must still show in the list.
+            "" => format!("\"\" ({})", e.section()),
+            principal => format!("{principal} ({})", e.section()),
+        })
         .collect();
     if list.is_empty() {
         "no entries".to_string()
@@ -1055,6 +1059,16 @@ mod tests {
             groups: vec!["view".into()],
             extra: Default::default(),
         })
+    }
+
+    #[test]
+    fn an_empty_principal_is_described_visibly() {
+        let empty = Entry::Account(String::new());
+        let account = Entry::Account("111122223333".into());
+        assert_eq!(
+            describe_at_most(&[empty, account, entry()], 2),
+            "\"\" (mapAccounts), 111122223333 (mapAccounts) and 1 more"
+        );
     }
 
     fn rendered() -> Outcome {
