@@ -936,8 +936,11 @@ async fn takeover_of_an_unmanaged_entry_saves_it_first_and_tells() {
         Some("default"),
         "cluster-scoped object, event in default"
     );
-    assert!(fake.calls().iter().any(|c| c.method == http::Method::POST
-        && c.path == "/apis/events.k8s.io/v1/namespaces/default/events"));
+    assert!(
+        fake.calls().iter().any(
+            |c| c.method == http::Method::POST && c.path == "/api/v1/namespaces/default/events"
+        )
+    );
 }
 
 /// Makes the admin mapping invalid (a group with a space), as a new generation.

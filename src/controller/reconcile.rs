@@ -1034,7 +1034,7 @@ async fn publish(
     };
     if let Err(err) = events.publish(object, type_, reason, message).await {
         if is_status(&err, 403) {
-            error!(error = %describe_kube_error(&err), reason, "events are forbidden: check the RBAC for events.k8s.io events (create, patch)");
+            error!(error = %describe_kube_error(&err), reason, "events are forbidden: check the RBAC for core/v1 events (create, patch)");
         } else {
             warn!(error = %describe_kube_error(&err), reason, "could not publish event");
         }
