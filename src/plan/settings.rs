@@ -57,9 +57,9 @@ pub struct Settings {
     /// Reserved usernames (see `RESERVED_USERNAME_PREFIXES`) that fully match one of these are
     /// allowed after all.
     pub allowed_reserved_usernames: Vec<Regex>,
-    /// Remove the entry of a mapping that violates the group (or username) policy. Off by default: a policy
-    /// change must never lock people out silently, so the last rendered entry stays and the
-    /// mapping is Stalled until someone fixes it.
+    /// Remove the entry of a mapping that violates the group (or username) policy. Off by
+    /// default: a policy change must never lock people out silently, so the last rendered entry
+    /// stays and the mapping is Stalled until someone fixes it.
     pub enforce_group_policy: bool,
     pub drift: DriftPolicy,
     /// Restore unmanaged entries of an unparseable key (or of a deleted aws-auth) from the last
