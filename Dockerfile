@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # aws-auth-operator container image: `make docker` (or `docker build -t aws-auth-operator .`).
 # tests/packaging.rs checks this file against the repository (copied paths, the binary's name,
-# the stub targets of the dependency layer, the runtime user, the labels).
+# the stub targets of the dependency layer, the stripped binary, the runtime user, the labels).
 
 # Not older than Cargo.toml's rust-version.
 ARG RUST_VERSION=1.95
@@ -21,12 +21,20 @@ RUN mkdir -p src benches \
 
 # The operator itself. `render` embeds examples/ in the binary. touch: the copied sources keep
 # their own mtimes, which may be older than the stub build, and cargo must rebuild them.
+# The release profile keeps line tables (for backtraces and profilers): they move to a separate
+# file, aws-auth-operator.debug (the `debug-info` stage), and the image ships the binary
+# stripped, with a debuglink to that file (about a fifth of the size).
 COPY src ./src
 COPY benches ./benches
 COPY examples ./examples
 RUN touch src/main.rs src/lib.rs \
     && cargo build --release --locked --bin aws-auth-operator \
-    && cp target/release/aws-auth-operator /aws-auth-operator
+    && objcopy --only-keep-debug target/release/aws-auth-operator /aws-auth-operator.debug \
+    && objcopy --strip-all --add-gnu-debuglink=/aws-auth-operator.debug target/release/aws-auth-operator /aws-auth-operator
+
+# The debug info alone: `docker build --target debug-info --output type=local,dest=debug .`
+FROM scratch AS debug-info
+COPY --from=build /aws-auth-operator.debug /aws-auth-operator.debug
 
 # Runtime: distroless (glibc, CA certificates, no shell, no package manager), non-root.
 FROM gcr.io/distroless/cc-debian12:nonroot

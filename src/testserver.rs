@@ -155,8 +155,9 @@ static TYPES: [ResourceType; 5] = [
         status: false,
         generation: false,
     },
+    // core/v1 Events: the API the operator writes them through (with count and lastTimestamp).
     ResourceType {
-        group: "events.k8s.io",
+        group: "",
         version: "v1",
         plural: "events",
         kind: "Event",

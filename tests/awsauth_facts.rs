@@ -329,6 +329,46 @@ fn of_two_spellings_of_a_field_the_last_in_sorted_order_wins() {
     assert!(reasons(&parsed).contains(&DiagnosticKind::DuplicateField));
 }
 
+/// go-yaml v2 (sigs.k8s.io/yaml) assigns a mapping's keys in document order, a `<<` merge
+/// included: the value that comes last wins, and the diagnostic names the values and the one
+/// the authenticator uses.
+#[test]
+fn a_key_set_by_a_merge_and_explicitly_takes_the_last_value() {
+    let a = "arn:aws:iam::111122223333:role/a";
+    let b = "arn:aws:iam::111122223333:role/b";
+    let merge_first = format!("- &a\n  rolearn: {a}\n  username: x\n- <<: *a\n  rolearn: {b}\n");
+    let parsed = parse_data(&data(&[("mapRoles", &merge_first)]));
+    assert_eq!(parsed.entries.roles[1].arn, b);
+    assert_eq!(parsed.entries.roles[1].username, "x");
+    let message = parsed
+        .diagnostics
+        .iter()
+        .find(|d| d.reason == DiagnosticKind::DuplicateField)
+        .map(|d| d.message.clone())
+        .unwrap_or_else(|| panic!("{:?}", parsed.diagnostics));
+    assert!(
+        message.starts_with(&format!(
+            "`rolearn: \"{a}\"`, `rolearn: \"{b}\"` all set `rolearn`; the authenticator uses only the last, `rolearn: \"{b}\"`"
+        )),
+        "{message}"
+    );
+    assert!(message.contains("merged in with `<<`"), "{message}");
+
+    // Written before the merge, the explicit value is overwritten by the merged one.
+    let merge_last = format!("- &a\n  rolearn: {a}\n  username: x\n- rolearn: {b}\n  <<: *a\n");
+    let parsed = parse_data(&data(&[("mapRoles", &merge_last)]));
+    assert_eq!(parsed.entries.roles[1].arn, a);
+    assert!(reasons(&parsed).contains(&DiagnosticKind::DuplicateField));
+
+    // Of several merged mappings, the first wins.
+    let several = format!(
+        "- &a {{rolearn: {a}, username: x}}\n- &b {{rolearn: {b}, username: y}}\n- <<: [*a, *b]\n"
+    );
+    let parsed = parse_data(&data(&[("mapRoles", &several)]));
+    assert_eq!(parsed.entries.roles[2].arn, a);
+    assert_eq!(parsed.entries.roles[2].username, "x");
+}
+
 #[test]
 fn unknown_fields_are_reported_and_preserved() {
     let parsed = parse_data(&data(&[(

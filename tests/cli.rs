@@ -240,6 +240,63 @@ fn render_examples_directory_equals_builtin_examples() {
     assert!(!directory.stderr.contains("no paths given"));
 }
 
+/// A permission set waits for the running operator (IAM): `render` says so and exits 0, since
+/// the file is correct; a permission set spec that is wrong is exit 1 like any invalid mapping.
+#[test]
+fn render_leaves_permission_sets_to_the_operator_and_exits_0() {
+    let out = run(&["render", "examples/aws/sso-permission-set.yaml"], 0);
+    assert!(
+        out.stderr.contains(
+            "sso-administrators: permission set AdministratorAccess is resolved to its IAM role by the running operator; not rendered offline"
+        ),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(
+            "rendered 0 of 1 mappings (0 managed entries, 0 unmanaged kept; 1 left to the running operator, which resolves permission sets through IAM)"
+        ),
+        "{}",
+        out.stderr
+    );
+    let text = std::fs::read_to_string("examples/aws/sso-permission-set.yaml").unwrap();
+    let bad = text.replace(
+        "username: \"sso-admin:{{SessionName}}\"",
+        "username: \" x\"",
+    );
+    assert_ne!(bad, text);
+    let file = temp_yaml(&bad);
+    let out = run(&["render", path_of(&file)], 1);
+    assert!(
+        out.stderr.contains("sso-administrators: Invalid"),
+        "{}",
+        out.stderr
+    );
+}
+
+/// `kubectl apply -f examples/` is not recursive: every example it applies must be able to
+/// become Ready without AWS; the ones that need AWS live in examples/aws/.
+#[test]
+fn examples_that_need_aws_are_apart() {
+    for entry in std::fs::read_dir("examples").unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "yaml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(
+                !text.contains("ssoPermissionSet"),
+                "{}: a permission set needs IAM; move it to examples/aws/",
+                path.display()
+            );
+        }
+    }
+    let out = run(&["render", "examples/aws/"], 0);
+    assert!(
+        out.stderr.contains("rendered 0 of 1 mappings"),
+        "{}",
+        out.stderr
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // render: invalid mappings and conflicts
 // ---------------------------------------------------------------------------------------------

@@ -635,6 +635,63 @@ async fn denied_group_is_not_rendered() {
     assert_eq!(fake.status_writes(), 2);
 }
 
+/// A mapping that names a Kubernetes identity as its username, with no group at all, passes a
+/// group policy that denies every `system:` group; the username policy refuses it: Stalled,
+/// with a Warning event that names the username, and nothing rendered.
+#[tokio::test]
+async fn reserved_username_is_not_rendered() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let settings = Settings::default()
+        .with_group_policy(&[], &["system:masters".into(), "system:.*".into()])
+        .unwrap();
+    let impostor = role_mapping(
+        "impostor",
+        "arn:aws:iam::111122223333:role/mallory",
+        "system:kube-controller-manager",
+        &[],
+        5,
+    );
+    let mappings = store(&fake, vec![impostor, dev_mapping()]);
+
+    reconcile(&context_with_events(&fake, settings), &mappings, now())
+        .await
+        .unwrap();
+
+    let data = fake.aws_auth_data();
+    assert_eq!(role_arns(&entries(&data)), [DEV_ARN, NODE_ROLE_ARN]);
+    assert!(!data["mapRoles"].contains("kube-controller-manager"));
+    let (stalled, reason, message) = cond(&fake, "impostor", STALLED);
+    assert_eq!(
+        (stalled.as_str(), reason.as_str()),
+        ("True", "PolicyViolation")
+    );
+    assert!(
+        message.starts_with(
+            "username `system:kube-controller-manager` is not allowed: it starts with `system:`"
+        ),
+        "{message}"
+    );
+    assert_eq!(
+        cond2(&fake, "impostor", READY),
+        is("False", "PolicyViolation")
+    );
+    let events = fake.events();
+    let event = events
+        .iter()
+        .find(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("impostor"))
+        .unwrap_or_else(|| panic!("no event about the refused mapping in {events:?}"));
+    assert_eq!(event.type_.as_deref(), Some("Warning"));
+    assert_eq!(event.reason.as_deref(), Some("PolicyViolation"));
+    assert!(
+        event
+            .note
+            .as_deref()
+            .is_some_and(|n| n.contains("system:kube-controller-manager")),
+        "{event:?}"
+    );
+}
+
 #[tokio::test]
 async fn second_reconcile_writes_nothing() {
     let fake = FakeApi::start();
@@ -879,8 +936,11 @@ async fn takeover_of_an_unmanaged_entry_saves_it_first_and_tells() {
         Some("default"),
         "cluster-scoped object, event in default"
     );
-    assert!(fake.calls().iter().any(|c| c.method == http::Method::POST
-        && c.path == "/apis/events.k8s.io/v1/namespaces/default/events"));
+    assert!(
+        fake.calls().iter().any(
+            |c| c.method == http::Method::POST && c.path == "/api/v1/namespaces/default/events"
+        )
+    );
 }
 
 /// Makes the admin mapping invalid (a group with a space), as a new generation.

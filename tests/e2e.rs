@@ -18,7 +18,8 @@
 //!    aws-auth entries for the principals the suite uses;
 //! 3. start `aws-auth-operator run` as a child process (killed on drop), log in
 //!    `$CARGO_TARGET_TMPDIR/<run>-operator.log`;
-//! 4. create every IamIdentityMapping of `examples/*.yaml` (names prefixed with the run id) and
+//! 4. create every IamIdentityMapping of `examples/*.yaml` (not `examples/aws/`, which need AWS;
+//!    names prefixed with the run id) and
 //!    wait until each is Ready and aws-auth holds its rendered entry, marked managed;
 //! 5. a hand-added (foreign) entry survives the operator's next write, unmanaged;
 //! 6. a hand edit of a managed entry is repaired and recorded in `status.lastDriftRepair`;
@@ -1220,11 +1221,16 @@ fn load_examples(run_id: &str) -> Result<Vec<IamIdentityMapping>> {
     for path in paths {
         let text = std::fs::read_to_string(&path)?;
         for example in parse_mappings(&text, &path.display().to_string())?.mappings {
-            // A permission set is resolved through IAM, which this cluster need not reach;
-            // tests/principals_ministack.rs covers them against a local IAM.
-            if example.spec.sso_permission_set.is_some() {
-                continue;
-            }
+            // Examples that need AWS live in examples/aws/; a permission set among these would
+            // wait for IAM, which this cluster need not reach (tests/principals_ministack.rs
+            // covers them against a local IAM).
+            check(
+                example.spec.sso_permission_set.is_none(),
+                format!(
+                    "{}: a permission set needs IAM; it belongs in examples/aws/",
+                    path.display()
+                ),
+            )?;
             out.push(example_for_run(example, run_id));
         }
     }

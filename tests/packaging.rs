@@ -3,8 +3,9 @@
 //! - the Dockerfile, checked against the repository without a container engine: every path it
 //!   copies exists (and is not excluded by .dockerignore), every file the sources embed is
 //!   copied, the binary it builds and runs is the Cargo bin, the stub targets of the dependency
-//!   layer match the targets Cargo.toml declares, `cargo build --release --locked`, a non-root
-//!   runtime without a shell, OCI labels that agree with Cargo.toml;
+//!   layer match the targets Cargo.toml declares, `cargo build --release --locked`, the binary
+//!   shipped stripped (its strip step run here on the test binary when objcopy is installed),
+//!   a non-root runtime without a shell, OCI labels that agree with Cargo.toml;
 //! - the Helm chart and GitOps tests in tests/chart (Python: the real Helm engine from
 //!   helm-python-sdk, Lua 5.1 from lupa, CEL), run with the binary this `cargo test` built. They
 //!   need the Python named by `AWS_AUTH_OPERATOR_PYTHON` (`.ci/run` and `make venv` set one up;
@@ -454,6 +455,147 @@ fn dockerfile_builds_and_runs_the_cargo_binary() {
             "CMD {cmd:?} is not a subcommand of {bin}"
         );
     }
+}
+
+/// Names of the sections of a 64-bit little-endian ELF file (what the build image makes).
+fn elf_sections(bytes: &[u8]) -> Vec<String> {
+    assert_eq!(&bytes[..4], b"\x7fELF", "not an ELF file");
+    assert_eq!(
+        (bytes[4], bytes[5]),
+        (2, 1),
+        "64-bit little-endian ELF expected"
+    );
+    let u16_at = |at: usize| u16::from_le_bytes([bytes[at], bytes[at + 1]]) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap()) as usize;
+    let (shoff, shentsize, shnum, shstrndx) =
+        (u64_at(0x28), u16_at(0x3A), u16_at(0x3C), u16_at(0x3E));
+    let header = |i: usize| shoff + i * shentsize;
+    let strtab = u64_at(header(shstrndx) + 0x18);
+    (0..shnum)
+        .map(|i| {
+            let start = strtab + u32_at(header(i));
+            let end = start + bytes[start..].iter().position(|b| *b == 0).unwrap();
+            String::from_utf8_lossy(&bytes[start..end]).to_string()
+        })
+        .collect()
+}
+
+/// The runtime image gets the binary stripped: the COPY --from the build stage takes the output
+/// of a strip step over target/release/BIN, and another stage keeps the debug info apart. The
+/// build stage's objcopy commands are then run here, on the binary this test built, when
+/// objcopy is installed: the shipped file has no debug section and no symbol table.
+#[test]
+fn dockerfile_ships_the_binary_stripped() {
+    let (_, stages) = dockerfile();
+    let build = build_stage(&stages);
+    let runtime = stages.last().expect("runtime");
+    let (_, sources, _) = runtime
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "COPY")
+        .map(|i| copy_parts(&i.args))
+        .find(|(flags, _, _)| flags.iter().any(|f| f.starts_with("--from=")))
+        .expect("COPY --from");
+    let shipped = sources[0].clone();
+    let release = format!(
+        "target/release/{}",
+        Path::new(BIN).file_name().unwrap().to_string_lossy()
+    );
+    let commands: Vec<Vec<String>> = build
+        .instructions
+        .iter()
+        .filter(|i| i.keyword == "RUN")
+        .flat_map(|i| i.args.split("&&").map(str::to_string).collect::<Vec<_>>())
+        .map(|c| c.split_whitespace().map(str::to_string).collect())
+        .collect();
+    let strip = commands
+        .iter()
+        .find(|words| words.last() == Some(&shipped))
+        .unwrap_or_else(|| panic!("no build step writes {shipped}, the file the image ships"));
+    let strips = match strip[0].as_str() {
+        "strip" => true,
+        "objcopy" => strip
+            .iter()
+            .any(|w| ["--strip-all", "--strip-debug", "--strip-unneeded"].contains(&w.as_str())),
+        _ => false,
+    };
+    assert!(
+        strips,
+        "{shipped} is written by `{}`, not a strip step",
+        strip.join(" ")
+    );
+    assert!(
+        strip.contains(&release),
+        "the strip step reads {release}: {strip:?}"
+    );
+    let keep_debug = commands
+        .iter()
+        .find(|w| w[0] == "objcopy" && w.iter().any(|a| a == "--only-keep-debug"))
+        .expect("the debug info is kept apart (objcopy --only-keep-debug)");
+    let debug_file = keep_debug.last().expect("output").clone();
+    assert!(
+        stages
+            .iter()
+            .any(|s| s.instructions.iter().any(|i| i.keyword == "COPY"
+                && i.args.contains(&format!(
+                    "--from={}",
+                    build.name.as_deref().unwrap_or_default()
+                ))
+                && i.args.contains(&debug_file))),
+        "a stage exports {debug_file}"
+    );
+
+    // Run the two steps on this build's binary.
+    if Command::new("objcopy").arg("--version").output().is_err() {
+        assert!(!in_ci(), "objcopy is needed to check the strip step");
+        eprintln!("objcopy not found: the strip step is checked as text only");
+        return;
+    }
+    let dir = std::env::temp_dir().join(format!("aao-strip-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let local = |word: &String| -> String {
+        if *word == release {
+            BIN.to_string()
+        } else if let Some(name) = word.strip_prefix('/') {
+            dir.join(name).to_string_lossy().to_string()
+        } else if let Some((flag, path)) = word.split_once("=/") {
+            format!("{flag}={}", dir.join(path).to_string_lossy())
+        } else {
+            word.clone()
+        }
+    };
+    for step in [keep_debug, strip] {
+        let out = Command::new(&step[0])
+            .args(step[1..].iter().map(local))
+            .output()
+            .expect("run objcopy");
+        assert!(
+            out.status.success(),
+            "{step:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let original = elf_sections(&std::fs::read(BIN).expect("binary"));
+    assert!(
+        original.iter().any(|s| s.starts_with(".debug_")),
+        "the test binary has debug info to strip: {original:?}"
+    );
+    let stripped = elf_sections(&std::fs::read(local(&shipped)).expect("stripped binary"));
+    // `.debug_gdb_scripts` is loaded data (a pointer to rustc's gdb scripts), not debug info.
+    assert!(
+        !stripped
+            .iter()
+            .any(|s| (s.starts_with(".debug_") && s != ".debug_gdb_scripts") || s == ".symtab"),
+        "the shipped binary still has {stripped:?}"
+    );
+    assert!(
+        stripped.iter().any(|s| s == ".gnu_debuglink"),
+        "{stripped:?}"
+    );
+    let debug = elf_sections(&std::fs::read(local(&debug_file)).expect("debug file"));
+    assert!(debug.iter().any(|s| s == ".debug_line"), "{debug:?}");
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 #[test]

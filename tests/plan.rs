@@ -5,7 +5,7 @@ use aws_auth_operator::arn::PrincipalKey;
 use aws_auth_operator::awsauth::{ConfigMapData, Entry, parse_data};
 use aws_auth_operator::plan::{
     Blocked, DriftPolicy, LiveAwsAuth, ManagedSet, MappingInput, Note, Outcome, Plan,
-    RecoverySource, Settings, Unrecoverable, plan,
+    PolicySubject, RecoverySource, Settings, Unrecoverable, plan,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
@@ -285,6 +285,116 @@ fn protected_principals_are_never_changed_or_removed() {
     assert_eq!(p.data["mapRoles"], NODE_ROLE);
 }
 
+/// RBAC binds usernames as well as groups: a mapping may not take the name of a Kubernetes or
+/// EKS identity (a controller, the operator's own ServiceAccount) even with no group at all.
+#[test]
+fn reserved_usernames_are_refused_like_a_denied_group() {
+    let settings = Settings::default()
+        .with_group_policy(&[], &["system:masters".into(), "system:.*".into()])
+        .unwrap();
+    let controller = role_mapping(
+        "kcm",
+        "arn:aws:iam::111122223333:role/mallory",
+        "system:kube-controller-manager",
+        &[],
+    );
+    let operator = role_mapping(
+        "operator",
+        "arn:aws:iam::111122223333:role/mallory2",
+        "system:serviceaccount:aws-auth-operator:aao-aws-auth-operator",
+        &[],
+    );
+    let session = role_mapping(
+        "session",
+        "arn:aws:iam::111122223333:role/mallory3",
+        "{{SessionName}}:kube-scheduler",
+        &[],
+    );
+    let p = plan(
+        &[controller, operator, session],
+        &LiveAwsAuth::default(),
+        &settings,
+    );
+    for (name, username) in [
+        ("kcm", "system:kube-controller-manager"),
+        (
+            "operator",
+            "system:serviceaccount:aws-auth-operator:aao-aws-auth-operator",
+        ),
+        ("session", "{{SessionName}}:kube-scheduler"),
+    ] {
+        match &p.outcomes[name] {
+            outcome @ Outcome::PolicyViolation {
+                subject: PolicySubject::Username(refused),
+                kept: None,
+                removed: None,
+                ..
+            } => {
+                assert_eq!(refused, username);
+                assert_eq!(outcome.reason(), "PolicyViolation");
+                let message = outcome.message();
+                assert!(
+                    message.starts_with(&format!("username `{username}` is not allowed")),
+                    "{message}"
+                );
+                assert!(message.ends_with("; nothing is rendered"), "{message}");
+            }
+            other => panic!("{name}: {other:?}"),
+        }
+    }
+    assert!(!p.data.contains_key("mapRoles"), "{:?}", p.data);
+}
+
+/// An entry rendered before the username became refused stays (and the mapping is Stalled),
+/// as with a newly denied group; --enforce-group-policy removes it. An edit to a reserved
+/// username keeps the entry of the last allowed spec, never the new one.
+#[test]
+fn an_entry_rendered_before_a_reserved_username_stays_unless_enforced() {
+    let arn = "arn:aws:iam::111122223333:role/ops";
+    let first = role_mapping("ops", arn, "ops:{{SessionName}}", &["team-a"]);
+    let p1 = plan(
+        std::slice::from_ref(&first),
+        &LiveAwsAuth::default(),
+        &Settings::default(),
+    );
+    let rendered = rendered_entry(&p1, "ops");
+    let mut edited = with_status(first, &p1);
+    edited.spec.username = Some("system:kube-controller-manager".into());
+    edited.generation = Some(2);
+
+    let p2 = plan(
+        std::slice::from_ref(&edited),
+        &applied(&p1),
+        &Settings::default(),
+    );
+    match &p2.outcomes["ops"] {
+        Outcome::PolicyViolation {
+            subject: PolicySubject::Username(_),
+            kept: Some(kept),
+            removed: None,
+            ..
+        } => assert_eq!(kept, &rendered),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(p2.data, p1.data, "the last allowed entry stays as it was");
+    assert!(!p2.data["mapRoles"].contains("system:kube-controller-manager"));
+
+    let enforce = Settings {
+        enforce_group_policy: true,
+        ..Settings::default()
+    };
+    let p3 = plan(std::slice::from_ref(&edited), &applied(&p1), &enforce);
+    match &p3.outcomes["ops"] {
+        Outcome::PolicyViolation {
+            kept: None,
+            removed: Some(removed),
+            ..
+        } => assert_eq!(removed, &rendered),
+        other => panic!("{other:?}"),
+    }
+    assert!(!p3.data.get("mapRoles").is_some_and(|r| r.contains(arn)));
+}
+
 #[test]
 fn group_policy() {
     let settings = Settings::default()
@@ -293,12 +403,12 @@ fn group_policy() {
     let p = plan(&[admin()], &LiveAwsAuth::default(), &settings);
     match &p.outcomes["admin"] {
         Outcome::PolicyViolation {
-            group,
+            subject,
             rule,
             kept: None,
             removed: None,
         } => {
-            assert_eq!(group, "system:masters");
+            assert_eq!(subject, &PolicySubject::Group("system:masters".into()));
             assert!(rule.contains("--denied-groups `system:masters`"), "{rule}");
         }
         other => panic!("{other:?}"),
@@ -324,7 +434,7 @@ fn group_policy() {
     assert!(matches!(p.outcomes["ok"], Outcome::Rendered { .. }));
     // Patterns match the whole group name.
     assert!(
-        matches!(&p.outcomes["no"], Outcome::PolicyViolation { group, .. } if group == "xteam-c")
+        matches!(&p.outcomes["no"], Outcome::PolicyViolation { subject: PolicySubject::Group(group), .. } if group == "xteam-c")
     );
 }
 

@@ -414,4 +414,20 @@ async fn finding_15_an_event_series_is_per_message() {
     assert_eq!(events[1].note.as_deref(), Some("second"));
     assert_eq!(events[1].series.as_ref().map(|s| s.count), Some(2));
     assert_eq!(events[0].metadata.namespace.as_deref(), Some("default"));
+    // What `kubectl get events` (core/v1) reads and sorts by: the count and the timestamps.
+    assert_eq!(events[0].deprecated_count, Some(1));
+    assert_eq!(events[1].deprecated_count, Some(2));
+    let first = events[1]
+        .deprecated_first_timestamp
+        .as_ref()
+        .expect("first");
+    let last = events[1].deprecated_last_timestamp.as_ref().expect("last");
+    assert!(last.0 >= first.0, "{first:?} {last:?}");
+    assert!(
+        events[0]
+            .deprecated_source
+            .as_ref()
+            .and_then(|s| s.component.as_deref())
+            .is_some_and(|c| !c.is_empty())
+    );
 }

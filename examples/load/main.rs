@@ -17,8 +17,8 @@
 //! 1. Starts watchers and waits until they have listed: kube-system/aws-auth (its writes are
 //!    resourceVersion changes; its entries are read with the operator's own parser), the run's
 //!    IamIdentityMappings (status writes are resourceVersion changes at an unchanged
-//!    metadata.generation), and the other writes the operator makes: its events (events.k8s.io,
-//!    reportingController `aws-auth-operator`), its history ConfigMap and its leader Lease.
+//!    metadata.generation), and the other writes the operator makes: its events (core/v1,
+//!    reportingComponent `aws-auth-operator`), its history ConfigMap and its leader Lease.
 //!    Everything is measured from watch events, nothing by polling.
 //! 2. With `--simulate`: starts the simulated API server (see `src/testserver.rs`: per-request latency,
 //!    a concurrency limit, what it serves), seeds the CRD and an EKS-like aws-auth holding one node
@@ -75,7 +75,7 @@ use clap::{ArgAction, Parser};
 use futures::{StreamExt, stream};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::api::events::v1::Event;
+use k8s_openapi::api::core::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::runtime::{WatchStreamExt, watcher};
@@ -1643,7 +1643,7 @@ fn start_watchers(client: &Client, args: &Args, shared: &Arc<Shared>) -> Watcher
             watcher::Config::default(),
             Other::Events,
             shared.clone(),
-            |event: &Event| event.reporting_controller.as_deref() == Some(CONTROLLER_NAME),
+            |event: &Event| event.reporting_component.as_deref() == Some(CONTROLLER_NAME),
         )),
         tokio::spawn(watch_writes(
             Api::<ConfigMap>::namespaced(client.clone(), CONFIGMAP_NAMESPACE),

@@ -552,7 +552,16 @@ pub fn desired_mapping(
             .map(|t| t.0.as_second()),
         translation: translate_resolved(&m.spec, resolved_arn),
         adopt: m.spec.access_entry.as_ref().is_some_and(|a| a.adopt),
-        refusal: spec_refusal(&m.spec, resolved_arn, access_entry_groups, settings),
+        refusal: spec_refusal(
+            &m.spec,
+            resolved_arn,
+            access_entry_groups,
+            m.spec
+                .access_entry
+                .as_ref()
+                .and_then(|a| a.username.as_deref()),
+            settings,
+        ),
         confirmed_before: false,
     }
 }

@@ -737,9 +737,12 @@ pub fn refused_outcome(
             SyncReason::ProtectedPrincipal,
             "remove the mapping, or the protection if you do mean to manage the principal",
         ),
-        PolicyRefusal::Group { .. } => (
+        PolicyRefusal::Forbidden { subject, .. } => (
             SyncReason::PolicyViolation,
-            "change the groups, or the policy",
+            match subject {
+                crate::plan::PolicySubject::Group(_) => "change the groups, or the policy",
+                crate::plan::PolicySubject::Username(_) => "change the username, or the policy",
+            },
         ),
     };
     let mut message = format!(

@@ -33,8 +33,8 @@ pub const GROUP_NODES: &str = "system:nodes";
 pub const GROUP_NODE_PROXIER: &str = "system:node-proxier";
 pub const GROUP_KUBE_PROXY_WINDOWS: &str = "eks:kube-proxy-windows";
 pub const CLUSTER_ADMIN_POLICY: &str = "AmazonEKSClusterAdminPolicy";
-/// Username prefixes EKS refuses in an access entry.
-pub const RESERVED_USERNAME_PREFIXES: [&str; 5] = ["system:", "eks:", "aws:", "amazon:", "iam:"];
+// Username prefixes EKS refuses in an access entry (the operator's policy refuses them too).
+pub use crate::plan::RESERVED_USERNAME_PREFIXES;
 const SSO_ROLE_PREFIX: &str = "AWSReservedSSO_";
 
 /// Where an access policy applies.

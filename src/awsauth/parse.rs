@@ -664,11 +664,21 @@ impl<'a> SectionParser<'a> {
         for (field, mut candidates) in matched {
             candidates.sort_by(|a, b| a.0.cmp(&b.0));
             if candidates.len() > 1 {
-                let keys: Vec<_> = candidates.iter().map(|c| format!("`{}`", c.0)).collect();
+                // Each key with its value: two `rolearn` keys (one merged in with `<<`) are
+                // told apart only by their values.
+                let described =
+                    |(key, node, _): &(String, Node, Pos)| format!("`{key}: {}`", node.to_json());
+                let all: Vec<_> = candidates.iter().map(described).collect();
+                let same_key = candidates.windows(2).any(|w| w[0].0 == w[1].0);
                 let message = format!(
-                    "{} all set `{field}`; the authenticator uses only `{}`",
-                    keys.join(", "),
-                    candidates[candidates.len() - 1].0
+                    "{} all set `{field}`; the authenticator uses only the last, {}{}",
+                    all.join(", "),
+                    described(&candidates[candidates.len() - 1]),
+                    if same_key {
+                        " (a key merged in with `<<` counts where the `<<` stands; the last one in the entry wins)"
+                    } else {
+                        " (spellings in sorted order)"
+                    }
                 );
                 let at = candidates[0].2;
                 self.push(

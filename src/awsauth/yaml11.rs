@@ -295,12 +295,17 @@ impl Builder {
     }
 }
 
-/// `<<: *anchor` merges the anchored mapping's keys that the mapping does not set itself.
+/// `<<: *anchor` merges the anchored mapping's keys where the `<<` stands, as go-yaml v2 does
+/// (sigs.k8s.io/yaml, which the authenticator reads mapRoles and mapUsers with): its decoder
+/// assigns a mapping's keys in document order, a merge included, so a key set both ways takes
+/// the value that comes last (`rolearn: b` after `<<: *a` wins; before it, it loses). Of a
+/// list of merged mappings the earlier ones win: v2 assigns them from the last to the first.
 fn merge_into(entries: &mut Vec<(Node, Node)>, source: Node) {
     let sources = match source {
         Node::Map { entries, .. } => vec![entries],
         Node::Seq { items, .. } => items
             .into_iter()
+            .rev()
             .filter_map(|n| match n {
                 Node::Map { entries, .. } => Some(entries),
                 _ => None,
@@ -309,15 +314,7 @@ fn merge_into(entries: &mut Vec<(Node, Node)>, source: Node) {
         Node::Scalar { .. } => Vec::new(),
     };
     for merged in sources {
-        for (k, v) in merged {
-            let key = k.key_string();
-            if !entries
-                .iter()
-                .any(|(existing, _)| existing.key_string() == key)
-            {
-                entries.push((k, v));
-            }
-        }
+        entries.extend(merged);
     }
 }
 

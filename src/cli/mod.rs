@@ -96,9 +96,22 @@ pub struct PolicyArgs {
     /// Regex no group may fully match (repeatable), e.g. `system:masters`.
     #[arg(long = "denied-groups")]
     pub denied_groups: Vec<String>,
-    /// Remove the entry of a mapping that violates the group policy. Without it the last
-    /// rendered entry stays and the mapping is Stalled (PolicyViolation): a policy change never
-    /// locks anyone out silently.
+    /// Regex every username must fully match (repeatable; any one suffices). Reserved
+    /// usernames stay refused unless --allowed-reserved-usernames allows them.
+    #[arg(long = "allowed-usernames")]
+    pub allowed_usernames: Vec<String>,
+    /// Regex no username may fully match (repeatable), on top of the reserved prefixes
+    /// (system:, eks:, aws:, amazon:, iam:), which are always refused.
+    #[arg(long = "denied-usernames")]
+    pub denied_usernames: Vec<String>,
+    /// Regex of reserved usernames (system:, eks:, aws:, amazon:, iam:) a mapping may use after
+    /// all (repeatable), e.g. `system:node:\{\{SessionName\}\}` with other groups than the
+    /// node groups. EKS's node mappings with the node groups only are always allowed.
+    #[arg(long = "allowed-reserved-usernames")]
+    pub allowed_reserved_usernames: Vec<String>,
+    /// Remove the entry of a mapping that violates the group or username policy. Without it
+    /// the last rendered entry stays and the mapping is Stalled (PolicyViolation): a policy
+    /// change never locks anyone out silently.
     #[arg(long, env = "AWS_AUTH_OPERATOR_ENFORCE_GROUP_POLICY")]
     pub enforce_group_policy: bool,
 }
@@ -107,6 +120,13 @@ impl PolicyArgs {
     pub fn settings(&self) -> Result<crate::plan::Settings, CliError> {
         let mut settings = crate::plan::Settings::default()
             .with_group_policy(&self.allowed_groups, &self.denied_groups)
+            .and_then(|s| {
+                s.with_username_policy(
+                    &self.allowed_usernames,
+                    &self.denied_usernames,
+                    &self.allowed_reserved_usernames,
+                )
+            })
             .map_err(|e| CliError::Input(e.to_string()))?;
         for value in &self.protected {
             settings

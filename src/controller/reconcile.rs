@@ -754,7 +754,11 @@ pub fn status_patch(status: &IamIdentityMappingStatus) -> Value {
 fn describe(entries: &[Entry]) -> String {
     let list: Vec<String> = entries
         .iter()
-        .map(|e| format!("{} ({})", e.principal(), e.section()))
+        .map(|e| match e.principal() {
+            // An empty item (mapAccounts `- ""` or `- ~`) must still show in the list.
+            "" => format!("\"\" ({})", e.section()),
+            principal => format!("{principal} ({})", e.section()),
+        })
         .collect();
     if list.is_empty() {
         "no entries".to_string()
@@ -1070,7 +1074,7 @@ async fn publish(
     };
     if let Err(err) = events.publish(object, type_, reason, message).await {
         if is_status(&err, 403) {
-            error!(error = %describe_kube_error(&err), reason, "events are forbidden: check the RBAC for events.k8s.io events (create, patch)");
+            error!(error = %describe_kube_error(&err), reason, "events are forbidden: check the RBAC for core/v1 events (create, patch)");
         } else {
             warn!(error = %describe_kube_error(&err), reason, "could not publish event");
         }
@@ -1095,6 +1099,16 @@ mod tests {
             groups: vec!["view".into()],
             extra: Default::default(),
         })
+    }
+
+    #[test]
+    fn an_empty_principal_is_described_visibly() {
+        let empty = Entry::Account(String::new());
+        let account = Entry::Account("111122223333".into());
+        assert_eq!(
+            describe_at_most(&[empty, account, entry()], 2),
+            "\"\" (mapAccounts), 111122223333 (mapAccounts) and 1 more"
+        );
     }
 
     fn rendered() -> Outcome {

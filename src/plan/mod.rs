@@ -36,7 +36,9 @@ use crate::awsauth::{
 use crate::validate::{Problem, validate_resolved};
 
 pub use managed::{MANAGED_ANNOTATION, MAX_MANAGED_ANNOTATION_BYTES, ManagedSet, ManagedSetError};
-pub use settings::{DriftPolicy, PolicyRefusal, Settings, SettingsError};
+pub use settings::{
+    DriftPolicy, PolicyRefusal, PolicySubject, RESERVED_USERNAME_PREFIXES, Settings, SettingsError,
+};
 
 /// One IamIdentityMapping as `plan()` needs it.
 #[derive(Debug, Clone, PartialEq)]
@@ -124,10 +126,10 @@ pub enum Outcome {
     Conflict { winner: String, principal: String },
     /// The principal is protected by `--protected-arn`: the operator never touches it.
     Protected { principal: String },
-    /// A group is outside the group policy. The last rendered entry stays (`kept`), unless
-    /// `--enforce-group-policy` removed it (`removed`).
+    /// A group or the username is outside the policy. The last rendered entry stays (`kept`),
+    /// unless `--enforce-group-policy` removed it (`removed`).
     PolicyViolation {
-        group: String,
+        subject: PolicySubject,
         rule: String,
         kept: Option<Entry>,
         removed: Option<Entry>,
@@ -221,12 +223,12 @@ impl Outcome {
                 "{principal} is a protected principal (--protected-arn): the operator never changes or removes its aws-auth entry"
             ),
             Outcome::PolicyViolation {
-                group,
+                subject,
                 rule,
                 kept,
                 removed,
             } => {
-                let mut message = format!("group `{group}` is not allowed: it {rule}");
+                let mut message = format!("{subject} is not allowed: it {rule}");
                 match (kept, removed) {
                     (Some(kept), _) => message.push_str(&format!(
                         "; the last rendered entry ({}) stays in aws-auth until the mapping is fixed (--enforce-group-policy would remove it)",
@@ -585,12 +587,14 @@ impl Principal {
 
 /// The policy's verdict on a mapping from its spec alone, valid or not (`plan()` decides the
 /// same for a valid spec): the protected principal check needs a readable ARN or account, the
-/// group check only the groups. `extra_groups` are groups the mapping grants elsewhere (the
-/// access-entry loop passes `spec.accessEntry.kubernetesGroups`).
+/// group and username checks only the groups and usernames. `extra_groups` and
+/// `extra_username` are what the mapping grants elsewhere (the access-entry loop passes
+/// `spec.accessEntry.kubernetesGroups` and `spec.accessEntry.username`).
 pub fn spec_refusal<'g>(
     spec: &'g IamIdentityMappingSpec,
     resolved_arn: Option<&str>,
     extra_groups: impl IntoIterator<Item = &'g String>,
+    extra_username: Option<&'g str>,
     settings: &Settings,
 ) -> Option<PolicyRefusal> {
     // The key aws-auth gives the principal (roles path-stripped), as `validate()` builds it.
@@ -606,6 +610,7 @@ pub fn spec_refusal<'g>(
     };
     settings.refusal(
         principal.as_ref().map(|(key, arn)| (key, arn.as_str())),
+        spec.username.as_deref().into_iter().chain(extra_username),
         spec.groups.iter().chain(extra_groups),
     )
 }
@@ -633,12 +638,16 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             Err(problems) => invalid.push((index, problems)),
             Ok(entry) => {
                 let key = entry.key();
-                match settings.refusal(Some((&key, entry.principal())), entry.groups()) {
+                match settings.refusal(
+                    Some((&key, entry.principal())),
+                    entry.username(),
+                    entry.groups(),
+                ) {
                     Some(PolicyRefusal::Protected { principal }) => {
                         outcomes[index] = Some(Outcome::Protected { principal });
                     }
-                    Some(PolicyRefusal::Group { group, rule }) => {
-                        violations.push((index, group, rule));
+                    Some(PolicyRefusal::Forbidden { subject, rule }) => {
+                        violations.push((index, subject, rule));
                     }
                     None => principal_mut(&mut principals, key, settings)
                         .claims
@@ -686,7 +695,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             kept,
         });
     }
-    for (index, group, rule) in violations {
+    for (index, subject, rule) in violations {
         let mapping = &mappings[index];
         let (kept, removed) = if settings.enforce_group_policy {
             let removed = remove_last_entry(mapping, &mut principals);
@@ -701,7 +710,7 @@ pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) 
             (keep_last_entry(mapping, &mut principals), None)
         };
         outcomes[index] = Some(Outcome::PolicyViolation {
-            group,
+            subject,
             rule,
             kept,
             removed,

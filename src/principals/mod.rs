@@ -176,16 +176,29 @@ pub fn resolved_arn_of(
     resolved_arn(&mapping.spec, mapping.status.as_ref(), report.as_ref())
 }
 
-/// Up to three of `candidates` that look most like `name` (case-insensitive edit distance of at
-/// most a third of the name, and at least 2), closest first.
+/// The shortest name whose containment in another counts as a look-alike: below it, `x` would
+/// look like every name with an x.
+const MIN_CONTAINED_CHARS: usize = 3;
+
+/// Up to three of `candidates` that look most like `name`, closest first (case-insensitive): an
+/// edit distance of at most a third of the name (and at least 2), or one name containing the
+/// other (`Power` and `Power_User`; the shorter of at least 3 characters).
 pub fn closest_names<'a>(name: &str, candidates: impl IntoIterator<Item = &'a str>) -> Vec<String> {
     let target = name.to_ascii_lowercase();
     let limit = (target.chars().count() / 3).max(2);
     let mut scored: Vec<(usize, &str)> = candidates
         .into_iter()
         .filter_map(|c| {
-            let distance = edit_distance(&target, &c.to_ascii_lowercase());
-            (distance <= limit).then_some((distance, c))
+            let candidate = c.to_ascii_lowercase();
+            let distance = edit_distance(&target, &candidate);
+            let (shorter, longer) = if candidate.len() < target.len() {
+                (&candidate, &target)
+            } else {
+                (&target, &candidate)
+            };
+            let contained =
+                shorter.chars().count() >= MIN_CONTAINED_CHARS && longer.contains(shorter.as_str());
+            (distance <= limit || contained).then_some((distance, c))
         })
         .collect();
     scored.sort();
@@ -249,6 +262,19 @@ mod tests {
             vec!["Platform-Viewer"]
         );
         assert!(closest_names("something-else-entirely", names).is_empty());
+    }
+
+    #[test]
+    fn a_name_contained_in_another_looks_alike() {
+        let sets = ["Power_User", "PowerUserAccess", "Admin", "ReadOnly", "Pow"];
+        assert_eq!(
+            closest_names("Power", sets),
+            vec!["Pow", "Power_User", "PowerUserAccess"]
+        );
+        assert_eq!(closest_names("readonlyaccess", sets), vec!["ReadOnly"]);
+        // Too short to count by containment: `x` is in no name here, `Ad` only by distance.
+        assert!(closest_names("x", ["Admin", "Box-Team"]).is_empty());
+        assert!(closest_names("Ad", ["ReadOnlyAdministrators"]).is_empty());
     }
 
     fn sso_spec(name: &str) -> IamIdentityMappingSpec {

@@ -414,6 +414,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn a_permission_set_whose_name_contains_the_one_asked_for_looks_alike() {
+        let roles = [
+            sso("AWSReservedSSO_Power_User_3333333333333333"),
+            sso("AWSReservedSSO_Billing_2222222222222222"),
+        ];
+        assert_eq!(
+            lookup("Power", &roles),
+            Lookup::None {
+                similar: vec!["Power_User".to_string()]
+            }
+        );
+    }
+
     fn arn_of(role: &IamPrincipal) -> String {
         role.arn.clone()
     }

@@ -77,6 +77,8 @@ ARN_2 = "arn:aws:iam::111122223333:user/ops/alice"
 # Regexes with YAML- and shell-significant characters: they must reach the binary verbatim.
 GROUP_RE_1 = r"^team-[a-z]+: #\d{2,}$"
 GROUP_RE_2 = "system:(masters|nodes)"
+USERNAME_RE = r"team-[a-z]+:\{\{SessionName\}\}"
+RESERVED_RE = r"system:node:\{\{SessionName\}\}"
 
 # Every flag of `aws-auth-operator run --help` (global flags included) and its chart value.
 # A flag the binary has and this table lacks fails test_every_flag_of_the_binary_has_a_value.
@@ -108,6 +110,24 @@ FLAGS: dict[str, Flag] = {
         [GROUP_RE_2],
         [f"--denied-groups={GROUP_RE_2}"],
         lambda v: None if not v["operator"]["deniedGroups"] else "set",
+    ),
+    "--allowed-usernames": Flag(
+        "operator.allowedUsernames",
+        [USERNAME_RE, "dev-.*"],
+        [f"--allowed-usernames={USERNAME_RE}", "--allowed-usernames=dev-.*"],
+        lambda v: None if not v["operator"]["allowedUsernames"] else "set",
+    ),
+    "--denied-usernames": Flag(
+        "operator.deniedUsernames",
+        ["root", "admin:.*"],
+        ["--denied-usernames=root", "--denied-usernames=admin:.*"],
+        lambda v: None if not v["operator"]["deniedUsernames"] else "set",
+    ),
+    "--allowed-reserved-usernames": Flag(
+        "operator.allowedReservedUsernames",
+        [RESERVED_RE],
+        [f"--allowed-reserved-usernames={RESERVED_RE}"],
+        lambda v: None if not v["operator"]["allowedReservedUsernames"] else "set",
     ),
     "--enforce-group-policy": Flag(
         "operator.enforceGroupPolicy",

@@ -5,7 +5,9 @@
 //!   metadata.resourceVersion differs), PATCH (merge patch, or server-side apply treated as a merge
 //!   that may create);
 //! - cluster-scoped IamIdentityMappings: GET, PATCH of /status (JSON merge patch, 404 if missing);
-//! - events.k8s.io/v1 events in any namespace: POST and PATCH (merge), recorded.
+//! - core/v1 events in any namespace: POST and PATCH (merge), recorded as the events.k8s.io/v1
+//!   view the API server gives of them (`count` is `deprecatedCount`, and so on), with the
+//!   core/v1 legacy validation of an event that has an `eventTime`.
 //!
 //! Every write bumps a global resourceVersion. Every request is logged. Errors are `Status` bodies
 //! like the real API server's, so kube's error handling sees what it would see in a cluster.
@@ -29,7 +31,7 @@ use tokio::task::JoinHandle;
 
 const CONFIGMAPS: &str = "/api/v1/namespaces/kube-system/configmaps";
 const MAPPINGS: &str = "/apis/awsauth.dev/v1alpha1/iamidentitymappings";
-const EVENTS_PREFIX: &str = "/apis/events.k8s.io/v1/namespaces/";
+const EVENTS_PREFIX: &str = "/api/v1/namespaces/";
 const CRDS: &str = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions";
 const LEASES: &str = "/apis/coordination.k8s.io/v1/namespaces/kube-system/leases";
 
@@ -210,7 +212,9 @@ impl State {
                 _ => unsupported(path),
             };
         }
-        if let Some(rest) = path.strip_prefix(EVENTS_PREFIX) {
+        if let Some(rest) = path.strip_prefix(EVENTS_PREFIX)
+            && rest.split('/').nth(1) == Some("events")
+        {
             let parts: Vec<&str> = rest.split('/').collect();
             return match (method, parts.as_slice()) {
                 (Method::POST, [_namespace, "events"]) => self.create_event(body),
@@ -388,13 +392,28 @@ impl State {
     }
 
     fn create_event(&mut self, body: &[u8]) -> Reply {
-        let mut event: Event = match parse(body) {
+        let core: Value = match parse(body) {
             Ok(event) => event,
             Err(reply) => return reply,
         };
+        // The legacy validation of an event with an eventTime (pkg/apis/core/validation).
+        for field in [
+            "reportingComponent",
+            "reportingInstance",
+            "action",
+            "reason",
+        ] {
+            if core[field].as_str().is_none_or(str::is_empty) {
+                return invalid(&format!("{field}: Required value"));
+            }
+        }
+        let mut event: Event = match serde_json::from_value(events_v1_view(core)) {
+            Ok(event) => event,
+            Err(err) => return invalid(&err.to_string()),
+        };
         event.metadata.resource_version = Some(self.next_resource_version());
         self.events.push(event.clone());
-        ok(StatusCode::CREATED, &event)
+        ok(StatusCode::CREATED, &core_v1_reply(&event))
     }
 
     fn patch_event(&mut self, name: &str, content_type: &str, body: &[u8]) -> Reply {
@@ -413,17 +432,60 @@ impl State {
         else {
             return not_found("events.events.k8s.io", name);
         };
-        let mut target = to_value(&*event);
+        let mut target = core_v1_view(to_value(&*event));
         merge(&mut target, &patch);
-        match serde_json::from_value::<Event>(target) {
+        match serde_json::from_value::<Event>(events_v1_view(target)) {
             Ok(mut patched) => {
                 patched.metadata.resource_version = Some(resource_version);
                 *event = patched;
-                ok(StatusCode::OK, &*event)
+                ok(StatusCode::OK, &core_v1_reply(event))
             }
             Err(err) => invalid(&err.to_string()),
         }
     }
+}
+
+/// The fields core/v1 and events.k8s.io/v1 name differently, as the API server converts them.
+const EVENT_FIELDS: [(&str, &str); 7] = [
+    ("involvedObject", "regarding"),
+    ("message", "note"),
+    ("reportingComponent", "reportingController"),
+    ("count", "deprecatedCount"),
+    ("firstTimestamp", "deprecatedFirstTimestamp"),
+    ("lastTimestamp", "deprecatedLastTimestamp"),
+    ("source", "deprecatedSource"),
+];
+
+fn rename_fields(mut event: Value, from_core: bool) -> Value {
+    if let Some(object) = event.as_object_mut() {
+        for (core, v1) in EVENT_FIELDS {
+            let (from, to) = if from_core { (core, v1) } else { (v1, core) };
+            if let Some(value) = object.remove(from) {
+                object.insert(to.to_string(), value);
+            }
+        }
+        object.remove("apiVersion");
+        object.remove("kind");
+    }
+    event
+}
+
+/// A core/v1 event as events.k8s.io/v1 shows it.
+fn events_v1_view(core: Value) -> Value {
+    rename_fields(core, true)
+}
+
+/// An events.k8s.io/v1 event as core/v1 shows it.
+fn core_v1_view(v1: Value) -> Value {
+    rename_fields(v1, false)
+}
+
+/// What the core/v1 API answers with for a stored event.
+fn core_v1_reply(event: &Event) -> Value {
+    let mut core = core_v1_view(to_value(event));
+    core["apiVersion"] = json!("v1");
+    core["kind"] = json!("Event");
+    core
 }
 
 /// RFC 7386 JSON merge patch.

@@ -86,6 +86,15 @@ tests/chart/test_chart.py fails for a flag of the binary that no value reaches.
 {{- range .Values.operator.deniedGroups }}
 - {{ printf "--denied-groups=%s" . | quote }}
 {{- end }}
+{{- range .Values.operator.allowedUsernames }}
+- {{ printf "--allowed-usernames=%s" . | quote }}
+{{- end }}
+{{- range .Values.operator.deniedUsernames }}
+- {{ printf "--denied-usernames=%s" . | quote }}
+{{- end }}
+{{- range .Values.operator.allowedReservedUsernames }}
+- {{ printf "--allowed-reserved-usernames=%s" . | quote }}
+{{- end }}
 {{- if .Values.operator.enforceGroupPolicy }}
 - "--enforce-group-policy"
 {{- end }}

@@ -1175,8 +1175,8 @@ fn a_confirmation_is_still_valid_only_for_the_same_generation_and_principal() {
     assert!(!still_confirmed(Some(&unconfirmed), &dev()));
     assert!(!still_confirmed(None, &dev()));
     let mut refused_now = dev();
-    refused_now.refusal = Some(crate::plan::PolicyRefusal::Group {
-        group: "devs".into(),
+    refused_now.refusal = Some(crate::plan::PolicyRefusal::Forbidden {
+        subject: crate::plan::PolicySubject::Group("devs".into()),
         rule: "matches --denied-groups `devs`".into(),
     });
     assert!(!still_confirmed(Some(&confirmed), &refused_now));
