@@ -28,6 +28,7 @@ fn role_mapping(name: &str, arn: &str, username: &str, groups: &[&str]) -> Mappi
         },
         last_rendered: None,
         served_by_access_entry: false,
+        access_entry_unknown: false,
         resolved_arn: None,
     }
 }

@@ -162,6 +162,10 @@ pub struct ClusterReport {
     pub passes: u64,
     /// EKS API calls made since start.
     pub eks_calls: u64,
+    /// Why the last pass could not work with EKS, if it could not: the API did not answer (a
+    /// timeout, a refused connection) or refused the pass (DescribeCluster, ListAccessEntries).
+    /// Shown in the body of `/readyz` and as the `eks_unavailable` metric.
+    pub eks_problem: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +182,8 @@ struct BoardState {
 pub struct ReportBoard {
     state: Arc<RwLock<BoardState>>,
     changed: Arc<Notify>,
+    /// `ClusterReport::eks_problem`, for whoever reports health.
+    eks_problem: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl ReportBoard {
@@ -214,6 +220,21 @@ impl ReportBoard {
         self.changed.clone()
     }
 
+    /// Follows `ClusterReport::eks_problem` (EKS not answering, or refusing the loop's calls).
+    pub fn eks_problem(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.eks_problem.subscribe()
+    }
+
+    fn set_eks_problem(&self, problem: &Option<String>) {
+        self.eks_problem.send_if_modified(|current| {
+            let changed = current != problem;
+            if changed {
+                current.clone_from(problem);
+            }
+            changed
+        });
+    }
+
     /// Replaces every report (mappings that are gone disappear) and the cluster facts. Notifies
     /// only when a report changed, so that an idle pass wakes nobody. Returns whether it did.
     pub fn publish(
@@ -221,6 +242,7 @@ impl ReportBoard {
         reports: BTreeMap<String, AccessEntryReport>,
         cluster: ClusterReport,
     ) -> bool {
+        self.set_eks_problem(&cluster.eks_problem);
         let changed = {
             let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
             guard.cluster = cluster;
@@ -240,6 +262,7 @@ impl ReportBoard {
 
     /// Updates the cluster facts only.
     pub fn set_cluster(&self, cluster: ClusterReport) {
+        self.set_eks_problem(&cluster.eks_problem);
         let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         guard.cluster = cluster;
     }

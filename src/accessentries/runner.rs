@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -58,6 +58,44 @@ pub struct PassSummary {
     pub error: Option<String>,
 }
 
+/// The first call of a pass that got no answer from EKS (a timeout, a refused connection).
+/// The calls of the pass that have not started yet fail at once with that error instead of
+/// each waiting for its own timeout: a hung EKS API costs one call's timeout per pass, not one
+/// per entry, and is reported within seconds.
+#[derive(Debug, Clone, Default)]
+struct NoAnswer(Arc<Mutex<Option<EksError>>>);
+
+impl NoAnswer {
+    fn get(&self) -> Option<EksError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn reset(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Runs `call` unless EKS already did not answer in this pass, and remembers it if it does
+    /// not answer now.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, EksError>>,
+    ) -> Result<T, EksError> {
+        if let Some(err) = self.get() {
+            return Err(err);
+        }
+        let result = call.await;
+        if let Err(err) = &result
+            && err.is_unreachable()
+        {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| err.clone());
+        }
+        result
+    }
+}
+
 /// The state kept between passes.
 pub struct Runner<E: EksApi> {
     eks: Arc<E>,
@@ -72,6 +110,7 @@ pub struct Runner<E: EksApi> {
     reports: BTreeMap<String, AccessEntryReport>,
     /// The roles permission-set mappings resolved to.
     principals: Option<PrincipalBoard>,
+    no_answer: NoAnswer,
 }
 
 impl<E: EksApi> Runner<E> {
@@ -95,6 +134,7 @@ impl<E: EksApi> Runner<E> {
             mode: None,
             reports: BTreeMap::new(),
             principals: None,
+            no_answer: NoAnswer::default(),
         }
     }
 
@@ -129,6 +169,7 @@ impl<E: EksApi> Runner<E> {
         }
         let now = now();
         let mut summary = PassSummary::default();
+        self.no_answer.reset();
         let result = self.run_pass(&desired, resync, &now, &mut summary).await;
         summary.calls = self.eks.calls().since(&calls_before);
         let mut cluster = self.board.cluster();
@@ -139,12 +180,15 @@ impl<E: EksApi> Runner<E> {
             Ok(reports) => {
                 cluster.last_pass = Some(now.clone());
                 cluster.last_error = None;
+                // Some calls got no answer although the pass went through: EKS is not well.
+                cluster.eks_problem = self.no_answer.get().map(|err| eks_problem(&err));
                 self.publish(reports, cluster, &now);
             }
             Err(err) => {
                 warn!(cluster = %self.cluster, error = %err, "access-entry pass failed; aws-auth is not affected");
                 summary.error = Some(err.to_string());
                 cluster.last_error = Some(err.to_string());
+                cluster.eks_problem = Some(eks_problem(&err));
                 let reports = desired
                     .iter()
                     .map(|m| (m.name.clone(), self.failed_report(m, &err)))
@@ -176,12 +220,17 @@ impl<E: EksApi> Runner<E> {
             };
         }
         let confirmed = m.confirmed_before;
+        let what = if err.is_unreachable() {
+            "EKS is not answering"
+        } else {
+            "cannot read access entries from EKS"
+        };
         AccessEntryReport {
             generation: m.generation,
             synced: false,
             reason: SyncReason::EksError,
             message: format!(
-                "cannot read access entries from EKS ({err}); retrying. aws-auth is not affected{}",
+                "{what} ({err}); retrying. aws-auth is not affected{}",
                 if confirmed {
                     "; the access entry was last confirmed in place"
                 } else {
@@ -229,7 +278,10 @@ impl<E: EksApi> Runner<E> {
         summary: &mut PassSummary,
     ) -> Result<BTreeMap<String, AccessEntryReport>, EksError> {
         if resync || self.mode.is_none() {
-            let mode = self.eks.authentication_mode(&self.cluster).await?;
+            let mode = self
+                .no_answer
+                .call(self.eks.authentication_mode(&self.cluster))
+                .await?;
             if self.mode.as_ref() != Some(&mode) {
                 info!(cluster = %self.cluster, mode = mode.as_str(), "cluster authentication mode");
             }
@@ -245,7 +297,10 @@ impl<E: EksApi> Runner<E> {
             return Ok(plan_sync(desired, &observed).outcomes);
         }
 
-        let listed = self.eks.list_access_entries(&self.cluster).await?;
+        let listed = self
+            .no_answer
+            .call(self.eks.list_access_entries(&self.cluster))
+            .await?;
         let listed_keys: BTreeSet<String> = listed.iter().map(|a| principal_key(a)).collect();
         self.cache.retain(|k, _| listed_keys.contains(k));
         let wanted = wanted_principals(desired);
@@ -394,18 +449,26 @@ impl<E: EksApi> Runner<E> {
     ) {
         let eks = self.eks.clone();
         let cluster = self.cluster.clone();
+        let no_answer = self.no_answer.clone();
         let pending: Vec<_> = reads
             .map(|(arn, describe, policies)| {
                 let eks = eks.clone();
                 let cluster = cluster.clone();
+                let no_answer = no_answer.clone();
                 async move {
                     let entry = if describe {
-                        eks.describe_access_entry(&cluster, &arn).await
+                        no_answer
+                            .call(eks.describe_access_entry(&cluster, &arn))
+                            .await
                     } else {
                         Ok(None)
                     };
                     let listed = if policies && (!describe || matches!(entry, Ok(Some(_)))) {
-                        Some(eks.list_associated_policies(&cluster, &arn).await)
+                        Some(
+                            no_answer
+                                .call(eks.list_associated_policies(&cluster, &arn))
+                                .await,
+                        )
                     } else {
                         None
                     };
@@ -467,61 +530,63 @@ impl<E: EksApi> Runner<E> {
     async fn apply(&self, work: &PrincipalWork) -> Result<(), EksError> {
         let principal = work.principal_arn.as_str();
         for step in &work.steps {
-            match step {
-                Step::Create {
-                    type_,
-                    username,
-                    kubernetes_groups,
-                    tags,
-                } => {
-                    self.eks
-                        .create_access_entry(
-                            &self.cluster,
-                            &CreateEntry {
-                                principal_arn: principal.to_string(),
-                                type_: *type_,
-                                username: username.clone(),
-                                kubernetes_groups: kubernetes_groups.clone(),
-                                tags: tags.clone(),
-                            },
-                        )
-                        .await?
-                }
-                Step::Update {
-                    username,
-                    kubernetes_groups,
-                } => {
-                    self.eks
-                        .update_access_entry(
-                            &self.cluster,
-                            principal,
-                            username.as_deref(),
-                            kubernetes_groups,
-                        )
-                        .await?
-                }
-                Step::Delete => {
-                    self.eks
-                        .delete_access_entry(&self.cluster, principal)
-                        .await?
-                }
-                Step::Associate(policy) => {
-                    self.eks
-                        .associate_access_policy(&self.cluster, principal, policy)
-                        .await?
-                }
-                Step::Disassociate { policy_arn } => {
-                    self.eks
-                        .disassociate_access_policy(&self.cluster, principal, policy_arn)
-                        .await?
-                }
-                Step::Tag {
-                    access_entry_arn,
-                    tags,
-                } => self.eks.tag_resource(access_entry_arn, tags).await?,
-            }
+            self.no_answer.call(self.step(principal, step)).await?;
         }
         Ok(())
+    }
+
+    /// One EKS call of a piece of work.
+    async fn step(&self, principal: &str, step: &Step) -> Result<(), EksError> {
+        let cluster = self.cluster.as_str();
+        match step {
+            Step::Create {
+                type_,
+                username,
+                kubernetes_groups,
+                tags,
+            } => {
+                let entry = CreateEntry {
+                    principal_arn: principal.to_string(),
+                    type_: *type_,
+                    username: username.clone(),
+                    kubernetes_groups: kubernetes_groups.clone(),
+                    tags: tags.clone(),
+                };
+                self.eks.create_access_entry(cluster, &entry).await
+            }
+            Step::Update {
+                username,
+                kubernetes_groups,
+            } => {
+                self.eks
+                    .update_access_entry(cluster, principal, username.as_deref(), kubernetes_groups)
+                    .await
+            }
+            Step::Delete => self.eks.delete_access_entry(cluster, principal).await,
+            Step::Associate(policy) => {
+                self.eks
+                    .associate_access_policy(cluster, principal, policy)
+                    .await
+            }
+            Step::Disassociate { policy_arn } => {
+                self.eks
+                    .disassociate_access_policy(cluster, principal, policy_arn)
+                    .await
+            }
+            Step::Tag {
+                access_entry_arn,
+                tags,
+            } => self.eks.tag_resource(access_entry_arn, tags).await,
+        }
+    }
+}
+
+/// What `/readyz` and the metric say about EKS after a pass that failed with `err`.
+fn eks_problem(err: &EksError) -> String {
+    if err.is_unreachable() {
+        format!("EKS is not answering: {err}")
+    } else {
+        format!("EKS refused the access-entry loop's calls: {err}")
     }
 }
 

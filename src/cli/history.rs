@@ -815,6 +815,7 @@ mod tests {
             },
             last_rendered: None,
             served_by_access_entry: false,
+            access_entry_unknown: false,
             resolved_arn: None,
         }
     }

@@ -162,6 +162,7 @@ pub fn mapping_input(mapping: &IamIdentityMapping) -> MappingInput {
         spec: mapping.spec.clone(),
         last_rendered: mapping.status.as_ref().and_then(|s| s.rendered.clone()),
         served_by_access_entry: false,
+        access_entry_unknown: false,
         resolved_arn: crate::principals::resolved_arn(&mapping.spec, mapping.status.as_ref(), None),
     }
 }
@@ -211,6 +212,11 @@ pub async fn reconcile(
         .access_entries
         .as_ref()
         .map(|view| (view.mode, view.board.snapshot()));
+    // Whether the access-entry loop has reached EKS since the operator started.
+    let access_entries_known = ctx
+        .access_entries
+        .as_ref()
+        .is_some_and(|view| view.board.cluster().last_pass.is_some());
     let principal_reports = ctx.principals.as_ref().map(PrincipalBoard::snapshot);
     let inputs: Vec<MappingInput> = mappings
         .iter()
@@ -225,6 +231,8 @@ pub async fn reconcile(
                 let name = m.metadata.name.as_deref().unwrap_or_default();
                 input.served_by_access_entry =
                     !keep_in_aws_auth(*mode, reports.get(name), m.metadata.generation);
+                input.access_entry_unknown = *mode == AccessEntriesMode::Only
+                    && (!access_entries_known || !reports.contains_key(name));
             }
             input
         })
