@@ -642,7 +642,10 @@ mod tests {
         assert_eq!(body, "ok\n");
         metrics.set_eks_unavailable(true);
         let (_, _, body) = get_path(app, "/metrics").await;
-        assert!(body.contains("aws_auth_operator_eks_unavailable 1"), "{body}");
+        assert!(
+            body.contains("aws_auth_operator_eks_unavailable 1"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

@@ -51,14 +51,136 @@ fn report(generation: i64, reason: SyncReason, confirmed: bool) -> AccessEntryRe
     }
 }
 
+/// Publishes reports of a loop that has reached EKS since the start.
 fn publish(board: &ReportBoard, reports: &[(&str, AccessEntryReport)]) {
     board.publish(
         reports
             .iter()
             .map(|(name, r)| (name.to_string(), r.clone()))
             .collect::<BTreeMap<_, _>>(),
-        ClusterReport::default(),
+        ClusterReport {
+            last_pass: Some(time(0)),
+            ..ClusterReport::default()
+        },
     );
+}
+
+/// A restart in `only` mode: until the access-entry loop has reached EKS, the entries its
+/// access entries served stay out of aws-auth (they were written back, then removed again a
+/// moment later, with a DriftRepaired and a MovedToAccessEntry event each); the other mappings'
+/// changes still flow. Once the loop reports, only what it does not confirm comes back.
+#[tokio::test]
+async fn a_restart_in_only_mode_keeps_aws_auth_until_the_access_side_is_known() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    store(&fake, vec![admin_mapping()]);
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    // The restart: a new process, an empty board, EKS not reached yet (or not answering).
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    fake.clear_calls();
+    fake.state().events.clear();
+    reconcile_at(&fake, &ctx, 2).await;
+    assert!(
+        role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none(),
+        "not written back before the access side is known"
+    );
+    assert_eq!(fake.aws_auth_writes(), 0);
+    // The first pass fails as a whole: still not known.
+    board.publish(
+        BTreeMap::from([("admin".to_string(), report(1, SyncReason::EksError, false))]),
+        ClusterReport {
+            last_error: Some("DescribeCluster: timeout".into()),
+            ..ClusterReport::default()
+        },
+    );
+    // Meanwhile another mapping is created: it is written at once.
+    fake.add_mapping(dev_mapping());
+    reconcile_at(&fake, &ctx, 3).await;
+    let during = entries(&fake.aws_auth_data());
+    assert!(role(&during, ADMIN_ARN).is_none());
+    assert!(role(&during, DEV_ARN).is_some(), "other changes flow");
+
+    // EKS answers and confirms it: nothing moves.
+    publish(
+        &board,
+        &[
+            ("admin", report(1, SyncReason::InSync, true)),
+            ("developer", report(1, SyncReason::Pending, false)),
+        ],
+    );
+    reconcile_at(&fake, &ctx, 4).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+    let noisy: Vec<_> = fake
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.reason.as_deref(),
+                Some("DriftRepaired" | "MovedToAccessEntry")
+            )
+        })
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:?}");
+
+    // Known and not in place (deleted in EKS, read back absent): it comes back.
+    publish(
+        &board,
+        &[
+            ("admin", report(1, SyncReason::Created, false)),
+            ("developer", report(1, SyncReason::Pending, false)),
+        ],
+    );
+    reconcile_at(&fake, &ctx, 5).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some());
+}
+
+/// Switching from `only` back to `mirror` writes the served entries back into aws-auth: the
+/// operator's own change, not the repair of a hand edit (no DriftRepaired event, no count in
+/// the drift metric the hand-edit alert reads). A hand edit afterwards still is one.
+#[tokio::test]
+async fn a_mode_switch_is_not_drift() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    store(&fake, vec![admin_mapping()]);
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    fake.state().events.clear();
+    let report = reconcile(&ctx, &fake.mappings(), time(2)).await.unwrap();
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some());
+    assert_eq!(report.drift_repairs, 0);
+    assert!(
+        !fake
+            .events()
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("DriftRepaired")),
+        "{:?}",
+        fake.events()
+    );
+    assert_eq!(
+        cond2(&fake, "admin", aws_auth_operator::status::DRIFTED).1,
+        "InSync"
+    );
+
+    // A hand edit is drift.
+    fake.state().edit_aws_auth_data(|data| {
+        let roles = data.get("mapRoles").cloned().unwrap_or_default();
+        let edited = roles.replace("system:masters", "edited");
+        assert_ne!(edited, roles);
+        data.insert("mapRoles".to_string(), edited);
+    });
+    let report = reconcile(&ctx, &fake.mappings(), time(3)).await.unwrap();
+    assert_eq!(report.drift_repairs, 1);
 }
 
 async fn reconcile_at(fake: &FakeApi, ctx: &Context, second: i64) {

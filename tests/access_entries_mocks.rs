@@ -293,7 +293,12 @@ const NOT_ANSWERING_BOUND: Duration = Duration::from_secs(15);
 #[tokio::test]
 async fn a_hung_eks_api_is_reported_within_seconds() {
     let endpoint = hung_eks(false, Vec::new()).await;
-    let eks = Arc::new(EksClient::for_endpoint(&endpoint, "us-east-1", "test", "test"));
+    let eks = Arc::new(EksClient::for_endpoint(
+        &endpoint,
+        "us-east-1",
+        "test",
+        "test",
+    ));
     let board = ReportBoard::new();
     let mut problems = board.eks_problem();
     let mut runner = Runner::new(eks, "prod", 4, board.clone(), Settings::default());
@@ -304,7 +309,10 @@ async fn a_hung_eks_api_is_reported_within_seconds() {
     let started = std::time::Instant::now();
     let summary = runner.pass(&mappings, true).await;
     let elapsed = started.elapsed();
-    eprintln!("hung EKS API reported after {elapsed:?}: {:?}", summary.error);
+    eprintln!(
+        "hung EKS API reported after {elapsed:?}: {:?}",
+        summary.error
+    );
     assert!(elapsed < NOT_ANSWERING_BOUND, "{elapsed:?}");
     let error = summary.error.expect("the pass failed");
     assert!(error.contains("cannot reach the EKS API"), "{error}");
@@ -331,7 +339,12 @@ async fn a_hang_in_the_middle_of_a_pass_costs_one_timeout() {
         .map(|i| format!("arn:aws:iam::111122223333:role/r{i}"))
         .collect();
     let endpoint = hung_eks(true, arns.clone()).await;
-    let eks = Arc::new(EksClient::for_endpoint(&endpoint, "us-east-1", "test", "test"));
+    let eks = Arc::new(EksClient::for_endpoint(
+        &endpoint,
+        "us-east-1",
+        "test",
+        "test",
+    ));
     let board = ReportBoard::new();
     let mut runner = Runner::new(eks, "prod", 4, board.clone(), Settings::default());
     let mappings: Vec<_> = arns

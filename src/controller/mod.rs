@@ -689,10 +689,18 @@ mod tests {
             ["EKS access entries: EKS is not answering: DescribeCluster: timeout"]
         );
         assert!(health.is_ready());
-        assert!(metrics.encode().contains("aws_auth_operator_eks_unavailable 1"));
+        assert!(
+            metrics
+                .encode()
+                .contains("aws_auth_operator_eks_unavailable 1")
+        );
         board.set_cluster(Default::default());
         wait(|| health.warnings().is_empty()).await;
-        assert!(metrics.encode().contains("aws_auth_operator_eks_unavailable 0"));
+        assert!(
+            metrics
+                .encode()
+                .contains("aws_auth_operator_eks_unavailable 0")
+        );
         task.abort();
     }
 
