@@ -532,3 +532,107 @@ async fn the_group_policy_removes_an_access_entry_it_forbids() {
         is("True", "ServedByAccessEntry")
     );
 }
+
+/// `rollback` previews what the running operator keeps: the operator records its settings on
+/// the history ConfigMap, and the preview of a revision written in `mirror` mode, with the
+/// operator now in `only` mode, does not add back the entries access entries serve (it
+/// printed `mapRoles: 1 added`, and the operator removed it again within the second).
+#[tokio::test]
+async fn rollback_previews_with_the_running_operators_settings() {
+    use aws_auth_operator::cli::history::{preview, rollback};
+    use aws_auth_operator::controller::history::{
+        HISTORY_CONFIGMAP, RecordedSettings, SETTINGS_ANNOTATION, recorded_settings,
+    };
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let board = ReportBoard::new();
+    store(&fake, vec![admin_mapping()]);
+    // Mirror: the admin entry is in aws-auth (revision 2).
+    let mirror = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &mirror, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some());
+    // Only, 2 minutes later: served by its access entry, out of aws-auth (revision 3).
+    let only = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    reconcile_at(&fake, &only, 120).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+    let history = fake.configmap(HISTORY_CONFIGMAP).expect("history");
+    let recorded = recorded_settings(&history).expect("recorded").unwrap();
+    assert_eq!(recorded.access_entries, AccessEntriesMode::Only);
+    assert_eq!(
+        recorded,
+        RecordedSettings::of(&Settings::default(), AccessEntriesMode::Only)
+    );
+    let revisions = aws_auth_operator::controller::history::load(&kube::Api::namespaced(
+        fake.client.clone(),
+        "kube-system",
+    ))
+    .await
+    .unwrap()
+    .1;
+    let mirrored = revisions
+        .iter()
+        .find(|r| {
+            r.data
+                .get("mapRoles")
+                .is_some_and(|t| t.contains("role/admin"))
+        })
+        .expect("the revision written in mirror mode")
+        .revision;
+
+    // Even with flags that say otherwise, the recorded settings are used.
+    let report = preview(fake.client.clone(), mirrored, Settings::default())
+        .await
+        .unwrap();
+    assert!(report.settings_recorded);
+    assert!(
+        report.planned_with.contains("--access-entries=only"),
+        "{}",
+        report.planned_with
+    );
+    assert!(
+        report.sections[0].added.is_empty(),
+        "nothing the operator would remove again: {report:?}"
+    );
+    assert!(
+        report.notes.iter().any(|n| n.contains("1 mappings served")),
+        "{:?}",
+        report.notes
+    );
+    // Written, it is what the operator keeps: its next reconcile writes nothing.
+    rollback(
+        fake.client.clone(),
+        mirrored,
+        time(200),
+        10,
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let writes = fake.aws_auth_writes();
+    reconcile_at(&fake, &only, 201).await;
+    assert_eq!(fake.aws_auth_writes(), writes);
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    // No recorded settings (an older operator): the flags, with access entries taken as off,
+    // and the report says so.
+    fake.state()
+        .configmaps
+        .get_mut(HISTORY_CONFIGMAP)
+        .unwrap()
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove(SETTINGS_ANNOTATION);
+    let report = preview(fake.client.clone(), mirrored, Settings::default())
+        .await
+        .unwrap();
+    assert!(!report.settings_recorded);
+    assert!(
+        report.planned_with.contains("taken as off"),
+        "{}",
+        report.planned_with
+    );
+    assert_eq!(report.sections[0].added.len(), 1);
+}

@@ -18,6 +18,7 @@ pub mod translate;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use report::{
@@ -26,7 +27,8 @@ pub use report::{
 pub use spec::{AccessEntrySpec, AccessEntryStatus, AccessEntryType, AccessPolicySpec};
 
 /// `--access-entries`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccessEntriesMode {
     /// aws-auth only; no EKS client is built.
     #[default]
@@ -36,6 +38,17 @@ pub enum AccessEntriesMode {
     /// As mirror, and a mapping's aws-auth entry is removed once its access entry is confirmed
     /// in place (mappings that cannot migrate stay in aws-auth).
     Only,
+}
+
+impl AccessEntriesMode {
+    /// The flag's value: `off`, `mirror` or `only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessEntriesMode::Off => "off",
+            AccessEntriesMode::Mirror => "mirror",
+            AccessEntriesMode::Only => "only",
+        }
+    }
 }
 
 /// The flags of the access-entry loop, to flatten into `run`'s arguments.

@@ -106,6 +106,8 @@ pub struct Context {
     /// reconcile that runs before its own patch came back through the watch must not patch
     /// the same status again.
     pub written: Mutex<HashMap<String, IamIdentityMappingStatus>>,
+    /// The settings are recorded on the history ConfigMap (for `rollback`).
+    pub settings_recorded: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -120,6 +122,7 @@ impl Context {
             status_concurrency: DEFAULT_STATUS_CONCURRENCY,
             recorded: Mutex::new(None),
             written: Mutex::new(HashMap::new()),
+            settings_recorded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -207,6 +210,7 @@ pub async fn reconcile(
     now: Time,
 ) -> Result<ReconcileReport, ReconcileError> {
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), CONFIGMAP_NAMESPACE);
+    record_settings_once(ctx, &configmaps).await;
     // One view of the access-entry side for the whole reconcile.
     let reports = ctx
         .access_entries
@@ -344,6 +348,24 @@ pub async fn reconcile(
         return Ok(report);
     }
     Err(ReconcileError::TooManyConflicts)
+}
+
+/// Records the operator's settings on the history ConfigMap, once per process (again after a
+/// failure), so that `rollback` previews what this operator keeps. Never fails the reconcile.
+async fn record_settings_once(ctx: &Context, configmaps: &Api<ConfigMap>) {
+    use std::sync::atomic::Ordering;
+    if ctx.settings_recorded.load(Ordering::Relaxed) {
+        return;
+    }
+    let mode = ctx
+        .access_entries
+        .as_ref()
+        .map_or(AccessEntriesMode::Off, |view| view.mode);
+    let settings = history::RecordedSettings::of(&ctx.settings, mode);
+    match history::record_settings(configmaps, &settings).await {
+        Ok(_) => ctx.settings_recorded.store(true, Ordering::Relaxed),
+        Err(err) => warn!(error = %err, "could not record the operator's settings for rollback"),
+    }
 }
 
 /// Records the live aws-auth in history when the operator has not recorded it yet: an edit by
