@@ -636,3 +636,65 @@ async fn rollback_previews_with_the_running_operators_settings() {
     );
     assert_eq!(report.sections[0].added.len(), 1);
 }
+
+/// Mirror, then off. With the cluster known the loop reports `NotManaged` (Ready is aws-auth's
+/// alone, status.accessEntry shows what EKS holds); without it, the stale status.accessEntry
+/// goes and the condition says the operator cannot see or delete the entry. Either way the
+/// status settles: an idle reconcile writes nothing.
+#[tokio::test]
+async fn turning_access_entries_off_says_the_entry_is_not_managed() {
+    let fake = FakeApi::start();
+    let board = ReportBoard::new();
+    store(&fake, vec![admin_mapping()]);
+    let mirror = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    publish(&board, &[("admin", report(1, SyncReason::InSync, true))]);
+    reconcile_at(&fake, &mirror, 1).await;
+    assert!(status(&fake, "admin").access_entry.is_some());
+
+    // Off, cluster known: the loop (in off mode) reports NotManaged with the entry EKS holds.
+    let off = with_access_entries(&fake, AccessEntriesMode::Off, &board);
+    let mut not_managed = report(1, SyncReason::NotManaged, true);
+    not_managed.confirmed_in_place = false;
+    publish(&board, &[("admin", not_managed)]);
+    reconcile_at(&fake, &off, 2).await;
+    assert_eq!(
+        cond2(&fake, "admin", ACCESS_ENTRY_SYNCED),
+        is("False", "NotManaged")
+    );
+    assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
+    assert!(status(&fake, "admin").access_entry.is_some());
+    fake.clear_calls();
+    reconcile_at(&fake, &off, 3).await;
+    assert_eq!(fake.status_writes(), 0, "settled");
+
+    // Off without a cluster: no loop, no board.
+    let blind = context_with_events(&fake, Settings::default());
+    reconcile_at(&fake, &blind, 4).await;
+    let after = status(&fake, "admin");
+    assert!(after.access_entry.is_none(), "no stale copy: {after:?}");
+    let condition = aws_auth_operator::status::condition(&after, ACCESS_ENTRY_SYNCED)
+        .expect("the condition says why")
+        .clone();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "NotManaged")
+    );
+    assert!(
+        condition.message.contains("--cluster-name"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
+    fake.clear_calls();
+    reconcile_at(&fake, &blind, 5).await;
+    reconcile_at(&fake, &blind, 6).await;
+    assert_eq!(fake.status_writes(), 0, "settled");
+
+    // A mapping that never had an access entry gets no such condition.
+    fake.add_mapping(dev_mapping());
+    reconcile_at(&fake, &blind, 7).await;
+    assert!(
+        aws_auth_operator::status::condition(&status(&fake, "developer"), ACCESS_ENTRY_SYNCED)
+            .is_none()
+    );
+}

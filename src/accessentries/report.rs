@@ -41,6 +41,9 @@ pub enum SyncReason {
     EksError,
     /// The access-entry loop has not handled this generation yet.
     Pending,
+    /// `--access-entries=off`: the operator does not keep this mapping's access entry in sync
+    /// (it only deletes its entries of deleted mappings, when it knows the cluster).
+    NotManaged,
 }
 
 impl SyncReason {
@@ -57,6 +60,7 @@ impl SyncReason {
             SyncReason::ProtectedPrincipal => "ProtectedPrincipal",
             SyncReason::EksError => "EksError",
             SyncReason::Pending => "Pending",
+            SyncReason::NotManaged => "NotManaged",
         }
     }
 }

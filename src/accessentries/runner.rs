@@ -23,7 +23,6 @@ use kube::runtime::reflector::Store;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::AccessEntriesConfig;
 use super::client::{CallCounts, CreateEntry, EksApi, EksError};
 use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
@@ -32,6 +31,7 @@ use super::sync::{
     select_reads, still_confirmed, verify_budget, wanted_principals,
 };
 use super::translate::translate_resolved;
+use super::{AccessEntriesConfig, AccessEntriesMode};
 use crate::api::IamIdentityMapping;
 use crate::controller::passes::PassSchedule;
 use crate::plan::{Settings, spec_refusal};
@@ -111,6 +111,8 @@ pub struct Runner<E: EksApi> {
     /// The roles permission-set mappings resolved to.
     principals: Option<PrincipalBoard>,
     no_answer: NoAnswer,
+    /// `--access-entries`: in `off` mode the loop only deletes (see [`Runner::with_mode`]).
+    mode_flag: AccessEntriesMode,
 }
 
 impl<E: EksApi> Runner<E> {
@@ -135,12 +137,22 @@ impl<E: EksApi> Runner<E> {
             reports: BTreeMap::new(),
             principals: None,
             no_answer: NoAnswer::default(),
+            mode_flag: AccessEntriesMode::Mirror,
         }
     }
 
     /// Where to find the role of a `spec.ssoPermissionSet` mapping.
     pub fn with_principals(mut self, principals: PrincipalBoard) -> Runner<E> {
         self.principals = Some(principals);
+        self
+    }
+
+    /// `--access-entries`. In `off` mode nothing is created, changed or adopted: the only calls
+    /// that change EKS delete the operator's tagged entries that no mapping wants (the mapping
+    /// was deleted, names another principal now, or the operator's policy refuses it), and every
+    /// other mapping is reported `NotManaged`.
+    pub fn with_mode(mut self, mode: AccessEntriesMode) -> Runner<E> {
+        self.mode_flag = mode;
         self
     }
 
@@ -176,6 +188,10 @@ impl<E: EksApi> Runner<E> {
         cluster.passes = self.pass;
         cluster.eks_calls = self.eks.calls().total();
         cluster.authentication_mode = self.mode.as_ref().map(|m| m.as_str().to_string());
+        let result = match self.mode_flag {
+            AccessEntriesMode::Off => result.map(|reports| not_managed(&desired, reports)),
+            _ => result,
+        };
         match result {
             Ok(reports) => {
                 cluster.last_pass = Some(now.clone());
@@ -325,7 +341,11 @@ impl<E: EksApi> Runner<E> {
         .await;
 
         let observed = self.observed(mode.clone(), &listed_keys, &unreadable);
-        let plan = plan_sync(desired, &observed);
+        let mut plan = plan_sync(desired, &observed);
+        if self.mode_flag == AccessEntriesMode::Off {
+            // Revocations only: what the operator granted goes with its mapping.
+            plan.work.retain(|w| w.kind == WorkKind::Delete);
+        }
         if plan.work.is_empty() {
             return Ok(plan.outcomes);
         }
@@ -581,6 +601,33 @@ impl<E: EksApi> Runner<E> {
     }
 }
 
+/// The reports of `off` mode: a refused mapping says so (its entry is deleted), every other
+/// mapping that its access entry, if any, is not kept in sync.
+fn not_managed(
+    desired: &[DesiredMapping],
+    mut reports: BTreeMap<String, AccessEntryReport>,
+) -> BTreeMap<String, AccessEntryReport> {
+    for m in desired.iter().filter(|m| m.refusal.is_none()) {
+        let Some(report) = reports.get_mut(&m.name) else {
+            continue;
+        };
+        if report.reason == SyncReason::EksError {
+            continue;
+        }
+        report.synced = false;
+        report.confirmed_in_place = false;
+        report.reason = SyncReason::NotManaged;
+        report.message = match &report.status {
+            Some(entry) => format!(
+                "--access-entries=off: the access entry EKS holds for {} is not kept in sync with this mapping and still grants what it says; the operator deletes the entries it created when their mapping is deleted. Delete it in EKS, or run with --access-entries=mirror again",
+                entry.principal_arn
+            ),
+            None => "--access-entries=off: this mapping has no access entry, and the operator creates none".to_string(),
+        };
+    }
+    reports
+}
+
 /// What `/readyz` and the metric say about EKS after a pass that failed with `err`.
 fn eks_problem(err: &EksError) -> String {
     if err.is_unreachable() {
@@ -662,7 +709,8 @@ pub async fn run_loop<E: EksApi>(
         board,
         settings,
     )
-    .with_principals(principals);
+    .with_principals(principals)
+    .with_mode(config.mode);
     let mut schedule = PassSchedule::new(config.resync, leading);
     while let Some(resync) = schedule.next(&wake, shutdown.as_mut()).await {
         runner.pass(&store.state(), resync).await;
@@ -1145,5 +1193,52 @@ mod tests {
             state(&runner, "ops"),
             (SyncReason::ProtectedPrincipal, false)
         );
+    }
+
+    /// `--access-entries=off` with the cluster known: deleting a mapping (an admin) revokes the
+    /// access entry the operator created for it; nothing else is created, changed or adopted,
+    /// and the mappings that remain say their entry is not managed.
+    #[tokio::test]
+    async fn off_mode_only_revokes_the_entries_of_deleted_mappings() {
+        let eks = Arc::new(FakeEks::default());
+        let mut runner = new_runner(&eks, Settings::default());
+        let admin = mapping("admin", DEV, &["system:masters"], 1);
+        let ops = mapping("ops", OPS, &["ops"], 1);
+        runner.pass(&[admin.clone(), ops.clone()], true).await;
+        assert!(eks.has(DEV) && eks.has(OPS));
+        eks.changes();
+
+        // Off (a new process): an edit of ops is not mirrored, a new mapping gets no entry.
+        let mut runner = new_runner(&eks, Settings::default()).with_mode(AccessEntriesMode::Off);
+        let edited = mapping("ops", OPS, &["ops", "more"], 2);
+        let new = mapping("new", "arn:aws:iam::111122223333:role/new", &["x"], 1);
+        runner
+            .pass(&[admin.clone(), edited.clone(), new.clone()], true)
+            .await;
+        assert!(eks.changes().is_empty(), "nothing created or changed");
+        let report = runner.board().get("ops").unwrap();
+        assert_eq!(report.reason, SyncReason::NotManaged);
+        assert!(!report.synced && !report.confirmed_in_place);
+        assert!(
+            report.message.contains("not kept in sync"),
+            "{}",
+            report.message
+        );
+        assert_eq!(
+            report.status.as_ref().map(|s| s.kubernetes_groups.clone()),
+            Some(vec!["ops".to_string()]),
+            "what EKS holds"
+        );
+        assert_eq!(
+            runner.board().get("new").unwrap().reason,
+            SyncReason::NotManaged
+        );
+
+        // The admin mapping is deleted: its cluster-admin entry goes.
+        runner.pass(&[edited.clone(), new.clone()], true).await;
+        assert_eq!(eks.changes(), vec![("delete", DEV.to_string())]);
+        assert!(!eks.has(DEV) && eks.has(OPS));
+        runner.pass(&[edited, new], true).await;
+        assert!(eks.changes().is_empty(), "stable");
     }
 }

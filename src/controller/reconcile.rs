@@ -339,6 +339,7 @@ pub async fn reconcile(
             &plan,
             SideReports {
                 access_entries: reports.as_ref().map(|(_, r)| r),
+                access_entries_mode: reports.as_ref().map(|(mode, _)| *mode),
                 principals: principal_reports.as_ref(),
             },
             &now,
@@ -601,8 +602,9 @@ async fn write_aws_auth(
 /// What the loops beside the aws-auth reconcile reported, by mapping name, for this reconcile.
 #[derive(Clone, Copy)]
 struct SideReports<'a> {
-    /// `None` with `--access-entries=off`.
+    /// `None` with `--access-entries=off` and no cluster.
     access_entries: Option<&'a BTreeMap<String, AccessEntryReport>>,
+    access_entries_mode: Option<AccessEntriesMode>,
     /// `None` without a principal resolver.
     principals: Option<&'a BTreeMap<String, PrincipalReport>>,
 }
@@ -651,14 +653,30 @@ async fn apply_statuses(
                 known,
                 now,
             );
-            if let Some(reports) = side.access_entries {
-                with_access_entry(
+            match (side.access_entries, side.access_entries_mode) {
+                (Some(reports), Some(AccessEntriesMode::Off)) => {
+                    crate::status::with_unmanaged_access_entry(
+                        &mut desired,
+                        reports.get(&name),
+                        mapping.metadata.generation,
+                        known,
+                        now,
+                    )
+                }
+                (Some(reports), _) => with_access_entry(
                     &mut desired,
                     reports.get(&name),
                     mapping.metadata.generation,
                     known,
                     now,
-                );
+                ),
+                (None, _) => crate::status::without_access_entry(
+                    &mut desired,
+                    mapping.metadata.generation,
+                    known,
+                    now,
+                    crate::status::NOT_MANAGED_UNKNOWN_CLUSTER,
+                ),
             }
             if known == Some(&desired) {
                 continue;
@@ -731,6 +749,8 @@ pub fn status_patch(status: &IamIdentityMappingStatus) -> Value {
             "conditions",
             "rendered",
             "lastDriftRepair",
+            "accessEntry",
+            "resolvedArn",
         ] {
             fields.entry(key).or_insert(Value::Null);
         }
