@@ -59,7 +59,8 @@ pub struct AccessEntriesArgs {
     /// aws-auth keeps only what cannot migrate).
     #[arg(long = "access-entries", value_enum, default_value_t = AccessEntriesMode::Off, env = "AWS_AUTH_OPERATOR_ACCESS_ENTRIES")]
     pub access_entries: AccessEntriesMode,
-    /// The EKS cluster's name (required unless --access-entries=off).
+    /// The EKS cluster's name (required unless --access-entries=off; with off, and a region, the
+    /// operator still deletes the access entries it created for mappings that are deleted).
     #[arg(long, env = "AWS_AUTH_OPERATOR_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
     /// AWS region of the cluster (else AWS_REGION / AWS_DEFAULT_REGION). Never looked up from

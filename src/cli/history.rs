@@ -51,7 +51,7 @@ pub struct RollbackArgs {
     pub keep: usize,
     /// Used only when the operator has recorded no settings on the history ConfigMap (an
     /// operator older than this version): the operator's own policy flags, so that the result is
-    /// what its next reconcile keeps. Otherwise the recorded settings are used.
+    /// what its next reconcile keeps. Otherwise the recorded settings are used (ignoring these).
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
