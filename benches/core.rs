@@ -512,6 +512,7 @@ fn mapping_inputs(specs: &[IamIdentityMappingSpec], with_status: bool) -> Vec<Ma
                 spec: spec.clone(),
                 last_rendered: with_status.then(|| RenderedEntry::from(&entry_of(spec))),
                 served_by_access_entry: false,
+                access_entry_unknown: false,
                 resolved_arn: None,
             }
         })

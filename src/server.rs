@@ -83,6 +83,7 @@ pub struct Metrics {
     aws_auth_frozen: Gauge,
     mapping_cache_synced: Gauge,
     mapping_cache_current: Gauge,
+    eks_unavailable: Gauge,
 }
 
 impl Default for Metrics {
@@ -108,6 +109,7 @@ impl Metrics {
         let aws_auth_frozen = Gauge::default();
         let mapping_cache_synced = Gauge::default();
         let mapping_cache_current = Gauge::default();
+        let eks_unavailable = Gauge::default();
 
         // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
         // registry; the names here must not repeat them.
@@ -182,6 +184,11 @@ impl Metrics {
             "1 while the IamIdentityMapping cache is current (listed, and no watch error since its last event): managed entries are removed only then, else 0",
             mapping_cache_current.clone(),
         );
+        registry.register(
+            "eks_unavailable",
+            "1 while the EKS API does not answer the access-entry loop (timeouts, refused connections) or refuses its calls (the /readyz body says why), else 0; always 0 without an EKS client",
+            eks_unavailable.clone(),
+        );
 
         // Both result series exist from the start so `rate()` over them is defined before the
         // first error.
@@ -205,6 +212,7 @@ impl Metrics {
             aws_auth_frozen,
             mapping_cache_synced,
             mapping_cache_current,
+            eks_unavailable,
         }
     }
 
@@ -267,6 +275,10 @@ impl Metrics {
         self.mapping_cache_current.set(i64::from(current));
     }
 
+    pub fn set_eks_unavailable(&self, unavailable: bool) {
+        self.eks_unavailable.set(i64::from(unavailable));
+    }
+
     /// The OpenMetrics text exposition, ending in `# EOF`.
     pub fn try_encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -309,6 +321,9 @@ pub struct Health {
     live: AtomicBool,
     /// What keeps the operator from doing its job, by component.
     problems: Mutex<BTreeMap<&'static str, String>>,
+    /// What is wrong beside the operator's job, by component: shown in the body of `/readyz`
+    /// without making it fail (see [`Health::set_warning`]).
+    warnings: Mutex<BTreeMap<&'static str, String>>,
 }
 
 impl Default for Health {
@@ -324,6 +339,7 @@ impl Health {
             synced: AtomicBool::new(false),
             live: AtomicBool::new(true),
             problems: Mutex::new(BTreeMap::new()),
+            warnings: Mutex::new(BTreeMap::new()),
         }
     }
 
@@ -349,6 +365,24 @@ impl Health {
     pub fn problems(&self) -> Vec<String> {
         let problems = self.problems.lock().unwrap_or_else(|p| p.into_inner());
         problems.iter().map(|(c, p)| format!("{c}: {p}")).collect()
+    }
+
+    /// Reports (`Some`) or clears (`None`) a warning of one component: something a person should
+    /// see in `/readyz` that does not keep the operator from its main job, so readiness stays.
+    /// An EKS API that does not answer is one: aws-auth is still managed, a failing probe would
+    /// only stall rollouts and restarts cannot fix EKS.
+    pub fn set_warning(&self, component: &'static str, warning: Option<String>) {
+        let mut warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        match warning {
+            Some(warning) => warnings.insert(component, warning),
+            None => warnings.remove(component),
+        };
+    }
+
+    /// The current warnings, as `component: warning`.
+    pub fn warnings(&self) -> Vec<String> {
+        let warnings = self.warnings.lock().unwrap_or_else(|p| p.into_inner());
+        warnings.iter().map(|(c, w)| format!("{c}: {w}")).collect()
     }
 
     /// Why the operator is not ready, for the /readyz body.
@@ -389,13 +423,19 @@ async fn healthz(State(state): State<AppState>) -> Response {
 }
 
 async fn readyz(State(state): State<AppState>) -> Response {
+    let warnings: String = state
+        .health
+        .warnings()
+        .iter()
+        .map(|w| format!("warning: {w}\n"))
+        .collect();
     if state.health.is_ready() {
-        (StatusCode::OK, "ok\n").into_response()
+        (StatusCode::OK, format!("ok\n{warnings}")).into_response()
     } else {
         let reason = state.health.not_ready_reason();
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            format!("not ready: {reason}\n"),
+            format!("not ready: {reason}\n{warnings}"),
         )
             .into_response()
     }
@@ -496,6 +536,7 @@ mod tests {
             "aws_auth_operator_conflicts 0",
             "aws_auth_operator_leader 0",
             "aws_auth_operator_aws_auth_frozen 0",
+            "aws_auth_operator_eks_unavailable 0",
         ] {
             assert!(text.contains(name), "missing {name:?} in\n{text}");
         }
@@ -593,6 +634,39 @@ mod tests {
         // Readiness is independent of liveness.
         let (status, _, _) = get_path(app, "/readyz").await;
         assert_eq!(status, StatusCode::OK);
+    }
+
+    /// A warning (EKS not answering) shows in the body of /readyz and leaves it 200; a problem
+    /// still makes it 503, with the warnings after the reasons.
+    #[tokio::test]
+    async fn warnings_show_in_readyz_without_failing_it() {
+        let (metrics, health) = fixtures();
+        let app = router(metrics.clone(), health.clone());
+        health.set_ready(true);
+        health.set_warning("EKS access entries", Some("EKS is not answering".into()));
+        let (status, _, body) = get_path(app.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(
+            body,
+            "ok\nwarning: EKS access entries: EKS is not answering\n"
+        );
+        health.set_problem("reconcile", Some("forbidden".into()));
+        let (status, _, body) = get_path(app.clone(), "/readyz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.ends_with("warning: EKS access entries: EKS is not answering\n"),
+            "{body}"
+        );
+        health.set_problem("reconcile", None);
+        health.set_warning("EKS access entries", None);
+        let (_, _, body) = get_path(app.clone(), "/readyz").await;
+        assert_eq!(body, "ok\n");
+        metrics.set_eks_unavailable(true);
+        let (_, _, body) = get_path(app, "/metrics").await;
+        assert!(
+            body.contains("aws_auth_operator_eks_unavailable 1"),
+            "{body}"
+        );
     }
 
     #[tokio::test]

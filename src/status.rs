@@ -240,6 +240,65 @@ pub fn with_access_entry(
     status.conditions.extend(replaced);
 }
 
+/// `--access-entries=off` with the loop running (the cluster is known): the `AccessEntrySynced`
+/// condition (`NotManaged`, or why EKS could not be read) and `status.accessEntry` as EKS holds
+/// it, from the loop's report. `Ready` is aws-auth's alone: the operator does not manage the
+/// access entry.
+pub fn with_unmanaged_access_entry(
+    status: &mut IamIdentityMappingStatus,
+    report: Option<&AccessEntryReport>,
+    generation: Option<i64>,
+    previous: Option<&IamIdentityMappingStatus>,
+    now: &Time,
+) {
+    let Some(report) = report.filter(|r| r.generation == generation) else {
+        // Not handled yet: what was known stays, rather than a Pending nobody waits for.
+        without_access_entry(status, generation, previous, now, NOT_MANAGED_WAITING);
+        return;
+    };
+    let mut conditions = vec![report.condition(now)];
+    keep_transition_times(&mut conditions, previous);
+    status.conditions.retain(|c| c.type_ != ACCESS_ENTRY_SYNCED);
+    status.conditions.extend(conditions);
+    status.access_entry = report.status.clone();
+}
+
+const NOT_MANAGED_WAITING: &str = "--access-entries=off: the access entry of this mapping, if any, is not kept in sync; the access-entry loop has not read it yet";
+
+/// What `AccessEntrySynced` says with `--access-entries=off` and no cluster (`--cluster-name`):
+/// the operator cannot see or delete an access entry.
+pub const NOT_MANAGED_UNKNOWN_CLUSTER: &str = "--access-entries=off without --cluster-name: the operator neither reads nor deletes access entries; an access entry it created for this mapping earlier stays in EKS, granting what it says, also after the mapping is deleted. Run with --cluster-name (and --region) so that the operator deletes its entries of deleted mappings, or delete them in EKS";
+
+/// `--access-entries=off`, no EKS client: a mapping whose status still shows an access entry
+/// (from `mirror` or `only` mode) gets `AccessEntrySynced` `NotManaged` with `message`, and no
+/// `status.accessEntry` (nobody reads it any more: a stale copy would mislead). A mapping that
+/// never had one gets nothing, so a cluster that never used access entries sees no change.
+pub fn without_access_entry(
+    status: &mut IamIdentityMappingStatus,
+    generation: Option<i64>,
+    previous: Option<&IamIdentityMappingStatus>,
+    now: &Time,
+    message: &str,
+) {
+    let had = previous
+        .is_some_and(|p| p.access_entry.is_some() || condition(p, ACCESS_ENTRY_SYNCED).is_some());
+    status.access_entry = None;
+    status.conditions.retain(|c| c.type_ != ACCESS_ENTRY_SYNCED);
+    if !had {
+        return;
+    }
+    let mut conditions = vec![Condition {
+        type_: ACCESS_ENTRY_SYNCED.to_string(),
+        status: "False".to_string(),
+        reason: SyncReason::NotManaged.as_str().to_string(),
+        message: message.to_string(),
+        observed_generation: generation,
+        last_transition_time: now.clone(),
+    }];
+    keep_transition_times(&mut conditions, previous);
+    status.conditions.extend(conditions);
+}
+
 /// Adds what the principal resolver found (`report`) to a mapping's status: for a
 /// `spec.ssoPermissionSet` mapping, `status.resolvedArn` (`resolved`: the role the plan used)
 /// and the `PrincipalResolved` condition, and `Ready` False and `Stalled` when no role or several

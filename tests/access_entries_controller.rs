@@ -51,14 +51,136 @@ fn report(generation: i64, reason: SyncReason, confirmed: bool) -> AccessEntryRe
     }
 }
 
+/// Publishes reports of a loop that has reached EKS since the start.
 fn publish(board: &ReportBoard, reports: &[(&str, AccessEntryReport)]) {
     board.publish(
         reports
             .iter()
             .map(|(name, r)| (name.to_string(), r.clone()))
             .collect::<BTreeMap<_, _>>(),
-        ClusterReport::default(),
+        ClusterReport {
+            last_pass: Some(time(0)),
+            ..ClusterReport::default()
+        },
     );
+}
+
+/// A restart in `only` mode: until the access-entry loop has reached EKS, the entries its
+/// access entries served stay out of aws-auth (they were written back, then removed again a
+/// moment later, with a DriftRepaired and a MovedToAccessEntry event each); the other mappings'
+/// changes still flow. Once the loop reports, only what it does not confirm comes back.
+#[tokio::test]
+async fn a_restart_in_only_mode_keeps_aws_auth_until_the_access_side_is_known() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    store(&fake, vec![admin_mapping()]);
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    // The restart: a new process, an empty board, EKS not reached yet (or not answering).
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    fake.clear_calls();
+    fake.state().events.clear();
+    reconcile_at(&fake, &ctx, 2).await;
+    assert!(
+        role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none(),
+        "not written back before the access side is known"
+    );
+    assert_eq!(fake.aws_auth_writes(), 0);
+    // The first pass fails as a whole: still not known.
+    board.publish(
+        BTreeMap::from([("admin".to_string(), report(1, SyncReason::EksError, false))]),
+        ClusterReport {
+            last_error: Some("DescribeCluster: timeout".into()),
+            ..ClusterReport::default()
+        },
+    );
+    // Meanwhile another mapping is created: it is written at once.
+    fake.add_mapping(dev_mapping());
+    reconcile_at(&fake, &ctx, 3).await;
+    let during = entries(&fake.aws_auth_data());
+    assert!(role(&during, ADMIN_ARN).is_none());
+    assert!(role(&during, DEV_ARN).is_some(), "other changes flow");
+
+    // EKS answers and confirms it: nothing moves.
+    publish(
+        &board,
+        &[
+            ("admin", report(1, SyncReason::InSync, true)),
+            ("developer", report(1, SyncReason::Pending, false)),
+        ],
+    );
+    reconcile_at(&fake, &ctx, 4).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+    let noisy: Vec<_> = fake
+        .events()
+        .into_iter()
+        .filter(|e| {
+            matches!(
+                e.reason.as_deref(),
+                Some("DriftRepaired" | "MovedToAccessEntry")
+            )
+        })
+        .collect();
+    assert!(noisy.is_empty(), "{noisy:?}");
+
+    // Known and not in place (deleted in EKS, read back absent): it comes back.
+    publish(
+        &board,
+        &[
+            ("admin", report(1, SyncReason::Created, false)),
+            ("developer", report(1, SyncReason::Pending, false)),
+        ],
+    );
+    reconcile_at(&fake, &ctx, 5).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some());
+}
+
+/// Switching from `only` back to `mirror` writes the served entries back into aws-auth: the
+/// operator's own change, not the repair of a hand edit (no DriftRepaired event, no count in
+/// the drift metric the hand-edit alert reads). A hand edit afterwards still is one.
+#[tokio::test]
+async fn a_mode_switch_is_not_drift() {
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let board = ReportBoard::new();
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    store(&fake, vec![admin_mapping()]);
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &ctx, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    let ctx = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    fake.state().events.clear();
+    let report = reconcile(&ctx, &fake.mappings(), time(2)).await.unwrap();
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some());
+    assert_eq!(report.drift_repairs, 0);
+    assert!(
+        !fake
+            .events()
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("DriftRepaired")),
+        "{:?}",
+        fake.events()
+    );
+    assert_eq!(
+        cond2(&fake, "admin", aws_auth_operator::status::DRIFTED).1,
+        "InSync"
+    );
+
+    // A hand edit is drift.
+    fake.state().edit_aws_auth_data(|data| {
+        let roles = data.get("mapRoles").cloned().unwrap_or_default();
+        let edited = roles.replace("system:masters", "edited");
+        assert_ne!(edited, roles);
+        data.insert("mapRoles".to_string(), edited);
+    });
+    let report = reconcile(&ctx, &fake.mappings(), time(3)).await.unwrap();
+    assert_eq!(report.drift_repairs, 1);
 }
 
 async fn reconcile_at(fake: &FakeApi, ctx: &Context, second: i64) {
@@ -408,5 +530,171 @@ async fn the_group_policy_removes_an_access_entry_it_forbids() {
     assert_eq!(
         cond2(&fake, "developer", READY),
         is("True", "ServedByAccessEntry")
+    );
+}
+
+/// `rollback` previews what the running operator keeps: the operator records its settings on
+/// the history ConfigMap, and the preview of a revision written in `mirror` mode, with the
+/// operator now in `only` mode, does not add back the entries access entries serve (it
+/// printed `mapRoles: 1 added`, and the operator removed it again within the second).
+#[tokio::test]
+async fn rollback_previews_with_the_running_operators_settings() {
+    use aws_auth_operator::cli::history::{preview, rollback};
+    use aws_auth_operator::controller::history::{
+        HISTORY_CONFIGMAP, RecordedSettings, SETTINGS_ANNOTATION, recorded_settings,
+    };
+    let fake = FakeApi::start();
+    fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
+    let board = ReportBoard::new();
+    store(&fake, vec![admin_mapping()]);
+    // Mirror: the admin entry is in aws-auth (revision 2).
+    let mirror = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    publish(&board, &[("admin", report(1, SyncReason::Created, true))]);
+    reconcile_at(&fake, &mirror, 1).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_some());
+    // Only, 2 minutes later: served by its access entry, out of aws-auth (revision 3).
+    let only = with_access_entries(&fake, AccessEntriesMode::Only, &board);
+    reconcile_at(&fake, &only, 120).await;
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+    let history = fake.configmap(HISTORY_CONFIGMAP).expect("history");
+    let recorded = recorded_settings(&history).expect("recorded").unwrap();
+    assert_eq!(recorded.access_entries, AccessEntriesMode::Only);
+    assert_eq!(
+        recorded,
+        RecordedSettings::of(&Settings::default(), AccessEntriesMode::Only)
+    );
+    let revisions = aws_auth_operator::controller::history::load(&kube::Api::namespaced(
+        fake.client.clone(),
+        "kube-system",
+    ))
+    .await
+    .unwrap()
+    .1;
+    let mirrored = revisions
+        .iter()
+        .find(|r| {
+            r.data
+                .get("mapRoles")
+                .is_some_and(|t| t.contains("role/admin"))
+        })
+        .expect("the revision written in mirror mode")
+        .revision;
+
+    // Even with flags that say otherwise, the recorded settings are used.
+    let report = preview(fake.client.clone(), mirrored, Settings::default())
+        .await
+        .unwrap();
+    assert!(report.settings_recorded);
+    assert!(
+        report.planned_with.contains("--access-entries=only"),
+        "{}",
+        report.planned_with
+    );
+    assert!(
+        report.sections[0].added.is_empty(),
+        "nothing the operator would remove again: {report:?}"
+    );
+    assert!(
+        report.notes.iter().any(|n| n.contains("1 mappings served")),
+        "{:?}",
+        report.notes
+    );
+    // Written, it is what the operator keeps: its next reconcile writes nothing.
+    rollback(
+        fake.client.clone(),
+        mirrored,
+        time(200),
+        10,
+        Settings::default(),
+    )
+    .await
+    .unwrap();
+    let writes = fake.aws_auth_writes();
+    reconcile_at(&fake, &only, 201).await;
+    assert_eq!(fake.aws_auth_writes(), writes);
+    assert!(role(&entries(&fake.aws_auth_data()), ADMIN_ARN).is_none());
+
+    // No recorded settings (an older operator): the flags, with access entries taken as off,
+    // and the report says so.
+    fake.state()
+        .configmaps
+        .get_mut(HISTORY_CONFIGMAP)
+        .unwrap()
+        .metadata
+        .annotations
+        .as_mut()
+        .unwrap()
+        .remove(SETTINGS_ANNOTATION);
+    let report = preview(fake.client.clone(), mirrored, Settings::default())
+        .await
+        .unwrap();
+    assert!(!report.settings_recorded);
+    assert!(
+        report.planned_with.contains("taken as off"),
+        "{}",
+        report.planned_with
+    );
+    assert_eq!(report.sections[0].added.len(), 1);
+}
+
+/// Mirror, then off. With the cluster known the loop reports `NotManaged` (Ready is aws-auth's
+/// alone, status.accessEntry shows what EKS holds); without it, the stale status.accessEntry
+/// goes and the condition says the operator cannot see or delete the entry. Either way the
+/// status settles: an idle reconcile writes nothing.
+#[tokio::test]
+async fn turning_access_entries_off_says_the_entry_is_not_managed() {
+    let fake = FakeApi::start();
+    let board = ReportBoard::new();
+    store(&fake, vec![admin_mapping()]);
+    let mirror = with_access_entries(&fake, AccessEntriesMode::Mirror, &board);
+    publish(&board, &[("admin", report(1, SyncReason::InSync, true))]);
+    reconcile_at(&fake, &mirror, 1).await;
+    assert!(status(&fake, "admin").access_entry.is_some());
+
+    // Off, cluster known: the loop (in off mode) reports NotManaged with the entry EKS holds.
+    let off = with_access_entries(&fake, AccessEntriesMode::Off, &board);
+    let mut not_managed = report(1, SyncReason::NotManaged, true);
+    not_managed.confirmed_in_place = false;
+    publish(&board, &[("admin", not_managed)]);
+    reconcile_at(&fake, &off, 2).await;
+    assert_eq!(
+        cond2(&fake, "admin", ACCESS_ENTRY_SYNCED),
+        is("False", "NotManaged")
+    );
+    assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
+    assert!(status(&fake, "admin").access_entry.is_some());
+    fake.clear_calls();
+    reconcile_at(&fake, &off, 3).await;
+    assert_eq!(fake.status_writes(), 0, "settled");
+
+    // Off without a cluster: no loop, no board.
+    let blind = context_with_events(&fake, Settings::default());
+    reconcile_at(&fake, &blind, 4).await;
+    let after = status(&fake, "admin");
+    assert!(after.access_entry.is_none(), "no stale copy: {after:?}");
+    let condition = aws_auth_operator::status::condition(&after, ACCESS_ENTRY_SYNCED)
+        .expect("the condition says why")
+        .clone();
+    assert_eq!(
+        (condition.status.as_str(), condition.reason.as_str()),
+        ("False", "NotManaged")
+    );
+    assert!(
+        condition.message.contains("--cluster-name"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(cond2(&fake, "admin", READY), is("True", "Rendered"));
+    fake.clear_calls();
+    reconcile_at(&fake, &blind, 5).await;
+    reconcile_at(&fake, &blind, 6).await;
+    assert_eq!(fake.status_writes(), 0, "settled");
+
+    // A mapping that never had an access entry gets no such condition.
+    fake.add_mapping(dev_mapping());
+    reconcile_at(&fake, &blind, 7).await;
+    assert!(
+        aws_auth_operator::status::condition(&status(&fake, "developer"), ACCESS_ENTRY_SYNCED)
+            .is_none()
     );
 }

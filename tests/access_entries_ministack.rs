@@ -514,3 +514,74 @@ async fn the_loop_waits_for_the_store_and_follows_wakes() {
         .expect("stops")
         .unwrap();
 }
+
+/// Mirror, then `--access-entries=off` with the cluster known: deleting an admin mapping
+/// deletes the cluster-admin entry the operator created for it (before, it stayed until mirror
+/// ran again); the creator's entry and the other mapping's entry stay, unchanged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn off_still_revokes_the_entry_of_a_deleted_mapping() {
+    let Some((_stack, mut runner, eks)) = started("off_revokes", "API_AND_CONFIG_MAP").await else {
+        return;
+    };
+    let admin = role_mapping(
+        "admin",
+        DEV,
+        "admin:{{SessionName}}",
+        &["system:masters"],
+        0,
+    );
+    let node = role_mapping(
+        "node",
+        NODE,
+        "system:node:{{EC2PrivateDNSName}}",
+        &["system:bootstrappers", "system:nodes"],
+        1,
+    );
+    let summary = runner
+        .pass(&[m(admin.clone()), m(node.clone())], true)
+        .await;
+    assert_eq!(summary.failed, 0, "{summary:?}");
+    assert!(
+        eks.describe_access_entry(CLUSTER, DEV)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    let mut off = Runner::new(
+        Arc::new(eks.clone()),
+        CLUSTER,
+        4,
+        ReportBoard::new(),
+        Settings::default(),
+    )
+    .with_mode(AccessEntriesMode::Off);
+    let summary = off.pass(&[m(admin), m(node.clone())], true).await;
+    assert_eq!(summary.work, 0, "off changes nothing of existing mappings");
+    assert_eq!(
+        off.board().get("admin").unwrap().reason,
+        SyncReason::NotManaged
+    );
+
+    let summary = off.pass(&[m(node)], true).await;
+    assert_eq!(summary.work, 1, "{summary:?}");
+    assert!(
+        eks.describe_access_entry(CLUSTER, DEV)
+            .await
+            .unwrap()
+            .is_none(),
+        "the admin's entry is revoked"
+    );
+    assert!(
+        eks.describe_access_entry(CLUSTER, NODE)
+            .await
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        eks.describe_access_entry(CLUSTER, CREATOR_ARN)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}

@@ -226,3 +226,158 @@ fn the_binary_builds_an_eks_client_without_a_crypto_provider_clash() {
         kube::Client::try_from(kube_config).expect("a kube client next to the EKS client");
     });
 }
+
+/// A local "EKS API" that answers DescribeCluster and ListAccessEntries (when `answer_reads`)
+/// and never answers anything else: it accepts the connection, reads the request and holds it.
+/// That is what a hung endpoint (a stopped process, a black-holed route) looks like to a client.
+async fn hung_eks(answer_reads: bool, listed: Vec<String>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let list_body = serde_json::json!({ "accessEntries": listed }).to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            let list_body = list_body.clone();
+            tokio::spawn(async move {
+                let mut buffer = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Ok(n) = socket.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 {
+                        return;
+                    }
+                    buffer.extend_from_slice(&chunk[..n]);
+                    let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        continue;
+                    };
+                    let head = String::from_utf8_lossy(&buffer[..end]).to_string();
+                    buffer.drain(..end + 4);
+                    let path = head.split_whitespace().nth(1).unwrap_or_default();
+                    let body = match path.split('?').next().unwrap_or_default() {
+                        "/clusters/prod" if answer_reads => serde_json::json!({
+                            "cluster": {"name": "prod", "accessConfig": {"authenticationMode": "API_AND_CONFIG_MAP"}}
+                        })
+                        .to_string(),
+                        "/clusters/prod/access-entries" if answer_reads => list_body.clone(),
+                        _ => {
+                            // Never answer; keep the connection open.
+                            futures::future::pending::<()>().await;
+                            return;
+                        }
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if socket.write_all(response.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    format!("http://{addr}")
+}
+
+/// The bound a person sees "EKS is not answering" within, from the start of a pass.
+const NOT_ANSWERING_BOUND: Duration = Duration::from_secs(15);
+
+/// An EKS API that accepts connections and never answers: the pass fails within the operation
+/// timeout (not the SDK's minute and a half), every mapping says EKS is not answering, and the
+/// board carries the problem for /readyz and the metric.
+#[tokio::test]
+async fn a_hung_eks_api_is_reported_within_seconds() {
+    let endpoint = hung_eks(false, Vec::new()).await;
+    let eks = Arc::new(EksClient::for_endpoint(
+        &endpoint,
+        "us-east-1",
+        "test",
+        "test",
+    ));
+    let board = ReportBoard::new();
+    let mut problems = board.eks_problem();
+    let mut runner = Runner::new(eks, "prod", 4, board.clone(), Settings::default());
+    let mappings = vec![
+        mapping("dev", DEV, &["devs"]),
+        mapping("ops", "arn:aws:iam::111122223333:role/ops", &["ops"]),
+    ];
+    let started = std::time::Instant::now();
+    let summary = runner.pass(&mappings, true).await;
+    let elapsed = started.elapsed();
+    eprintln!(
+        "hung EKS API reported after {elapsed:?}: {:?}",
+        summary.error
+    );
+    assert!(elapsed < NOT_ANSWERING_BOUND, "{elapsed:?}");
+    let error = summary.error.expect("the pass failed");
+    assert!(error.contains("cannot reach the EKS API"), "{error}");
+    for name in ["dev", "ops"] {
+        let report = board.get(name).expect("a report");
+        assert_eq!(report.reason, SyncReason::EksError);
+        assert!(
+            report.message.starts_with("EKS is not answering"),
+            "{}",
+            report.message
+        );
+    }
+    let problem = problems.borrow_and_update().clone().expect("a problem");
+    assert!(problem.starts_with("EKS is not answering"), "{problem}");
+    assert_eq!(board.cluster().eks_problem, Some(problem));
+}
+
+/// EKS answers the list, then hangs on every entry: the pass does not wait for one timeout per
+/// entry (20 entries, 4 at a time, would be 50 s); the first call that gets no answer ends the
+/// calls not started yet.
+#[tokio::test]
+async fn a_hang_in_the_middle_of_a_pass_costs_one_timeout() {
+    let arns: Vec<String> = (0..20)
+        .map(|i| format!("arn:aws:iam::111122223333:role/r{i}"))
+        .collect();
+    let endpoint = hung_eks(true, arns.clone()).await;
+    let eks = Arc::new(EksClient::for_endpoint(
+        &endpoint,
+        "us-east-1",
+        "test",
+        "test",
+    ));
+    let board = ReportBoard::new();
+    let mut runner = Runner::new(eks, "prod", 4, board.clone(), Settings::default());
+    let mappings: Vec<_> = arns
+        .iter()
+        .enumerate()
+        .map(|(i, arn)| mapping(&format!("m{i}"), arn, &["devs"]))
+        .collect();
+    let started = std::time::Instant::now();
+    let summary = runner.pass(&mappings, true).await;
+    let elapsed = started.elapsed();
+    eprintln!("pass over 20 hung entries took {elapsed:?}");
+    assert!(elapsed < NOT_ANSWERING_BOUND, "{elapsed:?}");
+    assert!(summary.error.is_none(), "the list went through");
+    assert_eq!(summary.work, 0, "nothing is decided on entries not read");
+    for i in 0..20 {
+        let report = board.get(&format!("m{i}")).expect("a report");
+        assert_eq!(report.reason, SyncReason::EksError, "{}", report.message);
+    }
+    let problem = board.cluster().eks_problem.expect("a problem");
+    assert!(problem.starts_with("EKS is not answering"), "{problem}");
+}
+
+/// The IAM client of the principal resolver has the same bound.
+#[tokio::test]
+async fn a_hung_iam_api_is_an_error_within_seconds() {
+    use aws_auth_operator::principals::iam::{IamApi, IamClient};
+    let endpoint = hung_eks(false, Vec::new()).await;
+    let iam = IamClient::for_endpoint(&endpoint, "us-east-1", "test", "test");
+    let started = std::time::Instant::now();
+    let result = iam.list_roles("/aws-reserved/sso.amazonaws.com/").await;
+    let elapsed = started.elapsed();
+    eprintln!("hung IAM API reported after {elapsed:?}: {result:?}");
+    assert!(elapsed < NOT_ANSWERING_BOUND, "{elapsed:?}");
+    let error = result.expect_err("no answer");
+    assert!(error.message.contains("cannot reach IAM"), "{error}");
+}

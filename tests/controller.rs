@@ -330,8 +330,17 @@ async fn malformed_aws_auth_without_recovery_stalls_every_mapping() {
     );
     assert_eq!(fake.managed_annotation(), None);
     assert_eq!(fake.aws_auth_writes(), 0);
-    // Only the broken state is recorded, as the operator found it.
-    assert_eq!(fake.count(|c| c.writes_configmap(HISTORY_CONFIGMAP)), 1);
+    // Only the broken state is recorded, as the operator found it (the other write records the
+    // operator's settings, once per start, for `rollback`).
+    assert_eq!(fake.count(|c| c.writes_configmap(HISTORY_CONFIGMAP)), 2);
+    let (_, revisions) = history::load(&kube::Api::namespaced(fake.client.clone(), "kube-system"))
+        .await
+        .unwrap();
+    assert_eq!(
+        revisions.len(),
+        2,
+        "the seeded revision and the broken state"
+    );
     let expected_error = aws_auth_operator::awsauth::parse_data(&fake.aws_auth_data())
         .diagnostics
         .iter()

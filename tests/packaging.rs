@@ -891,6 +891,7 @@ fn sample_mapping(object: &Value) -> MappingInput {
             .expect("the sample's spec is an IamIdentityMappingSpec"),
         last_rendered: None,
         served_by_access_entry: false,
+        access_entry_unknown: false,
         resolved_arn: None,
     }
 }
@@ -907,6 +908,7 @@ fn role_mapping(name: &str, created: &str, arn: &str, username: &str) -> Mapping
         },
         last_rendered: None,
         served_by_access_entry: false,
+        access_entry_unknown: false,
         resolved_arn: None,
     }
 }

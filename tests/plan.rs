@@ -28,6 +28,7 @@ fn role_mapping(name: &str, arn: &str, username: &str, groups: &[&str]) -> Mappi
         },
         last_rendered: None,
         served_by_access_entry: false,
+        access_entry_unknown: false,
         resolved_arn: None,
     }
 }
@@ -1247,4 +1248,55 @@ fn removals_wait_for_a_current_mapping_cache() {
             .iter()
             .any(|n| matches!(n, Note::Removed { .. }))
     );
+}
+
+/// `only` mode, the access-entry side not known yet (after a restart): an entry the operator
+/// left out because the access entry served it stays out; an entry deleted by hand (the
+/// mapping's status says what was written) is repaired; an entry in aws-auth stays.
+#[test]
+fn an_unknown_access_side_keeps_aws_auth_as_it_is() {
+    let settings = Settings::default();
+    let mut served = admin();
+    served.served_by_access_entry = true;
+    let first = plan(
+        std::slice::from_ref(&served),
+        &live(&[("mapRoles", NODE_ROLE)]),
+        &settings,
+    );
+    assert!(matches!(
+        first.outcomes["admin"],
+        Outcome::ServedByAccessEntry { .. }
+    ));
+    let after = applied(&first);
+
+    let mut restarted = with_status(admin(), &first);
+    assert!(restarted.last_rendered.is_none());
+    restarted.access_entry_unknown = true;
+    let held = plan(std::slice::from_ref(&restarted), &after, &settings);
+    assert!(!held.changed, "{:?}", held.notes);
+    assert!(matches!(
+        held.outcomes["admin"],
+        Outcome::ServedByAccessEntry { .. }
+    ));
+
+    // Known and not served (mirror mode, or not confirmed): written back, and not as drift.
+    restarted.access_entry_unknown = false;
+    let back = plan(std::slice::from_ref(&restarted), &after, &settings);
+    assert!(back.changed);
+    assert!(matches!(
+        back.outcomes["admin"],
+        Outcome::Rendered { drift: None, .. }
+    ));
+
+    // Deleted by hand while rendered: repaired even while the access side is unknown.
+    let rendered = with_status(admin(), &back);
+    let mut deleted = applied(&back);
+    deleted.data = Some(live(&[("mapRoles", NODE_ROLE)]).data.unwrap());
+    let mut unknown = rendered.clone();
+    unknown.access_entry_unknown = true;
+    let repaired = plan(std::slice::from_ref(&unknown), &deleted, &settings);
+    assert!(matches!(
+        &repaired.outcomes["admin"],
+        Outcome::Rendered { drift: Some(d), .. } if d.repaired
+    ));
 }

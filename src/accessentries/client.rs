@@ -1,5 +1,6 @@
 //! The EKS API the access-entry loop needs, behind a small trait, implemented with aws-sdk-eks.
-//! The SDK's standard retry (exponential backoff with jitter, throttling included) is on.
+//! The SDK's standard retry (exponential backoff with jitter, throttling included) is on, within
+//! short timeouts ([`timeouts`]): an EKS API that does not answer is reported within seconds.
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -20,6 +21,35 @@ use super::translate::{DesiredPolicy, PolicyScope};
 pub const LIST_PAGE_SIZE: i32 = 100;
 /// Attempts per call, throttling included (the SDK's standard retry, exponential backoff).
 pub const MAX_ATTEMPTS: u32 = 5;
+/// Longest wait for a TCP (and TLS) connection to the API.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest wait for the answer to one attempt of a call. EKS and IAM answer their control-plane
+/// calls in well under a second; an attempt that takes this long is a hung API, and is retried.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest a call may take, retries and their backoff included: a hung API is an error after
+/// this long (before, with the SDK's defaults stretched to 90 s, a mapping showed `Pending` for
+/// a minute and a half). Throttling retries fit in it: the backoff is at most [`MAX_BACKOFF`].
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest backoff between two attempts of a call.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(4);
+
+/// The timeouts of every AWS client of the operator (EKS, IAM, STS).
+pub fn timeouts() -> aws_config::timeout::TimeoutConfig {
+    aws_config::timeout::TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build()
+}
+
+/// The retry of every AWS client of the operator: the SDK's standard retry (exponential backoff
+/// with jitter; throttling, timeouts and 5xx retried) within [`OPERATION_TIMEOUT`].
+pub fn retry() -> aws_config::retry::RetryConfig {
+    aws_config::retry::RetryConfig::standard()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(Duration::from_millis(200))
+        .with_max_backoff(MAX_BACKOFF)
+}
 
 /// A failed EKS call.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -58,6 +88,12 @@ impl EksError {
 
     pub fn is_in_use(&self) -> bool {
         self.code() == Some("ResourceInUseException")
+    }
+
+    /// No answer came (a timeout, a refused or reset connection): the API is down or hung, not
+    /// refusing this one call.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, EksError::Unreachable { .. })
     }
 
     fn from_sdk<E, R>(operation: &'static str, err: SdkError<E, R>) -> EksError
@@ -268,19 +304,8 @@ impl EksClient {
 
     fn sdk_config(builder: aws_sdk_eks::config::Builder) -> aws_sdk_eks::Config {
         builder
-            .retry_config(
-                aws_sdk_eks::config::retry::RetryConfig::standard()
-                    .with_max_attempts(MAX_ATTEMPTS)
-                    .with_initial_backoff(Duration::from_millis(200))
-                    .with_max_backoff(Duration::from_secs(20)),
-            )
-            .timeout_config(
-                aws_sdk_eks::config::timeout::TimeoutConfig::builder()
-                    .connect_timeout(Duration::from_secs(5))
-                    .operation_attempt_timeout(Duration::from_secs(20))
-                    .operation_timeout(Duration::from_secs(90))
-                    .build(),
-            )
+            .retry_config(retry())
+            .timeout_config(timeouts())
             .build()
     }
 

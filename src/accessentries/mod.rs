@@ -18,6 +18,7 @@ pub mod translate;
 use std::time::Duration;
 
 use clap::{Args, ValueEnum};
+use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 pub use report::{
@@ -26,9 +27,11 @@ pub use report::{
 pub use spec::{AccessEntrySpec, AccessEntryStatus, AccessEntryType, AccessPolicySpec};
 
 /// `--access-entries`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum AccessEntriesMode {
-    /// aws-auth only; no EKS client is built.
+    /// aws-auth only. Without `--cluster-name` no EKS client is built; with it, the loop only
+    /// deletes the operator's access entries of deleted mappings.
     #[default]
     Off,
     /// Every mapping also becomes an access entry; aws-auth is kept as it is.
@@ -38,6 +41,17 @@ pub enum AccessEntriesMode {
     Only,
 }
 
+impl AccessEntriesMode {
+    /// The flag's value: `off`, `mirror` or `only`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccessEntriesMode::Off => "off",
+            AccessEntriesMode::Mirror => "mirror",
+            AccessEntriesMode::Only => "only",
+        }
+    }
+}
+
 /// The flags of the access-entry loop, to flatten into `run`'s arguments.
 #[derive(Debug, Clone, Args)]
 pub struct AccessEntriesArgs {
@@ -45,7 +59,8 @@ pub struct AccessEntriesArgs {
     /// aws-auth keeps only what cannot migrate).
     #[arg(long = "access-entries", value_enum, default_value_t = AccessEntriesMode::Off, env = "AWS_AUTH_OPERATOR_ACCESS_ENTRIES")]
     pub access_entries: AccessEntriesMode,
-    /// The EKS cluster's name (required unless --access-entries=off).
+    /// The EKS cluster's name (required unless --access-entries=off; with off, and a region, the
+    /// operator still deletes the access entries it created for mappings that are deleted).
     #[arg(long, env = "AWS_AUTH_OPERATOR_CLUSTER_NAME")]
     pub cluster_name: Option<String>,
     /// AWS region of the cluster (else AWS_REGION / AWS_DEFAULT_REGION). Never looked up from
@@ -103,10 +118,21 @@ pub struct AccessEntriesConfig {
 }
 
 impl AccessEntriesArgs {
-    /// None when off (nothing AWS is needed then); an error when a needed flag is missing.
+    /// None when off without a cluster (nothing AWS is needed then); an error when a needed
+    /// flag is missing. Off with `--cluster-name` and a region still runs the loop, which then
+    /// only deletes the operator's tagged entries of deleted (or refused) mappings: deleting a
+    /// mapping revokes what the operator granted, whatever the mode.
     pub fn config(&self) -> Result<Option<AccessEntriesConfig>, ConfigError> {
         if self.access_entries == AccessEntriesMode::Off {
-            return Ok(None);
+            let known = self.cluster_name.as_deref().is_some_and(|c| !c.is_empty())
+                && self
+                    .region
+                    .clone()
+                    .or_else(|| std::env::var("AWS_DEFAULT_REGION").ok())
+                    .is_some_and(|r| !r.is_empty());
+            if !known {
+                return Ok(None);
+            }
         }
         let mode = format!("{:?}", self.access_entries).to_lowercase();
         let cluster_name = self
@@ -152,6 +178,16 @@ mod tests {
         let run = Run::try_parse_from(["run"]).unwrap();
         assert_eq!(run.access_entries.access_entries, AccessEntriesMode::Off);
         assert_eq!(run.access_entries.config(), Ok(None));
+    }
+
+    /// Off with a known cluster still runs the loop (to revoke the entries of deleted mappings).
+    #[test]
+    fn off_with_a_cluster_runs_the_revoking_loop() {
+        let run =
+            Run::try_parse_from(["run", "--cluster-name=prod", "--region=eu-west-1"]).unwrap();
+        let config = run.access_entries.config().unwrap().expect("a loop");
+        assert_eq!(config.mode, AccessEntriesMode::Off);
+        assert_eq!(config.cluster_name, "prod");
     }
 
     #[test]

@@ -41,6 +41,9 @@ pub enum SyncReason {
     EksError,
     /// The access-entry loop has not handled this generation yet.
     Pending,
+    /// `--access-entries=off`: the operator does not keep this mapping's access entry in sync
+    /// (it only deletes its entries of deleted mappings, when it knows the cluster).
+    NotManaged,
 }
 
 impl SyncReason {
@@ -57,6 +60,7 @@ impl SyncReason {
             SyncReason::ProtectedPrincipal => "ProtectedPrincipal",
             SyncReason::EksError => "EksError",
             SyncReason::Pending => "Pending",
+            SyncReason::NotManaged => "NotManaged",
         }
     }
 }
@@ -162,6 +166,10 @@ pub struct ClusterReport {
     pub passes: u64,
     /// EKS API calls made since start.
     pub eks_calls: u64,
+    /// Why the last pass could not work with EKS, if it could not: the API did not answer (a
+    /// timeout, a refused connection) or refused the pass (DescribeCluster, ListAccessEntries).
+    /// Shown in the body of `/readyz` and as the `eks_unavailable` metric.
+    pub eks_problem: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -178,6 +186,8 @@ struct BoardState {
 pub struct ReportBoard {
     state: Arc<RwLock<BoardState>>,
     changed: Arc<Notify>,
+    /// `ClusterReport::eks_problem`, for whoever reports health.
+    eks_problem: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
 
 impl ReportBoard {
@@ -214,6 +224,21 @@ impl ReportBoard {
         self.changed.clone()
     }
 
+    /// Follows `ClusterReport::eks_problem` (EKS not answering, or refusing the loop's calls).
+    pub fn eks_problem(&self) -> tokio::sync::watch::Receiver<Option<String>> {
+        self.eks_problem.subscribe()
+    }
+
+    fn set_eks_problem(&self, problem: &Option<String>) {
+        self.eks_problem.send_if_modified(|current| {
+            let changed = current != problem;
+            if changed {
+                current.clone_from(problem);
+            }
+            changed
+        });
+    }
+
     /// Replaces every report (mappings that are gone disappear) and the cluster facts. Notifies
     /// only when a report changed, so that an idle pass wakes nobody. Returns whether it did.
     pub fn publish(
@@ -221,6 +246,7 @@ impl ReportBoard {
         reports: BTreeMap<String, AccessEntryReport>,
         cluster: ClusterReport,
     ) -> bool {
+        self.set_eks_problem(&cluster.eks_problem);
         let changed = {
             let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
             guard.cluster = cluster;
@@ -240,6 +266,7 @@ impl ReportBoard {
 
     /// Updates the cluster facts only.
     pub fn set_cluster(&self, cluster: ClusterReport) {
+        self.set_eks_problem(&cluster.eks_problem);
         let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
         guard.cluster = cluster;
     }

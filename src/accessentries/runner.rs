@@ -14,7 +14,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::cache::MappingCache;
 use futures::StreamExt;
@@ -23,7 +23,6 @@ use kube::ResourceExt;
 use tokio::sync::Notify;
 use tracing::{debug, info, warn};
 
-use super::AccessEntriesConfig;
 use super::client::{CallCounts, CreateEntry, EksApi, EksError};
 use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
@@ -32,6 +31,7 @@ use super::sync::{
     select_reads, still_confirmed, verify_budget, wanted_principals,
 };
 use super::translate::translate_resolved;
+use super::{AccessEntriesConfig, AccessEntriesMode};
 use crate::api::IamIdentityMapping;
 use crate::controller::passes::PassSchedule;
 use crate::plan::{Settings, spec_refusal};
@@ -58,6 +58,44 @@ pub struct PassSummary {
     pub error: Option<String>,
 }
 
+/// The first call of a pass that got no answer from EKS (a timeout, a refused connection).
+/// The calls of the pass that have not started yet fail at once with that error instead of
+/// each waiting for its own timeout: a hung EKS API costs one call's timeout per pass, not one
+/// per entry, and is reported within seconds.
+#[derive(Debug, Clone, Default)]
+struct NoAnswer(Arc<Mutex<Option<EksError>>>);
+
+impl NoAnswer {
+    fn get(&self) -> Option<EksError> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn reset(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+
+    /// Runs `call` unless EKS already did not answer in this pass, and remembers it if it does
+    /// not answer now.
+    async fn call<T>(
+        &self,
+        call: impl Future<Output = Result<T, EksError>>,
+    ) -> Result<T, EksError> {
+        if let Some(err) = self.get() {
+            return Err(err);
+        }
+        let result = call.await;
+        if let Err(err) = &result
+            && err.is_unreachable()
+        {
+            self.0
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get_or_insert_with(|| err.clone());
+        }
+        result
+    }
+}
+
 /// The state kept between passes.
 pub struct Runner<E: EksApi> {
     eks: Arc<E>,
@@ -72,6 +110,9 @@ pub struct Runner<E: EksApi> {
     reports: BTreeMap<String, AccessEntryReport>,
     /// The roles permission-set mappings resolved to.
     principals: Option<PrincipalBoard>,
+    no_answer: NoAnswer,
+    /// `--access-entries`: in `off` mode the loop only deletes (see [`Runner::with_mode`]).
+    mode_flag: AccessEntriesMode,
 }
 
 impl<E: EksApi> Runner<E> {
@@ -95,12 +136,23 @@ impl<E: EksApi> Runner<E> {
             mode: None,
             reports: BTreeMap::new(),
             principals: None,
+            no_answer: NoAnswer::default(),
+            mode_flag: AccessEntriesMode::Mirror,
         }
     }
 
     /// Where to find the role of a `spec.ssoPermissionSet` mapping.
     pub fn with_principals(mut self, principals: PrincipalBoard) -> Runner<E> {
         self.principals = Some(principals);
+        self
+    }
+
+    /// `--access-entries`. In `off` mode nothing is created, changed or adopted: the only calls
+    /// that change EKS delete the operator's tagged entries that no mapping wants (the mapping
+    /// was deleted, names another principal now, or the operator's policy refuses it), and every
+    /// other mapping is reported `NotManaged`.
+    pub fn with_mode(mut self, mode: AccessEntriesMode) -> Runner<E> {
+        self.mode_flag = mode;
         self
     }
 
@@ -129,22 +181,30 @@ impl<E: EksApi> Runner<E> {
         }
         let now = now();
         let mut summary = PassSummary::default();
+        self.no_answer.reset();
         let result = self.run_pass(&desired, resync, &now, &mut summary).await;
         summary.calls = self.eks.calls().since(&calls_before);
         let mut cluster = self.board.cluster();
         cluster.passes = self.pass;
         cluster.eks_calls = self.eks.calls().total();
         cluster.authentication_mode = self.mode.as_ref().map(|m| m.as_str().to_string());
+        let result = match self.mode_flag {
+            AccessEntriesMode::Off => result.map(|reports| not_managed(&desired, reports)),
+            _ => result,
+        };
         match result {
             Ok(reports) => {
                 cluster.last_pass = Some(now.clone());
                 cluster.last_error = None;
+                // Some calls got no answer although the pass went through: EKS is not well.
+                cluster.eks_problem = self.no_answer.get().map(|err| eks_problem(&err));
                 self.publish(reports, cluster, &now);
             }
             Err(err) => {
                 warn!(cluster = %self.cluster, error = %err, "access-entry pass failed; aws-auth is not affected");
                 summary.error = Some(err.to_string());
                 cluster.last_error = Some(err.to_string());
+                cluster.eks_problem = Some(eks_problem(&err));
                 let reports = desired
                     .iter()
                     .map(|m| (m.name.clone(), self.failed_report(m, &err)))
@@ -176,12 +236,17 @@ impl<E: EksApi> Runner<E> {
             };
         }
         let confirmed = m.confirmed_before;
+        let what = if err.is_unreachable() {
+            "EKS is not answering"
+        } else {
+            "cannot read access entries from EKS"
+        };
         AccessEntryReport {
             generation: m.generation,
             synced: false,
             reason: SyncReason::EksError,
             message: format!(
-                "cannot read access entries from EKS ({err}); retrying. aws-auth is not affected{}",
+                "{what} ({err}); retrying. aws-auth is not affected{}",
                 if confirmed {
                     "; the access entry was last confirmed in place"
                 } else {
@@ -229,7 +294,10 @@ impl<E: EksApi> Runner<E> {
         summary: &mut PassSummary,
     ) -> Result<BTreeMap<String, AccessEntryReport>, EksError> {
         if resync || self.mode.is_none() {
-            let mode = self.eks.authentication_mode(&self.cluster).await?;
+            let mode = self
+                .no_answer
+                .call(self.eks.authentication_mode(&self.cluster))
+                .await?;
             if self.mode.as_ref() != Some(&mode) {
                 info!(cluster = %self.cluster, mode = mode.as_str(), "cluster authentication mode");
             }
@@ -245,7 +313,10 @@ impl<E: EksApi> Runner<E> {
             return Ok(plan_sync(desired, &observed).outcomes);
         }
 
-        let listed = self.eks.list_access_entries(&self.cluster).await?;
+        let listed = self
+            .no_answer
+            .call(self.eks.list_access_entries(&self.cluster))
+            .await?;
         let listed_keys: BTreeSet<String> = listed.iter().map(|a| principal_key(a)).collect();
         self.cache.retain(|k, _| listed_keys.contains(k));
         let wanted = wanted_principals(desired);
@@ -270,7 +341,11 @@ impl<E: EksApi> Runner<E> {
         .await;
 
         let observed = self.observed(mode.clone(), &listed_keys, &unreadable);
-        let plan = plan_sync(desired, &observed);
+        let mut plan = plan_sync(desired, &observed);
+        if self.mode_flag == AccessEntriesMode::Off {
+            // Revocations only: what the operator granted goes with its mapping.
+            plan.work.retain(|w| w.kind == WorkKind::Delete);
+        }
         if plan.work.is_empty() {
             return Ok(plan.outcomes);
         }
@@ -394,18 +469,26 @@ impl<E: EksApi> Runner<E> {
     ) {
         let eks = self.eks.clone();
         let cluster = self.cluster.clone();
+        let no_answer = self.no_answer.clone();
         let pending: Vec<_> = reads
             .map(|(arn, describe, policies)| {
                 let eks = eks.clone();
                 let cluster = cluster.clone();
+                let no_answer = no_answer.clone();
                 async move {
                     let entry = if describe {
-                        eks.describe_access_entry(&cluster, &arn).await
+                        no_answer
+                            .call(eks.describe_access_entry(&cluster, &arn))
+                            .await
                     } else {
                         Ok(None)
                     };
                     let listed = if policies && (!describe || matches!(entry, Ok(Some(_)))) {
-                        Some(eks.list_associated_policies(&cluster, &arn).await)
+                        Some(
+                            no_answer
+                                .call(eks.list_associated_policies(&cluster, &arn))
+                                .await,
+                        )
                     } else {
                         None
                     };
@@ -467,61 +550,90 @@ impl<E: EksApi> Runner<E> {
     async fn apply(&self, work: &PrincipalWork) -> Result<(), EksError> {
         let principal = work.principal_arn.as_str();
         for step in &work.steps {
-            match step {
-                Step::Create {
-                    type_,
-                    username,
-                    kubernetes_groups,
-                    tags,
-                } => {
-                    self.eks
-                        .create_access_entry(
-                            &self.cluster,
-                            &CreateEntry {
-                                principal_arn: principal.to_string(),
-                                type_: *type_,
-                                username: username.clone(),
-                                kubernetes_groups: kubernetes_groups.clone(),
-                                tags: tags.clone(),
-                            },
-                        )
-                        .await?
-                }
-                Step::Update {
-                    username,
-                    kubernetes_groups,
-                } => {
-                    self.eks
-                        .update_access_entry(
-                            &self.cluster,
-                            principal,
-                            username.as_deref(),
-                            kubernetes_groups,
-                        )
-                        .await?
-                }
-                Step::Delete => {
-                    self.eks
-                        .delete_access_entry(&self.cluster, principal)
-                        .await?
-                }
-                Step::Associate(policy) => {
-                    self.eks
-                        .associate_access_policy(&self.cluster, principal, policy)
-                        .await?
-                }
-                Step::Disassociate { policy_arn } => {
-                    self.eks
-                        .disassociate_access_policy(&self.cluster, principal, policy_arn)
-                        .await?
-                }
-                Step::Tag {
-                    access_entry_arn,
-                    tags,
-                } => self.eks.tag_resource(access_entry_arn, tags).await?,
-            }
+            self.no_answer.call(self.step(principal, step)).await?;
         }
         Ok(())
+    }
+
+    /// One EKS call of a piece of work.
+    async fn step(&self, principal: &str, step: &Step) -> Result<(), EksError> {
+        let cluster = self.cluster.as_str();
+        match step {
+            Step::Create {
+                type_,
+                username,
+                kubernetes_groups,
+                tags,
+            } => {
+                let entry = CreateEntry {
+                    principal_arn: principal.to_string(),
+                    type_: *type_,
+                    username: username.clone(),
+                    kubernetes_groups: kubernetes_groups.clone(),
+                    tags: tags.clone(),
+                };
+                self.eks.create_access_entry(cluster, &entry).await
+            }
+            Step::Update {
+                username,
+                kubernetes_groups,
+            } => {
+                self.eks
+                    .update_access_entry(cluster, principal, username.as_deref(), kubernetes_groups)
+                    .await
+            }
+            Step::Delete => self.eks.delete_access_entry(cluster, principal).await,
+            Step::Associate(policy) => {
+                self.eks
+                    .associate_access_policy(cluster, principal, policy)
+                    .await
+            }
+            Step::Disassociate { policy_arn } => {
+                self.eks
+                    .disassociate_access_policy(cluster, principal, policy_arn)
+                    .await
+            }
+            Step::Tag {
+                access_entry_arn,
+                tags,
+            } => self.eks.tag_resource(access_entry_arn, tags).await,
+        }
+    }
+}
+
+/// The reports of `off` mode: a refused mapping says so (its entry is deleted), every other
+/// mapping that its access entry, if any, is not kept in sync.
+fn not_managed(
+    desired: &[DesiredMapping],
+    mut reports: BTreeMap<String, AccessEntryReport>,
+) -> BTreeMap<String, AccessEntryReport> {
+    for m in desired.iter().filter(|m| m.refusal.is_none()) {
+        let Some(report) = reports.get_mut(&m.name) else {
+            continue;
+        };
+        if report.reason == SyncReason::EksError {
+            continue;
+        }
+        report.synced = false;
+        report.confirmed_in_place = false;
+        report.reason = SyncReason::NotManaged;
+        report.message = match &report.status {
+            Some(entry) => format!(
+                "--access-entries=off: the access entry EKS holds for {} is not kept in sync with this mapping and still grants what it says; the operator deletes the entries it created when their mapping is deleted. Delete it in EKS, or run with --access-entries=mirror again",
+                entry.principal_arn
+            ),
+            None => "--access-entries=off: this mapping has no access entry, and the operator creates none".to_string(),
+        };
+    }
+    reports
+}
+
+/// What `/readyz` and the metric say about EKS after a pass that failed with `err`.
+fn eks_problem(err: &EksError) -> String {
+    if err.is_unreachable() {
+        format!("EKS is not answering: {err}")
+    } else {
+        format!("EKS refused the access-entry loop's calls: {err}")
     }
 }
 
@@ -607,7 +719,8 @@ pub async fn run_loop<E: EksApi>(
         board,
         settings,
     )
-    .with_principals(principals);
+    .with_principals(principals)
+    .with_mode(config.mode);
     let mut schedule = PassSchedule::new(config.resync, leading);
     while let Some(resync) = schedule.next(&wake, shutdown.as_mut()).await {
         // A mapping missing from a cache that is re-listing may exist: its access entry must
@@ -1097,5 +1210,52 @@ mod tests {
             state(&runner, "ops"),
             (SyncReason::ProtectedPrincipal, false)
         );
+    }
+
+    /// `--access-entries=off` with the cluster known: deleting a mapping (an admin) revokes the
+    /// access entry the operator created for it; nothing else is created, changed or adopted,
+    /// and the mappings that remain say their entry is not managed.
+    #[tokio::test]
+    async fn off_mode_only_revokes_the_entries_of_deleted_mappings() {
+        let eks = Arc::new(FakeEks::default());
+        let mut runner = new_runner(&eks, Settings::default());
+        let admin = mapping("admin", DEV, &["system:masters"], 1);
+        let ops = mapping("ops", OPS, &["ops"], 1);
+        runner.pass(&[admin.clone(), ops.clone()], true).await;
+        assert!(eks.has(DEV) && eks.has(OPS));
+        eks.changes();
+
+        // Off (a new process): an edit of ops is not mirrored, a new mapping gets no entry.
+        let mut runner = new_runner(&eks, Settings::default()).with_mode(AccessEntriesMode::Off);
+        let edited = mapping("ops", OPS, &["ops", "more"], 2);
+        let new = mapping("new", "arn:aws:iam::111122223333:role/new", &["x"], 1);
+        runner
+            .pass(&[admin.clone(), edited.clone(), new.clone()], true)
+            .await;
+        assert!(eks.changes().is_empty(), "nothing created or changed");
+        let report = runner.board().get("ops").unwrap();
+        assert_eq!(report.reason, SyncReason::NotManaged);
+        assert!(!report.synced && !report.confirmed_in_place);
+        assert!(
+            report.message.contains("not kept in sync"),
+            "{}",
+            report.message
+        );
+        assert_eq!(
+            report.status.as_ref().map(|s| s.kubernetes_groups.clone()),
+            Some(vec!["ops".to_string()]),
+            "what EKS holds"
+        );
+        assert_eq!(
+            runner.board().get("new").unwrap().reason,
+            SyncReason::NotManaged
+        );
+
+        // The admin mapping is deleted: its cluster-admin entry goes.
+        runner.pass(&[edited.clone(), new.clone()], true).await;
+        assert_eq!(eks.changes(), vec![("delete", DEV.to_string())]);
+        assert!(!eks.has(DEV) && eks.has(OPS));
+        runner.pass(&[edited, new], true).await;
+        assert!(eks.changes().is_empty(), "stable");
     }
 }

@@ -13,6 +13,7 @@ use serde::Serialize;
 use tracing::{info, warn};
 
 use super::{CliError, OutputFormat, PolicyArgs, exit, print_stdout};
+use crate::accessentries::AccessEntriesMode;
 use crate::api::IamIdentityMapping;
 use crate::arn::PrincipalKey;
 use crate::awsauth::{
@@ -20,8 +21,9 @@ use crate::awsauth::{
     parse_data,
 };
 use crate::controller::history::{
-    DEFAULT_HISTORY_LIMIT, HISTORY_CONFIGMAP, HistoryError, MAX_WRITE_ATTEMPTS, Origin, Revision,
-    State, describe_kube_error, find, is_status, record,
+    DEFAULT_HISTORY_LIMIT, HISTORY_CONFIGMAP, HistoryError, MAX_WRITE_ATTEMPTS, Origin,
+    RecordedSettings, Revision, SETTINGS_ANNOTATION, State, describe_kube_error, find, is_status,
+    record, recorded_settings,
 };
 use crate::controller::reconcile::mapping_input;
 use crate::plan::{
@@ -47,8 +49,9 @@ pub struct RollbackArgs {
     /// (use the operator's --history-limit).
     #[arg(long, default_value_t = DEFAULT_HISTORY_LIMIT)]
     pub keep: usize,
-    /// The operator's own settings, so that the result is exactly what its next reconcile
-    /// keeps (managed entries follow their mappings under these rules).
+    /// Used only when the operator has recorded no settings on the history ConfigMap (an
+    /// operator older than this version): the operator's own policy flags, so that the result is
+    /// what its next reconcile keeps. Otherwise the recorded settings are used (ignoring these).
     #[command(flatten)]
     pub policy: PolicyArgs,
 }
@@ -122,6 +125,11 @@ pub struct RollbackReport {
     /// What the operator's rules do to the revision: managed entries that follow their
     /// mappings, mappings that are not rendered.
     pub notes: Vec<String>,
+    /// The operator settings the result was planned with, and where they come from.
+    pub planned_with: String,
+    /// The settings are the ones the operator recorded on the history ConfigMap (not the
+    /// command's flags).
+    pub settings_recorded: bool,
     /// The revision the current aws-auth was saved as before it was overwritten.
     pub backup_revision: Option<u64>,
     /// Whether aws-auth was written.
@@ -291,6 +299,8 @@ pub fn compare(
         annotation_changed,
         revision_malformed: parse_data(&revision.data).malformed.into_iter().collect(),
         notes: target.notes.clone(),
+        planned_with: String::new(),
+        settings_recorded: false,
         backup_revision: None,
         written: false,
         attempts: 0,
@@ -333,10 +343,10 @@ async fn get_aws_auth(api: &Api<ConfigMap>) -> Result<Option<ConfigMap>, History
 }
 
 /// The IamIdentityMappings of the cluster (none when the CRD is not installed).
-async fn list_mappings(client: &kube::Client) -> Result<Vec<MappingInput>, HistoryError> {
+async fn list_mappings(client: &kube::Client) -> Result<Vec<IamIdentityMapping>, HistoryError> {
     let api: Api<IamIdentityMapping> = Api::all(client.clone());
     match api.list(&ListParams::default()).await {
-        Ok(list) => Ok(list.items.iter().map(mapping_input).collect()),
+        Ok(list) => Ok(list.items),
         Err(err) if is_status(&err, 404) => Ok(Vec::new()),
         Err(source) => Err(HistoryError::Kube {
             action: "listing IamIdentityMappings for",
@@ -346,21 +356,113 @@ async fn list_mappings(client: &kube::Client) -> Result<Vec<MappingInput>, Histo
     }
 }
 
+/// The `Ready` reason of a mapping served by its access entry
+/// (`Outcome::ServedByAccessEntry`).
+const SERVED_BY_ACCESS_ENTRY: &str = "ServedByAccessEntry";
+
+/// Whether the operator's last status of `mapping` says its access entry serves it (the
+/// `Ready` reason `ServedByAccessEntry`, for its current generation): in `only` mode its
+/// aws-auth entry stays out.
+fn served_by_access_entry(mapping: &IamIdentityMapping) -> bool {
+    let Some(status) = &mapping.status else {
+        return false;
+    };
+    status.observed_generation == mapping.metadata.generation
+        && crate::status::condition(status, crate::status::READY)
+            .is_some_and(|c| c.status == "True" && c.reason == SERVED_BY_ACCESS_ENTRY)
+}
+
+/// The plan's inputs, as the operator in `mode` sees them: in `only` mode, a mapping its access
+/// entry serves (as its status says) has no aws-auth entry. Returns how many are served.
+pub fn mapping_inputs(
+    mappings: &[IamIdentityMapping],
+    mode: AccessEntriesMode,
+) -> (Vec<MappingInput>, usize) {
+    let mut served = 0;
+    let inputs = mappings
+        .iter()
+        .map(|m| {
+            let mut input = mapping_input(m);
+            if mode == AccessEntriesMode::Only && served_by_access_entry(m) {
+                input.served_by_access_entry = true;
+                served += 1;
+            }
+            input
+        })
+        .collect();
+    (inputs, served)
+}
+
+/// The settings a rollback plans with: those the operator recorded on the history ConfigMap,
+/// else (an operator older than the record) the command's flags, with `--access-entries` taken
+/// as off.
+#[derive(Debug, Clone)]
+pub struct Planning {
+    pub settings: Settings,
+    pub mode: AccessEntriesMode,
+    pub recorded: bool,
+    pub description: String,
+}
+
+pub fn planning(history: Option<&ConfigMap>, flags: Settings) -> Result<Planning, String> {
+    match history.and_then(recorded_settings) {
+        Some(Ok(recorded)) => Ok(Planning {
+            settings: recorded.settings().map_err(|e| {
+                format!("the operator's settings recorded on {CONFIGMAP_NAMESPACE}/{HISTORY_CONFIGMAP} cannot be used: {e}")
+            })?,
+            mode: recorded.access_entries,
+            recorded: true,
+            description: format!(
+                "the running operator's settings, recorded on {CONFIGMAP_NAMESPACE}/{HISTORY_CONFIGMAP}: {}",
+                recorded.describe()
+            ),
+        }),
+        Some(Err(err)) => Err(err),
+        None => Ok(Planning {
+            description: format!(
+                "this command's flags ({}): the operator recorded no settings on {CONFIGMAP_NAMESPACE}/{HISTORY_CONFIGMAP} (the {SETTINGS_ANNOTATION} annotation; an older operator, or none ran yet), so --access-entries is taken as off: with only, mappings served by their access entries would leave aws-auth again at the next reconcile",
+                RecordedSettings::of(&flags, AccessEntriesMode::Off).describe()
+            ),
+            settings: flags,
+            mode: AccessEntriesMode::Off,
+            recorded: false,
+        }),
+    }
+}
+
+/// What to restore and how: the revision, the target the operator keeps, and the settings used.
+async fn prepare(
+    client: &kube::Client,
+    api: &Api<ConfigMap>,
+    revision: u64,
+    flags: Settings,
+) -> Result<(Revision, RollbackTarget, Planning), RollbackError> {
+    let (history, revisions) = crate::controller::history::load(api).await?;
+    let source =
+        find(&revisions, revision)
+            .cloned()
+            .ok_or_else(|| HistoryError::RevisionNotFound {
+                revision,
+                available: revisions.iter().map(|r| r.revision).collect(),
+            })?;
+    let planning = planning(history.as_ref(), flags).map_err(RollbackError::Refused)?;
+    let mappings = list_mappings(client).await?;
+    let (inputs, served) = mapping_inputs(&mappings, planning.mode);
+    let mut target =
+        rollback_target(&source, &inputs, &planning.settings).map_err(RollbackError::Refused)?;
+    if planning.mode == AccessEntriesMode::Only {
+        target.notes.push(format!(
+            "--access-entries=only: {served} mappings served by their EKS access entries (Ready reason ServedByAccessEntry in their status) get no aws-auth entry; the others follow their mappings, and leave aws-auth when their access entry is confirmed"
+        ));
+    }
+    Ok((source, target, planning))
+}
+
 /// Every readable revision, oldest first. Unreadable keys are reported on stderr and skipped, so
 /// that one damaged entry never stands in the way of restoring another.
 async fn load_revisions(api: &Api<ConfigMap>) -> Result<Vec<Revision>, HistoryError> {
     let (_, revisions) = crate::controller::history::load(api).await?;
     Ok(revisions)
-}
-
-async fn fetch_revision(api: &Api<ConfigMap>, revision: u64) -> Result<Revision, HistoryError> {
-    let revisions = load_revisions(api).await?;
-    find(&revisions, revision)
-        .cloned()
-        .ok_or_else(|| HistoryError::RevisionNotFound {
-            revision,
-            available: revisions.iter().map(|r| r.revision).collect(),
-        })
 }
 
 /// The revisions, newest first.
@@ -394,19 +496,20 @@ impl std::fmt::Display for RollbackError {
 }
 
 /// What rolling back to `revision` would change, exactly as the operator's next reconcile
-/// keeps it; writes nothing.
+/// keeps it (with the settings the operator recorded; `flags` only when it recorded none);
+/// writes nothing.
 pub async fn preview(
     client: kube::Client,
     revision: u64,
-    settings: Settings,
+    flags: Settings,
 ) -> Result<RollbackReport, RollbackError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIGMAP_NAMESPACE);
-    let source = fetch_revision(&api, revision).await?;
+    let (source, target, planning) = prepare(&client, &api, revision, flags).await?;
     let current = get_aws_auth(&api).await?;
-    let mappings = list_mappings(&client).await?;
-    let target = rollback_target(&source, &mappings, &settings).map_err(RollbackError::Refused)?;
     let mut report = compare(current.as_ref(), &source, &target);
     report.attempts = 1;
+    report.planned_with = planning.description;
+    report.settings_recorded = planning.recorded;
     Ok(report)
 }
 
@@ -424,14 +527,14 @@ pub async fn rollback(
 ) -> Result<RollbackReport, RollbackError> {
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIGMAP_NAMESPACE);
     // Read before the backup: saving the backup may trim the target revision out of history.
-    let source = fetch_revision(&api, revision).await?;
-    let mappings = list_mappings(&client).await?;
-    let target = rollback_target(&source, &mappings, &settings).map_err(RollbackError::Refused)?;
+    let (source, target, planning) = prepare(&client, &api, revision, settings).await?;
 
     for attempt in 1..=MAX_WRITE_ATTEMPTS {
         let current = get_aws_auth(&api).await?;
         let mut report = compare(current.as_ref(), &source, &target);
         report.attempts = attempt;
+        report.planned_with = planning.description.clone();
+        report.settings_recorded = planning.recorded;
         if !report.changes_anything() {
             info!(
                 revision,
@@ -668,6 +771,9 @@ pub fn rollback_text(report: &RollbackReport) -> String {
     for note in &report.notes {
         out.push_str(&format!("  note: {note}\n"));
     }
+    if !report.planned_with.is_empty() {
+        out.push_str(&format!("  planned with {}\n", report.planned_with));
+    }
     out
 }
 
@@ -685,11 +791,15 @@ fn malformed_warning(report: &RollbackReport) -> Option<String> {
     ))
 }
 
-const CONTROLLER_NOTE: &str = "note: this is what the operator's next reconcile keeps: unmanaged entries come back as they were, entries of existing IamIdentityMappings follow their mappings, and entries whose mapping is gone come back unmanaged. Pass the operator's --protected-arn/--allowed-groups/--denied-groups/--enforce-group-policy for an exact preview.\n";
+const CONTROLLER_NOTE: &str = "note: this is what the operator's next reconcile keeps: unmanaged entries come back as they were, entries of existing IamIdentityMappings follow their mappings (in --access-entries=only mode, those served by their access entries stay out), and entries whose mapping is gone come back unmanaged.\n";
 
 pub fn run_rollback(args: RollbackArgs) -> Result<u8, CliError> {
     let revision = args.revision;
     let settings = args.policy.settings()?;
+    let flags_given = !args.policy.protected.is_empty()
+        || !args.policy.allowed_groups.is_empty()
+        || !args.policy.denied_groups.is_empty()
+        || args.policy.enforce_group_policy;
     let result = if args.yes {
         let time = Time(k8s_openapi::jiff::Timestamp::now());
         let keep = args.keep;
@@ -718,6 +828,11 @@ pub fn run_rollback(args: RollbackArgs) -> Result<u8, CliError> {
 
     if let Some(warning) = malformed_warning(&report) {
         eprintln!("{warning}");
+    }
+    if flags_given && report.settings_recorded {
+        eprintln!(
+            "warning: the policy flags given here are ignored: the result is planned with the settings the running operator recorded (see `planned with` below)"
+        );
     }
     let mut out = rollback_text(&report);
     if !report.changes_anything() {
@@ -816,6 +931,7 @@ mod tests {
             },
             last_rendered: None,
             served_by_access_entry: false,
+            access_entry_unknown: false,
             resolved_arn: None,
         }
     }

@@ -90,6 +90,7 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
                 spec: mapping.spec,
                 last_rendered: None,
                 served_by_access_entry: false,
+                access_entry_unknown: false,
                 resolved_arn,
             });
         }

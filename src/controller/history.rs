@@ -33,8 +33,9 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::accessentries::AccessEntriesMode;
 use crate::awsauth::{CONFIGMAP_NAMESPACE, ConfigMapData, MAX_CONFIGMAP_DATA_BYTES, parse_data};
-use crate::plan::{ManagedSet, RecoverySource};
+use crate::plan::{DriftPolicy, ManagedSet, RecoverySource, Settings, SettingsError};
 
 pub const HISTORY_CONFIGMAP: &str = "aws-auth-operator-history";
 pub const DEFAULT_HISTORY_LIMIT: usize = 10;
@@ -49,6 +50,11 @@ pub const MAX_WRITE_ATTEMPTS: u32 = 5;
 pub const COALESCE_SECONDS: i64 = 60;
 /// Annotation on the history ConfigMap: how many revisions are kept, of how many requested.
 pub const HISTORY_ANNOTATION: &str = "awsauth.dev/history";
+
+/// Annotation on the history ConfigMap: the settings of the operator that reconciles aws-auth
+/// (JSON, [`RecordedSettings`]), written by the operator when they differ. `rollback` plans
+/// with them, so that its preview is what the running operator keeps.
+pub const SETTINGS_ANNOTATION: &str = "awsauth.dev/operator-settings";
 
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY_VALUE: &str = "aws-auth-operator";
@@ -545,6 +551,171 @@ pub async fn record(
                     "history changed since it was read; retrying"
                 );
             }
+            Err(source) => {
+                return Err(HistoryError::Kube {
+                    action: if exists { "updating" } else { "creating" },
+                    name: HISTORY_CONFIGMAP.to_string(),
+                    source,
+                });
+            }
+        }
+    }
+    Err(HistoryError::TooManyConflicts {
+        name: HISTORY_CONFIGMAP.to_string(),
+        attempts: MAX_WRITE_ATTEMPTS,
+    })
+}
+
+/// The operator's settings that shape what it keeps in aws-auth, as recorded on the history
+/// ConfigMap ([`SETTINGS_ANNOTATION`]).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct RecordedSettings {
+    /// `--access-entries`: in `only` mode a mapping whose access entry is confirmed has no
+    /// aws-auth entry.
+    pub access_entries: AccessEntriesMode,
+    /// `--protected-arn`, as the principal keys the plan compares (role ARNs path-stripped,
+    /// lowercased).
+    #[serde(default)]
+    pub protected: Vec<String>,
+    #[serde(default)]
+    pub allowed_groups: Vec<String>,
+    #[serde(default)]
+    pub denied_groups: Vec<String>,
+    #[serde(default)]
+    pub enforce_group_policy: bool,
+    #[serde(default)]
+    pub drift: DriftPolicy,
+    #[serde(default = "default_true")]
+    pub recover_malformed: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+impl RecordedSettings {
+    pub fn of(settings: &Settings, access_entries: AccessEntriesMode) -> RecordedSettings {
+        RecordedSettings {
+            access_entries,
+            protected: settings
+                .protected
+                .iter()
+                .map(|k| k.as_str().to_string())
+                .collect(),
+            allowed_groups: settings
+                .allowed_groups
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+            denied_groups: settings
+                .denied_groups
+                .iter()
+                .map(|r| r.as_str().to_string())
+                .collect(),
+            enforce_group_policy: settings.enforce_group_policy,
+            drift: settings.drift,
+            recover_malformed: settings.recover_malformed,
+        }
+    }
+
+    /// The plan's settings again.
+    pub fn settings(&self) -> Result<Settings, SettingsError> {
+        let mut settings =
+            Settings::default().with_group_policy(&self.allowed_groups, &self.denied_groups)?;
+        for key in &self.protected {
+            settings.protect(key)?;
+        }
+        settings.enforce_group_policy = self.enforce_group_policy;
+        settings.drift = self.drift;
+        settings.recover_malformed = self.recover_malformed;
+        Ok(settings)
+    }
+
+    /// As the operator's flags, for a person.
+    pub fn describe(&self) -> String {
+        let mut flags = vec![format!("--access-entries={}", self.access_entries.as_str())];
+        flags.extend(
+            self.protected
+                .iter()
+                .map(|p| format!("--protected-arn={p}")),
+        );
+        flags.extend(
+            self.allowed_groups
+                .iter()
+                .map(|g| format!("--allowed-groups={g}")),
+        );
+        flags.extend(
+            self.denied_groups
+                .iter()
+                .map(|g| format!("--denied-groups={g}")),
+        );
+        if self.enforce_group_policy {
+            flags.push("--enforce-group-policy".to_string());
+        }
+        flags.push(format!(
+            "--drift={}",
+            match self.drift {
+                DriftPolicy::Repair => "repair",
+                DriftPolicy::Report => "report",
+            }
+        ));
+        flags.join(" ")
+    }
+
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// The settings recorded on the history ConfigMap: None when there are none (an operator older
+/// than this annotation, or none ran yet), an error when they cannot be read.
+pub fn recorded_settings(history: &ConfigMap) -> Option<Result<RecordedSettings, String>> {
+    let text = history
+        .metadata
+        .annotations
+        .as_ref()?
+        .get(SETTINGS_ANNOTATION)?;
+    Some(
+        serde_json::from_str(text)
+            .map_err(|e| format!("the {SETTINGS_ANNOTATION} annotation is not readable: {e}")),
+    )
+}
+
+/// Records the operator's settings on the history ConfigMap (created when missing), unless it
+/// already carries them: a compare-and-swap write, retried on conflicts. Returns whether it
+/// wrote.
+pub async fn record_settings(
+    api: &Api<ConfigMap>,
+    settings: &RecordedSettings,
+) -> Result<bool, HistoryError> {
+    let text = settings.encode();
+    for _ in 1..=MAX_WRITE_ATTEMPTS {
+        let current = get_history(api).await?;
+        let exists = current.is_some();
+        let mut cm = current.unwrap_or_else(new_history_configmap);
+        let annotations = cm.metadata.annotations.get_or_insert_with(BTreeMap::new);
+        if annotations.get(SETTINGS_ANNOTATION) == Some(&text) {
+            return Ok(false);
+        }
+        annotations.insert(SETTINGS_ANNOTATION.to_string(), text.clone());
+        cm.metadata
+            .labels
+            .get_or_insert_with(BTreeMap::new)
+            .insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
+        cm.metadata.managed_fields = None;
+        let result = if exists {
+            api.replace(HISTORY_CONFIGMAP, &PostParams::default(), &cm)
+                .await
+        } else {
+            api.create(&PostParams::default(), &cm).await
+        };
+        match result {
+            Ok(_) => {
+                info!(configmap = HISTORY_CONFIGMAP, settings = %settings.describe(), "recorded the operator's settings for rollback");
+                return Ok(true);
+            }
+            Err(err) if is_status(&err, 409) => continue,
             Err(source) => {
                 return Err(HistoryError::Kube {
                     action: if exists { "updating" } else { "creating" },

@@ -310,6 +310,11 @@ pub async fn run_until(
                 leadership.as_ref().map(leader::Leadership::subscribe),
                 async move { shutdown.notified().await },
             ));
+            tokio::spawn(follow_eks_problems(
+                board.eks_problem(),
+                health.clone(),
+                metrics.clone(),
+            ));
             // A new report (an entry created, confirmed, failed) may change a status, or let
             // `only` mode remove an aws-auth entry.
             let (changed, wake) = (board.changed(), wake.clone());
@@ -608,6 +613,27 @@ async fn follow_leader_problems(
     }
 }
 
+/// The component name of EKS problems in `/readyz`.
+pub const EKS_HEALTH_COMPONENT: &str = "EKS access entries";
+
+/// Mirrors what the access-entry loop says about EKS (not answering, refusing its calls) into
+/// the body of `/readyz` and the `eks_unavailable` metric. A warning, not a readiness problem:
+/// aws-auth is still managed, and neither a stalled rollout nor a restart helps EKS.
+pub async fn follow_eks_problems(
+    mut problems: tokio::sync::watch::Receiver<Option<String>>,
+    health: Arc<Health>,
+    metrics: Arc<Metrics>,
+) {
+    loop {
+        let problem = problems.borrow_and_update().clone();
+        metrics.set_eks_unavailable(problem.is_some());
+        health.set_warning(EKS_HEALTH_COMPONENT, problem);
+        if problems.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Waits until events stop arriving for a moment (at most `MAX_SETTLE`), so that a burst of
 /// changes (a GitOps sync creating hundreds of mappings) is planned and written once.
 async fn settle(wake: &Notify) {
@@ -716,6 +742,44 @@ mod tests {
         wait(|| health.is_ready()).await;
         drop(tx);
         task.await.unwrap();
+    }
+
+    /// What the access-entry loop says about EKS shows in /readyz's body and the metric, and
+    /// goes when EKS answers again; readiness stays.
+    #[tokio::test]
+    async fn eks_problems_are_warnings_and_a_metric() {
+        let health = Arc::new(Health::new());
+        health.set_ready(true);
+        let metrics = Arc::new(Metrics::new());
+        let board = ReportBoard::new();
+        let task = tokio::spawn(follow_eks_problems(
+            board.eks_problem(),
+            health.clone(),
+            metrics.clone(),
+        ));
+        board.set_cluster(accessentries::ClusterReport {
+            eks_problem: Some("EKS is not answering: DescribeCluster: timeout".into()),
+            ..Default::default()
+        });
+        wait(|| !health.warnings().is_empty()).await;
+        assert_eq!(
+            health.warnings(),
+            ["EKS access entries: EKS is not answering: DescribeCluster: timeout"]
+        );
+        assert!(health.is_ready());
+        assert!(
+            metrics
+                .encode()
+                .contains("aws_auth_operator_eks_unavailable 1")
+        );
+        board.set_cluster(Default::default());
+        wait(|| health.warnings().is_empty()).await;
+        assert!(
+            metrics
+                .encode()
+                .contains("aws_auth_operator_eks_unavailable 0")
+        );
+        task.abort();
     }
 
     fn tokio_stream_from<T>(

@@ -107,6 +107,8 @@ pub struct Context {
     /// reconcile that runs before its own patch came back through the watch must not patch
     /// the same status again.
     pub written: Mutex<HashMap<String, IamIdentityMappingStatus>>,
+    /// The settings are recorded on the history ConfigMap (for `rollback`).
+    pub settings_recorded: std::sync::atomic::AtomicBool,
 }
 
 impl Context {
@@ -121,6 +123,7 @@ impl Context {
             status_concurrency: DEFAULT_STATUS_CONCURRENCY,
             recorded: Mutex::new(None),
             written: Mutex::new(HashMap::new()),
+            settings_recorded: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -163,6 +166,7 @@ pub fn mapping_input(mapping: &IamIdentityMapping) -> MappingInput {
         spec: mapping.spec.clone(),
         last_rendered: mapping.status.as_ref().and_then(|s| s.rendered.clone()),
         served_by_access_entry: false,
+        access_entry_unknown: false,
         resolved_arn: crate::principals::resolved_arn(&mapping.spec, mapping.status.as_ref(), None),
     }
 }
@@ -226,11 +230,17 @@ async fn reconcile_mappings(
     now: Time,
 ) -> Result<ReconcileReport, ReconcileError> {
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), CONFIGMAP_NAMESPACE);
+    record_settings_once(ctx, &configmaps).await;
     // One view of the access-entry side for the whole reconcile.
     let reports = ctx
         .access_entries
         .as_ref()
         .map(|view| (view.mode, view.board.snapshot()));
+    // Whether the access-entry loop has reached EKS since the operator started.
+    let access_entries_known = ctx
+        .access_entries
+        .as_ref()
+        .is_some_and(|view| view.board.cluster().last_pass.is_some());
     let principal_reports = ctx.principals.as_ref().map(PrincipalBoard::snapshot);
     let inputs: Vec<MappingInput> = mappings
         .iter()
@@ -245,6 +255,8 @@ async fn reconcile_mappings(
                 let name = m.metadata.name.as_deref().unwrap_or_default();
                 input.served_by_access_entry =
                     !keep_in_aws_auth(*mode, reports.get(name), m.metadata.generation);
+                input.access_entry_unknown = *mode == AccessEntriesMode::Only
+                    && (!access_entries_known || !reports.contains_key(name));
             }
             input
         })
@@ -357,6 +369,7 @@ async fn reconcile_mappings(
             &plan,
             SideReports {
                 access_entries: reports.as_ref().map(|(_, r)| r),
+                access_entries_mode: reports.as_ref().map(|(mode, _)| *mode),
                 principals: principal_reports.as_ref(),
             },
             &now,
@@ -366,6 +379,24 @@ async fn reconcile_mappings(
         return Ok(report);
     }
     Err(ReconcileError::TooManyConflicts)
+}
+
+/// Records the operator's settings on the history ConfigMap, once per process (again after a
+/// failure), so that `rollback` previews what this operator keeps. Never fails the reconcile.
+async fn record_settings_once(ctx: &Context, configmaps: &Api<ConfigMap>) {
+    use std::sync::atomic::Ordering;
+    if ctx.settings_recorded.load(Ordering::Relaxed) {
+        return;
+    }
+    let mode = ctx
+        .access_entries
+        .as_ref()
+        .map_or(AccessEntriesMode::Off, |view| view.mode);
+    let settings = history::RecordedSettings::of(&ctx.settings, mode);
+    match history::record_settings(configmaps, &settings).await {
+        Ok(_) => ctx.settings_recorded.store(true, Ordering::Relaxed),
+        Err(err) => warn!(error = %err, "could not record the operator's settings for rollback"),
+    }
 }
 
 /// Records the live aws-auth in history when the operator has not recorded it yet: an edit by
@@ -609,8 +640,9 @@ async fn write_aws_auth(
 /// What the loops beside the aws-auth reconcile reported, by mapping name, for this reconcile.
 #[derive(Clone, Copy)]
 struct SideReports<'a> {
-    /// `None` with `--access-entries=off`.
+    /// `None` with `--access-entries=off` and no cluster.
     access_entries: Option<&'a BTreeMap<String, AccessEntryReport>>,
+    access_entries_mode: Option<AccessEntriesMode>,
     /// `None` without a principal resolver.
     principals: Option<&'a BTreeMap<String, PrincipalReport>>,
 }
@@ -659,14 +691,30 @@ async fn apply_statuses(
                 known,
                 now,
             );
-            if let Some(reports) = side.access_entries {
-                with_access_entry(
+            match (side.access_entries, side.access_entries_mode) {
+                (Some(reports), Some(AccessEntriesMode::Off)) => {
+                    crate::status::with_unmanaged_access_entry(
+                        &mut desired,
+                        reports.get(&name),
+                        mapping.metadata.generation,
+                        known,
+                        now,
+                    )
+                }
+                (Some(reports), _) => with_access_entry(
                     &mut desired,
                     reports.get(&name),
                     mapping.metadata.generation,
                     known,
                     now,
-                );
+                ),
+                (None, _) => crate::status::without_access_entry(
+                    &mut desired,
+                    mapping.metadata.generation,
+                    known,
+                    now,
+                    crate::status::NOT_MANAGED_UNKNOWN_CLUSTER,
+                ),
             }
             if known == Some(&desired) {
                 continue;
@@ -739,6 +787,8 @@ pub fn status_patch(status: &IamIdentityMappingStatus) -> Value {
             "conditions",
             "rendered",
             "lastDriftRepair",
+            "accessEntry",
+            "resolvedArn",
         ] {
             fields.entry(key).or_insert(Value::Null);
         }

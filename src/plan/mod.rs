@@ -54,6 +54,12 @@ pub struct MappingInput {
     /// `--access-entries=only`, and the EKS access entry of this generation is confirmed in
     /// place: the mapping no longer needs its aws-auth entry.
     pub served_by_access_entry: bool,
+    /// `--access-entries=only`, and the access-entry side of this mapping is not known yet (the
+    /// access-entry loop has not reached EKS since the operator started, or has not reported on
+    /// this mapping): aws-auth is kept as it is for it. An entry the operator removed because
+    /// the access entry served it (the principal is managed, aws-auth holds nothing for it and
+    /// `status.rendered` is empty) is not written back only to be removed again a moment later.
+    pub access_entry_unknown: bool,
     /// The role `spec.ssoPermissionSet` resolved to (full ARN, from IAM); `None` for other
     /// mappings and for a permission set not resolved.
     pub resolved_arn: Option<String>,
@@ -938,8 +944,14 @@ fn decide_winners(
             .collect();
 
         // Served by its access entry: its own aws-auth entry goes (an entry the operator does
-        // not manage is never removed).
-        if winner.served_by_access_entry && (principal.managed || principal.live.is_empty()) {
+        // not manage is never removed). Served before and not known yet: stays served.
+        let still_served = winner.access_entry_unknown
+            && principal.managed
+            && principal.live.is_empty()
+            && winner.last_rendered.is_none();
+        if (winner.served_by_access_entry && (principal.managed || principal.live.is_empty()))
+            || still_served
+        {
             let removed = principal.live.clone();
             principal.fate = Fate::ServedElsewhere;
             principal.managed_after = true;
@@ -994,6 +1006,12 @@ fn detect_drift(
     let last_written = mapping.last_rendered.as_ref().and_then(entry_from_rendered);
     let reference = last_written.as_ref().unwrap_or(desired);
     if live.len() == 1 && live[0] == *reference {
+        return None;
+    }
+    // Nothing in aws-auth, and nothing written there for this mapping last time: the operator
+    // itself left it out (its access entry served it, in `only` mode, and the mode changed or
+    // the access entry is no longer confirmed). Writing it is not the repair of a hand edit.
+    if live.is_empty() && last_written.is_none() {
         return None;
     }
     let spec_unchanged = last_written.as_ref().is_none_or(|w| w == desired);

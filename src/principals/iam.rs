@@ -5,7 +5,6 @@
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use aws_sdk_iam::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use thiserror::Error;
@@ -108,19 +107,14 @@ pub struct IamClient {
     counters: Arc<[AtomicU64; OPERATIONS.len()]>,
 }
 
+/// The retry and timeouts of the EKS client: an IAM that does not answer is an error within
+/// [`OPERATION_TIMEOUT`](crate::accessentries::client::OPERATION_TIMEOUT), not after minutes.
 fn retry() -> aws_config::retry::RetryConfig {
-    aws_config::retry::RetryConfig::standard()
-        .with_max_attempts(MAX_ATTEMPTS)
-        .with_initial_backoff(Duration::from_millis(200))
-        .with_max_backoff(Duration::from_secs(20))
+    crate::accessentries::client::retry()
 }
 
 fn timeouts() -> aws_config::timeout::TimeoutConfig {
-    aws_config::timeout::TimeoutConfig::builder()
-        .connect_timeout(Duration::from_secs(5))
-        .operation_attempt_timeout(Duration::from_secs(20))
-        .operation_timeout(Duration::from_secs(90))
-        .build()
+    crate::accessentries::client::timeouts()
 }
 
 impl IamClient {

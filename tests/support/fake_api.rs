@@ -204,6 +204,17 @@ impl State {
         if let Some(rest) = path.strip_prefix(MAPPINGS) {
             let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
             return match (method, parts.as_slice()) {
+                // A plain list (what `rollback` reads; the controller watches through its own
+                // reflector in these tests).
+                (Method::GET, []) => ok(
+                    StatusCode::OK,
+                    &json!({
+                        "apiVersion": "awsauth.dev/v1alpha1",
+                        "kind": "IamIdentityMappingList",
+                        "metadata": {"resourceVersion": "1"},
+                        "items": self.mappings.values().collect::<Vec<_>>(),
+                    }),
+                ),
                 (Method::GET, [name]) => match self.mappings.get(*name) {
                     Some(m) => ok(StatusCode::OK, m),
                     None => not_found("iamidentitymappings.awsauth.dev", name),

@@ -1020,6 +1020,7 @@ fn the_refusal_is_the_one_aws_auth_gets() {
             spec: spec.clone(),
             last_rendered: None,
             served_by_access_entry: false,
+            access_entry_unknown: false,
             resolved_arn: None,
         };
         let aws_auth = plan(&[input], &LiveAwsAuth::default(), &settings).outcomes["m"].reason();
