@@ -515,12 +515,7 @@ pub async fn record(
             );
             return Ok(recorded);
         }
-        let result = if exists {
-            api.replace(HISTORY_CONFIGMAP, &PostParams::default(), &cm)
-                .await
-        } else {
-            api.create(&PostParams::default(), &cm).await
-        };
+        let result = put_history(api, exists, &cm).await;
         match result {
             Ok(_) => {
                 info!(
@@ -704,12 +699,7 @@ pub async fn record_settings(
             .get_or_insert_with(BTreeMap::new)
             .insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
         cm.metadata.managed_fields = None;
-        let result = if exists {
-            api.replace(HISTORY_CONFIGMAP, &PostParams::default(), &cm)
-                .await
-        } else {
-            api.create(&PostParams::default(), &cm).await
-        };
+        let result = put_history(api, exists, &cm).await;
         match result {
             Ok(_) => {
                 info!(configmap = HISTORY_CONFIGMAP, settings = %settings.describe(), "recorded the operator's settings for rollback");
@@ -856,6 +846,21 @@ pub(crate) mod mock {
             }
         });
         (kube::Client::new(service, "default"), state)
+    }
+}
+
+/// Writes the history ConfigMap: a replace carrying the resourceVersion that was read
+/// (compare-and-swap: 409 when it changed in between), or a create when there was none.
+async fn put_history(
+    api: &Api<ConfigMap>,
+    exists: bool,
+    cm: &ConfigMap,
+) -> Result<ConfigMap, kube::Error> {
+    if exists {
+        api.replace(HISTORY_CONFIGMAP, &PostParams::default(), cm)
+            .await
+    } else {
+        api.create(&PostParams::default(), cm).await
     }
 }
 
