@@ -497,6 +497,12 @@ pub async fn reconcile_loop<F: Future + Unpin>(
                 metrics.reconciled(started.elapsed(), None);
                 metrics.set_entries(report.managed_entries, report.unmanaged_entries);
                 metrics.set_conflicts(report.mappings_in_conflict);
+                metrics.set_mapping_states(&report.mapping_states);
+                metrics.set_access_entry_states(&report.access_entry_states);
+                metrics.set_aws_auth_size(
+                    report.aws_auth_data_bytes,
+                    report.aws_auth_data_limit_bytes,
+                );
                 for _ in 0..report.aws_auth_writes {
                     metrics.aws_auth_written();
                 }
