@@ -12,6 +12,8 @@
 - deploy/prometheus/aws-auth-operator.rules.yaml: the alerts of the chart's PrometheusRule
   (templates/prometheusrule.yaml, rendered with its default values) as a plain Prometheus rules
   file, for Prometheus without the Prometheus Operator.
+- charts/aws-auth-operator/dashboards/aws-auth-operator.json: the Grafana dashboard built by
+  tests/chart/dashboard.py with grafana-foundation-sdk (Grafana's schema as Python types).
 - charts/aws-auth-operator/README.md, between the `values:begin` / `values:end` markers: one row
   per value documented with a `# --` comment in values.yaml.
 """
@@ -27,6 +29,7 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import dashboard  # noqa: E402
 import support  # noqa: E402
 
 README = support.CHART / "README.md"
@@ -97,6 +100,7 @@ def install_yaml() -> str:
 
 # ---- deploy/prometheus/aws-auth-operator.rules.yaml ---------------------------------------------
 
+DASHBOARD_FILE = support.CHART / "dashboards" / "aws-auth-operator.json"
 RULES_FILE = support.ROOT / "deploy" / "prometheus" / "aws-auth-operator.rules.yaml"
 
 
@@ -276,6 +280,7 @@ def main(argv: list[str]) -> int:
         (README, readme_with_table(README.read_text())),
         (ARGOCD_CM, argocd_cm()),
         (RULES_FILE, prometheus_rules()),
+        (DASHBOARD_FILE, dashboard.dashboard_json()),
         (CLI_DOC, cli_doc_with_reference(CLI_DOC.read_text())),
     ]
     stale = []
