@@ -29,7 +29,6 @@ from typing import Any
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import dashboard  # noqa: E402
 import support  # noqa: E402
 
 README = support.CHART / "README.md"
@@ -101,6 +100,15 @@ def install_yaml() -> str:
 # ---- deploy/prometheus/aws-auth-operator.rules.yaml ---------------------------------------------
 
 DASHBOARD_FILE = support.CHART / "dashboards" / "aws-auth-operator.json"
+
+
+def dashboard_json() -> str:
+    # Imported here: only this file needs grafana-foundation-sdk.
+    import dashboard
+
+    return dashboard.dashboard_json()
+
+
 RULES_FILE = support.ROOT / "deploy" / "prometheus" / "aws-auth-operator.rules.yaml"
 
 
@@ -280,7 +288,7 @@ def main(argv: list[str]) -> int:
         (README, readme_with_table(README.read_text())),
         (ARGOCD_CM, argocd_cm()),
         (RULES_FILE, prometheus_rules()),
-        (DASHBOARD_FILE, dashboard.dashboard_json()),
+        (DASHBOARD_FILE, dashboard_json()),
         (CLI_DOC, cli_doc_with_reference(CLI_DOC.read_text())),
     ]
     stale = []
