@@ -95,8 +95,8 @@ struct BuildLabels {
 /// `AWS_AUTH_OPERATOR_GIT_COMMIT` (the Dockerfile and the Makefile do), else `unknown`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 pub const GIT_COMMIT: &str = match option_env!("AWS_AUTH_OPERATOR_GIT_COMMIT") {
-    Some(commit) => commit,
-    None => "unknown",
+    Some(commit) if !commit.is_empty() => commit,
+    _ => "unknown",
 };
 
 /// Failed EKS, IAM and STS calls. Process-wide rather than a field of [`Metrics`]: the failures

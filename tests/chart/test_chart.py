@@ -291,7 +291,7 @@ class ChartBasics(unittest.TestCase):
 
     def test_prometheus_rule_and_dashboard_values(self) -> None:
         self.assertEqual(support.find(support.render(), "PrometheusRule"), [])
-        self.assertEqual(support.find(support.render(), "ConfigMap"), [])
+        self.assertEqual(support.find(support.render(), "ConfigMap", f"{support.RELEASE}-dashboard"), [])
         objects = support.render({"metrics": {
             "dashboard": {"enabled": True, "namespace": "monitoring",
                           "labels": {"grafana_dashboard": "yes"}},
