@@ -506,10 +506,15 @@ fn alerts_fire_in_a_real_prometheus_scraping_the_binary() {
             prometheus_port,
             r#"aws_auth_operator_mappings{ready="true",reason="Rendered"}"#,
         ) {
-            Some(n) if n == 1.0 => Ok(()),
+            Some(n) if (n - 1.0).abs() < f64::EPSILON => Ok(()),
             other => Err(format!("Ready mappings: {other:?}")),
         }
     });
+    // The size gauge is fed from the reconcile: aws-auth now holds the mapping's entry.
+    match query(prometheus_port, "aws_auth_operator_aws_auth_data_bytes") {
+        Some(bytes) if bytes > 50.0 => {}
+        other => panic!("aws-auth size in Prometheus: {other:?}"),
+    }
     // A few evaluations with the healthy series.
     std::thread::sleep(Duration::from_secs(4));
     let healthy = firing(prometheus_port).expect("Prometheus answers /api/v1/alerts");
