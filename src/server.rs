@@ -86,6 +86,11 @@ struct AwsApiErrorLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    watch: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct BuildLabels {
     version: &'static str,
     git_commit: &'static str,
@@ -147,6 +152,7 @@ pub struct Metrics {
     aws_auth_data_bytes: Gauge,
     aws_auth_data_limit_bytes: Gauge,
     last_success: Gauge<f64, AtomicU64>,
+    watch_up: Family<WatchLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -179,6 +185,7 @@ impl Metrics {
         aws_auth_data_limit_bytes.set(to_i64(crate::awsauth::MAX_CONFIGMAP_DATA_BYTES));
         let last_success = Gauge::<f64, AtomicU64>::default();
         let build_info = Family::<BuildLabels, Gauge>::default();
+        let watch_up = Family::<WatchLabels, Gauge>::default();
         build_info
             .get_or_create(&BuildLabels {
                 version: VERSION,
@@ -293,6 +300,11 @@ impl Metrics {
             AWS_API_ERRORS.clone(),
         );
         registry.register(
+            "watch_up",
+            "1 while a watch delivers events (IamIdentityMappings, kube-system/aws-auth), 0 before its first event and after an error until it delivers again",
+            watch_up.clone(),
+        );
+        registry.register(
             "build_info",
             "Always 1; the labels say which build runs (version, git commit)",
             build_info,
@@ -327,6 +339,7 @@ impl Metrics {
             aws_auth_data_bytes,
             aws_auth_data_limit_bytes,
             last_success,
+            watch_up,
         }
     }
 
@@ -418,6 +431,13 @@ impl Metrics {
             (AccessEntryStateLabels { synced, reason }, *n)
         });
         set_states(&self.access_entries, &self.access_entries_seen, states);
+    }
+
+    /// Whether a watch delivers events.
+    pub fn set_watch_up(&self, watch: &'static str, up: bool) {
+        self.watch_up
+            .get_or_create(&WatchLabels { watch })
+            .set(i64::from(up));
     }
 
     /// The size of aws-auth's data and the most the operator writes.
@@ -787,6 +807,12 @@ mod tests {
             "{text}"
         );
         m.set_aws_auth_size(900_000, 1_000_000);
+        m.set_watch_up("IamIdentityMappings", false);
+        assert!(
+            m.encode()
+                .contains("aws_auth_operator_watch_up{watch=\"IamIdentityMappings\"} 0")
+        );
+        m.set_watch_up("IamIdentityMappings", true);
         m.reconciled(Duration::ZERO, Some("ApiError"));
         assert!(m.encode().contains("_last_success_timestamp_seconds 0.0"));
         m.reconciled(Duration::ZERO, None);

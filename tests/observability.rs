@@ -128,6 +128,7 @@ fn exported_names() -> BTreeSet<String> {
     metrics.reconciled(Duration::ZERO, Some("ApiError"));
     metrics.set_mapping_states(&[(("False".to_string(), "Conflict".to_string()), 1)].into());
     metrics.set_access_entry_states(&[((false, "EksError".to_string()), 1)].into());
+    metrics.set_watch_up("IamIdentityMappings", true);
     aws_auth_operator::server::aws_api_error("eks", "DescribeCluster", "Unreachable");
     metrics
         .encode()

@@ -244,14 +244,19 @@ def dashboard() -> dict:
         )
         .with_panel(
             timeseries(
-                "Leader and caches",
-                "Leader per replica, and whether its IamIdentityMapping cache is current.",
+                "Leader, caches and watches",
+                "Leader per replica, whether its IamIdentityMapping cache is current, and whether its watches deliver.",
                 "none",
                 query(f"aws_auth_operator_leader{{{NS}}}", "leader {{pod}}", "A"),
                 query(
                     f"aws_auth_operator_mapping_cache_current{{{NS}}}",
                     "cache current {{pod}}",
                     "B",
+                ),
+                query(
+                    f"aws_auth_operator_watch_up{{{NS}}}",
+                    "watch {{watch}} {{pod}}",
+                    "C",
                 ),
             )
         )
