@@ -19,6 +19,10 @@ RUN mkdir -p src benches \
     && cargo build --release --locked --bin aws-auth-operator \
     && rm -rf src benches
 
+# The git commit the image is built from, shown by the aws_auth_operator_build_info metric
+# (`make docker` passes it); declared here so that it does not invalidate the dependency layer.
+ARG AWS_AUTH_OPERATOR_GIT_COMMIT=""
+
 # The operator itself. `render` embeds examples/ in the binary. touch: the copied sources keep
 # their own mtimes, which may be older than the stub build, and cargo must rebuild them.
 # The release profile keeps line tables (for backtraces and profilers): they move to a separate

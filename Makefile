@@ -5,6 +5,8 @@ PYTHON ?= python3
 # Container engine and image for `make docker`.
 ENGINE ?= docker
 IMAGE ?= aws-auth-operator:dev
+# The commit the aws_auth_operator_build_info metric names (`make build`, `make docker`).
+GIT_COMMIT ?= $(shell git rev-parse --short HEAD 2>/dev/null)
 # The venv of the packaging tests (tests/chart); .ci/run makes its own (ci-venv/).
 VENV ?= .venv
 # Arguments of the load tool (`make load LOAD_ARGS="--count 5000"`).
@@ -22,7 +24,7 @@ help: ## List the targets
 all: lint test ## lint + test
 
 build: ## Release build of the operator (target/release/aws-auth-operator)
-	$(CARGO) build --release --locked
+	AWS_AUTH_OPERATOR_GIT_COMMIT=$(GIT_COMMIT) $(CARGO) build --release --locked
 
 test: ## The README's test command: cargo test --locked (runs the chart tests too once `make venv` made .venv)
 	$(CARGO) test --locked
@@ -73,7 +75,7 @@ chart-docs: venv ## Regenerate deploy/install.yaml, the chart's values table, do
 	AWS_AUTH_OPERATOR_BIN=target/debug/aws-auth-operator $(VENV)/bin/python tests/chart/generate.py
 
 docker: ## Build the container image (IMAGE=aws-auth-operator:dev, ENGINE=docker)
-	$(ENGINE) build -t $(IMAGE) .
+	$(ENGINE) build --build-arg AWS_AUTH_OPERATOR_GIT_COMMIT=$(GIT_COMMIT) -t $(IMAGE) .
 
 ci: ## Exactly what CI runs (bash .ci/run)
 	bash .ci/run

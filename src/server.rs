@@ -4,11 +4,11 @@
 //! `&self` and is lock-free or uses the metric's own short lock, so the reconcile loop can update
 //! them without coordinating with scrapes.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::State;
@@ -65,6 +65,66 @@ struct ReasonLabels {
     reason: String,
 }
 
+/// A mapping's Ready condition: `ready` is `true`, `false` or `unknown`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct MappingStateLabels {
+    ready: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, PartialOrd, Ord, EncodeLabelSet)]
+struct AccessEntryStateLabels {
+    synced: &'static str,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AwsApiErrorLabels {
+    service: &'static str,
+    operation: &'static str,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WatchLabels {
+    watch: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BuildLabels {
+    version: &'static str,
+    git_commit: &'static str,
+}
+
+/// The version of this build, and the git commit it was built from when the build set
+/// `AWS_AUTH_OPERATOR_GIT_COMMIT` (the Dockerfile and the Makefile do), else `unknown`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+pub const GIT_COMMIT: &str = match option_env!("AWS_AUTH_OPERATOR_GIT_COMMIT") {
+    Some(commit) if !commit.is_empty() => commit,
+    _ => "unknown",
+};
+
+/// Failed EKS, IAM and STS calls. Process-wide rather than a field of [`Metrics`]: the failures
+/// are seen where the SDK answers, deep inside the clients, which hold no handle on the
+/// metrics; every [`Metrics`] of the process exposes this one family.
+static AWS_API_ERRORS: LazyLock<Family<AwsApiErrorLabels, Counter>> =
+    LazyLock::new(Family::default);
+
+/// Counts one failed call to an AWS API. `service` is `eks`, `iam` or `sts`; `operation` the
+/// API operation (`CreateAccessEntry`); `code` the error code the service answered
+/// (`AccessDeniedException`), or `Unreachable` when no answer came. Answers that only say a
+/// thing does not exist are not failures and are not counted by the callers.
+pub fn aws_api_error(service: &'static str, operation: &'static str, code: &str) {
+    let code = sanitize_reason(code).to_string();
+    AWS_API_ERRORS
+        .get_or_create(&AwsApiErrorLabels {
+            service,
+            operation,
+            code,
+        })
+        .inc();
+}
+
 /// The operator's Prometheus metrics. All names carry the `aws_auth_operator_` prefix.
 #[derive(Debug)]
 pub struct Metrics {
@@ -83,6 +143,16 @@ pub struct Metrics {
     aws_auth_frozen: Gauge,
     mapping_cache_synced: Gauge,
     mapping_cache_current: Gauge,
+    mappings: Family<MappingStateLabels, Gauge>,
+    /// Every label set of `mappings` ever set, so that a state no mapping is in any more
+    /// reads 0 instead of keeping its last count.
+    mappings_seen: Mutex<BTreeSet<MappingStateLabels>>,
+    access_entries: Family<AccessEntryStateLabels, Gauge>,
+    access_entries_seen: Mutex<BTreeSet<AccessEntryStateLabels>>,
+    aws_auth_data_bytes: Gauge,
+    aws_auth_data_limit_bytes: Gauge,
+    last_success: Gauge<f64, AtomicU64>,
+    watch_up: Family<WatchLabels, Gauge>,
     eks_unavailable: Gauge,
 }
 
@@ -109,7 +179,21 @@ impl Metrics {
         let aws_auth_frozen = Gauge::default();
         let mapping_cache_synced = Gauge::default();
         let mapping_cache_current = Gauge::default();
+        let mappings = Family::<MappingStateLabels, Gauge>::default();
+        let access_entries = Family::<AccessEntryStateLabels, Gauge>::default();
+        let aws_auth_data_bytes = Gauge::default();
+        let aws_auth_data_limit_bytes = Gauge::default();
+        aws_auth_data_limit_bytes.set(to_i64(crate::awsauth::MAX_CONFIGMAP_DATA_BYTES));
+        let last_success = Gauge::<f64, AtomicU64>::default();
+        let build_info = Family::<BuildLabels, Gauge>::default();
+        let watch_up = Family::<WatchLabels, Gauge>::default();
         let eks_unavailable = Gauge::default();
+        build_info
+            .get_or_create(&BuildLabels {
+                version: VERSION,
+                git_commit: GIT_COMMIT,
+            })
+            .set(1);
 
         // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
         // registry; the names here must not repeat them.
@@ -185,6 +269,49 @@ impl Metrics {
             mapping_cache_current.clone(),
         );
         registry.register(
+            "mappings",
+            "IamIdentityMapping resources by their Ready condition (ready: true, false or unknown) and its reason, as of the last reconcile",
+            mappings.clone(),
+        );
+        registry.register(
+            "access_entries",
+            "IamIdentityMapping resources by the state of their EKS access entry (AccessEntrySynced condition and reason), as of the last reconcile; absent with --access-entries=off",
+            access_entries.clone(),
+        );
+        registry.register_with_unit(
+            "aws_auth_data",
+            "Size of the data of the aws-auth ConfigMap as of the last reconcile (what the operator wrote or found)",
+            Unit::Bytes,
+            aws_auth_data_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "aws_auth_data_limit",
+            "Most data the operator writes into aws-auth (Kubernetes refuses a ConfigMap over 1 MiB)",
+            Unit::Bytes,
+            aws_auth_data_limit_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "reconcile_last_success_timestamp",
+            "Unix time of the end of the last successful reconcile of aws-auth, 0 before the first",
+            Unit::Seconds,
+            last_success.clone(),
+        );
+        registry.register(
+            "aws_api_errors",
+            "Failed EKS, IAM and STS calls (after the SDK's retries), by service, operation and error code (Unreachable: no answer)",
+            AWS_API_ERRORS.clone(),
+        );
+        registry.register(
+            "watch_up",
+            "1 while a watch delivers events (IamIdentityMappings, kube-system/aws-auth), 0 before its first event and after an error until it delivers again",
+            watch_up.clone(),
+        );
+        registry.register(
+            "build_info",
+            "Always 1; the labels say which build runs (version, git commit)",
+            build_info,
+        );
+        registry.register(
             "eks_unavailable",
             "1 while the EKS API does not answer the access-entry loop (timeouts, refused connections) or refuses its calls (the /readyz body says why), else 0; always 0 without an EKS client",
             eks_unavailable.clone(),
@@ -212,6 +339,14 @@ impl Metrics {
             aws_auth_frozen,
             mapping_cache_synced,
             mapping_cache_current,
+            mappings,
+            mappings_seen: Mutex::new(BTreeSet::new()),
+            access_entries,
+            access_entries_seen: Mutex::new(BTreeSet::new()),
+            aws_auth_data_bytes,
+            aws_auth_data_limit_bytes,
+            last_success,
+            watch_up,
             eks_unavailable,
         }
     }
@@ -228,6 +363,12 @@ impl Metrics {
         self.reconciles
             .get_or_create(&ResultLabels { result })
             .inc();
+        if error_reason.is_none() {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default();
+            self.last_success.set(now.as_secs_f64());
+        }
         if let Some(reason) = error_reason {
             let reason = sanitize_reason(reason).to_string();
             self.reconcile_errors
@@ -275,6 +416,44 @@ impl Metrics {
         self.mapping_cache_current.set(i64::from(current));
     }
 
+    /// Mappings by the status (`True`, `False`, anything else) and reason of their Ready
+    /// condition, as of the last reconcile. States no mapping is in any more read 0.
+    pub fn set_mapping_states(&self, states: &BTreeMap<(String, String), usize>) {
+        let states = states.iter().map(|((status, reason), n)| {
+            let ready = match status.as_str() {
+                "True" => "true",
+                "False" => "false",
+                _ => "unknown",
+            };
+            let reason = sanitize_reason(reason).to_string();
+            (MappingStateLabels { ready, reason }, *n)
+        });
+        set_states(&self.mappings, &self.mappings_seen, states);
+    }
+
+    /// Mappings by whether their access entry is in sync, and the reason.
+    pub fn set_access_entry_states(&self, states: &BTreeMap<(bool, String), usize>) {
+        let states = states.iter().map(|((synced, reason), n)| {
+            let synced = if *synced { "true" } else { "false" };
+            let reason = sanitize_reason(reason).to_string();
+            (AccessEntryStateLabels { synced, reason }, *n)
+        });
+        set_states(&self.access_entries, &self.access_entries_seen, states);
+    }
+
+    /// Whether a watch delivers events.
+    pub fn set_watch_up(&self, watch: &'static str, up: bool) {
+        self.watch_up
+            .get_or_create(&WatchLabels { watch })
+            .set(i64::from(up));
+    }
+
+    /// The size of aws-auth's data and the most the operator writes.
+    pub fn set_aws_auth_size(&self, bytes: usize, limit: usize) {
+        self.aws_auth_data_bytes.set(to_i64(bytes));
+        self.aws_auth_data_limit_bytes.set(to_i64(limit));
+    }
+
     pub fn set_eks_unavailable(&self, unavailable: bool) {
         self.eks_unavailable.set(i64::from(unavailable));
     }
@@ -293,6 +472,32 @@ impl Metrics {
             error!(error = %err, "encoding metrics failed");
             "# EOF\n".to_string()
         })
+    }
+}
+
+/// Sets one gauge per label set; label sets set before and absent now are set to 0 (they stay
+/// exposed: the label values are a small closed set, and a 0 is easier to alert on than a
+/// series that vanished). Sums over labels sanitised into the same set.
+fn set_states<L>(
+    family: &Family<L, Gauge>,
+    seen: &Mutex<BTreeSet<L>>,
+    states: impl Iterator<Item = (L, usize)>,
+) where
+    L: Clone + std::hash::Hash + Eq + Ord + EncodeLabelSet + std::fmt::Debug,
+{
+    let mut now: BTreeMap<L, usize> = BTreeMap::new();
+    for (labels, n) in states {
+        *now.entry(labels).or_default() += n;
+    }
+    let mut seen = seen.lock().unwrap_or_else(|p| p.into_inner());
+    for labels in seen.iter() {
+        if !now.contains_key(labels) {
+            family.get_or_create(labels).set(0);
+        }
+    }
+    for (labels, n) in now {
+        family.get_or_create(&labels).set(to_i64(n));
+        seen.insert(labels);
     }
 }
 
@@ -587,6 +792,103 @@ mod tests {
         }
         m.set_leader(false);
         assert!(m.encode().contains("aws_auth_operator_leader 0"));
+    }
+
+    #[test]
+    fn mapping_and_access_entry_states_are_counted_and_zeroed_when_gone() {
+        let m = Metrics::new();
+        let states = BTreeMap::from([
+            (("True".to_string(), "Rendered".to_string()), 3),
+            (("False".to_string(), "Conflict".to_string()), 1),
+            (("Unknown".to_string(), "bad reason!".to_string()), 2),
+        ]);
+        m.set_mapping_states(&states);
+        m.set_access_entry_states(&BTreeMap::from([((false, "EksError".to_string()), 2)]));
+        let text = m.encode();
+        for line in [
+            "aws_auth_operator_mappings{ready=\"true\",reason=\"Rendered\"} 3",
+            "aws_auth_operator_mappings{ready=\"false\",reason=\"Conflict\"} 1",
+            "aws_auth_operator_mappings{ready=\"unknown\",reason=\"Unknown\"} 2",
+            "aws_auth_operator_access_entries{synced=\"false\",reason=\"EksError\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+        // The conflict is resolved: its series reads 0 rather than keeping its count.
+        m.set_mapping_states(&BTreeMap::from([(
+            ("True".to_string(), "Rendered".to_string()),
+            4,
+        )]));
+        m.set_access_entry_states(&BTreeMap::new());
+        let text = m.encode();
+        for line in [
+            "aws_auth_operator_mappings{ready=\"true\",reason=\"Rendered\"} 4",
+            "aws_auth_operator_mappings{ready=\"false\",reason=\"Conflict\"} 0",
+            "aws_auth_operator_access_entries{synced=\"false\",reason=\"EksError\"} 0",
+        ] {
+            assert!(text.contains(line), "missing {line:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn size_build_info_last_success_and_api_errors_are_exposed() {
+        let m = Metrics::new();
+        let text = m.encode();
+        assert!(
+            text.contains("aws_auth_operator_aws_auth_data_limit_bytes 1048576"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aws_auth_operator_reconcile_last_success_timestamp_seconds 0.0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "aws_auth_operator_build_info{{version=\"{VERSION}\",git_commit=\"{GIT_COMMIT}\"}} 1"
+            )),
+            "{text}"
+        );
+        m.set_aws_auth_size(900_000, 1_000_000);
+        m.set_watch_up("IamIdentityMappings", false);
+        assert!(
+            m.encode()
+                .contains("aws_auth_operator_watch_up{watch=\"IamIdentityMappings\"} 0")
+        );
+        m.set_watch_up("IamIdentityMappings", true);
+        m.reconciled(Duration::ZERO, Some("ApiError"));
+        assert!(m.encode().contains("_last_success_timestamp_seconds 0.0"));
+        m.reconciled(Duration::ZERO, None);
+        aws_api_error("eks", "CreateAccessEntry", "AccessDeniedException");
+        aws_api_error("eks", "CreateAccessEntry", "AccessDeniedException");
+        let text = m.encode();
+        assert!(
+            text.contains("aws_auth_operator_aws_auth_data_bytes 900000"),
+            "{text}"
+        );
+        assert!(
+            text.contains("aws_auth_operator_aws_auth_data_limit_bytes 1000000"),
+            "{text}"
+        );
+        let stamp: f64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("aws_auth_operator_reconcile_last_success_timestamp_seconds ")
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!((now - stamp).abs() < 60.0, "{stamp} vs {now}");
+        // The family is process-wide (other tests count too): at least the two here.
+        let errors: u64 = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("aws_auth_operator_aws_api_errors_total{service=\"eks\",operation=\"CreateAccessEntry\",code=\"AccessDeniedException\"} ")
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_default();
+        assert!(errors >= 2, "{text}");
     }
 
     #[test]

@@ -118,6 +118,17 @@ async fn eks_rejecting_a_create_is_reported_as_eks_error() {
     );
     assert!(report.message.contains("Retrying"), "{}", report.message);
     assert_eq!(create.num_calls(), 1, "a refusal is not retried");
+    // The refusal is counted in the metrics by operation and code; the read-back's not-found is
+    // an answer (no entry), not a failure.
+    let text = aws_auth_operator::server::Metrics::new().encode();
+    assert!(
+        text.contains("aws_auth_operator_aws_api_errors_total{service=\"eks\",operation=\"CreateAccessEntry\",code=\"InvalidParameterException\"}"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("operation=\"DescribeAccessEntry\",code=\"ResourceNotFoundException\""),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -101,6 +101,7 @@ impl EksError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
+        count_failure(operation, &err);
         match &err {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
@@ -122,6 +123,20 @@ impl EksError {
                 message: DisplayErrorContext(&err).to_string(),
             },
         }
+    }
+}
+
+/// Counts a failed call in the metrics: every failure passes through [`EksError::from_sdk`].
+/// Not-found is the expected answer of a lookup or delete of an entry that is not there, so it
+/// counts only for DescribeCluster (the cluster itself is missing).
+fn count_failure<E: ProvideErrorMetadata, R>(operation: &'static str, err: &SdkError<E, R>) {
+    let code = match err {
+        SdkError::ServiceError(service) => service.err().code().unwrap_or("Unknown"),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => "Unreachable",
+        _ => "Other",
+    };
+    if code != "ResourceNotFoundException" || operation == "DescribeCluster" {
+        crate::server::aws_api_error("eks", operation, code);
     }
 }
 

@@ -227,6 +227,7 @@ pub async fn run_until(
         mapping_events,
         mapping_changed.clone(),
         health.clone(),
+        metrics.clone(),
         "watch of IamIdentityMappings",
         spec_changes(),
     ));
@@ -234,6 +235,7 @@ pub async fn run_until(
         aws_auth_events,
         wake.clone(),
         health.clone(),
+        metrics.clone(),
         "watch of kube-system/aws-auth",
         |_: &watcher::Event<ConfigMap>| true,
     ));
@@ -502,6 +504,12 @@ pub async fn reconcile_loop<F: Future + Unpin>(
                 metrics.reconciled(started.elapsed(), None);
                 metrics.set_entries(report.managed_entries, report.unmanaged_entries);
                 metrics.set_conflicts(report.mappings_in_conflict);
+                metrics.set_mapping_states(&report.mapping_states);
+                metrics.set_access_entry_states(&report.access_entry_states);
+                metrics.set_aws_auth_size(
+                    report.aws_auth_data_bytes,
+                    report.aws_auth_data_limit_bytes,
+                );
                 for _ in 0..report.aws_auth_writes {
                     metrics.aws_auth_written();
                 }
@@ -570,16 +578,21 @@ pub async fn follow_watch<S, K>(
     events: S,
     wake: Arc<Notify>,
     health: Arc<Health>,
+    metrics: Arc<Metrics>,
     what: &'static str,
     mut wakes: impl FnMut(&watcher::Event<K>) -> bool,
 ) where
     S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
 {
     futures::pin_mut!(events);
+    // The metric's label: what is watched.
+    let watch = what.strip_prefix("watch of ").unwrap_or(what);
+    metrics.set_watch_up(watch, false);
     let mut down = false;
     while let Some(event) = events.next().await {
         match event {
             Ok(event) => {
+                metrics.set_watch_up(watch, true);
                 let back = down;
                 if down {
                     info!(watch = what, "watch is back");
@@ -593,6 +606,7 @@ pub async fn follow_watch<S, K>(
             Err(err) => {
                 warn!(watch = what, error = %err, "watch error; retrying");
                 health.set_problem(what, Some(format!("down: {err}")));
+                metrics.set_watch_up(watch, false);
                 down = true;
             }
         }
@@ -720,10 +734,12 @@ mod tests {
         health.set_ready(true);
         let wake = Arc::new(Notify::new());
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
         let task = tokio::spawn(follow_watch(
             tokio_stream_from(rx),
             wake.clone(),
             health.clone(),
+            metrics.clone(),
             "watch of test objects",
             |_: &watcher::Event<ConfigMap>| false,
         ));
@@ -735,11 +751,14 @@ mod tests {
                 .not_ready_reason()
                 .contains("watch of test objects: down")
         );
+        let up = "aws_auth_operator_watch_up{watch=\"test objects\"}";
+        assert!(metrics.encode().contains(&format!("{up} 0")));
         tx.send(Ok(watcher::Event::<ConfigMap>::Init)).unwrap();
         tokio::time::timeout(Duration::from_secs(5), wake.notified())
             .await
             .expect("woken once the watch is back");
         wait(|| health.is_ready()).await;
+        assert!(metrics.encode().contains(&format!("{up} 1")));
         drop(tx);
         task.await.unwrap();
     }

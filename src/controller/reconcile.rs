@@ -152,6 +152,14 @@ pub struct ReconcileReport {
     pub history_kept: Option<(usize, usize)>,
     /// Set while aws-auth is frozen: what to do about it.
     pub frozen: Option<String>,
+    /// Mappings by the status and reason of their Ready condition (for the metrics).
+    pub mapping_states: BTreeMap<(String, String), usize>,
+    /// Mappings by whether their access entry is in sync and why (empty with access entries off).
+    pub access_entry_states: BTreeMap<(bool, String), usize>,
+    /// Size of aws-auth's data as planned (what was written, or what is live when nothing was),
+    /// and the most the operator writes.
+    pub aws_auth_data_bytes: usize,
+    pub aws_auth_data_limit_bytes: usize,
 }
 
 fn is_status(err: &kube::Error, code: u16) -> bool {
@@ -276,6 +284,8 @@ async fn reconcile_mappings(
         let plan = plan(&inputs, &live, &ctx.settings);
         report.managed_entries = plan.managed_entries;
         report.unmanaged_entries = plan.unmanaged_entries;
+        report.aws_auth_data_bytes = crate::awsauth::data_size(&plan.data);
+        report.aws_auth_data_limit_bytes = ctx.settings.max_data_bytes;
 
         if let Some(blocked) = &plan.blocked {
             warn!(reason = blocked.reason(), "not writing aws-auth: {blocked}");
@@ -716,6 +726,21 @@ async fn apply_statuses(
                     crate::status::NOT_MANAGED_UNKNOWN_CLUSTER,
                 ),
             }
+            if let (Some(reports), Some(mode)) = (side.access_entries, side.access_entries_mode)
+                && mode != AccessEntriesMode::Off
+            {
+                let (synced, reason) = reports
+                    .get(&name)
+                    .map_or((false, SyncReason::Pending), |r| (r.synced, r.reason));
+                *report
+                    .access_entry_states
+                    .entry((synced, reason.as_str().to_string()))
+                    .or_default() += 1;
+            }
+            let ready = crate::status::condition(&desired, crate::status::READY)
+                .map(|c| (c.status.clone(), c.reason.clone()))
+                .unwrap_or_else(|| ("Unknown".to_string(), "NoReadyCondition".to_string()));
+            *report.mapping_states.entry(ready).or_default() += 1;
             if known == Some(&desired) {
                 continue;
             }

@@ -40,6 +40,7 @@ impl IamError {
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
         R: std::fmt::Debug + Send + Sync + 'static,
     {
+        count_failure(operation, &err);
         match &err {
             SdkError::ServiceError(service) => {
                 let inner = service.err();
@@ -61,6 +62,25 @@ impl IamError {
 
     fn is_no_such_entity(&self) -> bool {
         self.code.as_deref() == Some("NoSuchEntity")
+    }
+}
+
+/// Counts a failed call in the metrics: every failure passes through [`IamError::from_sdk`].
+/// NoSuchEntity is how IAM says a looked-up role or user is not there, an answer rather than a
+/// failure.
+fn count_failure<E: ProvideErrorMetadata, R>(operation: &'static str, err: &SdkError<E, R>) {
+    let code = match err {
+        SdkError::ServiceError(service) => service.err().code().unwrap_or("Unknown"),
+        SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => "Unreachable",
+        _ => "Other",
+    };
+    let service = if operation == "GetCallerIdentity" {
+        "sts"
+    } else {
+        "iam"
+    };
+    if code != "NoSuchEntity" {
+        crate::server::aws_api_error(service, operation, code);
     }
 }
 

@@ -9,6 +9,11 @@
 - gitops/argocd/argocd-cm.yaml: the argocd-cm snippet that installs gitops/argocd/health.lua.
 - docs/cli.md, between the `cli:begin` / `cli:end` markers: `--help` of every command and
   subcommand (`migrate plan`) of the binary named by AWS_AUTH_OPERATOR_BIN.
+- deploy/prometheus/aws-auth-operator.rules.yaml: the alerts of the chart's PrometheusRule
+  (templates/prometheusrule.yaml, rendered with its default values) as a plain Prometheus rules
+  file, for Prometheus without the Prometheus Operator.
+- charts/aws-auth-operator/dashboards/aws-auth-operator.json: the Grafana dashboard built by
+  tests/chart/dashboard.py with grafana-foundation-sdk (Grafana's schema as Python types).
 - charts/aws-auth-operator/README.md, between the `values:begin` / `values:end` markers: one row
   per value documented with a `# --` comment in values.yaml.
 """
@@ -46,6 +51,7 @@ KIND_ORDER = [
     "Service",
     "Deployment",
     "ServiceMonitor",
+    "PrometheusRule",
     # The admission guard's policy before its binding (a binding of a missing policy does nothing).
     "ValidatingAdmissionPolicy",
     "ValidatingAdmissionPolicyBinding",
@@ -89,6 +95,51 @@ def install_yaml() -> str:
     )
     parts = [f"# Source: {path}\n{doc}\n" for _, _, path, doc in docs]
     return header + "---\n" + "---\n".join(parts)
+
+
+# ---- deploy/prometheus/aws-auth-operator.rules.yaml ---------------------------------------------
+
+DASHBOARD_FILE = support.CHART / "dashboards" / "aws-auth-operator.json"
+
+
+def dashboard_json() -> str:
+    # Imported here: only this file needs grafana-foundation-sdk.
+    import dashboard
+
+    return dashboard.dashboard_json()
+
+
+RULES_FILE = support.ROOT / "deploy" / "prometheus" / "aws-auth-operator.rules.yaml"
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Multi-line strings (the longer expressions) as `|` blocks, as in the chart template."""
+
+
+def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.Node:
+    style = "|" if "\n" in data else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
+
+
+_BlockDumper.add_representer(str, _str_presenter)
+
+
+def prometheus_rules() -> str:
+    objects = support.render({"metrics": {"prometheusRule": {"enabled": True}}})
+    rule = support.one(objects, "PrometheusRule")
+    body = yaml.dump(
+        {"groups": rule["spec"]["groups"]},
+        Dumper=_BlockDumper,
+        sort_keys=False,
+        width=1000,
+    )
+    return (
+        "# aws-auth-operator alerts as a plain Prometheus rules file (rule_files:), for Prometheus\n"
+        "# without the Prometheus Operator; with it, set metrics.prometheusRule.enabled in the chart.\n"
+        "# Generated from charts/aws-auth-operator/templates/prometheusrule.yaml with its default\n"
+        "# values by `make chart-docs`; do not edit. Runbooks: docs/runbooks.md.\n"
+        + body
+    )
 
 
 # ---- gitops/argocd/argocd-cm.yaml ----------------------------------------------------------------
@@ -236,6 +287,8 @@ def main(argv: list[str]) -> int:
         (support.INSTALL_FILE, install_yaml()),
         (README, readme_with_table(README.read_text())),
         (ARGOCD_CM, argocd_cm()),
+        (RULES_FILE, prometheus_rules()),
+        (DASHBOARD_FILE, dashboard_json()),
         (CLI_DOC, cli_doc_with_reference(CLI_DOC.read_text())),
     ]
     stale = []

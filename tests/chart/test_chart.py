@@ -304,6 +304,47 @@ class ChartBasics(unittest.TestCase):
         readme = generate.README.read_text()
         self.assertEqual(readme, generate.readme_with_table(readme),
                          "the chart README's values table is stale: run `make chart-docs`")
+        self.assertEqual(generate.RULES_FILE.read_text(), generate.prometheus_rules(),
+                         "deploy/prometheus/aws-auth-operator.rules.yaml is stale: run `make chart-docs`")
+        self.assertEqual(generate.DASHBOARD_FILE.read_text(), generate.dashboard_json(),
+                         "the chart's dashboard JSON is stale: run `make chart-docs`")
+
+    def test_prometheus_rule_and_dashboard_values(self) -> None:
+        self.assertEqual(support.find(support.render(), "PrometheusRule"), [])
+        self.assertEqual(support.find(support.render(), "ConfigMap", f"{support.RELEASE}-dashboard"), [])
+        objects = support.render({"metrics": {
+            "dashboard": {"enabled": True, "namespace": "monitoring",
+                          "labels": {"grafana_dashboard": "yes"}},
+            "prometheusRule": {
+                "enabled": True,
+                "labels": {"release": "kube-prometheus-stack"},
+                "alertLabels": {"team": "platform"},
+                "runbookBaseUrl": "https://runbooks.example/aws-auth.md",
+                "alerts": {
+                    "noLeader": {"enabled": False, "for": "5m", "severity": "critical"},
+                    "awsAuthNearSizeLimit": {"enabled": True, "for": "1h", "severity": "info",
+                                             "ratio": 0.9},
+                },
+            },
+        }})
+        dashboard = support.one(objects, "ConfigMap", f"{support.RELEASE}-dashboard")
+        self.assertEqual(dashboard["metadata"]["namespace"], "monitoring")
+        self.assertEqual(dashboard["metadata"]["labels"]["grafana_dashboard"], "yes")
+        self.assertEqual(json.loads(dashboard["data"]["aws-auth-operator.json"]),
+                         json.loads(generate.DASHBOARD_FILE.read_text()))
+        rule = support.one(objects, "PrometheusRule")
+        self.assertEqual(rule["metadata"]["labels"]["release"], "kube-prometheus-stack")
+        rules = {r["alert"]: r for r in rule["spec"]["groups"][0]["rules"]}
+        self.assertNotIn("AwsAuthOperatorNoLeader", rules)
+        near = rules["AwsAuthOperatorAwsAuthNearSizeLimit"]
+        self.assertEqual((near["for"], near["labels"]), ("1h", {"severity": "info", "team": "platform"}))
+        self.assertIn("> 0.9)", near["expr"])
+        self.assertEqual(near["annotations"]["runbook_url"],
+                         "https://runbooks.example/aws-auth.md#awsauthoperatorawsauthnearsizelimit")
+        # Every alert links a section of docs/runbooks.md that exists.
+        runbooks = (support.ROOT / "docs" / "runbooks.md").read_text()
+        for name in rules:
+            self.assertIn(f'<a id="{name.lower()}"></a>', runbooks, name)
 
     def test_every_value_is_documented(self) -> None:
         self.assertEqual(generate.undocumented_leaves(), [],
