@@ -1,4 +1,4 @@
-//! The aws-auth reconcile with EKS access entries on (issue 10), against the in-memory
+//! The aws-auth reconcile with EKS access entries on, against the in-memory
 //! Kubernetes API: the access-entry side comes from the loop's report board (fed by hand here,
 //! and by the real loop against the local EKS API in the last test).
 //!

@@ -1,4 +1,4 @@
-//! Finding 12: what the CRD refuses at admission, and in which words. The CEL rules of the
+//! What the CRD refuses at admission, and in which words. The CEL rules of the
 //! generated CRD are evaluated here with a CEL interpreter (the `cel` crate, standard CEL, which
 //! is all the rules use) the way the API server does: spec rules on the spec, field rules on a
 //! field that is present; plus the structural checks the rules rely on (a set of groups).

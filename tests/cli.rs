@@ -495,7 +495,7 @@ fn render_live_is_idempotent_on_its_own_output() {
 }
 
 /// The first render took over the hand-written SSO admin entry: deleting its mapping gives
-/// that entry back, unmanaged (finding 10), while an entry the operator created is removed.
+/// that entry back, unmanaged, while an entry the operator created is removed.
 #[test]
 fn render_live_gives_back_a_taken_over_entry_when_its_mapping_is_gone() {
     let first = run(&["render", "--live", EKS, TEAM], 0);
@@ -830,7 +830,7 @@ fn validate_reports_unquoted_on_group_as_yaml11_coercion() {
 
 #[test]
 /// mapAccounts is decoded straight into strings: an unquoted 12-digit id is read as exactly
-/// that text, so it is no problem at all (finding 2) and it counts as an account.
+/// that text, so it is no problem at all and it counts as an account.
 fn validate_accepts_an_unquoted_account_id_as_the_authenticator_reads_it() {
     let report = validate_problems();
     assert!(!report.contains("mapAccounts"), "{report}");

@@ -542,7 +542,7 @@ async fn older_mapping_wins_a_shared_principal() {
         ManagedSet::new(BTreeSet::from([PrincipalKey::role(ADMIN_ARN)]))
     );
     assert_eq!(cond2(&fake, "z-older", READY), is("True", "Rendered"));
-    // The winner says who else claims it (finding 15).
+    // The winner says who else claims it.
     let (conflict, reason, message) = cond(&fake, "z-older", CONFLICT);
     assert_eq!(
         (conflict.as_str(), reason.as_str()),
@@ -1089,7 +1089,7 @@ async fn users_and_accounts_round_trip_through_the_annotation() {
 }
 
 /// An aws-auth just under the 1 MiB ConfigMap limit fits in the history too: revisions are
-/// compressed (finding 13).
+/// compressed.
 #[tokio::test]
 async fn aws_auth_close_to_the_limit_is_recorded_compressed() {
     let fake = FakeApi::start();

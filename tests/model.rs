@@ -1,4 +1,4 @@
-//! A model-based randomized test of the operator against the in-memory API (issue 9).
+//! A model-based randomized test of the operator against the in-memory API.
 //!
 //! Random sequences of steps: creates, updates (empty lists included), deletes, bursts, foreign
 //! writers adding and removing entries (also between the operator's read and its

@@ -196,7 +196,7 @@ fn the_oldest_mapping_wins_a_principal_then_the_name() {
 
 /// IAM user names are unique case-insensitively, and the authenticator matches both entries
 /// (picking one at random): two mappings for `user/Alice` and `user/alice` are one principal,
-/// and the younger one is in Conflict, as for roles (finding 7).
+/// and the younger one is in Conflict, as for roles.
 #[test]
 fn user_arns_differing_in_case_are_one_principal() {
     let mut a = role_mapping("a", "arn:aws:iam::111122223333:user/Alice", "a", &[]);
@@ -616,7 +616,7 @@ fn malformed_live_key_blocks_the_plan_without_recovery() {
         Outcome::Blocked { reason, message } => {
             assert_eq!(*reason, "LiveAwsAuthMalformed");
             assert!(message.contains("mapRoles"), "{message}");
-            // Finding 14: the message says why, not "no good revision" (there is one).
+            // The message says why, not "no good revision" (there is one).
             assert!(message.contains("--recover-malformed=false"), "{message}");
             assert!(!message.contains("no revision"), "{message}");
         }

@@ -1,4 +1,4 @@
-//! Principals as people name them (issue 14), against the local IAM API of `ministack` and the
+//! Principals as people name them, against the local IAM API of `ministack` and the
 //! in-memory Kubernetes API: the principal resolver's passes feed the aws-auth reconcile (and
 //! the access-entry loop) exactly as in the operator.
 //!

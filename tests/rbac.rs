@@ -1,4 +1,4 @@
-//! Finding 6: the RBAC the operator documents (`deploy/rbac.yaml`, which the Helm chart renders
+//! The RBAC the operator documents (`deploy/rbac.yaml`, which the Helm chart renders
 //! too) is exactly what its code calls: every request the controller, the history, the events
 //! and the leader election make against the in-memory API is allowed by those rules, and every
 //! permission the rules grant is used. And when the API server refuses a call, `/readyz` says so.

@@ -1,4 +1,4 @@
-//! Regression tests for the findings of the fault and misuse trial (issue 9), one per finding,
+//! Regression tests for the findings of the fault and misuse trial, one per finding,
 //! against the in-memory API: each replays what was seen on a real API server and checks what
 //! the authenticator would read afterwards, the statuses and the events.
 
@@ -40,10 +40,10 @@ fn events_with(fake: &FakeApi, reason: &str) -> Vec<k8s_openapi::api::events::v1
         .collect()
 }
 
-/// Finding 1: a mapping created and deleted, then a hand edit breaks mapRoles. Recovery
+/// A mapping created and deleted, then a hand edit breaks mapRoles. Recovery
 /// restores the unmanaged entries, never the deleted mapping's (system:masters) entry.
 #[tokio::test]
-async fn finding_01_recovery_never_brings_back_a_removed_entry() {
+async fn recovery_never_brings_back_a_removed_entry() {
     let fake = FakeApi::start();
     fake.seed_aws_auth(&[("mapRoles", NODE_ROLE), ("mapUsers", HAND_USER)], None);
     let ctx = context_with_events(&fake, Settings::default());
@@ -82,10 +82,10 @@ async fn finding_01_recovery_never_brings_back_a_removed_entry() {
     );
 }
 
-/// Finding 2: unquoted account ids in mapAccounts are their literal text to the authenticator;
+/// Unquoted account ids in mapAccounts are their literal text to the authenticator;
 /// adding an account mapping keeps every one of them.
 #[tokio::test]
-async fn finding_02_unquoted_account_ids_are_kept() {
+async fn unquoted_account_ids_are_kept() {
     let fake = FakeApi::start();
     fake.seed_aws_auth(
         &[(
@@ -108,10 +108,10 @@ async fn finding_02_unquoted_account_ids_are_kept() {
     );
 }
 
-/// Finding 3: aws-auth deleted by hand comes back with its unmanaged entries (from history),
+/// An aws-auth deleted by hand comes back with its unmanaged entries (from history),
 /// and a Warning event names what was restored.
 #[tokio::test]
-async fn finding_03_a_deleted_aws_auth_comes_back_whole() {
+async fn a_deleted_aws_auth_comes_back_whole() {
     let fake = FakeApi::start();
     fake.seed_aws_auth(&[("mapRoles", NODE_ROLE), ("mapUsers", BREAKGLASS)], None);
     let ctx = context_with_events(&fake, Settings::default());
@@ -146,10 +146,10 @@ async fn finding_03_a_deleted_aws_auth_comes_back_whole() {
     );
 }
 
-/// Finding 4: `groups: []` is what status says after the change (the merge patch clears the
+/// `groups: []` is what status says after the change (the merge patch clears the
 /// old list), the status is not patched again, and a later bad edit keeps the entry.
 #[tokio::test]
-async fn finding_04_empty_groups_in_status_and_a_bad_edit_keeps_the_entry() {
+async fn empty_groups_in_status_and_a_bad_edit_keeps_the_entry() {
     let fake = FakeApi::start();
     let ctx = context_with_events(&fake, Settings::default());
     store(
@@ -201,10 +201,10 @@ async fn finding_04_empty_groups_in_status_and_a_bad_edit_keeps_the_entry() {
     );
 }
 
-/// Finding 7: two user ARNs differing only in case are one principal; the younger mapping is
+/// Two user ARNs differing only in case are one principal; the younger mapping is
 /// in Conflict.
 #[tokio::test]
-async fn finding_07_user_arns_differing_in_case_conflict() {
+async fn user_arns_differing_in_case_conflict() {
     let fake = FakeApi::start();
     store(
         &fake,
@@ -231,11 +231,11 @@ async fn finding_07_user_arns_differing_in_case_conflict() {
     assert_eq!(entries(&fake.aws_auth_data()).users.len(), 1);
 }
 
-/// Finding 9: adding `--denied-groups system:masters` to a running cluster keeps the admin
+/// Adding `--denied-groups system:masters` to a running cluster keeps the admin
 /// entry, marks the mapping Stalled (PolicyViolation) and says so in an event; only
 /// `--enforce-group-policy` removes it, with a Warning event.
 #[tokio::test]
-async fn finding_09_a_policy_change_never_locks_anyone_out_silently() {
+async fn a_policy_change_never_locks_anyone_out_silently() {
     let fake = FakeApi::start();
     store(&fake, vec![admin_mapping()]);
     reconcile_at(&fake, &context(&fake, Settings::default()), 1).await;
@@ -278,10 +278,10 @@ async fn finding_09_a_policy_change_never_locks_anyone_out_silently() {
     );
 }
 
-/// Finding 10: a mapping that took over break-glass gives it back when deleted; the takeover
+/// A mapping that took over break-glass gives it back when deleted; the takeover
 /// emits TookOver, never DriftRepaired.
 #[tokio::test]
-async fn finding_10_deleting_a_takeover_gives_the_original_back() {
+async fn deleting_a_takeover_gives_the_original_back() {
     let fake = FakeApi::start();
     fake.seed_aws_auth(&[("mapRoles", NODE_ROLE), ("mapUsers", BREAKGLASS)], None);
     let ctx = context_with_events(&fake, Settings::default());
@@ -321,12 +321,12 @@ async fn finding_10_deleting_a_takeover_gives_the_original_back() {
     assert_eq!(events_with(&fake, "OriginalEntryRestored").len(), 1);
 }
 
-/// Finding 11: the CRD deleted (or being deleted) takes every mapping with it; the operator
+/// The CRD deleted (or being deleted) takes every mapping with it; the operator
 /// must not remove their entries. It freezes aws-auth (an annotation, so a restart or the CRD
 /// coming back with no mappings yet changes nothing), says so (event, readiness), keeps
 /// writing new entries, and removes nothing until a person lifts the freeze.
 #[tokio::test]
-async fn finding_11_aws_auth_is_frozen_while_the_crd_is_gone() {
+async fn aws_auth_is_frozen_while_the_crd_is_gone() {
     use aws_auth_operator::controller::reconcile::FROZEN_ANNOTATION;
     for crd in [Crd::Deleting, Crd::Missing] {
         let fake = FakeApi::start();
@@ -386,10 +386,10 @@ async fn finding_11_aws_auth_is_frozen_while_the_crd_is_gone() {
     }
 }
 
-/// Finding 15: an event series keeps each message: the same reason with another message is a
+/// An event series keeps each message: the same reason with another message is a
 /// new event, the same message again joins the series.
 #[tokio::test]
-async fn finding_15_an_event_series_is_per_message() {
+async fn an_event_series_is_per_message() {
     let fake = FakeApi::start();
     let publisher = aws_auth_operator::controller::events::EventPublisher::new(
         fake.client.clone(),

@@ -1,4 +1,4 @@
-//! Issue 12 (scale), against the in-memory API: status writes run concurrently within the
+//! Scale, against the in-memory API: status writes run concurrently within the
 //! configured bound, exactly one per mapping (none again while the watch cache lags, no event
 //! per new mapping), an idle cluster still sees no writes; and at aws-auth's 1 MiB limit the
 //! youngest mappings that do not fit are refused, nothing partial is written, and the entries

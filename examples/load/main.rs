@@ -48,7 +48,7 @@
 //! named `<prefix>*` or aws-auth entries for the run's roles left by an earlier run, no operator
 //! binary.
 //!
-//! Targets (issue 12): every mapping Ready within 1 s of the last create at 1,000 mappings and
+//! Targets: every mapping Ready within 1 s of the last create at 1,000 mappings and
 //! within 4 s at 5,000; at most 10 aws-auth writes per 1,000 mappings; at most one status write
 //! per mapping; no write of any kind while idle; operator RSS at most 64 MiB with 5,000 mappings,
 //! after the burst and at idle.

@@ -991,7 +991,7 @@ mod tests {
         assert!(diff_changed[0].added[0].contains("\"root\""));
     }
 
-    /// The trap of finding 10: a revision marks break-glass managed, but its mapping is gone.
+    /// The break-glass trap: a revision marks break-glass managed, but its mapping is gone.
     /// The rollback brings it back unmanaged, so the next reconcile keeps it (the dry run says
     /// exactly what stays).
     #[test]

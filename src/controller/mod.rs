@@ -66,7 +66,7 @@ pub struct RunConfig {
 
 /// The default of `--kube-qps`. What bounds the operator's load on the API server is
 /// `--status-concurrency` (requests in flight); this cap stops a runaway loop. It lets a burst
-/// of 5,000 status patches finish in under 3 s (the issue-12 target is 4 s), and the API
+/// of 5,000 status patches finish in under 3 s (the target is 4 s), and the API
 /// server's priority and fairness still queue the operator behind other clients.
 pub const DEFAULT_KUBE_QPS: u32 = 2000;
 
@@ -726,7 +726,7 @@ mod tests {
         )))
     }
 
-    /// Finding 8: a watch that fails marks the operator not ready, and its first event after
+    /// A watch that fails marks the operator not ready, and its first event after
     /// the error (the re-list once the API server is back) makes it ready and wakes the loop.
     #[tokio::test]
     async fn a_failing_watch_is_reported_until_it_delivers_again() {
