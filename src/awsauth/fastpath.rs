@@ -505,10 +505,7 @@ impl<'t> Lines<'t> {
 mod tests {
     use proptest::prelude::*;
 
-    use super::super::parse::{
-        duplicate_diagnostics, parse_data, parse_data_but_duplicates, parse_data_general,
-        parse_section_entries,
-    };
+    use super::super::parse::{parse_data, parse_data_general, parse_section_entries};
     use super::super::render::push_quoted;
     use super::super::yaml11::{parse_document, parse_document_general};
     use super::super::{
@@ -867,10 +864,6 @@ mod tests {
         fn parse_data_is_the_same_with_and_without_the_fast_reader(data in any_data()) {
             let parsed = parse_data(&data);
             prop_assert_eq!(&parsed, &parse_data_general(&data), "data: {:#?}", data);
-            // In two parts, the same: the duplicates' diagnostics come last.
-            let mut in_parts = parse_data_but_duplicates(&data);
-            in_parts.diagnostics.extend(duplicate_diagnostics(&in_parts.entries));
-            prop_assert_eq!(&in_parts, &parsed);
             // Without diagnostics, key by key, the same entries and the same unusable keys.
             for (key, text) in &data {
                 let Some(section) = Section::from_key(key) else { continue };

@@ -15,7 +15,7 @@ use crate::arn::PrincipalKey;
 
 pub use parse::{
     Diagnostic, DiagnosticKind, ParsedAwsAuth, Severity, duplicate_diagnostics, parse_data,
-    parse_data_but_duplicates, parse_data_general, parse_section_entries,
+    parse_data_general, parse_section_entries,
 };
 pub use render::{is_sorted, render_data, render_section, sort_entries};
 

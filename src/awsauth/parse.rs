@@ -184,13 +184,6 @@ pub fn parse_data(data: &ConfigMapData) -> ParsedAwsAuth {
     parse_data_with(data, Reader::FastWherePossible, Diagnose::Yes)
 }
 
-/// `parse_data` in two parts, so that the second can run elsewhere: this one leaves out the
-/// diagnostics of principals listed more than once, which `duplicate_diagnostics` gives.
-/// Appended to these diagnostics, they make `parse_data`'s.
-pub fn parse_data_but_duplicates(data: &ConfigMapData) -> ParsedAwsAuth {
-    parse_data_with(data, Reader::FastWherePossible, Diagnose::AllButDuplicates)
-}
-
 /// `parse_data` with the general YAML parser only: to check the fast reader against, and to
 /// measure what the fast reader saves (`benches/core.rs`).
 #[doc(hidden)]
@@ -233,8 +226,6 @@ fn parse_data_with(data: &ConfigMapData, reader: Reader, diagnose: Diagnose) -> 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Diagnose {
     Yes,
-    /// Every check but the one across entries (principals listed more than once).
-    AllButDuplicates,
     No,
 }
 
