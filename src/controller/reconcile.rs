@@ -22,11 +22,11 @@ use super::history::{self, Origin, State, describe_kube_error};
 use crate::accessentries::report::SyncReason;
 use crate::accessentries::{AccessEntriesMode, AccessEntryReport, ReportBoard, keep_in_aws_auth};
 use crate::api::{CRD_NAME, IamIdentityMapping, IamIdentityMappingStatus};
-use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, parse_data};
+use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, ParsedAwsAuth};
 use crate::cache::MappingSnapshot;
 use crate::plan::{
     Blocked, LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Plan,
-    Settings, plan,
+    Settings, parse_live, plan_parsed,
 };
 use crate::principals::{PrincipalBoard, PrincipalReport, resolved_arn};
 use crate::status::{status_for, with_access_entry, with_principal};
@@ -279,9 +279,9 @@ async fn reconcile_mappings(
         if let Some(cm) = &live_cm {
             observe(ctx, &configmaps, cm, &now, &mut report).await?;
         }
-        let mut live = live_state(ctx, &configmaps, live_cm.as_ref()).await?;
+        let (mut live, parsed) = live_state(ctx, &configmaps, live_cm.as_ref()).await?;
         live.mappings_incomplete = !complete;
-        let plan = plan(&inputs, &live, &ctx.settings);
+        let plan = plan_parsed(&inputs, &live, parsed, &ctx.settings);
         report.managed_entries = plan.managed_entries;
         report.unmanaged_entries = plan.unmanaged_entries;
         report.aws_auth_data_bytes = crate::awsauth::data_size(&plan.data);
@@ -492,19 +492,23 @@ async fn record_write(
     }
 }
 
-/// The live aws-auth and, only when a key is malformed or aws-auth is missing (and recovery is
-/// on), the revision to restore unmanaged entries from.
+/// The live aws-auth, parsed once (the plan takes the parse), and, only when a key is
+/// malformed or aws-auth is missing (and recovery is on), the revision to restore unmanaged
+/// entries from.
 async fn live_state(
     ctx: &Context,
     configmaps: &Api<ConfigMap>,
     live_cm: Option<&ConfigMap>,
-) -> Result<LiveAwsAuth, ReconcileError> {
+) -> Result<(LiveAwsAuth, ParsedAwsAuth), ReconcileError> {
     let data = live_cm.map(|cm| cm.data.clone().unwrap_or_default());
     let annotation = live_cm.and_then(managed_annotation);
-    let needs_history = match &data {
-        None => true,
-        Some(data) => !parse_data(data).malformed.is_empty(),
+    let mut live = LiveAwsAuth {
+        frozen: live_cm.and_then(frozen_since).is_some(),
+        data,
+        ..Default::default()
     };
+    let parsed = parse_live(&live);
+    let needs_history = live.data.is_none() || !parsed.malformed.is_empty();
     let unreadable_annotation = annotation.and_then(|text| ManagedSet::decode(text).err());
     let revisions = if needs_history || unreadable_annotation.is_some() {
         history::load(configmaps).await?.1
@@ -522,18 +526,13 @@ async fn live_state(
         }
         (Some(text), None) => ManagedSet::decode(text).unwrap_or_default(),
     };
-    let recovery = if needs_history && ctx.settings.recover_malformed || data.is_none() {
+    live.recovery = if needs_history && ctx.settings.recover_malformed || live.data.is_none() {
         history::recovery_source(&revisions)
     } else {
         None
     };
-    Ok(LiveAwsAuth {
-        frozen: live_cm.and_then(frozen_since).is_some(),
-        mappings_incomplete: false,
-        data,
-        managed,
-        recovery,
-    })
+    live.managed = managed;
+    Ok((live, parsed))
 }
 
 fn revision_reason(plan: &Plan) -> String {

@@ -623,9 +623,25 @@ pub fn spec_refusal<'g>(
 
 /// Computes the plan. Pure: no I/O, no clock.
 pub fn plan(mappings: &[MappingInput], live: &LiveAwsAuth, settings: &Settings) -> Plan {
+    plan_parsed(mappings, live, parse_live(live), settings)
+}
+
+/// The live data as the authenticator reads it (none: an empty aws-auth).
+pub fn parse_live(live: &LiveAwsAuth) -> ParsedAwsAuth {
+    live.data.as_ref().map(parse_data).unwrap_or_default()
+}
+
+/// [`plan`] with the live data already parsed by [`parse_live`], for a caller that needed the
+/// parse before planning (the controller: whether a key is malformed decides whether it reads
+/// the history), so that one reconcile parses aws-auth once.
+pub fn plan_parsed(
+    mappings: &[MappingInput],
+    live: &LiveAwsAuth,
+    mut parsed: ParsedAwsAuth,
+    settings: &Settings,
+) -> Plan {
     let no_data = ConfigMapData::new();
     let live_data = live.data.as_ref().unwrap_or(&no_data);
-    let mut parsed = parse_data(live_data);
     let mut notes = Vec::new();
     let (restored_entries, live_managed) = match recover(&parsed, live, settings, &mut notes) {
         Ok(recovered) => recovered,
