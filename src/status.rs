@@ -4,6 +4,8 @@
 //! behind `metadata.generation` says the operator has not caught up. Pure, so that "patch status
 //! only when it changed" is a plain comparison.
 
+pub mod events;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::accessentries::{AccessEntryReport, SyncReason, access_side_ready};

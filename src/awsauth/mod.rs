@@ -140,6 +140,34 @@ impl Entry {
     }
 }
 
+/// Entries as messages, events and logs name them: `principal (section)`, comma-separated, an
+/// empty principal (mapAccounts `- ""`) shown as `""` so that it is still visible.
+pub fn describe_entries(entries: &[Entry]) -> String {
+    describe_at_most(entries, entries.len())
+}
+
+/// [`describe_entries`] naming at most `limit` entries, then "and N more": an event's note is
+/// limited to 1 KiB by the API server.
+pub fn describe_at_most(entries: &[Entry], limit: usize) -> String {
+    let shown: Vec<String> = entries
+        .iter()
+        .take(limit)
+        .map(|e| match e.principal() {
+            "" => format!("\"\" ({})", e.section()),
+            principal => format!("{principal} ({})", e.section()),
+        })
+        .collect();
+    let mut text = if shown.is_empty() {
+        "no entries".to_string()
+    } else {
+        shown.join(", ")
+    };
+    if entries.len() > limit {
+        text.push_str(&format!(" and {} more", entries.len() - limit));
+    }
+    text
+}
+
 impl AwsAuthEntries {
     pub fn push(&mut self, entry: Entry) {
         match entry {
@@ -256,7 +284,29 @@ pub fn data_size(data: &ConfigMapData) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use super::has_whitespace;
+    use super::{ArnMapping, Entry, describe_at_most, describe_entries, has_whitespace};
+
+    #[test]
+    fn entries_are_described_with_an_empty_principal_visible_and_a_limit() {
+        let empty = Entry::Account(String::new());
+        let account = Entry::Account("111122223333".into());
+        let role = Entry::Role(ArnMapping {
+            arn: "arn:aws:iam::111122223333:role/admin".into(),
+            username: "admin".into(),
+            groups: vec!["view".into()],
+            extra: Default::default(),
+        });
+        let entries = [empty, account, role];
+        assert_eq!(
+            describe_at_most(&entries, 2),
+            "\"\" (mapAccounts), 111122223333 (mapAccounts) and 1 more"
+        );
+        assert_eq!(
+            describe_entries(&entries),
+            "\"\" (mapAccounts), 111122223333 (mapAccounts), arn:aws:iam::111122223333:role/admin (mapRoles)"
+        );
+        assert_eq!(describe_entries(&[]), "no entries");
+    }
 
     #[test]
     fn whitespace_check_is_char_is_whitespace() {

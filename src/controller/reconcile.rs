@@ -22,13 +22,14 @@ use super::history::{self, Origin, State, describe_kube_error};
 use crate::accessentries::report::SyncReason;
 use crate::accessentries::{AccessEntriesMode, AccessEntryReport, ReportBoard, keep_in_aws_auth};
 use crate::api::{CRD_NAME, IamIdentityMapping, IamIdentityMappingStatus};
-use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, ParsedAwsAuth};
+use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, ParsedAwsAuth};
 use crate::cache::MappingSnapshot;
 use crate::plan::{
     Blocked, LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Plan,
     Settings, parse_live, plan_parsed,
 };
 use crate::principals::{PrincipalBoard, PrincipalReport, resolved_arn};
+use crate::status::events::{Notice, Subject, note_events, outcome_event};
 use crate::status::{status_for, with_access_entry, with_principal};
 
 /// Field manager for every write.
@@ -825,22 +826,6 @@ pub fn status_patch(status: &IamIdentityMappingStatus) -> Value {
     serde_json::json!({ "status": value })
 }
 
-fn describe(entries: &[Entry]) -> String {
-    let list: Vec<String> = entries
-        .iter()
-        .map(|e| match e.principal() {
-            // An empty item (mapAccounts `- ""` or `- ~`) must still show in the list.
-            "" => format!("\"\" ({})", e.section()),
-            principal => format!("{principal} ({})", e.section()),
-        })
-        .collect();
-    if list.is_empty() {
-        "no entries".to_string()
-    } else {
-        list.join(", ")
-    }
-}
-
 /// One event to publish: what it is about, its type, reason and message.
 struct PendingEvent {
     object: ObjectReference,
@@ -855,9 +840,8 @@ impl PendingEvent {
     }
 }
 
-/// Events for what changed in aws-auth itself. Removals and give-backs are summed up in one
-/// event per write, so deleting a thousand mappings costs one event, not a thousand; the
-/// events about single mappings go out concurrently, bounded like the status patches.
+/// Publishes the events for what changed in aws-auth itself (`status::events::note_events`),
+/// concurrently, bounded like the status patches.
 async fn publish_notes(
     ctx: &Context,
     plan: &Plan,
@@ -868,154 +852,22 @@ async fn publish_notes(
         .iter()
         .map(|m| (m.metadata.name.as_deref().unwrap_or_default(), m))
         .collect();
-    let on_mapping = |mapping: &str| by_name.get(mapping).map(|m| m.object_ref(&()));
-    let aws_auth_ref = aws_auth.object_ref(&());
-    let mut pending: Vec<PendingEvent> = Vec::new();
-    let mut removed: Vec<Entry> = Vec::new();
-    let mut given_back: Vec<Entry> = Vec::new();
-    for note in &plan.notes {
-        match note {
-            Note::TookOver {
-                mapping,
-                previous,
-                kept_to_give_back,
-            } => {
-                let mut message = format!(
-                    "took over the existing unmanaged entry of {} (recorded in history first)",
-                    describe(previous)
-                );
-                if *kept_to_give_back {
-                    message.push_str("; it comes back if this mapping is deleted");
-                }
-                info!(mapping, previous = %describe(previous), "took over an unmanaged entry");
-                if let Some(object) = on_mapping(mapping) {
-                    pending.push(PendingEvent {
-                        object,
-                        type_: EventType::Normal,
-                        reason: "TookOver",
-                        message,
-                    });
-                }
-            }
-            Note::Recovered {
-                section,
-                restored,
-                revision,
-                error,
-            } => {
-                let what = match section {
-                    Some(section) => format!("{section} could not be parsed ({error})"),
-                    None => "aws-auth was deleted".to_string(),
-                };
-                let message = format!(
-                    "{what}; restored {} unmanaged entries from revision {revision}: {}",
-                    restored.len(),
-                    describe_at_most(restored, EVENT_ENTRY_LIMIT)
-                );
-                warn!(revision, restored = restored.len(), "{message}");
-                pending.push(PendingEvent {
-                    object: aws_auth_ref.clone(),
-                    type_: EventType::Warning,
-                    reason: if section.is_some() {
-                        "RecoveredMalformedAwsAuth"
-                    } else {
-                        "RecoveredDeletedAwsAuth"
-                    },
-                    message,
-                });
-            }
-            Note::NotRecovered { reason } => {
-                let message = format!(
-                    "aws-auth was deleted and recreated with the managed entries only: {reason}"
-                );
-                warn!("{message}");
-                pending.push(PendingEvent {
-                    object: aws_auth_ref.clone(),
-                    type_: EventType::Warning,
-                    reason: "AwsAuthRecreated",
-                    message,
-                });
-            }
-            Note::Removed { entry } => {
-                debug!(principal = entry.principal(), section = %entry.section(), "removed an entry no mapping renders");
-                removed.push(entry.clone());
-            }
-            Note::GaveBack { entries } => {
-                info!(entries = %describe(entries), "gave back the entry a deleted mapping had taken over");
-                given_back.extend(entries.iter().cloned());
-            }
-            // Published once per reconcile, with what to do (see `reconcile`).
-            Note::KeptFrozen { .. } => {}
-            // Logged once per reconcile (see `reconcile`).
-            Note::KeptCacheNotCurrent { .. } => {}
-            Note::MovedToAccessEntry { mapping, entries } => {
-                let message = format!(
-                    "removed {} from aws-auth: the EKS access entry of this mapping is confirmed in place (--access-entries=only)",
-                    describe(entries)
-                );
-                info!(mapping, "{message}");
-                if let Some(object) = on_mapping(mapping) {
-                    pending.push(PendingEvent {
-                        object,
-                        type_: EventType::Normal,
-                        reason: "MovedToAccessEntry",
-                        message,
-                    });
-                }
-            }
-            Note::PolicyEnforced { mapping, entry } => {
-                let message = format!(
-                    "removed {} from {}: mapping `{mapping}` violates the group policy (--enforce-group-policy)",
-                    entry.principal(),
-                    entry.section()
-                );
-                warn!(mapping, principal = entry.principal(), "{message}");
-                if let Some(object) = on_mapping(mapping) {
-                    pending.push(PendingEvent {
-                        object,
-                        type_: EventType::Warning,
-                        reason: "PolicyEnforced",
-                        message: message.clone(),
-                    });
-                }
-                pending.push(PendingEvent {
-                    object: aws_auth_ref.clone(),
-                    type_: EventType::Warning,
-                    reason: "PolicyEnforced",
-                    message,
-                });
-            }
-        }
-    }
-    if !removed.is_empty() {
-        info!(
-            removed = removed.len(),
-            entries = %describe_at_most(&removed, EVENT_ENTRY_LIMIT),
-            "removed entries no mapping renders"
-        );
-        pending.push(PendingEvent {
-            object: aws_auth_ref.clone(),
-            type_: EventType::Normal,
-            reason: "EntryRemoved",
-            message: format!(
-                "removed {} entries no mapping renders any more: {}",
-                removed.len(),
-                describe_at_most(&removed, EVENT_ENTRY_LIMIT)
-            ),
-        });
-    }
-    if !given_back.is_empty() {
-        pending.push(PendingEvent {
-            object: aws_auth_ref.clone(),
-            type_: EventType::Normal,
-            reason: "OriginalEntryRestored",
-            message: format!(
-                "gave back {} entries that deleted mappings had taken over, unmanaged again: {}",
-                given_back.len(),
-                describe_at_most(&given_back, EVENT_ENTRY_LIMIT)
-            ),
-        });
-    }
+    let pending: Vec<PendingEvent> = note_events(&plan.notes)
+        .into_iter()
+        .filter_map(|notice| {
+            log_notice(&notice);
+            let object = match &notice.subject {
+                Subject::AwsAuth => aws_auth.object_ref(&()),
+                Subject::Mapping(name) => by_name.get(name.as_str())?.object_ref(&()),
+            };
+            Some(PendingEvent {
+                object,
+                type_: notice.type_,
+                reason: notice.reason,
+                message: notice.message,
+            })
+        })
+        .collect();
     stream::iter(pending)
         .map(|event| async move { event.publish(ctx).await })
         .buffer_unordered(ctx.status_concurrency.max(1))
@@ -1023,117 +875,15 @@ async fn publish_notes(
         .await;
 }
 
-/// How many entries an aggregated event names before it says "and N more": an event note is
-/// limited to 1 KiB by the API server.
-const EVENT_ENTRY_LIMIT: usize = 5;
-
-fn describe_at_most(entries: &[Entry], limit: usize) -> String {
-    let shown = describe(&entries[..entries.len().min(limit)]);
-    if entries.len() > limit {
-        format!("{shown} and {} more", entries.len() - limit)
-    } else {
-        shown
-    }
-}
-
-/// The event a status change is worth, if any: a problem that is new or changed (its Ready
-/// reason or message differs from the known status), a drift, or a mapping that is Ready again
-/// after a problem. A mapping rendered for the first time gets none, nor one whose access entry
-/// was pending: its status says so, and a burst of a thousand new mappings must not cost a
-/// thousand more writes. A mapping served by its access entry gets `MovedToAccessEntry` when
-/// its aws-auth entry is removed (see `publish_notes`).
-fn outcome_event(
-    outcome: &Outcome,
-    known: Option<&IamIdentityMappingStatus>,
-    desired: &IamIdentityMappingStatus,
-) -> Option<(EventType, &'static str, String)> {
-    use crate::principals::sso::{NO_ROLE_FOUND, SEVERAL_ROLES_FOUND};
-    use crate::principals::{PRINCIPAL_FOUND, PRINCIPAL_RESOLVED};
-    use crate::status::condition;
-    let written = matches!(
-        outcome,
-        Outcome::Rendered { .. } | Outcome::ServedByAccessEntry { .. }
-    );
-    let resolved_before = known.and_then(|k| k.resolved_arn.as_deref());
-    if written
-        && let (Some(before), Some(after)) = (resolved_before, desired.resolved_arn.as_deref())
-        && before != after
-    {
-        let message = condition(desired, PRINCIPAL_RESOLVED)
-            .map(|c| c.message.clone())
-            .unwrap_or_else(|| format!("{after} replaces {before}"));
-        return Some((
-            EventType::Normal,
-            "PermissionSetReprovisioned",
-            format!("{message}; its entries now name the new role"),
-        ));
-    }
-    // A permission set that stops resolving (or never did): its own reason and words.
-    let unresolved = |s: &IamIdentityMappingStatus| {
-        condition(s, PRINCIPAL_RESOLVED)
-            .filter(|c| c.status == "False")
-            .map(|c| (c.reason.clone(), c.message.clone()))
+fn log_notice(notice: &Notice) {
+    let mapping = match &notice.subject {
+        Subject::Mapping(name) => Some(name.as_str()),
+        Subject::AwsAuth => None,
     };
-    if let Some((reason, message)) = unresolved(desired)
-        && known.and_then(unresolved).map(|(r, _)| r) != Some(reason.clone())
-        && let Some(reason) = [NO_ROLE_FOUND, SEVERAL_ROLES_FOUND]
-            .into_iter()
-            .find(|r| *r == reason)
-    {
-        return Some((EventType::Warning, reason, message));
+    match notice.type_ {
+        EventType::Warning => warn!(mapping, reason = notice.reason, "{}", notice.message),
+        EventType::Normal => info!(mapping, reason = notice.reason, "{}", notice.message),
     }
-    let event = outcome_change_event(outcome, known, desired);
-    if event.is_some() {
-        return event;
-    }
-    // --verify-principals: a warning when IAM starts saying the principal does not exist.
-    let found = |s: &IamIdentityMappingStatus| {
-        condition(s, PRINCIPAL_FOUND).map(|c| (c.status.clone(), c.message.clone()))
-    };
-    match (known.and_then(found), found(desired)) {
-        (before, Some((status, message)))
-            if status == "False" && before.as_ref().is_none_or(|(s, _)| s != "False") =>
-        {
-            Some((EventType::Warning, "PrincipalNotFound", message))
-        }
-        _ => None,
-    }
-}
-
-/// The event for a change of the mapping's outcome (Ready), if any.
-fn outcome_change_event(
-    outcome: &Outcome,
-    known: Option<&IamIdentityMappingStatus>,
-    desired: &IamIdentityMappingStatus,
-) -> Option<(EventType, &'static str, String)> {
-    let ready = |s: &IamIdentityMappingStatus| {
-        crate::status::condition(s, crate::status::READY)
-            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-    };
-    let before = known.and_then(ready);
-    let after = ready(desired);
-    let ready_changed = before != after;
-    let recovered = before.as_ref().is_some_and(|(status, reason, _)| {
-        status != "True" && reason != SyncReason::Pending.as_str()
-    });
-    let (type_, reason) = match outcome {
-        Outcome::Rendered { drift: Some(d), .. } if d.repaired => {
-            (EventType::Normal, "DriftRepaired")
-        }
-        Outcome::Rendered { drift: Some(_), .. } => (EventType::Warning, "DriftDetected"),
-        Outcome::Rendered { .. } | Outcome::ServedByAccessEntry { .. } => {
-            let ready_again = after
-                .as_ref()
-                .is_some_and(|(status, _, _)| status == "True");
-            if !(recovered && ready_again) {
-                return None;
-            }
-            (EventType::Normal, "Rendered")
-        }
-        other if ready_changed => (EventType::Warning, other.reason()),
-        _ => return None,
-    };
-    Some((type_, reason, outcome.message()))
 }
 
 async fn publish(
@@ -1152,139 +902,5 @@ async fn publish(
         } else {
             warn!(error = %describe_kube_error(&err), reason, "could not publish event");
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use k8s_openapi::jiff::Timestamp;
-
-    use super::*;
-    use crate::awsauth::ArnMapping;
-
-    fn time(s: i64) -> Time {
-        Time(Timestamp::from_second(s).expect("valid time"))
-    }
-
-    fn entry() -> Entry {
-        Entry::Role(ArnMapping {
-            arn: "arn:aws:iam::111122223333:role/admin".into(),
-            username: "admin".into(),
-            groups: vec!["view".into()],
-            extra: Default::default(),
-        })
-    }
-
-    #[test]
-    fn an_empty_principal_is_described_visibly() {
-        let empty = Entry::Account(String::new());
-        let account = Entry::Account("111122223333".into());
-        assert_eq!(
-            describe_at_most(&[empty, account, entry()], 2),
-            "\"\" (mapAccounts), 111122223333 (mapAccounts) and 1 more"
-        );
-    }
-
-    fn rendered() -> Outcome {
-        Outcome::Rendered {
-            entry: entry(),
-            took_over: Vec::new(),
-            drift: None,
-            contenders: Vec::new(),
-            gives_back_on_delete: false,
-        }
-    }
-
-    fn conflict(winner: &str) -> Outcome {
-        Outcome::Conflict {
-            winner: winner.into(),
-            principal: "arn:aws:iam::111122223333:role/admin".into(),
-        }
-    }
-
-    fn status(outcome: &Outcome, report: Option<AccessEntryReport>) -> IamIdentityMappingStatus {
-        let mut status = status_for(outcome, Some(1), None, &time(1));
-        if let Some(report) = report {
-            with_access_entry(&mut status, Some(&report), Some(1), None, &time(1));
-        }
-        status
-    }
-
-    fn in_sync() -> AccessEntryReport {
-        AccessEntryReport {
-            synced: true,
-            reason: SyncReason::InSync,
-            message: "in sync".into(),
-            confirmed_in_place: true,
-            ..AccessEntryReport::pending(Some(1))
-        }
-    }
-
-    fn reason_of(event: Option<(EventType, &'static str, String)>) -> Option<&'static str> {
-        event.map(|(_, reason, _)| reason)
-    }
-
-    #[test]
-    fn a_first_render_and_a_first_access_entry_are_worth_no_event() {
-        let ready = status(&rendered(), None);
-        assert_eq!(reason_of(outcome_event(&rendered(), None, &ready)), None);
-        // Mirror mode: Ready waits for the access entry (Pending), then turns True.
-        let pending = status(&rendered(), Some(AccessEntryReport::pending(Some(1))));
-        let synced = status(&rendered(), Some(in_sync()));
-        assert_eq!(
-            reason_of(outcome_event(&rendered(), Some(&pending), &synced)),
-            None
-        );
-    }
-
-    #[test]
-    fn ready_again_after_a_problem_is_an_event() {
-        let problem = status(&conflict("older"), None);
-        let ready = status(&rendered(), None);
-        let event = outcome_event(&rendered(), Some(&problem), &ready);
-        assert_eq!(
-            event.as_ref().map(|(t, r, _)| (*t, *r)),
-            Some((EventType::Normal, "Rendered"))
-        );
-    }
-
-    #[test]
-    fn a_problem_is_an_event_once_until_it_changes() {
-        let ready = status(&rendered(), None);
-        let problem = status(&conflict("older"), None);
-        let event = outcome_event(&conflict("older"), Some(&ready), &problem);
-        assert_eq!(
-            event.as_ref().map(|(t, r, _)| (*t, *r)),
-            Some((EventType::Warning, "Conflict"))
-        );
-        // The same problem again (the access-entry side of the status changed): no event.
-        assert_eq!(
-            reason_of(outcome_event(&conflict("older"), Some(&problem), &problem)),
-            None
-        );
-        // Another winner: a new message, a new event.
-        let other = status(&conflict("oldest"), None);
-        assert_eq!(
-            reason_of(outcome_event(&conflict("oldest"), Some(&problem), &other)),
-            Some("Conflict")
-        );
-    }
-
-    #[test]
-    fn served_by_access_entry_is_no_warning() {
-        let served = Outcome::ServedByAccessEntry {
-            entry: entry(),
-            removed: vec![entry()],
-        };
-        let before = status(&rendered(), Some(in_sync()));
-        let after = status(&served, Some(in_sync()));
-        assert_eq!(
-            reason_of(outcome_event(&served, Some(&before), &after)),
-            None
-        );
-        assert_eq!(
-            reason_of(outcome_event(&served, Some(&after), &after)),
-            None
-        );
     }
 }

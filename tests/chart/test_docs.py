@@ -154,9 +154,9 @@ def struct_literals(text: str, name: str) -> list[str]:
 
 
 def event_reasons() -> set[str]:
-    """Reasons the controller publishes: `EventType::X, "Reason"` pairs, every reason-like
+    """Reasons the controller publishes (controller/reconcile.rs): `EventType::X, "Reason"` pairs, every reason-like
     string literal among the arguments of a `publish(...)` call (a reason chosen by an `if`),
-    and the `reason:` of every `PendingEvent { ... }` (events published after a write)."""
+    and the `reason:` of every `PendingEvent { ... }`; and those decided in status/events.rs."""
     text = source("controller/reconcile.rs")
     reasons = found(r'EventType::\w+,\s*"(\w+)"', text)
     for arguments in call_arguments(text, "publish"):
@@ -165,6 +165,12 @@ def event_reasons() -> set[str]:
         field = re.search(r"\breason:(.*?)(?:,\s*\n\s*message\b|$)", body, flags=re.S)
         if field:
             reasons |= found(r'"([A-Z][A-Za-z0-9]+)"', field.group(1))
+    # The events decided from the plan's notes and from status changes (pure, status/events.rs):
+    # `EventType::X, "Reason"` pairs and the literals of a reason chosen by an `if`.
+    decided = source("status/events.rs")
+    reasons |= found(r'EventType::\w+,\s*"(\w+)"', decided)
+    for choice in re.finditer(r"let reason = if .*?;\n", decided, flags=re.S):
+        reasons |= found(r'"([A-Z][A-Za-z0-9]+)"', choice.group(0))
     return reasons
 
 
