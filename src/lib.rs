@@ -15,6 +15,7 @@ pub mod cli;
 pub mod controller;
 pub mod import;
 pub mod lint;
+pub mod loops;
 pub mod manifest;
 pub mod plan;
 pub mod principals;

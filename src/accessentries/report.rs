@@ -10,6 +10,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::spec::AccessEntryStatus;
+use crate::loops::Board;
 
 /// The condition type the report feeds.
 pub const CONDITION_TYPE: &str = "AccessEntrySynced";
@@ -172,20 +173,12 @@ pub struct ClusterReport {
     pub eks_problem: Option<String>,
 }
 
-#[derive(Debug, Default)]
-struct BoardState {
-    reports: BTreeMap<String, AccessEntryReport>,
-    cluster: ClusterReport,
-    /// Bumped whenever a report changes.
-    version: u64,
-}
-
-/// The shared, cheaply cloneable map of reports, by mapping name, with a `Notify` the aws-auth
-/// loop waits on.
+/// The access-entry loop's reports by mapping name (a [`Board`]), with the cluster-wide facts
+/// of its last pass beside them.
 #[derive(Debug, Clone, Default)]
 pub struct ReportBoard {
-    state: Arc<RwLock<BoardState>>,
-    changed: Arc<Notify>,
+    reports: Board<AccessEntryReport>,
+    cluster: Arc<RwLock<ClusterReport>>,
     /// `ClusterReport::eks_problem`, for whoever reports health.
     eks_problem: Arc<tokio::sync::watch::Sender<Option<String>>>,
 }
@@ -195,48 +188,36 @@ impl ReportBoard {
         ReportBoard::default()
     }
 
-    fn read<T>(&self, f: impl FnOnce(&BoardState) -> T) -> T {
-        let guard = self.state.read().unwrap_or_else(|e| e.into_inner());
-        f(&guard)
-    }
-
     /// The report of one mapping.
     pub fn get(&self, name: &str) -> Option<AccessEntryReport> {
-        self.read(|s| s.reports.get(name).cloned())
+        self.reports.get(name)
     }
 
     /// Every report.
     pub fn snapshot(&self) -> BTreeMap<String, AccessEntryReport> {
-        self.read(|s| s.reports.clone())
+        self.reports.snapshot()
     }
 
     pub fn cluster(&self) -> ClusterReport {
-        self.read(|s| s.cluster.clone())
+        self.cluster
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// A number that changes whenever a report changes (cheap change detection).
     pub fn version(&self) -> u64 {
-        self.read(|s| s.version)
+        self.reports.version()
     }
 
     /// Notified after every change of a report.
     pub fn changed(&self) -> Arc<Notify> {
-        self.changed.clone()
+        self.reports.changed()
     }
 
     /// Follows `ClusterReport::eks_problem` (EKS not answering, or refusing the loop's calls).
     pub fn eks_problem(&self) -> tokio::sync::watch::Receiver<Option<String>> {
         self.eks_problem.subscribe()
-    }
-
-    fn set_eks_problem(&self, problem: &Option<String>) {
-        self.eks_problem.send_if_modified(|current| {
-            let changed = current != problem;
-            if changed {
-                current.clone_from(problem);
-            }
-            changed
-        });
     }
 
     /// Replaces every report (mappings that are gone disappear) and the cluster facts. Notifies
@@ -246,29 +227,21 @@ impl ReportBoard {
         reports: BTreeMap<String, AccessEntryReport>,
         cluster: ClusterReport,
     ) -> bool {
-        self.set_eks_problem(&cluster.eks_problem);
-        let changed = {
-            let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
-            guard.cluster = cluster;
-            let changed = guard.reports != reports;
-            if changed {
-                guard.reports = reports;
-                guard.version += 1;
-            }
-            changed
-        };
-        if changed {
-            self.changed.notify_waiters();
-            self.changed.notify_one();
-        }
-        changed
+        // The facts first: whoever a changed report wakes reads the cluster of the same pass.
+        self.set_cluster(cluster);
+        self.reports.publish(reports)
     }
 
     /// Updates the cluster facts only.
     pub fn set_cluster(&self, cluster: ClusterReport) {
-        self.set_eks_problem(&cluster.eks_problem);
-        let mut guard = self.state.write().unwrap_or_else(|e| e.into_inner());
-        guard.cluster = cluster;
+        self.eks_problem.send_if_modified(|current| {
+            let changed = *current != cluster.eks_problem;
+            if changed {
+                current.clone_from(&cluster.eks_problem);
+            }
+            changed
+        });
+        *self.cluster.write().unwrap_or_else(|e| e.into_inner()) = cluster;
     }
 }
 

@@ -27,23 +27,33 @@ use super::client::{CallCounts, CreateEntry, EksApi, EksError};
 use super::report::{AccessEntryReport, ClusterReport, ReportBoard, SyncReason};
 use super::sync::{
     AuthenticationMode, CachedEntry, DesiredMapping, Observed, ObservedEntry, ObservedPolicy,
-    PrincipalWork, Step, WorkKind, finalize_outcome, plan_sync, principal_key, refused_outcome,
-    select_reads, still_confirmed, verify_budget, wanted_principals,
+    PrincipalWork, Read, Step, SyncPlan, WorkKind, finalize_outcome, plan_sync, principal_key,
+    refused_outcome, select_reads, still_confirmed, verify_budget, wanted_principals,
 };
 use super::translate::translate_resolved;
 use super::{AccessEntriesConfig, AccessEntriesMode};
 use crate::api::IamIdentityMapping;
-use crate::controller::passes::PassSchedule;
+use crate::loops::{PassSchedule, wait_until_synced};
 use crate::plan::{Settings, spec_refusal};
 use crate::principals::{PrincipalBoard, resolved_arn_of};
 
-/// (principal, described, DescribeAccessEntry, ListAssociatedAccessPolicies) of one read.
-type ReadResult = (
-    String,
-    bool,
-    Result<Option<ObservedEntry>, EksError>,
-    Option<Result<Option<Vec<ObservedPolicy>>, EksError>>,
-);
+/// What a pass learnt before it plans: the principals EKS lists, the principals the mappings
+/// want (and whether their policies matter), and the entries that could not be read.
+struct Listed {
+    keys: BTreeSet<String>,
+    wanted: BTreeMap<String, bool>,
+    unreadable: BTreeSet<String>,
+}
+
+/// What one [`Read`] of an entry got back.
+struct EntryRead {
+    principal_arn: String,
+    described: bool,
+    /// DescribeAccessEntry (`Ok(None)` also when not asked).
+    entry: Result<Option<ObservedEntry>, EksError>,
+    /// ListAssociatedAccessPolicies, when asked.
+    policies: Option<Result<Option<Vec<ObservedPolicy>>, EksError>>,
+}
 
 /// What a pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -182,7 +192,7 @@ impl<E: EksApi> Runner<E> {
         let now = now();
         let mut summary = PassSummary::default();
         self.no_answer.reset();
-        let result = self.run_pass(&desired, resync, &now, &mut summary).await;
+        let result = self.run_pass(&desired, resync, &mut summary).await;
         summary.calls = self.eks.calls().since(&calls_before);
         let mut cluster = self.board.cluster();
         cluster.passes = self.pass;
@@ -286,13 +296,42 @@ impl<E: EksApi> Runner<E> {
         self.reports = reports;
     }
 
+    /// Asks EKS what it holds, plans, runs the work and reads back what it touched.
     async fn run_pass(
         &mut self,
         desired: &[DesiredMapping],
         resync: bool,
-        _now: &Time,
         summary: &mut PassSummary,
     ) -> Result<BTreeMap<String, AccessEntryReport>, EksError> {
+        let mode = self.authentication_mode(resync).await?;
+        if !mode.uses_access_entries() {
+            let observed = Observed {
+                mode,
+                entries: Vec::new(),
+                unreadable: BTreeSet::new(),
+            };
+            return Ok(plan_sync(desired, &observed).outcomes);
+        }
+        let listed = self.list(desired, resync).await?;
+        let observed = self.observed(mode.clone(), &listed.keys, &listed.unreadable);
+        let mut plan = plan_sync(desired, &observed);
+        if self.mode_flag == AccessEntriesMode::Off {
+            // Revocations only: what the operator granted goes with its mapping.
+            plan.work.retain(|w| w.kind == WorkKind::Delete);
+        }
+        if plan.work.is_empty() {
+            return Ok(plan.outcomes);
+        }
+        summary.work = plan.work.len();
+        let errors = self.run_work(&plan.work).await;
+        summary.failed = errors.len();
+        let after = self.read_back(desired, mode, &plan.work, listed).await;
+        Ok(final_outcomes(desired, &plan, &errors, &after))
+    }
+
+    /// The cluster's authentication mode: asked at a resync and at the first pass, else the
+    /// one known.
+    async fn authentication_mode(&mut self, resync: bool) -> Result<AuthenticationMode, EksError> {
         if resync || self.mode.is_none() {
             let mode = self
                 .no_answer
@@ -303,22 +342,18 @@ impl<E: EksApi> Runner<E> {
             }
             self.mode = Some(mode);
         }
-        let mode = self.mode.clone().unwrap_or(AuthenticationMode::ConfigMap);
-        if !mode.uses_access_entries() {
-            let observed = Observed {
-                mode,
-                entries: Vec::new(),
-                unreadable: BTreeSet::new(),
-            };
-            return Ok(plan_sync(desired, &observed).outcomes);
-        }
+        Ok(self.mode.clone().unwrap_or(AuthenticationMode::ConfigMap))
+    }
 
+    /// Lists the access entries and reads the ones the cache cannot answer for (and, at a
+    /// resync, a slice of the known ones).
+    async fn list(&mut self, desired: &[DesiredMapping], resync: bool) -> Result<Listed, EksError> {
         let listed = self
             .no_answer
             .call(self.eks.list_access_entries(&self.cluster))
             .await?;
-        let listed_keys: BTreeSet<String> = listed.iter().map(|a| principal_key(a)).collect();
-        self.cache.retain(|k, _| listed_keys.contains(k));
+        let keys: BTreeSet<String> = listed.iter().map(|a| principal_key(a)).collect();
+        self.cache.retain(|k, _| keys.contains(k));
         let wanted = wanted_principals(desired);
         let budget = if resync {
             let relevant = self
@@ -332,113 +367,82 @@ impl<E: EksApi> Runner<E> {
         };
         let reads = select_reads(&listed, &self.cache, &wanted, budget);
         let mut unreadable = BTreeSet::new();
-        self.read_entries(
-            reads
-                .iter()
-                .map(|r| (r.principal_arn.clone(), r.describe, r.policies)),
-            &mut unreadable,
-        )
-        .await;
+        self.read_entries(reads, &mut unreadable).await;
+        Ok(Listed {
+            keys,
+            wanted,
+            unreadable,
+        })
+    }
 
-        let observed = self.observed(mode.clone(), &listed_keys, &unreadable);
-        let mut plan = plan_sync(desired, &observed);
-        if self.mode_flag == AccessEntriesMode::Off {
-            // Revocations only: what the operator granted goes with its mapping.
-            plan.work.retain(|w| w.kind == WorkKind::Delete);
-        }
-        if plan.work.is_empty() {
-            return Ok(plan.outcomes);
-        }
-
-        for work in plan.work.iter().filter(|w| w.kind == WorkKind::Delete) {
-            if let Some(mapping) = &work.mapping {
+    /// Runs the work, a principal's steps in order, principals concurrently. Returns the
+    /// error of each piece of work that failed, by its index.
+    async fn run_work(&self, work: &[PrincipalWork]) -> BTreeMap<usize, String> {
+        for w in work.iter().filter(|w| w.kind == WorkKind::Delete) {
+            if let Some(mapping) = &w.mapping {
                 // Worth its own line: the operator takes away access here, not a deleted mapping.
-                warn!(principal = %work.principal_arn, mapping = %mapping, "deleting the access entry of a mapping the operator's policy refuses");
+                warn!(principal = %w.principal_arn, mapping = %mapping, "deleting the access entry of a mapping the operator's policy refuses");
             }
         }
-        // Run the work, a principal's steps in order, principals concurrently.
-        summary.work = plan.work.len();
-        let this = &*self;
-        let pending: Vec<_> = plan
-            .work
+        let pending: Vec<_> = work
             .iter()
             .enumerate()
-            .map(|(i, work)| async move { (i, this.apply(work).await) })
+            .map(|(i, w)| async move { (i, self.apply(w).await) })
             .collect();
         let results: Vec<(usize, Result<(), EksError>)> = futures::stream::iter(pending)
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
-        let mut errors: BTreeMap<usize, String> = BTreeMap::new();
+        let mut errors = BTreeMap::new();
         for (i, result) in results {
-            let work = &plan.work[i];
+            let w = &work[i];
+            let mapping = w.mapping.as_deref().unwrap_or("-");
             match result {
-                Ok(()) => info!(
-                    principal = %work.principal_arn,
-                    mapping = work.mapping.as_deref().unwrap_or("-"),
-                    kind = ?work.kind,
-                    "access entry changed"
-                ),
+                Ok(()) => {
+                    info!(principal = %w.principal_arn, mapping, kind = ?w.kind, "access entry changed")
+                }
                 Err(err) => {
-                    warn!(
-                        principal = %work.principal_arn,
-                        mapping = work.mapping.as_deref().unwrap_or("-"),
-                        kind = ?work.kind,
-                        error = %err,
-                        "access entry change failed"
-                    );
+                    warn!(principal = %w.principal_arn, mapping, kind = ?w.kind, error = %err, "access entry change failed");
                     errors.insert(i, err.to_string());
                 }
             }
         }
-        summary.failed = errors.len();
+        errors
+    }
 
-        // Read back everything touched, then decide again on what EKS now holds.
-        let mut keys = listed_keys;
-        let touched: Vec<(String, bool, bool)> = plan
-            .work
+    /// Reads back everything the work touched, then plans again on what EKS now holds.
+    async fn read_back(
+        &mut self,
+        desired: &[DesiredMapping],
+        mode: AuthenticationMode,
+        work: &[PrincipalWork],
+        listed: Listed,
+    ) -> SyncPlan {
+        let Listed {
+            mut keys,
+            wanted,
+            unreadable,
+        } = listed;
+        let touched: Vec<Read> = work
             .iter()
-            .map(|w| {
-                keys.insert(principal_key(&w.principal_arn));
-                let policies = w.kind != WorkKind::Delete
-                    && wanted.get(&principal_key(&w.principal_arn)) == Some(&true);
-                (w.principal_arn.clone(), true, policies)
+            .map(|w| Read {
+                principal_arn: w.principal_arn.clone(),
+                describe: true,
+                policies: w.kind != WorkKind::Delete
+                    && wanted.get(&principal_key(&w.principal_arn)) == Some(&true),
             })
             .collect();
         let touched_keys: BTreeSet<String> = touched
             .iter()
-            .map(|(arn, _, _)| principal_key(arn))
+            .map(|r| principal_key(&r.principal_arn))
             .collect();
+        keys.extend(touched_keys.iter().cloned());
         let mut unreadable_after = BTreeSet::new();
-        self.read_entries(touched.into_iter(), &mut unreadable_after)
-            .await;
+        self.read_entries(touched, &mut unreadable_after).await;
         // What could not be read before and was not read again is still unknown: the cache
         // holds an older read of it (or nothing), which must not pass for the current state.
         unreadable_after.extend(unreadable.into_iter().filter(|k| !touched_keys.contains(k)));
-        let after = plan_sync(desired, &self.observed(mode, &keys, &unreadable_after));
-        let confirmed_before: BTreeMap<&str, bool> = desired
-            .iter()
-            .map(|m| (m.name.as_str(), m.confirmed_before))
-            .collect();
-        let mut outcomes = BTreeMap::new();
-        for (name, planned) in &plan.outcomes {
-            let index = plan
-                .work
-                .iter()
-                .position(|w| w.mapping.as_deref() == Some(name.as_str()));
-            let work = index.map(|i| &plan.work[i]);
-            let error = index.and_then(|i| errors.get(&i)).map(String::as_str);
-            let later = after.outcomes.get(name).unwrap_or(planned);
-            let before = confirmed_before
-                .get(name.as_str())
-                .copied()
-                .unwrap_or(false);
-            outcomes.insert(
-                name.clone(),
-                finalize_outcome(planned, work, error, later, before),
-            );
-        }
-        Ok(outcomes)
+        plan_sync(desired, &self.observed(mode, &keys, &unreadable_after))
     }
 
     /// The observed state from the cache: the listed entries (and entries read back since).
@@ -460,90 +464,89 @@ impl<E: EksApi> Runner<E> {
         }
     }
 
-    /// Reads entries into the cache: (principal, describe, policies). An entry that is gone
-    /// leaves the cache; a failed read marks it unreadable for this pass.
-    async fn read_entries(
-        &mut self,
-        reads: impl Iterator<Item = (String, bool, bool)>,
-        unreadable: &mut BTreeSet<String>,
-    ) {
-        let eks = self.eks.clone();
-        let cluster = self.cluster.clone();
-        let no_answer = self.no_answer.clone();
-        let pending: Vec<_> = reads
-            .map(|(arn, describe, policies)| {
-                let eks = eks.clone();
-                let cluster = cluster.clone();
-                let no_answer = no_answer.clone();
-                async move {
-                    let entry = if describe {
-                        no_answer
-                            .call(eks.describe_access_entry(&cluster, &arn))
-                            .await
-                    } else {
-                        Ok(None)
-                    };
-                    let listed = if policies && (!describe || matches!(entry, Ok(Some(_)))) {
-                        Some(
-                            no_answer
-                                .call(eks.list_associated_policies(&cluster, &arn))
-                                .await,
-                        )
-                    } else {
-                        None
-                    };
-                    (arn, describe, entry, listed)
-                }
-            })
-            .collect();
-        let results: Vec<ReadResult> = futures::stream::iter(pending)
+    /// Reads entries into the cache. An entry that is gone leaves the cache; a failed read
+    /// marks it unreadable for this pass.
+    async fn read_entries(&mut self, reads: Vec<Read>, unreadable: &mut BTreeSet<String>) {
+        let this = &*self;
+        let results: Vec<EntryRead> = futures::stream::iter(reads)
+            .map(|read| this.read(read))
             .buffer_unordered(self.concurrency)
             .collect()
             .await;
-        for (arn, described, entry, policies) in results {
-            let key = principal_key(&arn);
-            let previous = self.cache.get(&key).map(|c| c.entry.clone());
-            let entry = match (described, entry) {
-                (true, Ok(Some(mut e))) => {
-                    // Policies not re-read: keep what was known.
-                    e.policies = previous.and_then(|p| p.policies);
-                    e
-                }
-                (true, Ok(None)) => {
-                    self.cache.remove(&key);
-                    continue;
-                }
-                (true, Err(err)) => {
-                    debug!(principal = %arn, error = %err, "cannot describe access entry");
-                    unreadable.insert(key);
-                    continue;
-                }
-                (false, _) => match previous {
-                    Some(p) => p,
-                    None => continue,
-                },
-            };
-            let mut entry = entry;
-            match policies {
-                Some(Ok(Some(p))) => entry.policies = Some(p),
-                Some(Ok(None)) => {
-                    self.cache.remove(&key);
-                    continue;
-                }
-                Some(Err(err)) => {
-                    debug!(principal = %arn, error = %err, "cannot list associated access policies");
-                    unreadable.insert(key.clone());
-                }
-                None => {}
-            }
-            self.cache.insert(
-                key,
-                CachedEntry {
-                    entry,
-                    read_at_pass: self.pass,
-                },
-            );
+        for read in results {
+            self.remember(read, unreadable);
         }
+    }
+
+    /// One read: DescribeAccessEntry, then ListAssociatedAccessPolicies when asked (and the
+    /// entry, if described, exists).
+    async fn read(&self, read: Read) -> EntryRead {
+        let (cluster, arn) = (self.cluster.as_str(), read.principal_arn.as_str());
+        let entry = if read.describe {
+            let described = self.eks.describe_access_entry(cluster, arn);
+            self.no_answer.call(described).await
+        } else {
+            Ok(None)
+        };
+        let policies = if read.policies && (!read.describe || matches!(entry, Ok(Some(_)))) {
+            let listed = self.eks.list_associated_policies(cluster, arn);
+            Some(self.no_answer.call(listed).await)
+        } else {
+            None
+        };
+        EntryRead {
+            principal_arn: read.principal_arn,
+            described: read.describe,
+            entry,
+            policies,
+        }
+    }
+
+    /// Puts what a read got into the cache.
+    fn remember(&mut self, read: EntryRead, unreadable: &mut BTreeSet<String>) {
+        let arn = &read.principal_arn;
+        let key = principal_key(arn);
+        let previous = self.cache.get(&key).map(|c| c.entry.clone());
+        let mut entry = match (read.described, read.entry) {
+            (true, Ok(Some(mut e))) => {
+                // Policies not re-read: keep what was known.
+                e.policies = previous.and_then(|p| p.policies);
+                e
+            }
+            (true, Ok(None)) => {
+                self.cache.remove(&key);
+                return;
+            }
+            (true, Err(err)) => {
+                debug!(principal = %arn, error = %err, "cannot describe access entry");
+                unreadable.insert(key);
+                return;
+            }
+            (false, _) => match previous {
+                Some(p) => p,
+                None => return,
+            },
+        };
+        match read.policies {
+            Some(Ok(Some(p))) => entry.policies = Some(p),
+            Some(Ok(None)) => {
+                self.cache.remove(&key);
+                return;
+            }
+            Some(Err(err)) => {
+                debug!(principal = %arn, error = %err, "cannot list associated access policies");
+                unreadable.insert(key.clone());
+            }
+            None => {}
+        }
+        let read_at_pass = self.pass;
+        self.cache.insert(
+            key,
+            CachedEntry {
+                entry,
+                read_at_pass,
+            },
+        );
     }
 
     /// One principal's steps, in order; the first failure stops them.
@@ -599,6 +602,39 @@ impl<E: EksApi> Runner<E> {
             } => self.eks.tag_resource(access_entry_arn, tags).await,
         }
     }
+}
+
+/// Each mapping's outcome once its work ran: the planned outcome, what the work did (`errors`
+/// by the work's index) and what EKS held after it (`after`).
+fn final_outcomes(
+    desired: &[DesiredMapping],
+    plan: &SyncPlan,
+    errors: &BTreeMap<usize, String>,
+    after: &SyncPlan,
+) -> BTreeMap<String, AccessEntryReport> {
+    let confirmed_before: BTreeMap<&str, bool> = desired
+        .iter()
+        .map(|m| (m.name.as_str(), m.confirmed_before))
+        .collect();
+    let mut outcomes = BTreeMap::new();
+    for (name, planned) in &plan.outcomes {
+        let index = plan
+            .work
+            .iter()
+            .position(|w| w.mapping.as_deref() == Some(name.as_str()));
+        let work = index.map(|i| &plan.work[i]);
+        let error = index.and_then(|i| errors.get(&i)).map(String::as_str);
+        let later = after.outcomes.get(name).unwrap_or(planned);
+        let before = confirmed_before
+            .get(name.as_str())
+            .copied()
+            .unwrap_or(false);
+        outcomes.insert(
+            name.clone(),
+            finalize_outcome(planned, work, error, later, before),
+        );
+    }
+    outcomes
 }
 
 /// The reports of `off` mode: a refused mapping says so (its entry is deleted), every other
@@ -700,16 +736,8 @@ pub async fn run_loop<E: EksApi>(
     shutdown: impl Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
-    // An empty store before the first list would look like "every mapping was deleted".
-    let mut synced = mappings.watch.clone();
-    tokio::select! {
-        listed = synced.synced() => {
-            if !listed {
-                warn!("the mapping watch ended before the cache synced; access-entry loop stops");
-                return;
-            }
-        }
-        () = &mut shutdown => return,
+    if !wait_until_synced(&mappings.watch, shutdown.as_mut(), "access-entry loop").await {
+        return;
     }
     info!(cluster = %config.cluster_name, mode = ?config.mode, resync_seconds = config.resync.as_secs(), "access-entry loop started");
     let mut runner = Runner::new(

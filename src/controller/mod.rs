@@ -7,7 +7,6 @@
 pub mod events;
 pub mod history;
 pub mod leader;
-pub mod passes;
 pub mod reconcile;
 
 use std::future::Future;
@@ -29,11 +28,12 @@ use crate::accessentries::{self, AccessEntriesConfig, ReportBoard, client::EksCl
 use crate::api::IamIdentityMapping;
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE};
 use crate::cache::{CacheTracker, CacheWatch, MappingCache};
+use crate::loops::wait_until_synced;
 use crate::plan::Settings;
 use crate::principals::{self, PrincipalBoard, PrincipalsConfig, iam::IamClient};
 use crate::server::{Health, Metrics};
 use events::EventPublisher;
-use reconcile::{AccessEntriesView, Context, reconcile_snapshot};
+use reconcile::{AccessEntriesView, Context, ReconcileReport, reconcile_snapshot};
 
 #[derive(Debug, Error)]
 pub enum ControllerError {
@@ -172,182 +172,43 @@ pub async fn run(config: RunConfig) -> Result<(), ControllerError> {
 /// How often start-up says what it still waits for.
 pub const START_UP_REPORT_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Runs the controller with `client` until `stop` resolves.
+/// Runs the controller with `client` until `stop` resolves: the tasks below, then the
+/// reconcile loop once the mapping cache has synced.
 pub async fn run_until(
     client: Client,
     config: RunConfig,
     stop: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControllerError> {
-    let mappings_api: Api<IamIdentityMapping> = Api::all(client.clone());
-    let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::new());
-    let shutdown = Arc::new(Notify::new());
-    let server = {
-        // Bound before anything else starts, so that a taken port fails at once.
-        let listener = tokio::net::TcpListener::bind(config.metrics_addr)
-            .await
-            .map_err(|source| crate::server::ServerError::Bind {
-                addr: config.metrics_addr,
-                source,
-            })?;
-        let (metrics, health, shutdown) = (metrics.clone(), health.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            crate::server::serve_on(listener, metrics, health, async move {
-                shutdown.notified().await
-            })
-            .await
-        })
-    };
-
-    let identity = leader::default_identity();
-    let wake = Arc::new(Notify::new());
-    // The mapping watch feeds the store and the cache's state; its task is the only one that
-    // learns when the cache is synced, and tells everyone else through `cache_watch`.
-    let (store, writer) = reflector::store::<IamIdentityMapping>();
-    let (tracker, cache_watch) = CacheTracker::new();
-    let mapping_events = reflector(
-        writer,
-        watcher(mappings_api, watcher::Config::default()).modify(slim),
-    )
-    .backoff(watch_backoff())
-    .inspect(move |event| tracker.observe(event));
-    let mappings = MappingCache {
-        store,
-        watch: cache_watch.clone(),
-    };
-    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIGMAP_NAMESPACE);
-    let aws_auth_events = watcher(
-        configmaps,
-        watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
-    )
-    .backoff(watch_backoff());
-    // A change of a mapping wakes both loops: aws-auth's and, when on, the access entries'.
+    let process = Process::default();
+    let server = serve_metrics(config.metrics_addr, &process).await?;
+    let wakes = Wakes::default();
     let mapping_changed = Arc::new(Notify::new());
-    let mapping_watch = tokio::spawn(follow_watch(
-        mapping_events,
-        mapping_changed.clone(),
-        health.clone(),
-        metrics.clone(),
-        "watch of IamIdentityMappings",
-        spec_changes(),
-    ));
-    let aws_auth_watch = tokio::spawn(follow_watch(
-        aws_auth_events,
-        wake.clone(),
-        health.clone(),
-        metrics.clone(),
-        "watch of kube-system/aws-auth",
-        |_: &watcher::Event<ConfigMap>| true,
-    ));
+    let (mappings, mapping_watch) = watch_mappings(&client, &process, mapping_changed.clone());
+    let aws_auth_watch = watch_aws_auth(&client, &process, wakes.reconcile.clone());
     tokio::spawn(report_cache(
-        cache_watch.clone(),
-        health.clone(),
-        metrics.clone(),
+        mappings.watch.clone(),
+        process.health.clone(),
+        process.metrics.clone(),
         START_UP_REPORT_INTERVAL,
     ));
-
-    let mut leadership = if config.leader_election {
-        let leadership = leader::elect(
-            client.clone(),
-            leader::LeaderConfig::new(config.lease_namespace.clone(), identity.clone()),
-        )
-        .await?;
-        tokio::spawn(follow_leader_problems(
-            leadership.problems(),
-            health.clone(),
-        ));
-        Some(leadership)
-    } else {
-        // Without an election this replica always writes.
-        metrics.set_leader(true);
-        None
-    };
-
-    let access_wake = Arc::new(Notify::new());
-    let principals_wake = Arc::new(Notify::new());
-    let principal_board = PrincipalBoard::new();
-    {
-        let shutdown = shutdown.clone();
-        let principals_config = config.principals.clone();
-        tokio::spawn(principals::resolver::run_loop(
-            move || {
-                let config = principals_config.clone();
-                async move { IamClient::from_config(&config).await }
-            },
-            config.principals.clone(),
-            mappings.clone(),
-            principals_wake.clone(),
-            principal_board.clone(),
-            leadership.as_ref().map(leader::Leadership::subscribe),
-            async move { shutdown.notified().await },
-        ));
-        // A resolution changes what aws-auth and the access entries hold.
-        let (changed, wake, access_wake) =
-            (principal_board.changed(), wake.clone(), access_wake.clone());
-        tokio::spawn(async move {
-            loop {
-                changed.notified().await;
-                wake.notify_one();
-                access_wake.notify_one();
-            }
-        });
-    }
-    let access_entries = match &config.access_entries {
-        None => None,
-        Some(access_config) => {
-            let board = ReportBoard::new();
-            let eks = Arc::new(EksClient::from_config(access_config).await);
-            info!(cluster = %access_config.cluster_name, region = %access_config.region, mode = ?access_config.mode, "EKS access entries on");
-            let shutdown = shutdown.clone();
-            tokio::spawn(accessentries::runner::run_loop(
-                eks,
-                access_config.clone(),
-                // The same policy as aws-auth's: an access entry overrides aws-auth, so a
-                // mapping refused there must not get one.
-                config.settings.clone(),
-                mappings.clone(),
-                access_wake.clone(),
-                board.clone(),
-                principal_board.clone(),
-                leadership.as_ref().map(leader::Leadership::subscribe),
-                async move { shutdown.notified().await },
-            ));
-            tokio::spawn(follow_eks_problems(
-                board.eks_problem(),
-                health.clone(),
-                metrics.clone(),
-            ));
-            // A new report (an entry created, confirmed, failed) may change a status, or let
-            // `only` mode remove an aws-auth entry.
-            let (changed, wake) = (board.changed(), wake.clone());
-            tokio::spawn(async move {
-                loop {
-                    changed.notified().await;
-                    wake.notify_one();
-                }
-            });
-            Some(AccessEntriesView {
-                mode: access_config.mode,
-                board,
-            })
-        }
-    };
-    {
-        let (mapping_changed, wake, access_wake, principals_wake) = (
-            mapping_changed.clone(),
-            wake.clone(),
-            access_wake.clone(),
-            principals_wake.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                mapping_changed.notified().await;
-                wake.notify_one();
-                access_wake.notify_one();
-                principals_wake.notify_one();
-            }
-        });
-    }
+    let identity = leader::default_identity();
+    let mut leadership = elect_leader(&client, &config, &identity, &process).await?;
+    let leading = || leadership.as_ref().map(leader::Leadership::subscribe);
+    let principal_board = start_principals(&config, &mappings, &wakes, &process, leading());
+    let access_entries = start_access_entries(
+        &config,
+        &mappings,
+        &wakes,
+        &process,
+        &principal_board,
+        leading(),
+    )
+    .await;
+    // A change of a mapping wakes every loop.
+    forward_wakes(
+        mapping_changed,
+        [&wakes.reconcile, &wakes.access_entries, &wakes.principals],
+    );
 
     let ctx = Context {
         events: Some(EventPublisher::new(
@@ -358,39 +219,227 @@ pub async fn run_until(
         status_concurrency: config.status_concurrency,
         access_entries,
         principals: Some(principal_board),
-        ..Context::new(client.clone(), config.settings, config.history_limit)
+        ..Context::new(client, config.settings, config.history_limit)
     };
-
     let stop = tokio::spawn(stop);
     tokio::pin!(stop);
-
     info!(identity = %identity, "waiting for the IamIdentityMapping cache to sync");
-    let mut synced = cache_watch.clone();
-    tokio::select! {
-        listed = synced.synced() => {
-            if !listed {
-                warn!("the IamIdentityMapping watch ended before the cache synced; stopping");
-                return finish(shutdown, server, leadership).await;
-            }
-        }
-        _ = &mut stop => return finish(shutdown, server, leadership).await,
+    if !wait_until_synced(&mappings.watch, stop.as_mut(), "reconcile loop").await {
+        return finish(process.shutdown, server, leadership).await;
     }
     info!("cache synced; reconciling");
-
     reconcile_loop(
         &ctx,
         &mappings,
-        &wake,
+        &wakes.reconcile,
         config.resync,
-        &metrics,
-        &health,
+        &process.metrics,
+        &process.health,
         leadership.as_mut(),
         &mut stop,
     )
     .await;
     mapping_watch.abort();
     aws_auth_watch.abort();
-    finish(shutdown, server, leadership).await
+    finish(process.shutdown, server, leadership).await
+}
+
+/// What every task of the process reports to, and the signal that stops them.
+#[derive(Default)]
+struct Process {
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: Arc<Notify>,
+}
+
+impl Process {
+    /// Resolves once the process stops.
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        let shutdown = self.shutdown.clone();
+        async move { shutdown.notified().await }
+    }
+}
+
+/// The wake-up of each loop.
+#[derive(Default)]
+struct Wakes {
+    reconcile: Arc<Notify>,
+    access_entries: Arc<Notify>,
+    principals: Arc<Notify>,
+}
+
+type ServerTask = tokio::task::JoinHandle<Result<(), crate::server::ServerError>>;
+
+/// Serves /healthz, /readyz and /metrics until the process stops.
+async fn serve_metrics(addr: SocketAddr, process: &Process) -> Result<ServerTask, ControllerError> {
+    // Bound before anything else starts, so that a taken port fails at once.
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::server::ServerError::Bind { addr, source })?;
+    Ok(tokio::spawn(crate::server::serve_on(
+        listener,
+        process.metrics.clone(),
+        process.health.clone(),
+        process.stopped(),
+    )))
+}
+
+/// The mapping watch, feeding the store and the cache's state. Its task is the only one that
+/// learns when the cache is synced, and tells everyone else through the cache's watch.
+fn watch_mappings(
+    client: &Client,
+    process: &Process,
+    changed: Arc<Notify>,
+) -> (MappingCache, tokio::task::JoinHandle<()>) {
+    let (store, writer) = reflector::store::<IamIdentityMapping>();
+    let (tracker, cache_watch) = CacheTracker::new();
+    let events = reflector(
+        writer,
+        watcher(Api::all(client.clone()), watcher::Config::default()).modify(slim),
+    )
+    .backoff(watch_backoff())
+    .inspect(move |event| tracker.observe(event));
+    let task = tokio::spawn(follow_watch(
+        events,
+        changed,
+        process.health.clone(),
+        process.metrics.clone(),
+        "watch of IamIdentityMappings",
+        spec_changes(),
+    ));
+    let cache = MappingCache {
+        store,
+        watch: cache_watch,
+    };
+    (cache, task)
+}
+
+/// The watch of aws-auth itself: every change of it wakes the reconcile loop.
+fn watch_aws_auth(
+    client: &Client,
+    process: &Process,
+    wake: Arc<Notify>,
+) -> tokio::task::JoinHandle<()> {
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), CONFIGMAP_NAMESPACE);
+    let events = watcher(
+        configmaps,
+        watcher::Config::default().fields(&format!("metadata.name={CONFIGMAP_NAME}")),
+    )
+    .backoff(watch_backoff());
+    tokio::spawn(follow_watch(
+        events,
+        wake,
+        process.health.clone(),
+        process.metrics.clone(),
+        "watch of kube-system/aws-auth",
+        |_: &watcher::Event<ConfigMap>| true,
+    ))
+}
+
+/// With `--leader-election`, takes part in the election on the Lease; `None` without, and
+/// then this replica always writes.
+async fn elect_leader(
+    client: &Client,
+    config: &RunConfig,
+    identity: &str,
+    process: &Process,
+) -> Result<Option<leader::Leadership>, ControllerError> {
+    if !config.leader_election {
+        process.metrics.set_leader(true);
+        return Ok(None);
+    }
+    let leadership = leader::elect(
+        client.clone(),
+        leader::LeaderConfig::new(config.lease_namespace.clone(), identity.to_string()),
+    )
+    .await?;
+    tokio::spawn(follow_leader_problems(
+        leadership.problems(),
+        process.health.clone(),
+    ));
+    Ok(Some(leadership))
+}
+
+/// The principal resolver; its IAM client is built only once a mapping needs it. Returns the
+/// board it publishes on.
+fn start_principals(
+    config: &RunConfig,
+    mappings: &MappingCache,
+    wakes: &Wakes,
+    process: &Process,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+) -> PrincipalBoard {
+    let board = PrincipalBoard::new();
+    let principals_config = config.principals.clone();
+    tokio::spawn(principals::resolver::run_loop(
+        move || {
+            let config = principals_config.clone();
+            async move { IamClient::from_config(&config).await }
+        },
+        config.principals.clone(),
+        mappings.clone(),
+        wakes.principals.clone(),
+        board.clone(),
+        leading,
+        process.stopped(),
+    ));
+    // A resolution changes what aws-auth and the access entries hold.
+    forward_wakes(board.changed(), [&wakes.reconcile, &wakes.access_entries]);
+    board
+}
+
+/// The access-entry loop, when EKS is known (`None` with `--access-entries=off` and no
+/// cluster: then no EKS client is built).
+async fn start_access_entries(
+    config: &RunConfig,
+    mappings: &MappingCache,
+    wakes: &Wakes,
+    process: &Process,
+    principals: &PrincipalBoard,
+    leading: Option<tokio::sync::watch::Receiver<bool>>,
+) -> Option<AccessEntriesView> {
+    let access_config = config.access_entries.as_ref()?;
+    let board = ReportBoard::new();
+    let eks = Arc::new(EksClient::from_config(access_config).await);
+    info!(cluster = %access_config.cluster_name, region = %access_config.region, mode = ?access_config.mode, "EKS access entries on");
+    tokio::spawn(accessentries::runner::run_loop(
+        eks,
+        access_config.clone(),
+        // The same policy as aws-auth's: an access entry overrides aws-auth, so a mapping
+        // refused there must not get one.
+        config.settings.clone(),
+        mappings.clone(),
+        wakes.access_entries.clone(),
+        board.clone(),
+        principals.clone(),
+        leading,
+        process.stopped(),
+    ));
+    tokio::spawn(follow_eks_problems(
+        board.eks_problem(),
+        process.health.clone(),
+        process.metrics.clone(),
+    ));
+    // A new report (an entry created, confirmed, failed) may change a status, or let `only`
+    // mode remove an aws-auth entry.
+    forward_wakes(board.changed(), [&wakes.reconcile]);
+    Some(AccessEntriesView {
+        mode: access_config.mode,
+        board,
+    })
+}
+
+/// Wakes every loop of `to` whenever `from` is notified, for as long as the process runs.
+fn forward_wakes<const N: usize>(from: Arc<Notify>, to: [&Arc<Notify>; N]) {
+    let to = to.map(Arc::clone);
+    tokio::spawn(async move {
+        loop {
+            from.notified().await;
+            for wake in &to {
+                wake.notify_one();
+            }
+        }
+    });
 }
 
 /// Keeps readiness and the cache metrics in step with the mapping cache. While it has not
@@ -502,27 +551,7 @@ pub async fn reconcile_loop<F: Future + Unpin>(
         match result {
             Ok(report) => {
                 metrics.reconciled(started.elapsed(), None);
-                metrics.set_entries(report.managed_entries, report.unmanaged_entries);
-                metrics.set_conflicts(report.mappings_in_conflict);
-                metrics.set_mapping_states(&report.mapping_states);
-                metrics.set_access_entry_states(&report.access_entry_states);
-                metrics.set_aws_auth_size(
-                    report.aws_auth_data_bytes,
-                    report.aws_auth_data_limit_bytes,
-                );
-                for _ in 0..report.aws_auth_writes {
-                    metrics.aws_auth_written();
-                }
-                for _ in 0..report.status_writes {
-                    metrics.status_written();
-                }
-                metrics.drift_repaired(report.drift_repairs);
-                if let Some((kept, _)) = report.history_kept {
-                    metrics.set_history_revisions(kept);
-                }
-                health.set_problem("reconcile", None);
-                health.set_problem("aws-auth", report.frozen.clone());
-                metrics.set_frozen(report.frozen.is_some());
+                record(&report, metrics, health);
                 backoff = Duration::from_millis(500);
                 failures = 0;
             }
@@ -545,6 +574,28 @@ pub async fn reconcile_loop<F: Future + Unpin>(
             }
         }
     }
+}
+
+/// What a reconcile that went through reports: into the metrics and readiness.
+fn record(report: &ReconcileReport, metrics: &Metrics, health: &Health) {
+    metrics.set_entries(report.managed_entries, report.unmanaged_entries);
+    metrics.set_conflicts(report.mappings_in_conflict);
+    metrics.set_mapping_states(&report.mapping_states);
+    metrics.set_access_entry_states(&report.access_entry_states);
+    metrics.set_aws_auth_size(report.aws_auth_data_bytes, report.aws_auth_data_limit_bytes);
+    for _ in 0..report.aws_auth_writes {
+        metrics.aws_auth_written();
+    }
+    for _ in 0..report.status_writes {
+        metrics.status_written();
+    }
+    metrics.drift_repaired(report.drift_repairs);
+    if let Some((kept, _)) = report.history_kept {
+        metrics.set_history_revisions(kept);
+    }
+    health.set_problem("reconcile", None);
+    health.set_problem("aws-auth", report.frozen.clone());
+    metrics.set_frozen(report.frozen.is_some());
 }
 
 /// Which mapping events are worth a reconcile: a mapping created, deleted, or whose spec
@@ -675,7 +726,7 @@ async fn leadership_lost(subscription: Option<tokio::sync::watch::Receiver<bool>
 
 async fn finish(
     shutdown: Arc<Notify>,
-    server: tokio::task::JoinHandle<Result<(), crate::server::ServerError>>,
+    server: ServerTask,
     leadership: Option<leader::Leadership>,
 ) -> Result<(), ControllerError> {
     info!("shutting down");

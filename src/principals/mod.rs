@@ -14,15 +14,13 @@ pub mod resolver;
 pub mod sso;
 pub mod verify;
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use clap::Args;
 use serde::Serialize;
-use tokio::sync::Notify;
 
 use crate::api::{IamIdentityMapping, IamIdentityMappingSpec, IamIdentityMappingStatus};
+use crate::loops::Board;
 pub use sso::{IamPrincipal, SsoResolution, SsoState};
 pub use verify::{PrincipalCheck, Verdict};
 
@@ -100,52 +98,8 @@ pub struct PrincipalReport {
     pub check: Option<PrincipalCheck>,
 }
 
-/// The shared map of reports by mapping name, with a `Notify` for the loops that read it.
-#[derive(Debug, Clone, Default)]
-pub struct PrincipalBoard {
-    reports: Arc<RwLock<BTreeMap<String, PrincipalReport>>>,
-    changed: Arc<Notify>,
-}
-
-impl PrincipalBoard {
-    pub fn new() -> PrincipalBoard {
-        PrincipalBoard::default()
-    }
-
-    pub fn get(&self, name: &str) -> Option<PrincipalReport> {
-        let reports = self.reports.read().unwrap_or_else(|e| e.into_inner());
-        reports.get(name).cloned()
-    }
-
-    pub fn snapshot(&self) -> BTreeMap<String, PrincipalReport> {
-        self.reports
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Notified after every change.
-    pub fn changed(&self) -> Arc<Notify> {
-        self.changed.clone()
-    }
-
-    /// Replaces every report; notifies only when one changed. Returns whether it did.
-    pub fn publish(&self, reports: BTreeMap<String, PrincipalReport>) -> bool {
-        let changed = {
-            let mut guard = self.reports.write().unwrap_or_else(|e| e.into_inner());
-            let changed = *guard != reports;
-            if changed {
-                *guard = reports;
-            }
-            changed
-        };
-        if changed {
-            self.changed.notify_waiters();
-            self.changed.notify_one();
-        }
-        changed
-    }
-}
+/// The resolver's reports by mapping name, for the aws-auth reconcile and the access-entry loop.
+pub type PrincipalBoard = Board<PrincipalReport>;
 
 /// The role ARN (full, with its path) a permission-set mapping maps now: the resolver's answer,
 /// or before its first pass `status.resolvedArn`, if it still serves the same permission set.
@@ -232,6 +186,8 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
     use crate::api::SsoPermissionSetRef;
 

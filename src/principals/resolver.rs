@@ -22,7 +22,7 @@ use super::verify::{self, PrincipalCheck, Question, Verdict};
 use super::{PrincipalBoard, PrincipalReport, PrincipalsConfig, closest_names, resolved_arn};
 use crate::api::IamIdentityMapping;
 use crate::arn::PrincipalKind;
-use crate::controller::passes::PassSchedule;
+use crate::loops::{PassSchedule, wait_until_synced};
 
 /// A permission set missing from the last listing is looked up again no sooner than this (a
 /// mapping applied right after its permission set was provisioned resolves within seconds,
@@ -38,6 +38,78 @@ struct Listing {
 impl Listing {
     fn fresh(&self, ttl: Duration) -> bool {
         self.at.elapsed() < ttl
+    }
+}
+
+/// What the resolver remembers of IAM's answers about principals between passes.
+#[derive(Default)]
+struct Memory {
+    /// GetRole/GetUser answers (cached for the TTL; failures are not cached).
+    answers: HashMap<Question, (Instant, Option<IamPrincipal>)>,
+    /// Every role or user name of the account, for hints about a missing one.
+    names: HashMap<PrincipalKind, Listing>,
+    /// The look-alike names of each missing principal, until its kind is listed again.
+    hints: HashMap<Question, Vec<String>>,
+}
+
+impl Memory {
+    /// Forgets the answers older than `ttl`, and the hints about them.
+    fn forget(&mut self, ttl: Duration) {
+        self.answers.retain(|_, (at, _)| at.elapsed() < ttl);
+        self.hints.retain(|q, _| self.answers.contains_key(q));
+    }
+
+    fn knows(&self, question: &Question) -> bool {
+        self.answers.contains_key(question)
+    }
+
+    fn remember(&mut self, question: Question, at: Instant, found: Option<IamPrincipal>) {
+        self.answers.insert(question, (at, found));
+    }
+
+    /// The kinds of principal IAM said are missing whose names are not listed within `ttl`
+    /// (a listing that failed is tried again at the next pass).
+    fn kinds_to_list<'a>(
+        &self,
+        questions: impl Iterator<Item = &'a Question>,
+        ttl: Duration,
+    ) -> BTreeSet<PrincipalKind> {
+        questions
+            .filter(|q| matches!(self.answers.get(*q), Some((_, None))))
+            .map(|q| q.kind)
+            .filter(|kind| {
+                !self
+                    .names
+                    .get(kind)
+                    .is_some_and(|l| l.result.is_ok() && l.fresh(ttl))
+            })
+            .collect()
+    }
+
+    /// A new listing of every name of `kind`: the hints from the last one go.
+    fn listed(&mut self, kind: PrincipalKind, result: Result<Vec<IamPrincipal>, String>) {
+        self.hints.retain(|q, _| q.kind != kind);
+        let at = Instant::now();
+        self.names.insert(kind, Listing { at, result });
+    }
+
+    /// The verdict about `arn` from IAM's remembered answer to `question`; `None` without one.
+    fn verdict(&mut self, arn: &str, question: &Question) -> Option<Verdict> {
+        let (_, found) = self.answers.get(question)?;
+        let (names, hints) = (&self.names, &mut self.hints);
+        Some(verify::verdict(arn, found.as_ref(), || {
+            // Computed once per listing: an edit distance to every name.
+            hints
+                .entry(question.clone())
+                .or_insert_with(|| {
+                    let all = match names.get(&question.kind).map(|l| &l.result) {
+                        Some(Ok(all)) => all.as_slice(),
+                        _ => &[],
+                    };
+                    closest_names(&question.name, all.iter().map(|p| p.name.as_str()))
+                })
+                .clone()
+        }))
     }
 }
 
@@ -57,12 +129,7 @@ pub struct Resolver {
     board: PrincipalBoard,
     /// The IAM Identity Center roles, as last listed.
     sso_roles: Option<Listing>,
-    /// GetRole/GetUser answers (cached for the TTL; failures are not cached).
-    answers: HashMap<Question, (Instant, Option<IamPrincipal>)>,
-    /// Every role or user name of the account, for hints about a missing one.
-    names: HashMap<PrincipalKind, Listing>,
-    /// The look-alike names of each missing principal, until its kind is listed again.
-    hints: HashMap<Question, Vec<String>>,
+    memory: Memory,
     own_account: Option<String>,
 }
 
@@ -72,9 +139,7 @@ impl Resolver {
             config,
             board,
             sso_roles: None,
-            answers: HashMap::new(),
-            names: HashMap::new(),
-            hints: HashMap::new(),
+            memory: Memory::default(),
             own_account: None,
         }
     }
@@ -91,81 +156,106 @@ impl Resolver {
         mappings: &[Arc<IamIdentityMapping>],
         resync: bool,
     ) -> PassSummary {
-        let calls_before = iam.ok().map(|i| i.calls().total()).unwrap_or_default();
-        let previous = self.board.snapshot();
+        let calls = || iam.ok().map(|i| i.calls().total()).unwrap_or_default();
+        let calls_before = calls();
         let mut reports: BTreeMap<String, PrincipalReport> = BTreeMap::new();
-
-        // Permission sets: one listing for all of them.
-        let wanted: Vec<(&IamIdentityMapping, &str)> = mappings
-            .iter()
-            .filter_map(|m| {
-                m.spec
-                    .sso_permission_set
-                    .as_ref()
-                    .map(|p| (m.as_ref(), p.name.as_str()))
-            })
-            .collect();
-        if !wanted.is_empty() {
-            if self.must_list_sso_roles(wanted.iter().map(|(_, name)| *name), resync) {
-                let result = match iam {
-                    Ok(iam) => iam
-                        .list_roles(SSO_ROLE_PATH_PREFIX)
-                        .await
-                        .map_err(|e| e.to_string()),
-                    Err(err) => Err(err.to_string()),
-                };
-                if let Err(error) = &result {
-                    warn!(%error, "cannot list the IAM Identity Center roles; permission sets keep the role they resolved to");
-                }
-                let at = Instant::now();
-                self.sso_roles = Some(Listing { at, result });
-            }
-            let listing = self.sso_roles.as_ref().map(|l| &l.result);
-            for (mapping, set) in &wanted {
-                let name = mapping.name_any();
-                let before =
-                    resolved_arn(&mapping.spec, mapping.status.as_ref(), previous.get(&name));
-                let roles = match listing {
-                    Some(Ok(roles)) => Ok(roles.as_slice()),
-                    Some(Err(error)) => Err(error.as_str()),
-                    None => Err("not listed yet"),
-                };
-                let resolution = sso::resolve(set, roles, before.as_deref());
-                if let sso::SsoState::Replaced { previous } = &resolution.state {
-                    info!(mapping = %name, permission_set = %set, previous = %previous, role = ?resolution.arn, "permission set re-provisioned: following its new role");
-                }
-                reports.entry(name).or_default().sso = Some(resolution);
-            }
-        }
-
-        // --verify-principals: each distinct `spec.arn` once (a permission set's role is
-        // checked by its resolution already).
-        let mut checked = 0;
-        if self.config.verify {
-            let arns: Vec<(String, String)> = mappings
-                .iter()
-                .filter_map(|m| m.spec.arn.clone().map(|arn| (m.name_any(), arn)))
-                .collect();
-            let checks = self
-                .check(iam, arns.iter().map(|(_, arn)| arn.as_str()))
-                .await;
-            checked = checks.len();
-            for (name, arn) in arns {
-                if let Some(check) = checks.get(&arn) {
-                    reports.entry(name).or_default().check = Some(check.clone());
-                }
-            }
-        }
-
+        let permission_sets = self
+            .resolve_permission_sets(iam, mappings, resync, &mut reports)
+            .await;
+        let checked = if self.config.verify {
+            self.verify_arns(iam, mappings, &mut reports).await
+        } else {
+            0
+        };
         let changed = self.board.publish(reports);
         let summary = PassSummary {
-            permission_sets: wanted.len(),
+            permission_sets,
             checked,
-            iam_calls: iam.ok().map(|i| i.calls().total()).unwrap_or_default() - calls_before,
+            iam_calls: calls() - calls_before,
             changed,
         };
         debug!(?summary, "principal pass done");
         summary
+    }
+
+    /// Resolves the permission sets of the mappings that name one, with one listing for all of
+    /// them, into `reports`. Returns how many mappings name one.
+    async fn resolve_permission_sets<I: IamApi>(
+        &mut self,
+        iam: Result<&I, &IamError>,
+        mappings: &[Arc<IamIdentityMapping>],
+        resync: bool,
+        reports: &mut BTreeMap<String, PrincipalReport>,
+    ) -> usize {
+        let wanted: Vec<(&IamIdentityMapping, &str)> = mappings
+            .iter()
+            .filter_map(|m| {
+                let set = m.spec.sso_permission_set.as_ref()?;
+                Some((m.as_ref(), set.name.as_str()))
+            })
+            .collect();
+        if wanted.is_empty() {
+            return 0;
+        }
+        if self.must_list_sso_roles(wanted.iter().map(|(_, name)| *name), resync) {
+            self.list_sso_roles(iam).await;
+        }
+        let previous = self.board.snapshot();
+        let listing = self.sso_roles.as_ref().map(|l| &l.result);
+        let roles = match listing {
+            Some(Ok(roles)) => Ok(roles.as_slice()),
+            Some(Err(error)) => Err(error.as_str()),
+            None => Err("not listed yet"),
+        };
+        for (mapping, set) in &wanted {
+            let name = mapping.name_any();
+            let before = resolved_arn(&mapping.spec, mapping.status.as_ref(), previous.get(&name));
+            let resolution = sso::resolve(set, roles, before.as_deref());
+            if let sso::SsoState::Replaced { previous } = &resolution.state {
+                info!(mapping = %name, permission_set = %set, previous = %previous, role = ?resolution.arn, "permission set re-provisioned: following its new role");
+            }
+            reports.entry(name).or_default().sso = Some(resolution);
+        }
+        wanted.len()
+    }
+
+    /// Lists the IAM Identity Center roles.
+    async fn list_sso_roles<I: IamApi>(&mut self, iam: Result<&I, &IamError>) {
+        let result = match iam {
+            Ok(iam) => iam
+                .list_roles(SSO_ROLE_PATH_PREFIX)
+                .await
+                .map_err(|e| e.to_string()),
+            Err(err) => Err(err.to_string()),
+        };
+        if let Err(error) = &result {
+            warn!(%error, "cannot list the IAM Identity Center roles; permission sets keep the role they resolved to");
+        }
+        let at = Instant::now();
+        self.sso_roles = Some(Listing { at, result });
+    }
+
+    /// `--verify-principals`: checks each distinct `spec.arn` once, into `reports` (a permission
+    /// set's role is checked by its resolution already). Returns how many ARNs were checked.
+    async fn verify_arns<I: IamApi>(
+        &mut self,
+        iam: Result<&I, &IamError>,
+        mappings: &[Arc<IamIdentityMapping>],
+        reports: &mut BTreeMap<String, PrincipalReport>,
+    ) -> usize {
+        let arns: Vec<(String, String)> = mappings
+            .iter()
+            .filter_map(|m| m.spec.arn.clone().map(|arn| (m.name_any(), arn)))
+            .collect();
+        let checks = self
+            .check(iam, arns.iter().map(|(_, arn)| arn.as_str()))
+            .await;
+        for (name, arn) in arns {
+            if let Some(check) = checks.get(&arn) {
+                reports.entry(name).or_default().check = Some(check.clone());
+            }
+        }
+        checks.len()
     }
 
     /// Whether the SSO roles must be listed again: on resync, when never listed (or the last
@@ -200,6 +290,29 @@ impl Resolver {
             .iter()
             .filter_map(|arn| verify::question(arn).map(|q| (*arn, q)))
             .collect();
+        let own = self.own_account(iam).await;
+        self.memory.forget(self.config.cache_ttl);
+        let mut failures = HashMap::new();
+        if let Ok(iam) = iam {
+            if let Ok(own) = &own {
+                failures = self.ask_unanswered(iam, questions.values(), own).await;
+            }
+            self.list_names_of_missing(iam, questions.values()).await;
+        }
+        let mut checks = HashMap::new();
+        for (arn, question) in &questions {
+            let verdict = self.verdict(arn, question, &own, failures.get(question), iam.err());
+            let arn = arn.to_string();
+            checks.insert(arn.clone(), PrincipalCheck { arn, verdict });
+        }
+        checks
+    }
+
+    /// The operator's own account: asked once, then remembered.
+    async fn own_account<I: IamApi>(
+        &mut self,
+        iam: Result<&I, &IamError>,
+    ) -> Result<String, String> {
         let own = match (iam, &self.own_account) {
             (_, Some(own)) => Ok(own.clone()),
             (Ok(iam), None) => iam.own_account().await.map_err(|e| e.to_string()),
@@ -208,111 +321,74 @@ impl Resolver {
         if let Ok(own) = &own {
             self.own_account = Some(own.clone());
         }
-        let ttl = self.config.cache_ttl;
-        self.answers.retain(|_, (at, _)| at.elapsed() < ttl);
-        self.hints.retain(|q, _| self.answers.contains_key(q));
-        let to_ask: Vec<Question> = questions
-            .values()
-            .filter(|q| own.as_ref().is_ok_and(|own| q.account == *own))
-            .filter(|q| !self.answers.contains_key(q))
+        own
+    }
+
+    /// Asks IAM the questions about the `own` account it has not answered within the TTL.
+    /// Returns why each question that failed did.
+    async fn ask_unanswered<'a, I: IamApi>(
+        &mut self,
+        iam: &I,
+        questions: impl Iterator<Item = &'a Question>,
+        own: &str,
+    ) -> HashMap<Question, String> {
+        let to_ask: BTreeSet<Question> = questions
+            .filter(|q| q.account == own && !self.memory.knows(q))
             .cloned()
-            .collect::<BTreeSet<Question>>()
-            .into_iter()
             .collect();
-        let mut failures: HashMap<Question, String> = HashMap::new();
-        if let Ok(iam) = iam {
-            let answers = ask(iam, to_ask, self.config.concurrency).await;
-            let now = Instant::now();
-            for (question, answer) in answers {
-                match answer {
-                    Ok(found) => {
-                        self.answers.insert(question, (now, found));
-                    }
-                    Err(err) => {
-                        failures.insert(question, err.to_string());
-                    }
+        let answers = ask(iam, to_ask.into_iter().collect(), self.config.concurrency).await;
+        let now = Instant::now();
+        let mut failures = HashMap::new();
+        for (question, answer) in answers {
+            match answer {
+                Ok(found) => self.memory.remember(question, now, found),
+                Err(err) => {
+                    failures.insert(question, err.to_string());
                 }
             }
         }
-        // Hints only for what is missing, from one listing per kind (cached for the TTL).
-        let missing_kinds: BTreeSet<PrincipalKind> = questions
-            .values()
-            .filter(|q| matches!(self.answers.get(*q), Some((_, None))))
-            .map(|q| q.kind)
-            .collect();
-        if let Ok(iam) = iam {
-            for kind in missing_kinds {
-                // A listing that failed is tried again at the next pass.
-                if self
-                    .names
-                    .get(&kind)
-                    .is_some_and(|l| l.result.is_ok() && l.fresh(ttl))
-                {
-                    continue;
-                }
-                let result = match kind {
-                    PrincipalKind::Role => iam.list_roles("/").await,
-                    PrincipalKind::User => iam.list_users().await,
-                };
-                let result = result.map_err(|e| e.to_string());
-                self.hints.retain(|q, _| q.kind != kind);
-                self.names.insert(
-                    kind,
-                    Listing {
-                        at: Instant::now(),
-                        result,
-                    },
-                );
-            }
-        }
-        let mut checks = HashMap::new();
-        for arn in arns {
-            let Some(question) = questions.get(arn) else {
-                continue;
+        failures
+    }
+
+    /// Hints only for what is missing, from one listing per kind (cached for the TTL).
+    async fn list_names_of_missing<'a, I: IamApi>(
+        &mut self,
+        iam: &I,
+        questions: impl Iterator<Item = &'a Question>,
+    ) {
+        for kind in self.memory.kinds_to_list(questions, self.config.cache_ttl) {
+            let result = match kind {
+                PrincipalKind::Role => iam.list_roles("/").await,
+                PrincipalKind::User => iam.list_users().await,
             };
-            let verdict = match &own {
-                Err(error) => Verdict::Unchecked {
-                    error: format!("cannot tell the operator's account: {error}"),
-                },
-                Ok(own) if question.account != *own => Verdict::OtherAccount {
-                    account: question.account.clone(),
-                    own: own.clone(),
-                },
-                Ok(_) => match (self.answers.get(question), failures.get(question), iam) {
-                    (Some((_, found)), _, _) => verify::verdict(arn, found.as_ref(), || {
-                        // Computed once per listing: an edit distance to every name.
-                        let names = &self.names;
-                        self.hints
-                            .entry(question.clone())
-                            .or_insert_with(|| {
-                                let all = match names.get(&question.kind).map(|l| &l.result) {
-                                    Some(Ok(all)) => all.as_slice(),
-                                    _ => &[],
-                                };
-                                closest_names(&question.name, all.iter().map(|p| p.name.as_str()))
-                            })
-                            .clone()
-                    }),
-                    (None, Some(error), _) => Verdict::Unchecked {
-                        error: error.clone(),
-                    },
-                    (None, None, Err(error)) => Verdict::Unchecked {
-                        error: error.to_string(),
-                    },
-                    (None, None, Ok(_)) => Verdict::Unchecked {
-                        error: "not asked".to_string(),
-                    },
-                },
-            };
-            checks.insert(
-                arn.to_string(),
-                PrincipalCheck {
-                    arn: arn.to_string(),
-                    verdict,
-                },
-            );
+            self.memory.listed(kind, result.map_err(|e| e.to_string()));
         }
-        checks
+    }
+
+    /// The verdict about `arn`: from the operator's account, IAM's answer, or why there is none.
+    fn verdict(
+        &mut self,
+        arn: &str,
+        question: &Question,
+        own: &Result<String, String>,
+        failure: Option<&String>,
+        no_client: Option<&IamError>,
+    ) -> Verdict {
+        let unchecked = |error: String| Verdict::Unchecked { error };
+        match own {
+            Err(error) => unchecked(format!("cannot tell the operator's account: {error}")),
+            Ok(own) if question.account != *own => Verdict::OtherAccount {
+                account: question.account.clone(),
+                own: own.clone(),
+            },
+            Ok(_) => self.memory.verdict(arn, question).unwrap_or_else(|| {
+                unchecked(match (failure, no_client) {
+                    (Some(error), _) => error.clone(),
+                    (None, Some(error)) => error.to_string(),
+                    (None, None) => "not asked".to_string(),
+                })
+            }),
+        }
     }
 }
 
@@ -363,15 +439,8 @@ pub async fn run_loop<I, F, Fut>(
     Fut: Future<Output = Result<I, IamError>>,
 {
     tokio::pin!(shutdown);
-    let mut synced = mappings.watch.clone();
-    tokio::select! {
-        listed = synced.synced() => {
-            if !listed {
-                warn!("the mapping watch ended before the cache synced; principal resolver stops");
-                return;
-            }
-        }
-        () = &mut shutdown => return,
+    if !wait_until_synced(&mappings.watch, shutdown.as_mut(), "principal resolver").await {
+        return;
     }
     let mut schedule = PassSchedule::new(config.resync, leading);
     let verify = config.verify;
