@@ -3,8 +3,9 @@
 //!
 //! The core (`arn`, `awsauth`, `validate`, `plan`, `status`) is pure: no I/O, exhaustively
 //! tested. The CLI, the controller and the access-entry and principal loops are thin shells
-//! around [`plan::plan`]. ARCHITECTURE.md at the top of the repository maps the modules, the
-//! loops and where each invariant is kept.
+//! around [`plan::plan`]; `loops` holds what the access-entry and principal loops share (their
+//! start, their schedule, their board). ARCHITECTURE.md at the top of the repository maps the
+//! modules, the loops and where each invariant is kept.
 
 pub mod accessentries;
 pub mod api;

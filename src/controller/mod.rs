@@ -211,15 +211,9 @@ pub async fn run_until(
     );
 
     let ctx = Context {
-        events: Some(EventPublisher::new(
-            client.clone(),
-            CONTROLLER_NAME,
-            &identity,
-        )),
-        status_concurrency: config.status_concurrency,
         access_entries,
         principals: Some(principal_board),
-        ..Context::new(client, config.settings, config.history_limit)
+        ..reconcile_context(client, &config, &identity)
     };
     let stop = tokio::spawn(stop);
     tokio::pin!(stop);
@@ -242,6 +236,19 @@ pub async fn run_until(
     mapping_watch.abort();
     aws_auth_watch.abort();
     finish(process.shutdown, server, leadership).await
+}
+
+/// What the reconcile works with, before the loops that feed it are added.
+fn reconcile_context(client: Client, config: &RunConfig, identity: &str) -> Context {
+    Context {
+        events: Some(EventPublisher::new(
+            client.clone(),
+            CONTROLLER_NAME,
+            identity,
+        )),
+        status_concurrency: config.status_concurrency,
+        ..Context::new(client, config.settings.clone(), config.history_limit)
+    }
 }
 
 /// What every task of the process reports to, and the signal that stops them.
@@ -513,14 +520,8 @@ pub async fn reconcile_loop<F: Future + Unpin>(
             _ = tokio::time::sleep(resync) => {}
             _ = &mut stop => break,
         }
-        if let Some(leadership) = leadership.as_mut() {
-            metrics.set_leader(leadership.is_leader());
-            if !leadership.is_leader() {
-                tokio::select! {
-                    _ = leadership.wait_until_leader() => { metrics.set_leader(true); }
-                    _ = &mut stop => break,
-                }
-            }
+        if !lead(leadership.as_deref_mut(), metrics, &mut stop).await {
+            break;
         }
         settle(wake).await;
         let started = Instant::now();
@@ -573,6 +574,29 @@ pub async fn reconcile_loop<F: Future + Unpin>(
                 wake.notify_one();
             }
         }
+    }
+}
+
+/// Waits until this replica leads (at once without leader election); false when `stop`
+/// resolves first.
+async fn lead<F: Future + Unpin>(
+    leadership: Option<&mut leader::Leadership>,
+    metrics: &Metrics,
+    stop: &mut F,
+) -> bool {
+    let Some(leadership) = leadership else {
+        return true;
+    };
+    metrics.set_leader(leadership.is_leader());
+    if leadership.is_leader() {
+        return true;
+    }
+    tokio::select! {
+        _ = leadership.wait_until_leader() => {
+            metrics.set_leader(true);
+            true
+        }
+        _ = stop => false,
     }
 }
 
