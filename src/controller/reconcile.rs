@@ -363,9 +363,9 @@ impl Decide for PlanAttempt<'_> {
             frozen: live.frozen,
             freezing,
         };
-        Ok(match write {
-            Some(cm) => Decision::Write(cm, attempted),
-            None => Decision::Keep(attempted),
+        Ok(Decision {
+            write,
+            value: attempted,
         })
     }
 }

@@ -604,16 +604,16 @@ pub fn with_settings(cm: Option<ConfigMap>, settings: &RecordedSettings) -> Opti
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::arn::PrincipalKey;
     use k8s_openapi::jiff::Timestamp;
 
-    fn at(second: i64) -> Time {
+    pub(crate) fn at(second: i64) -> Time {
         Time(Timestamp::from_second(1_790_000_000 + second).unwrap())
     }
 
-    fn data(roles: &str) -> ConfigMapData {
+    pub(crate) fn data(roles: &str) -> ConfigMapData {
         ConfigMapData::from([("mapRoles".to_string(), roles.to_string())])
     }
 
@@ -624,10 +624,10 @@ mod tests {
     }
 
     const GOOD: &str = "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n  username: \"admin\"\n  groups:\n    - \"system:masters\"\n";
-    const MALFORMED: &str =
+    pub(crate) const MALFORMED: &str =
         "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n username: broken\n   groups: [\n";
 
-    fn state(data: &ConfigMapData) -> State<'_> {
+    pub(crate) fn state(data: &ConfigMapData) -> State<'_> {
         State {
             data,
             managed_annotation: None,

@@ -70,13 +70,25 @@ impl From<SwapError> for HistoryError {
     }
 }
 
-/// What to do with the object as read.
-pub enum Decision<T> {
-    /// Write this object: create it when nothing was read, else replace it (it carries the
-    /// resourceVersion that was read).
-    Write(ConfigMap, T),
-    /// Nothing to write.
-    Keep(T),
+/// What to do with the object as read: write `write` over it (created when nothing was read,
+/// else replaced: it carries the resourceVersion that was read), or nothing; and what the
+/// decision found, for the caller.
+pub struct Decision<T> {
+    pub write: Option<ConfigMap>,
+    pub value: T,
+}
+
+impl<T> Decision<T> {
+    pub fn write(object: ConfigMap, value: T) -> Decision<T> {
+        Decision {
+            write: Some(object),
+            value,
+        }
+    }
+
+    pub fn keep(value: T) -> Decision<T> {
+        Decision { write: None, value }
+    }
 }
 
 /// Decides what to write over the object as read (`None`: it does not exist), once per
@@ -132,15 +144,13 @@ pub async fn compare_and_swap<D: Decide>(
     for attempt in 1..=MAX_WRITE_ATTEMPTS {
         let current = read(api, name).await?;
         let existed = current.is_some();
-        let (mut object, value) = match decide.decide(current, attempt).await? {
-            Decision::Keep(value) => {
-                return Ok(Swapped {
-                    value,
-                    written: None,
-                    attempts: attempt,
-                });
-            }
-            Decision::Write(object, value) => (object, value),
+        let Decision { write, value } = decide.decide(current, attempt).await?;
+        let Some(mut object) = write else {
+            return Ok(Swapped {
+                value,
+                written: None,
+                attempts: attempt,
+            });
         };
         // Server-managed fields that must not be sent back.
         object.metadata.managed_fields = None;
@@ -234,9 +244,9 @@ pub async fn record(
     let mut decide = |current: Option<ConfigMap>| {
         let (cm, recorded) = with_state(current, state, origin, reason, time.clone(), keep)?;
         Ok::<_, HistoryError>(if recorded.unchanged {
-            Decision::Keep(recorded)
+            Decision::keep(recorded)
         } else {
-            Decision::Write(cm, recorded)
+            Decision::write(cm, recorded)
         })
     };
     let swapped = compare_and_swap(api, HISTORY_CONFIGMAP, &mut decide).await?;
@@ -275,9 +285,10 @@ pub async fn record_settings(
     settings: &RecordedSettings,
 ) -> Result<bool, HistoryError> {
     let mut decide = |current: Option<ConfigMap>| {
-        Ok::<_, HistoryError>(match with_settings(current, settings) {
-            Some(cm) => Decision::Write(cm, true),
-            None => Decision::Keep(false),
+        let write = with_settings(current, settings);
+        Ok::<_, HistoryError>(Decision {
+            value: write.is_some(),
+            write,
         })
     };
     let written = compare_and_swap(api, HISTORY_CONFIGMAP, &mut decide)
@@ -380,7 +391,7 @@ impl Decide for Restore<'_> {
                 revision,
                 "aws-auth already matches the revision; nothing to write"
             );
-            return Ok(Decision::Keep(report));
+            return Ok(Decision::keep(report));
         }
         if let Some(cm) = &current {
             let data = cm.data.clone().unwrap_or_default();
@@ -405,7 +416,7 @@ impl Decide for Restore<'_> {
             &self.target.data,
             &self.target.managed_annotation,
         );
-        Ok(Decision::Write(desired, report))
+        Ok(Decision::write(desired, report))
     }
 }
 
@@ -468,25 +479,8 @@ mod tests {
     use crate::plan::{MANAGED_ANNOTATION, ManagedSet};
     use crate::store::mock;
     use crate::store::revisions::last_good;
+    use crate::store::revisions::tests::{MALFORMED, at, data as roles, state};
     use crate::store::rollback::tests::{ADMIN, NODE, aws_auth, data};
-
-    fn at(second: i64) -> Time {
-        Time(Timestamp::from_second(1_790_000_000 + second).unwrap())
-    }
-
-    fn roles(roles: &str) -> ConfigMapData {
-        data(&[("mapRoles", roles)])
-    }
-
-    const MALFORMED: &str =
-        "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n username: broken\n   groups: [\n";
-
-    fn state(data: &ConfigMapData) -> State<'_> {
-        State {
-            data,
-            managed_annotation: None,
-        }
-    }
 
     fn api(client: kube::Client) -> Api<ConfigMap> {
         Api::namespaced(client, "kube-system")
