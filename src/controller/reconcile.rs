@@ -176,6 +176,17 @@ pub struct ReconcileReport {
     pub aws_auth_data_limit_bytes: usize,
 }
 
+impl ReconcileReport {
+    /// The entries and the size of aws-auth as planned (what was written, or what is live when
+    /// nothing was).
+    fn count_plan(&mut self, plan: &Plan, settings: &Settings) {
+        self.managed_entries = plan.managed_entries;
+        self.unmanaged_entries = plan.unmanaged_entries;
+        self.aws_auth_data_bytes = crate::awsauth::data_size(&plan.data);
+        self.aws_auth_data_limit_bytes = settings.max_data_bytes;
+    }
+}
+
 /// The access-entry side of the operator, as the aws-auth reconcile sees it.
 #[derive(Debug, Clone)]
 pub struct AccessEntriesView {
@@ -232,10 +243,7 @@ async fn reconcile_mappings(
     let mut report = ReconcileReport::default();
     let swapped = write_or_freeze(ctx, &configmaps, &sides, complete, &now, &mut report).await?;
     let Attempted { plan, live, .. } = &swapped.value;
-    report.managed_entries = plan.managed_entries;
-    report.unmanaged_entries = plan.unmanaged_entries;
-    report.aws_auth_data_bytes = crate::awsauth::data_size(&plan.data);
-    report.aws_auth_data_limit_bytes = ctx.settings.max_data_bytes;
+    report.count_plan(plan, &ctx.settings);
     if let Some(written) = &swapped.written {
         record_write(ctx, &configmaps, plan, written, &now, &mut report).await;
         publish_notes(ctx, plan, written, mappings).await;
@@ -344,6 +352,7 @@ impl Decide for PlanAttempt<'_> {
             && !live.frozen
             && (removes_managed_entries(&plan) || holds_removals(&plan))
         {
+            // A missing aws-auth has no annotation to carry the freeze; the plan then writes.
             crd_gone(ctx).await?.filter(|_| current.is_some())
         } else {
             None
