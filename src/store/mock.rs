@@ -26,6 +26,10 @@ pub struct State {
     pub calls: Vec<String>,
     /// Edits applied by "someone else" right before our PUTs of that ConfigMap, one per PUT.
     pub edits_before_put: Vec<(String, Edit)>,
+    /// ConfigMaps "someone else" deletes right before our next PUT of them, one per PUT.
+    pub deletes_before_put: Vec<String>,
+    /// The query of every POST and PUT (where the field manager goes).
+    pub write_queries: Vec<String>,
     /// Status code returned for every request to this name.
     pub fail: BTreeMap<String, u16>,
     version: u64,
@@ -39,7 +43,7 @@ impl State {
         self.configmaps.insert(name, cm);
     }
 
-    fn handle(&mut self, method: &Method, path: &str, body: &[u8]) -> (u16, Value) {
+    fn handle(&mut self, method: &Method, path: &str, query: &str, body: &[u8]) -> (u16, Value) {
         if path == MAPPINGS {
             self.calls.push(format!("{method} iamidentitymappings"));
             return (
@@ -59,6 +63,9 @@ impl State {
         if let Some(code) = self.fail.get(&target) {
             return (*code, status(*code, "InternalError", "injected failure"));
         }
+        if method == Method::POST || method == Method::PUT {
+            self.write_queries.push(query.to_string());
+        }
         match (method.as_str(), parsed) {
             ("GET", _) => match self.configmaps.get(&name) {
                 Some(cm) => (200, json!(cm)),
@@ -72,6 +79,10 @@ impl State {
                 (201, json!(self.configmaps[&target]))
             }
             ("PUT", Some(cm)) => {
+                if let Some(i) = self.deletes_before_put.iter().position(|n| *n == name) {
+                    self.deletes_before_put.remove(i);
+                    self.configmaps.remove(&name);
+                }
                 // One pending edit per PUT: each makes exactly one write conflict.
                 if let Some(i) = self.edits_before_put.iter().position(|(n, _)| *n == name) {
                     let (_, edit) = self.edits_before_put.remove(i);
@@ -108,11 +119,12 @@ pub fn start() -> (kube::Client, Arc<Mutex<State>>) {
         while let Some((request, respond)) = handle.next_request().await {
             let (parts, body) = request.into_parts();
             let body = body.collect_bytes().await.unwrap();
-            let (code, value) =
-                shared
-                    .lock()
-                    .unwrap()
-                    .handle(&parts.method, parts.uri.path(), &body);
+            let (code, value) = shared.lock().unwrap().handle(
+                &parts.method,
+                parts.uri.path(),
+                parts.uri.query().unwrap_or_default(),
+                &body,
+            );
             let response = Response::builder()
                 .status(StatusCode::from_u16(code).unwrap())
                 .header(http::header::CONTENT_TYPE, "application/json")

@@ -671,6 +671,14 @@ mod tests {
             let state = state.lock().unwrap();
             let cm = live(&state);
             assert_eq!(cm.data, Some(data(&[("mapRoles", &target)])));
+            // The backup, the rollback and its record: all with the operator's field manager.
+            assert_eq!(state.write_queries.len(), 3);
+            assert!(
+                state
+                    .write_queries
+                    .iter()
+                    .all(|q| q.contains("fieldManager="))
+            );
         }
         let (_, revisions) = load(&Api::namespaced(client, "kube-system")).await.unwrap();
         let backup = find(&revisions, 2).unwrap();
@@ -847,5 +855,51 @@ mod tests {
             })
         ));
         assert_eq!(list(client).await.unwrap().len(), 1);
+    }
+
+    /// Every write carries the operator's field manager; a ConfigMap deleted between the read
+    /// and the replace is read again and created.
+    #[tokio::test]
+    async fn writes_carry_the_field_manager_and_survive_a_delete_in_between() {
+        let (client, state_) = mock::start();
+        let api = api(client);
+        let one = roles("one");
+        record(&api, state(&one), Origin::Observed, "one", at(1), 10)
+            .await
+            .unwrap();
+        state_
+            .lock()
+            .unwrap()
+            .deletes_before_put
+            .push(HISTORY_CONFIGMAP.to_string());
+        let two = roles("two");
+        let recorded = record(&api, state(&two), Origin::Observed, "two", at(2), 10)
+            .await
+            .unwrap();
+        assert_eq!(
+            recorded.revision, 1,
+            "the history was deleted: numbering starts again"
+        );
+        let state_ = state_.lock().unwrap();
+        assert_eq!(
+            state_.calls,
+            [
+                "GET aws-auth-operator-history",
+                "POST aws-auth-operator-history",
+                "GET aws-auth-operator-history",
+                "PUT aws-auth-operator-history",
+                "GET aws-auth-operator-history",
+                "POST aws-auth-operator-history",
+            ]
+        );
+        assert_eq!(state_.write_queries.len(), 3);
+        assert!(
+            state_
+                .write_queries
+                .iter()
+                .all(|q| q.contains(&format!("fieldManager={FIELD_MANAGER}"))),
+            "{:?}",
+            state_.write_queries
+        );
     }
 }
