@@ -22,5 +22,6 @@ pub mod plan;
 pub mod principals;
 pub mod server;
 pub mod status;
+pub mod store;
 pub mod testserver;
 pub mod validate;

@@ -539,10 +539,10 @@ async fn the_group_policy_removes_an_access_entry_it_forbids() {
 /// printed `mapRoles: 1 added`, and the operator removed it again within the second).
 #[tokio::test]
 async fn rollback_previews_with_the_running_operators_settings() {
-    use aws_auth_operator::cli::history::{preview, rollback};
-    use aws_auth_operator::controller::history::{
+    use aws_auth_operator::store::revisions::{
         HISTORY_CONFIGMAP, RecordedSettings, SETTINGS_ANNOTATION, recorded_settings,
     };
+    use aws_auth_operator::store::writer::{preview, rollback};
     let fake = FakeApi::start();
     fake.seed_aws_auth(&[("mapRoles", NODE_ROLE)], None);
     let board = ReportBoard::new();
@@ -563,7 +563,7 @@ async fn rollback_previews_with_the_running_operators_settings() {
         recorded,
         RecordedSettings::of(&Settings::default(), AccessEntriesMode::Only)
     );
-    let revisions = aws_auth_operator::controller::history::load(&kube::Api::namespaced(
+    let revisions = aws_auth_operator::store::writer::load(&kube::Api::namespaced(
         fake.client.clone(),
         "kube-system",
     ))

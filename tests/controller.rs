@@ -5,10 +5,11 @@
 mod support;
 
 use aws_auth_operator::arn::PrincipalKey;
-use aws_auth_operator::controller::history::{self, HISTORY_CONFIGMAP};
 use aws_auth_operator::controller::reconcile::reconcile;
 use aws_auth_operator::plan::{DriftPolicy, ManagedSet, Settings};
 use aws_auth_operator::status::{CONFLICT, DRIFTED, READY, STALLED};
+use aws_auth_operator::store::revisions::{self as history, HISTORY_CONFIGMAP};
+use aws_auth_operator::store::writer;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use std::collections::BTreeSet;
@@ -300,7 +301,7 @@ async fn malformed_aws_auth_is_recovered_from_history() {
     );
 
     // The broken text was saved before it was overwritten, then what was written.
-    let (_, revisions) = history::load(&kube::Api::namespaced(fake.client.clone(), "kube-system"))
+    let (_, revisions) = writer::load(&kube::Api::namespaced(fake.client.clone(), "kube-system"))
         .await
         .unwrap();
     assert_eq!(revisions.len(), 3);
@@ -333,7 +334,7 @@ async fn malformed_aws_auth_without_recovery_stalls_every_mapping() {
     // Only the broken state is recorded, as the operator found it (the other write records the
     // operator's settings, once per start, for `rollback`).
     assert_eq!(fake.count(|c| c.writes_configmap(HISTORY_CONFIGMAP)), 2);
-    let (_, revisions) = history::load(&kube::Api::namespaced(fake.client.clone(), "kube-system"))
+    let (_, revisions) = writer::load(&kube::Api::namespaced(fake.client.clone(), "kube-system"))
         .await
         .unwrap();
     assert_eq!(

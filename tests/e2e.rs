@@ -50,10 +50,10 @@ use aws_auth_operator::awsauth::{
     AwsAuthEntries, CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, Entry, ParsedAwsAuth,
     Section, parse_data, render_section, sort_entries,
 };
-use aws_auth_operator::controller::history::HISTORY_CONFIGMAP;
 use aws_auth_operator::manifest::parse_mappings;
 use aws_auth_operator::plan::{MANAGED_ANNOTATION, ManagedSet};
 use aws_auth_operator::status::{CONFLICT, READY, STALLED, condition};
+use aws_auth_operator::store::revisions::HISTORY_CONFIGMAP;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;

@@ -81,17 +81,11 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
                 )));
             }
             // Offline there is no IAM: a permission set keeps the role its status shows, if any.
-            let resolved_arn =
-                crate::principals::resolved_arn(&mapping.spec, mapping.status.as_ref(), None);
+            // Nothing was rendered for a file: no drift is told from a spec change.
             inputs.push(MappingInput {
                 name,
-                creation_timestamp: mapping.metadata.creation_timestamp.clone(),
-                generation: mapping.metadata.generation,
-                spec: mapping.spec,
                 last_rendered: None,
-                served_by_access_entry: false,
-                access_entry_unknown: false,
-                resolved_arn,
+                ..MappingInput::from_mapping(&mapping)
             });
         }
     }

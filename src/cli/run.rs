@@ -5,11 +5,11 @@ use clap::Args;
 
 use super::{CliError, PolicyArgs, exit};
 use crate::accessentries::AccessEntriesArgs;
-use crate::controller::history::DEFAULT_HISTORY_LIMIT;
 use crate::controller::reconcile::DEFAULT_STATUS_CONCURRENCY;
 use crate::controller::{DEFAULT_KUBE_QPS, RunConfig, run as run_controller};
 use crate::plan::DriftPolicy;
 use crate::principals::PrincipalsArgs;
+use crate::store::revisions::DEFAULT_HISTORY_LIMIT;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {

@@ -5,7 +5,6 @@
 //! wake-up, so a burst of a thousand changes costs a handful of reconciles.
 
 pub mod events;
-pub mod history;
 pub mod leader;
 pub mod reconcile;
 

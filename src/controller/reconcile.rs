@@ -1,16 +1,18 @@
-//! One reconcile of the single key, kube-system/aws-auth: read, record a foreign edit in history,
-//! `plan()`, write (compare-and-swap), record the write, patch the statuses that changed, publish
-//! events. Decides nothing `plan()` could decide.
+//! One reconcile of the single key, kube-system/aws-auth, as steps: read the mappings and what
+//! the loops beside it reported ([`Sides`]); then, in the store's compare-and-swap loop, observe
+//! aws-auth (record a foreign edit in history), `plan()`, and write or freeze
+//! ([`write_or_freeze`]); record the write in history; report a blocked or held plan; patch the
+//! statuses that changed; publish events. Decides nothing `plan()` could decide.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, stream};
 use k8s_openapi::api::core::v1::{ConfigMap, ObjectReference};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::api::{Patch, PatchParams, PostParams};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, Client, Resource};
 use serde_json::Value;
@@ -18,24 +20,26 @@ use thiserror::Error;
 use tracing::{debug, error, info, warn};
 
 use super::events::EventPublisher;
-use super::history::{self, Origin, State, describe_kube_error};
 use crate::accessentries::report::SyncReason;
 use crate::accessentries::{AccessEntriesMode, AccessEntryReport, ReportBoard, keep_in_aws_auth};
 use crate::api::{CRD_NAME, IamIdentityMapping, IamIdentityMappingStatus};
 use crate::awsauth::{CONFIGMAP_NAME, CONFIGMAP_NAMESPACE, ConfigMapData, ParsedAwsAuth};
 use crate::cache::MappingSnapshot;
 use crate::plan::{
-    Blocked, LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Note, Outcome, Plan,
-    Settings, parse_live, plan_parsed,
+    Blocked, LiveAwsAuth, ManagedSet, MappingInput, Note, Outcome, Plan, Settings, parse_live,
+    plan_parsed,
 };
 use crate::principals::{PrincipalBoard, PrincipalReport, resolved_arn};
 use crate::status::events::{Notice, Subject, note_events, outcome_event};
 use crate::status::{status_for, with_access_entry, with_principal};
+use crate::store::revisions::{
+    HistoryError, Origin, RecordedSettings, Revision, State, recovery_source,
+};
+use crate::store::writer::{self, Decide, Decision, SwapError, Swapped, compare_and_swap};
+use crate::store::{
+    MAX_WRITE_ATTEMPTS, aws_auth_with, describe_kube_error, is_status, managed_annotation,
+};
 
-/// Field manager for every write.
-pub const FIELD_MANAGER: &str = "aws-auth-operator";
-/// Re-read and re-plan at most this often when aws-auth changes under a write.
-const MAX_ATTEMPTS: usize = 5;
 /// Status patches in flight at once, unless configured otherwise.
 pub const DEFAULT_STATUS_CONCURRENCY: usize = 32;
 
@@ -45,10 +49,10 @@ pub enum ReconcileError {
     Read(#[source] kube::Error),
     #[error("writing aws-auth: {}", describe_kube_error(.0))]
     Write(#[source] kube::Error),
-    #[error("aws-auth changed under {MAX_ATTEMPTS} consecutive writes; will retry")]
+    #[error("aws-auth changed under {MAX_WRITE_ATTEMPTS} consecutive writes; will retry")]
     TooManyConflicts,
     #[error("history: {0}")]
-    History(#[from] history::HistoryError),
+    History(#[from] HistoryError),
     #[error("patching status of {name}: {}", describe_kube_error(.source))]
     Status {
         name: String,
@@ -57,6 +61,16 @@ pub enum ReconcileError {
     },
     #[error("checking the IamIdentityMapping CRD: {}", describe_kube_error(.0))]
     CrdCheck(#[source] kube::Error),
+}
+
+impl From<SwapError> for ReconcileError {
+    fn from(err: SwapError) -> Self {
+        match err {
+            SwapError::Read { source, .. } => ReconcileError::Read(source),
+            SwapError::Write { source, .. } => ReconcileError::Write(source),
+            SwapError::TooManyConflicts { .. } => ReconcileError::TooManyConflicts,
+        }
+    }
 }
 
 impl ReconcileError {
@@ -80,13 +94,12 @@ impl ReconcileError {
             | ReconcileError::Write(e)
             | ReconcileError::CrdCheck(e)
             | ReconcileError::Status { source: e, .. } => Some(e),
-            ReconcileError::History(history::HistoryError::Kube { source, .. }) => Some(source),
+            ReconcileError::History(HistoryError::Kube { source, .. }) => Some(source),
             _ => None,
         };
         kube_error.is_some_and(|e| is_status(e, 403) || is_status(e, 401))
     }
 }
-
 /// What the controller needs besides the mappings.
 pub struct Context {
     pub client: Client,
@@ -163,20 +176,14 @@ pub struct ReconcileReport {
     pub aws_auth_data_limit_bytes: usize,
 }
 
-fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
-
-pub fn mapping_input(mapping: &IamIdentityMapping) -> MappingInput {
-    MappingInput {
-        name: mapping.metadata.name.clone().unwrap_or_default(),
-        creation_timestamp: mapping.metadata.creation_timestamp.clone(),
-        generation: mapping.metadata.generation,
-        spec: mapping.spec.clone(),
-        last_rendered: mapping.status.as_ref().and_then(|s| s.rendered.clone()),
-        served_by_access_entry: false,
-        access_entry_unknown: false,
-        resolved_arn: crate::principals::resolved_arn(&mapping.spec, mapping.status.as_ref(), None),
+impl ReconcileReport {
+    /// The entries and the size of aws-auth as planned (what was written, or what is live when
+    /// nothing was).
+    fn count_plan(&mut self, plan: &Plan, settings: &Settings) {
+        self.managed_entries = plan.managed_entries;
+        self.unmanaged_entries = plan.unmanaged_entries;
+        self.aws_auth_data_bytes = crate::awsauth::data_size(&plan.data);
+        self.aws_auth_data_limit_bytes = settings.max_data_bytes;
     }
 }
 
@@ -186,14 +193,6 @@ pub struct AccessEntriesView {
     pub mode: AccessEntriesMode,
     /// What the access-entry loop last published.
     pub board: ReportBoard,
-}
-
-fn managed_annotation(cm: &ConfigMap) -> Option<&str> {
-    cm.metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(MANAGED_ANNOTATION))
-        .map(String::as_str)
 }
 
 /// The value of the frozen annotation, if aws-auth carries it.
@@ -240,154 +239,175 @@ async fn reconcile_mappings(
 ) -> Result<ReconcileReport, ReconcileError> {
     let configmaps: Api<ConfigMap> = Api::namespaced(ctx.client.clone(), CONFIGMAP_NAMESPACE);
     record_settings_once(ctx, &configmaps).await;
-    // One view of the access-entry side for the whole reconcile.
-    let reports = ctx
-        .access_entries
-        .as_ref()
-        .map(|view| (view.mode, view.board.snapshot()));
-    // Whether the access-entry loop has reached EKS since the operator started.
-    let access_entries_known = ctx
-        .access_entries
-        .as_ref()
-        .is_some_and(|view| view.board.cluster().last_pass.is_some());
-    let principal_reports = ctx.principals.as_ref().map(PrincipalBoard::snapshot);
-    let inputs: Vec<MappingInput> = mappings
-        .iter()
-        .map(|m| {
-            let mut input = mapping_input(m);
-            if let Some(principal_reports) = &principal_reports {
-                let name = m.metadata.name.as_deref().unwrap_or_default();
-                input.resolved_arn =
-                    resolved_arn(&m.spec, m.status.as_ref(), principal_reports.get(name));
-            }
-            if let Some((mode, reports)) = &reports {
-                let name = m.metadata.name.as_deref().unwrap_or_default();
-                input.served_by_access_entry =
-                    !keep_in_aws_auth(*mode, reports.get(name), m.metadata.generation);
-                input.access_entry_unknown = *mode == AccessEntriesMode::Only
-                    && (!access_entries_known || !reports.contains_key(name));
-            }
-            input
-        })
-        .collect();
+    let sides = Sides::read(ctx, mappings);
     let mut report = ReconcileReport::default();
+    let swapped = write_or_freeze(ctx, &configmaps, &sides, complete, &now, &mut report).await?;
+    let Attempted { plan, live, .. } = &swapped.value;
+    report.count_plan(plan, &ctx.settings);
+    if let Some(written) = &swapped.written {
+        record_write(ctx, &configmaps, plan, written, &now, &mut report).await;
+        publish_notes(ctx, plan, written, mappings).await;
+    }
+    report_blocked(ctx, plan, live.as_ref(), &mut report).await;
+    report_held(ctx, &swapped.value, &mut report).await;
+    apply_statuses(ctx, &sides, plan, &now, &mut report).await?;
+    Ok(report)
+}
 
-    for attempt in 1..=MAX_ATTEMPTS {
-        let live_cm = configmaps
-            .get_opt(CONFIGMAP_NAME)
-            .await
-            .map_err(ReconcileError::Read)?;
-        if let Some(cm) = &live_cm {
-            observe(ctx, &configmaps, cm, &now, &mut report).await?;
-        }
-        let (mut live, parsed) = live_state(ctx, &configmaps, live_cm.as_ref()).await?;
-        live.mappings_incomplete = !complete;
-        let plan = plan_parsed(&inputs, &live, parsed, &ctx.settings);
-        report.managed_entries = plan.managed_entries;
-        report.unmanaged_entries = plan.unmanaged_entries;
-        report.aws_auth_data_bytes = crate::awsauth::data_size(&plan.data);
-        report.aws_auth_data_limit_bytes = ctx.settings.max_data_bytes;
+/// What one reconcile plans from: the mappings, their plan inputs (one per mapping, in the
+/// same order), and what the loops beside the aws-auth reconcile reported, read once for the
+/// whole reconcile.
+struct Sides<'a> {
+    mappings: &'a [Arc<IamIdentityMapping>],
+    inputs: Vec<MappingInput>,
+    /// `None` with `--access-entries=off` and no cluster.
+    access_entries: Option<(AccessEntriesMode, BTreeMap<String, AccessEntryReport>)>,
+    /// `None` without a principal resolver.
+    principals: Option<BTreeMap<String, PrincipalReport>>,
+}
 
-        if let Some(blocked) = &plan.blocked {
-            warn!(reason = blocked.reason(), "not writing aws-auth: {blocked}");
-            report.blocked = Some(blocked.reason());
-            if let (Blocked::LiveAwsAuthMalformed { .. }, Some(cm)) = (blocked, &live_cm) {
-                publish(
-                    ctx,
-                    &cm.object_ref(&()),
-                    EventType::Warning,
-                    "LiveAwsAuthMalformed",
-                    &blocked.to_string(),
-                )
-                .await;
-            }
-        } else if !live.frozen
-            && (removes_managed_entries(&plan) || holds_removals(&plan))
-            && let (Some(why), Some(cm)) = (crd_gone(ctx).await?, &live_cm)
-        {
-            // Mappings that disappeared with their CRD were not deleted on purpose: freeze
-            // aws-auth (persistently, in an annotation), then plan again. Also while the
-            // removals are held for a cache that cannot list (the CRD is gone): once the CRD is
-            // back, a complete but still empty list must not remove them either.
-            match freeze(&configmaps, cm, &why, &now).await {
-                Ok(()) => continue,
-                Err(err) if is_status(&err, 409) => continue,
-                Err(err) => return Err(ReconcileError::Write(err)),
-            }
-        } else if plan.changed {
-            match write_aws_auth(&configmaps, live_cm.clone(), &plan).await {
-                Ok(written) => {
-                    report.aws_auth_writes += 1;
-                    info!(
-                        attempt,
-                        sections = ?plan.rewritten,
-                        managed = plan.managed_entries,
-                        unmanaged = plan.unmanaged_entries,
-                        resource_version = written.metadata.resource_version.as_deref().unwrap_or_default(),
-                        "wrote aws-auth"
-                    );
-                    record_write(ctx, &configmaps, &plan, &now, &mut report).await;
-                    publish_notes(ctx, &plan, &written, mappings).await;
-                }
-                // 409: someone (EKS adding a node role, a person) wrote in between; 404: it was
-                // deleted in between. Either way: re-read, re-plan.
-                Err(err) if is_status(&err, 409) || is_status(&err, 404) => {
-                    info!(attempt, "aws-auth changed since it was read; re-planning");
-                    report.conflicts_retried += 1;
-                    continue;
-                }
-                Err(err) => return Err(ReconcileError::Write(err)),
-            }
-        }
-
-        if let Some(held @ Note::KeptCacheNotCurrent { entries }) = plan
-            .notes
+impl<'a> Sides<'a> {
+    fn read(ctx: &Context, mappings: &'a [Arc<IamIdentityMapping>]) -> Sides<'a> {
+        let access_entries = ctx
+            .access_entries
+            .as_ref()
+            .map(|view| (view.mode, view.board.snapshot()));
+        // Whether the access-entry loop has reached EKS since the operator started.
+        let access_entries_known = ctx
+            .access_entries
+            .as_ref()
+            .is_some_and(|view| view.board.cluster().last_pass.is_some());
+        let principals = ctx.principals.as_ref().map(PrincipalBoard::snapshot);
+        let inputs = mappings
             .iter()
-            .find(|n| matches!(n, Note::KeptCacheNotCurrent { .. }))
-        {
-            // Passing: the watch is back within seconds, and the next reconcile settles it.
-            warn!(kept = entries.len(), "{held}");
-        }
-        if let Some(Note::KeptFrozen { entries }) = plan
-            .notes
-            .iter()
-            .find(|n| matches!(n, Note::KeptFrozen { .. }))
-            && let Some(cm) = &live_cm
-        {
-            let since = frozen_since(cm).unwrap_or_default();
-            let message = format!(
-                "aws-auth is frozen ({since}); the {} entries of mappings that are gone are kept. Once every IamIdentityMapping is back, remove the annotation: kubectl annotate configmap -n {CONFIGMAP_NAMESPACE} {CONFIGMAP_NAME} {FROZEN_ANNOTATION}-",
-                entries.len()
-            );
-            publish(
-                ctx,
-                &cm.object_ref(&()),
-                EventType::Warning,
-                "AwsAuthFrozen",
-                &message,
-            )
-            .await;
-            report.frozen = Some(message);
-        } else if live.frozen {
-            report.frozen = Some(format!(
-                "aws-auth carries the {FROZEN_ANNOTATION} annotation; remove it once every IamIdentityMapping is back"
-            ));
-        }
-        apply_statuses(
-            ctx,
+            .map(|m| {
+                let name = m.metadata.name.as_deref().unwrap_or_default();
+                let mut input = MappingInput::from_mapping(m);
+                if let Some(principals) = &principals {
+                    input.resolved_arn =
+                        resolved_arn(&m.spec, m.status.as_ref(), principals.get(name));
+                }
+                if let Some((mode, reports)) = &access_entries {
+                    input.served_by_access_entry =
+                        !keep_in_aws_auth(*mode, reports.get(name), m.metadata.generation);
+                    input.access_entry_unknown = *mode == AccessEntriesMode::Only
+                        && (!access_entries_known || !reports.contains_key(name));
+                }
+                input
+            })
+            .collect();
+        Sides {
             mappings,
-            &inputs,
-            &plan,
-            SideReports {
-                access_entries: reports.as_ref().map(|(_, r)| r),
-                access_entries_mode: reports.as_ref().map(|(mode, _)| *mode),
-                principals: principal_reports.as_ref(),
-            },
-            &now,
-            &mut report,
-        )
-        .await?;
-        return Ok(report);
+            inputs,
+            access_entries,
+            principals,
+        }
+    }
+}
+
+/// What one attempt planned, against which aws-auth.
+struct Attempted {
+    plan: Plan,
+    /// aws-auth as read (`None`: it does not exist).
+    live: Option<ConfigMap>,
+    /// It carries the frozen annotation.
+    frozen: bool,
+    /// Why this attempt froze aws-auth instead of writing the plan.
+    freezing: Option<String>,
+}
+
+/// One attempt of the reconcile's write, in the store's compare-and-swap loop: observe aws-auth
+/// as read, plan, and decide: nothing (blocked, or nothing changed), the freeze annotation, or
+/// the plan.
+struct PlanAttempt<'a> {
+    ctx: &'a Context,
+    configmaps: &'a Api<ConfigMap>,
+    inputs: &'a [MappingInput],
+    complete: bool,
+    now: &'a Time,
+    report: &'a mut ReconcileReport,
+}
+
+impl Decide for PlanAttempt<'_> {
+    type Value = Attempted;
+    type Error = ReconcileError;
+
+    async fn decide(
+        &mut self,
+        current: Option<ConfigMap>,
+        _attempt: u32,
+    ) -> Result<Decision<Attempted>, ReconcileError> {
+        let ctx = self.ctx;
+        if let Some(cm) = &current {
+            observe(ctx, self.configmaps, cm, self.now, self.report).await?;
+        }
+        let (mut live, parsed) = live_state(ctx, self.configmaps, current.as_ref()).await?;
+        live.mappings_incomplete = !self.complete;
+        let plan = plan_parsed(self.inputs, &live, parsed, &ctx.settings);
+        // Mappings that disappeared with their CRD were not deleted on purpose: freeze aws-auth
+        // (persistently, in an annotation), then plan again. Also while the removals are held
+        // for a cache that cannot list (the CRD is gone): once the CRD is back, a complete but
+        // still empty list must not remove them either.
+        let freezing = if plan.blocked.is_none()
+            && !live.frozen
+            && (removes_managed_entries(&plan) || holds_removals(&plan))
+        {
+            // A missing aws-auth has no annotation to carry the freeze; the plan then writes.
+            crd_gone(ctx).await?.filter(|_| current.is_some())
+        } else {
+            None
+        };
+        let write = match (&freezing, &current) {
+            (Some(why), Some(cm)) => Some(frozen(cm, why, self.now)),
+            _ if plan.blocked.is_none() && plan.changed => Some(aws_auth_with(
+                current.as_ref(),
+                &plan.data,
+                &plan.managed_annotation,
+            )),
+            _ => None,
+        };
+        let attempted = Attempted {
+            plan,
+            live: current,
+            frozen: live.frozen,
+            freezing,
+        };
+        Ok(Decision {
+            write,
+            value: attempted,
+        })
+    }
+}
+
+/// Writes what the plan says, through the store's compare-and-swap loop (re-read and re-plan
+/// when aws-auth changed in between). When the attempt froze aws-auth instead, plans again
+/// against the frozen aws-auth.
+async fn write_or_freeze(
+    ctx: &Context,
+    configmaps: &Api<ConfigMap>,
+    sides: &Sides<'_>,
+    complete: bool,
+    now: &Time,
+    report: &mut ReconcileReport,
+) -> Result<Swapped<Attempted>, ReconcileError> {
+    for _ in 0..MAX_WRITE_ATTEMPTS {
+        let mut attempt = PlanAttempt {
+            ctx,
+            configmaps,
+            inputs: &sides.inputs,
+            complete,
+            now,
+            report: &mut *report,
+        };
+        let swapped = compare_and_swap(configmaps, CONFIGMAP_NAME, &mut attempt).await?;
+        report.conflicts_retried += swapped.attempts.saturating_sub(1) as usize;
+        match (&swapped.value.freezing, &swapped.written) {
+            (Some(why), Some(_)) => error!(
+                why,
+                "froze aws-auth: no managed entry is removed until {FROZEN_ANNOTATION} is removed"
+            ),
+            _ => return Ok(swapped),
+        }
     }
     Err(ReconcileError::TooManyConflicts)
 }
@@ -403,8 +423,8 @@ async fn record_settings_once(ctx: &Context, configmaps: &Api<ConfigMap>) {
         .access_entries
         .as_ref()
         .map_or(AccessEntriesMode::Off, |view| view.mode);
-    let settings = history::RecordedSettings::of(&ctx.settings, mode);
-    match history::record_settings(configmaps, &settings).await {
+    let settings = RecordedSettings::of(&ctx.settings, mode);
+    match writer::record_settings(configmaps, &settings).await {
         Ok(_) => ctx.settings_recorded.store(true, Ordering::Relaxed),
         Err(err) => warn!(error = %err, "could not record the operator's settings for rollback"),
     }
@@ -431,7 +451,7 @@ async fn observe(
         managed_annotation: annotation,
     };
     let reason = "observed: aws-auth as another writer left it";
-    match history::record(
+    match writer::record(
         configmaps,
         state,
         Origin::Observed,
@@ -444,7 +464,7 @@ async fn observe(
         Ok(recorded) => report.history_kept = Some((recorded.kept, recorded.requested)),
         // An aws-auth close to 1 MiB of random text cannot fit: say so loudly rather than stop
         // managing aws-auth (the plan still preserves every unmanaged entry).
-        Err(err @ history::HistoryError::RevisionTooLarge { .. }) => {
+        Err(err @ HistoryError::RevisionTooLarge { .. }) => {
             warn!(error = %err, "aws-auth is not recorded in history");
             publish(
                 ctx,
@@ -467,15 +487,24 @@ async fn record_write(
     ctx: &Context,
     configmaps: &Api<ConfigMap>,
     plan: &Plan,
+    written: &ConfigMap,
     now: &Time,
     report: &mut ReconcileReport,
 ) {
+    report.aws_auth_writes += 1;
+    info!(
+        sections = ?plan.rewritten,
+        managed = plan.managed_entries,
+        unmanaged = plan.unmanaged_entries,
+        resource_version = written.metadata.resource_version.as_deref().unwrap_or_default(),
+        "wrote aws-auth"
+    );
     let state = State {
         data: &plan.data,
         managed_annotation: Some(&plan.managed_annotation),
     };
     let reason = revision_reason(plan);
-    match history::record(
+    match writer::record(
         configmaps,
         state,
         Origin::Operator,
@@ -490,6 +519,67 @@ async fn record_write(
             ctx.set_recorded(state_digest(&plan.data, Some(&plan.managed_annotation)));
         }
         Err(err) => warn!(error = %err, "could not record the written aws-auth in history"),
+    }
+}
+
+/// Says why the plan wrote nothing, if it refused to: in the log, and for a malformed aws-auth
+/// in an event on it.
+async fn report_blocked(
+    ctx: &Context,
+    plan: &Plan,
+    live: Option<&ConfigMap>,
+    report: &mut ReconcileReport,
+) {
+    let Some(blocked) = &plan.blocked else {
+        return;
+    };
+    warn!(reason = blocked.reason(), "not writing aws-auth: {blocked}");
+    report.blocked = Some(blocked.reason());
+    if let (Blocked::LiveAwsAuthMalformed { .. }, Some(cm)) = (blocked, live) {
+        publish(
+            ctx,
+            &cm.object_ref(&()),
+            EventType::Warning,
+            "LiveAwsAuthMalformed",
+            &blocked.to_string(),
+        )
+        .await;
+    }
+}
+
+/// Says which entries the plan kept that it would have removed: for a mapping cache that is
+/// not current (passing), or while aws-auth is frozen (until a person lifts it).
+async fn report_held(ctx: &Context, attempted: &Attempted, report: &mut ReconcileReport) {
+    let notes = &attempted.plan.notes;
+    if let Some(held @ Note::KeptCacheNotCurrent { entries }) = notes
+        .iter()
+        .find(|n| matches!(n, Note::KeptCacheNotCurrent { .. }))
+    {
+        // Passing: the watch is back within seconds, and the next reconcile settles it.
+        warn!(kept = entries.len(), "{held}");
+    }
+    if let Some(Note::KeptFrozen { entries }) =
+        notes.iter().find(|n| matches!(n, Note::KeptFrozen { .. }))
+        && let Some(cm) = &attempted.live
+    {
+        let since = frozen_since(cm).unwrap_or_default();
+        let message = format!(
+            "aws-auth is frozen ({since}); the {} entries of mappings that are gone are kept. Once every IamIdentityMapping is back, remove the annotation: kubectl annotate configmap -n {CONFIGMAP_NAMESPACE} {CONFIGMAP_NAME} {FROZEN_ANNOTATION}-",
+            entries.len()
+        );
+        publish(
+            ctx,
+            &cm.object_ref(&()),
+            EventType::Warning,
+            "AwsAuthFrozen",
+            &message,
+        )
+        .await;
+        report.frozen = Some(message);
+    } else if attempted.frozen {
+        report.frozen = Some(format!(
+            "aws-auth carries the {FROZEN_ANNOTATION} annotation; remove it once every IamIdentityMapping is back"
+        ));
     }
 }
 
@@ -512,7 +602,7 @@ async fn live_state(
     let needs_history = live.data.is_none() || !parsed.malformed.is_empty();
     let unreadable_annotation = annotation.and_then(|text| ManagedSet::decode(text).err());
     let revisions = if needs_history || unreadable_annotation.is_some() {
-        history::load(configmaps).await?.1
+        writer::load(configmaps).await?.1
     } else {
         Vec::new()
     };
@@ -521,14 +611,14 @@ async fn live_state(
         (Some(_), Some(err)) => {
             // Treating everything as unmanaged would make every mapping "take over" its own
             // entry; the newest revision's record is the best knowledge left.
-            let fallback = revisions.last().map(history::Revision::managed);
+            let fallback = revisions.last().map(Revision::managed);
             warn!(error = %err, from_revision = revisions.last().map(|r| r.revision), "using the newest revision's record of managed principals");
             fallback.unwrap_or_default()
         }
         (Some(text), None) => ManagedSet::decode(text).unwrap_or_default(),
     };
     live.recovery = if needs_history && ctx.settings.recover_malformed || live.data.is_none() {
-        history::recovery_source(&revisions)
+        recovery_source(&revisions)
     } else {
         None
     };
@@ -567,15 +657,10 @@ fn holds_removals(plan: &Plan) -> bool {
 /// is removed; new and changed entries are still written.
 pub const FROZEN_ANNOTATION: &str = "awsauth.dev/frozen";
 
-/// Marks aws-auth frozen (compare-and-swap: if it changed meanwhile, the caller re-reads).
-async fn freeze(
-    configmaps: &Api<ConfigMap>,
-    cm: &ConfigMap,
-    why: &str,
-    now: &Time,
-) -> Result<(), kube::Error> {
+/// aws-auth marked frozen: as read, with the frozen annotation (written compare-and-swap: if it
+/// changed meanwhile, the reconcile re-reads and re-plans).
+fn frozen(cm: &ConfigMap, why: &str, now: &Time) -> ConfigMap {
     let mut marked = cm.clone();
-    marked.metadata.managed_fields = None;
     marked
         .metadata
         .annotations
@@ -584,16 +669,7 @@ async fn freeze(
             FROZEN_ANNOTATION.to_string(),
             format!("since {}: {why}", now.0),
         );
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    configmaps.replace(CONFIGMAP_NAME, &params, &marked).await?;
-    error!(
-        why,
-        "froze aws-auth: no managed entry is removed until {FROZEN_ANNOTATION} is removed"
-    );
-    Ok(())
+    marked
 }
 
 /// Why the IamIdentityMapping CRD is not usable (gone, or being deleted), if it is not.
@@ -609,168 +685,177 @@ async fn crd_gone(ctx: &Context) -> Result<Option<String>, ReconcileError> {
     }
 }
 
-/// Creates aws-auth, or replaces it carrying the resourceVersion that was read
-/// (compare-and-swap: a 409 means it changed in between and nothing was written).
-async fn write_aws_auth(
-    api: &Api<ConfigMap>,
-    live: Option<ConfigMap>,
-    plan: &Plan,
-) -> Result<ConfigMap, kube::Error> {
-    let params = PostParams {
-        field_manager: Some(FIELD_MANAGER.to_string()),
-        ..Default::default()
-    };
-    let mut cm = live.unwrap_or_else(|| ConfigMap {
-        metadata: ObjectMeta {
-            name: Some(CONFIGMAP_NAME.to_string()),
-            namespace: Some(CONFIGMAP_NAMESPACE.to_string()),
-            ..Default::default()
-        },
-        ..Default::default()
-    });
-    cm.data = Some(plan.data.clone());
-    cm.metadata
-        .annotations
-        .get_or_insert_with(BTreeMap::new)
-        .insert(
-            MANAGED_ANNOTATION.to_string(),
-            plan.managed_annotation.clone(),
-        );
-    // Server-managed fields that must not be sent back.
-    cm.metadata.managed_fields = None;
-    match cm.metadata.resource_version {
-        None => api.create(&params, &cm).await,
-        Some(_) => api.replace(CONFIGMAP_NAME, &params, &cm).await,
-    }
-}
-
 /// Patches the status of every mapping whose status differs from what its outcome implies,
-/// a bounded number at a time. A status this operator already patched, which the watch cache
-/// does not show yet, is not patched again.
-/// What the loops beside the aws-auth reconcile reported, by mapping name, for this reconcile.
-#[derive(Clone, Copy)]
-struct SideReports<'a> {
-    /// `None` with `--access-entries=off` and no cluster.
-    access_entries: Option<&'a BTreeMap<String, AccessEntryReport>>,
-    access_entries_mode: Option<AccessEntriesMode>,
-    /// `None` without a principal resolver.
-    principals: Option<&'a BTreeMap<String, PrincipalReport>>,
-}
-
+/// a bounded number at a time, and publishes the event each change is worth.
 async fn apply_statuses(
     ctx: &Context,
-    mappings: &[Arc<IamIdentityMapping>],
-    // The plan's inputs, one per mapping in the same order.
-    inputs: &[MappingInput],
+    sides: &Sides<'_>,
     plan: &Plan,
-    side: SideReports<'_>,
     now: &Time,
     report: &mut ReconcileReport,
 ) -> Result<(), ReconcileError> {
-    let api: Api<IamIdentityMapping> = Api::all(ctx.client.clone());
+    let changes = status_changes(ctx, sides, plan, now, report);
+    report.status_writes += patch_statuses(ctx, changes).await?;
+    Ok(())
+}
+
+/// A status to patch, and the event its change is worth.
+struct StatusChange {
+    name: String,
+    uid: String,
+    event: Option<PendingEvent>,
+    desired: IamIdentityMappingStatus,
+}
+
+/// The statuses that differ from what the plan's outcomes imply, counted in the report. A
+/// status this operator already patched, which the watch cache does not show yet, is not
+/// patched again.
+fn status_changes(
+    ctx: &Context,
+    sides: &Sides<'_>,
+    plan: &Plan,
+    now: &Time,
+    report: &mut ReconcileReport,
+) -> Vec<StatusChange> {
+    let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
+    let mut live_uids = HashSet::with_capacity(sides.mappings.len());
     let mut changes = Vec::new();
-    {
-        let mut written = ctx.written.lock().unwrap_or_else(|p| p.into_inner());
-        let mut live_uids = std::collections::HashSet::with_capacity(mappings.len());
-        for (mapping, input) in mappings.iter().zip(inputs) {
-            let name = mapping.metadata.name.clone().unwrap_or_default();
-            let uid = mapping.metadata.uid.clone().unwrap_or_else(|| name.clone());
-            live_uids.insert(uid.clone());
-            let Some(outcome) = plan.outcomes.get(&name) else {
-                continue;
-            };
-            if matches!(
-                outcome,
-                Outcome::Conflict { .. } | Outcome::Protected { .. }
-            ) {
-                report.mappings_in_conflict += 1;
-            }
-            // The newest status known: what the watch cache shows, or what was patched since.
-            let cached = mapping.status.as_ref();
-            if written.get(&uid).is_some_and(|w| Some(w) == cached) {
-                written.remove(&uid);
-            }
-            let known = written.get(&uid).or(cached);
-            let mut desired = status_for(outcome, mapping.metadata.generation, known, now);
-            with_principal(
-                &mut desired,
-                &mapping.spec,
-                input.resolved_arn.as_deref(),
-                side.principals.and_then(|r| r.get(&name)),
-                mapping.metadata.generation,
-                known,
-                now,
-            );
-            match (side.access_entries, side.access_entries_mode) {
-                (Some(reports), Some(AccessEntriesMode::Off)) => {
-                    crate::status::with_unmanaged_access_entry(
-                        &mut desired,
-                        reports.get(&name),
-                        mapping.metadata.generation,
-                        known,
-                        now,
-                    )
-                }
-                (Some(reports), _) => with_access_entry(
-                    &mut desired,
-                    reports.get(&name),
-                    mapping.metadata.generation,
-                    known,
-                    now,
-                ),
-                (None, _) => crate::status::without_access_entry(
-                    &mut desired,
-                    mapping.metadata.generation,
-                    known,
-                    now,
-                    crate::status::NOT_MANAGED_UNKNOWN_CLUSTER,
-                ),
-            }
-            if let (Some(reports), Some(mode)) = (side.access_entries, side.access_entries_mode)
-                && mode != AccessEntriesMode::Off
-            {
-                let (synced, reason) = reports
-                    .get(&name)
-                    .map_or((false, SyncReason::Pending), |r| (r.synced, r.reason));
-                *report
-                    .access_entry_states
-                    .entry((synced, reason.as_str().to_string()))
-                    .or_default() += 1;
-            }
-            let ready = crate::status::condition(&desired, crate::status::READY)
-                .map(|c| (c.status.clone(), c.reason.clone()))
-                .unwrap_or_else(|| ("Unknown".to_string(), "NoReadyCondition".to_string()));
-            *report.mapping_states.entry(ready).or_default() += 1;
-            if known == Some(&desired) {
-                continue;
-            }
-            if matches!(outcome, Outcome::Rendered { drift: Some(d), .. } if d.repaired) {
-                report.drift_repairs += 1;
-            }
-            // A named type, not a tuple holding a `&'static str`: a closure over such a tuple
-            // is inferred for every lifetime, and the future is then not Send (rustc#64552).
-            let event = outcome_event(outcome, known, &desired).map(|(type_, reason, message)| {
-                PendingEvent {
-                    object: mapping.object_ref(&()),
-                    type_,
-                    reason,
-                    message,
-                }
-            });
-            changes.push((name, uid, event, desired));
+    for (mapping, input) in sides.mappings.iter().zip(&sides.inputs) {
+        let name = mapping.metadata.name.clone().unwrap_or_default();
+        let uid = mapping.metadata.uid.clone().unwrap_or_else(|| name.clone());
+        live_uids.insert(uid.clone());
+        let Some(outcome) = plan.outcomes.get(&name) else {
+            continue;
+        };
+        if matches!(
+            outcome,
+            Outcome::Conflict { .. } | Outcome::Protected { .. }
+        ) {
+            report.mappings_in_conflict += 1;
         }
-        written.retain(|uid, _| live_uids.contains(uid));
+        // The newest status known: what the watch cache shows, or what was patched since.
+        let cached = mapping.status.as_ref();
+        if written.get(&uid).is_some_and(|w| Some(w) == cached) {
+            written.remove(&uid);
+        }
+        let known = written.get(&uid).or(cached);
+        let desired = desired_status(mapping, input, outcome, known, sides, now);
+        count_states(report, sides, &name, &desired);
+        if known == Some(&desired) {
+            continue;
+        }
+        if matches!(outcome, Outcome::Rendered { drift: Some(d), .. } if d.repaired) {
+            report.drift_repairs += 1;
+        }
+        // A named type, not a tuple holding a `&'static str`: a closure over such a tuple
+        // is inferred for every lifetime, and the future is then not Send (rustc#64552).
+        let event =
+            outcome_event(outcome, known, &desired).map(|(type_, reason, message)| PendingEvent {
+                object: mapping.object_ref(&()),
+                type_,
+                reason,
+                message,
+            });
+        changes.push(StatusChange {
+            name,
+            uid,
+            event,
+            desired,
+        });
     }
+    written.retain(|uid, _| live_uids.contains(uid));
+    changes
+}
+
+/// The status a mapping's outcome implies, with its principal and its access entry as the
+/// loops beside the reconcile reported them.
+fn desired_status(
+    mapping: &IamIdentityMapping,
+    input: &MappingInput,
+    outcome: &Outcome,
+    known: Option<&IamIdentityMappingStatus>,
+    sides: &Sides<'_>,
+    now: &Time,
+) -> IamIdentityMappingStatus {
+    let name = input.name.as_str();
+    let generation = mapping.metadata.generation;
+    let mut desired = status_for(outcome, generation, known, now);
+    with_principal(
+        &mut desired,
+        &mapping.spec,
+        input.resolved_arn.as_deref(),
+        sides.principals.as_ref().and_then(|r| r.get(name)),
+        generation,
+        known,
+        now,
+    );
+    match &sides.access_entries {
+        Some((AccessEntriesMode::Off, reports)) => crate::status::with_unmanaged_access_entry(
+            &mut desired,
+            reports.get(name),
+            generation,
+            known,
+            now,
+        ),
+        Some((_, reports)) => {
+            with_access_entry(&mut desired, reports.get(name), generation, known, now)
+        }
+        None => crate::status::without_access_entry(
+            &mut desired,
+            generation,
+            known,
+            now,
+            crate::status::NOT_MANAGED_UNKNOWN_CLUSTER,
+        ),
+    }
+    desired
+}
+
+/// Counts a mapping by its Ready condition, and by its access entry's state when the operator
+/// manages access entries (for the metrics).
+fn count_states(
+    report: &mut ReconcileReport,
+    sides: &Sides<'_>,
+    name: &str,
+    desired: &IamIdentityMappingStatus,
+) {
+    if let Some((mode, reports)) = &sides.access_entries
+        && *mode != AccessEntriesMode::Off
+    {
+        let (synced, reason) = reports
+            .get(name)
+            .map_or((false, SyncReason::Pending), |r| (r.synced, r.reason));
+        *report
+            .access_entry_states
+            .entry((synced, reason.as_str().to_string()))
+            .or_default() += 1;
+    }
+    let ready = crate::status::condition(desired, crate::status::READY)
+        .map(|c| (c.status.clone(), c.reason.clone()))
+        .unwrap_or_else(|| ("Unknown".to_string(), "NoReadyCondition".to_string()));
+    *report.mapping_states.entry(ready).or_default() += 1;
+}
+
+/// Patches the statuses, a bounded number at a time, each with its event once it is written.
+/// Returns how many were written (a mapping deleted since the store was read is not).
+async fn patch_statuses(
+    ctx: &Context,
+    changes: Vec<StatusChange>,
+) -> Result<usize, ReconcileError> {
+    let api: Api<IamIdentityMapping> = Api::all(ctx.client.clone());
     let results: Vec<Result<bool, ReconcileError>> = stream::iter(changes)
-        .map(|(name, uid, event, desired)| {
+        .map(|change| {
             let api = api.clone();
             async move {
+                let StatusChange {
+                    name,
+                    uid,
+                    event,
+                    desired,
+                } = change;
+                let patch = Patch::Merge(status_patch(&desired));
                 match api
-                    .patch_status(
-                        &name,
-                        &PatchParams::default(),
-                        &Patch::Merge(status_patch(&desired)),
-                    )
+                    .patch_status(&name, &PatchParams::default(), &patch)
                     .await
                 {
                     Ok(_) => {
@@ -793,12 +878,13 @@ async fn apply_statuses(
         .buffer_unordered(ctx.status_concurrency.max(1))
         .collect()
         .await;
+    let mut written = 0;
     for result in results {
         if result? {
-            report.status_writes += 1;
+            written += 1;
         }
     }
-    Ok(())
+    Ok(written)
 }
 
 /// A JSON merge patch that sets the whole status: every field the new status leaves out is set

@@ -27,12 +27,13 @@ use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::Serialize;
 
-use crate::api::{IamIdentityMappingSpec, RenderedEntry};
+use crate::api::{IamIdentityMapping, IamIdentityMappingSpec, RenderedEntry};
 use crate::arn::{IamArn, PrincipalKey, is_account_id};
 use crate::awsauth::{
     ArnMapping, AwsAuthEntries, ConfigMapData, Diagnostic, Entry, ParsedAwsAuth, Section,
     data_size, parse_data, parse_section_entries, render_section, sort_entries,
 };
+use crate::principals::resolved_arn;
 use crate::validate::{Problem, validate_resolved};
 
 pub use managed::{MANAGED_ANNOTATION, MAX_MANAGED_ANNOTATION_BYTES, ManagedSet, ManagedSetError};
@@ -63,6 +64,24 @@ pub struct MappingInput {
     /// The role `spec.ssoPermissionSet` resolved to (full ARN, from IAM); `None` for other
     /// mappings and for a permission set not resolved.
     pub resolved_arn: Option<String>,
+}
+
+impl MappingInput {
+    /// The plan's input for a mapping object, as its own status describes it: the entry last
+    /// rendered, the role a permission set resolved to. The access-entry side is unknown here
+    /// (not served, not pending); the reconcile fills it in from the access-entry loop.
+    pub fn from_mapping(mapping: &IamIdentityMapping) -> MappingInput {
+        MappingInput {
+            name: mapping.metadata.name.clone().unwrap_or_default(),
+            creation_timestamp: mapping.metadata.creation_timestamp.clone(),
+            generation: mapping.metadata.generation,
+            spec: mapping.spec.clone(),
+            last_rendered: mapping.status.as_ref().and_then(|s| s.rendered.clone()),
+            served_by_access_entry: false,
+            access_entry_unknown: false,
+            resolved_arn: resolved_arn(&mapping.spec, mapping.status.as_ref(), None),
+        }
+    }
 }
 
 /// The live aws-auth ConfigMap, as far as the plan needs it.

@@ -14,9 +14,9 @@
 //! `keep` revisions are kept, and fewer when they would not fit in a ConfigMap (then the
 //! `awsauth.dev/history` annotation and the log say how many).
 //!
-//! The functions that build and read the ConfigMap are pure ([`decode`], [`with_state`],
-//! [`last_good`], [`recovery_source`], [`find`]); [`load`] and [`record`] move them to and from the
-//! API server, with compare-and-swap writes.
+//! Everything here is pure ([`decode`], [`with_state`], [`with_settings`], [`last_good`],
+//! [`recovery_source`], [`find`]); `store::writer` moves the ConfigMap to and from the API
+//! server, with compare-and-swap writes.
 
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -27,14 +27,15 @@ use flate2::write::GzEncoder;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
-use kube::Api;
-use kube::api::PostParams;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
-use tracing::{debug, info, warn};
+use tracing::{debug, warn};
 
+use super::describe_kube_error;
 use crate::accessentries::AccessEntriesMode;
-use crate::awsauth::{CONFIGMAP_NAMESPACE, ConfigMapData, MAX_CONFIGMAP_DATA_BYTES, parse_data};
+use crate::awsauth::{
+    CONFIGMAP_NAMESPACE, ConfigMapData, MAX_CONFIGMAP_DATA_BYTES, Section, data_size, parse_data,
+};
 use crate::plan::{DriftPolicy, ManagedSet, RecoverySource, Settings, SettingsError};
 
 pub const HISTORY_CONFIGMAP: &str = "aws-auth-operator-history";
@@ -43,8 +44,6 @@ pub const DEFAULT_HISTORY_LIMIT: usize = 10;
 pub const SIZE_MARGIN_BYTES: usize = 16 * 1024;
 /// The most the data of the history ConfigMap may hold.
 pub const MAX_HISTORY_DATA_BYTES: usize = MAX_CONFIGMAP_DATA_BYTES - SIZE_MARGIN_BYTES;
-/// Compare-and-swap writes give up after this many conflicts in a row.
-pub const MAX_WRITE_ATTEMPTS: u32 = 5;
 /// The operator's own writes less than this far apart are one burst: each replaces the
 /// revision of the previous one.
 pub const COALESCE_SECONDS: i64 = 60;
@@ -154,31 +153,6 @@ fn available_list(available: &[u64]) -> String {
     }
 }
 
-/// A kube error for a person: the API server's message, without the Debug dump.
-pub fn describe_kube_error(err: &kube::Error) -> String {
-    match err {
-        kube::Error::Api(status) => {
-            let mut text = if status.message.is_empty() {
-                "request failed".to_string()
-            } else {
-                status.message.clone()
-            };
-            match (status.reason.is_empty(), status.code) {
-                (false, code) => text.push_str(&format!(" ({}, HTTP {code})", status.reason)),
-                (true, code) if code != 0 => text.push_str(&format!(" (HTTP {code})")),
-                _ => {}
-            }
-            text
-        }
-        other => other.to_string(),
-    }
-}
-
-/// Whether `err` is an API error with this HTTP status code.
-pub fn is_status(err: &kube::Error, code: u16) -> bool {
-    matches!(err, kube::Error::Api(status) if status.code == code)
-}
-
 /// The data key of a revision: `revision-0000000042`.
 pub fn revision_key(revision: u64) -> String {
     format!("{KEY_PREFIX}{revision:010}")
@@ -276,7 +250,8 @@ pub fn decode_lossy(cm: &ConfigMap) -> (Vec<Revision>, Vec<HistoryError>) {
     (revisions, errors)
 }
 
-fn new_history_configmap() -> ConfigMap {
+/// An empty history ConfigMap, to create.
+pub fn new_history_configmap() -> ConfigMap {
     ConfigMap {
         metadata: ObjectMeta {
             name: Some(HISTORY_CONFIGMAP.to_string()),
@@ -461,104 +436,38 @@ pub fn find(revisions: &[Revision], revision: u64) -> Option<&Revision> {
     revisions.iter().find(|r| r.revision == revision)
 }
 
-/// The history ConfigMap and its revisions, oldest first; `(None, [])` when it does not exist.
-///
-/// Unreadable keys are skipped with a warning rather than failing: a damaged entry must not stop
-/// recovery from the revisions that are fine (the next [`record`] drops it).
-pub async fn load(
-    api: &Api<ConfigMap>,
-) -> Result<(Option<ConfigMap>, Vec<Revision>), HistoryError> {
-    let Some(cm) = get_history(api).await? else {
-        return Ok((None, Vec::new()));
-    };
-    let (revisions, errors) = decode_lossy(&cm);
-    for err in &errors {
-        warn!(configmap = HISTORY_CONFIGMAP, error = %err, "skipping an unreadable revision");
-    }
-    Ok((Some(cm), revisions))
+/// One line of `history`: a revision summed up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionSummary {
+    pub revision: u64,
+    pub time: Time,
+    pub reason: String,
+    pub map_roles: usize,
+    pub map_users: usize,
+    pub map_accounts: usize,
+    /// Sections the authenticator could not read at all in this revision.
+    pub malformed: Vec<Section>,
+    /// Size of the saved aws-auth data (keys + values).
+    pub bytes: usize,
+    pub has_managed_annotation: bool,
 }
 
-async fn get_history(api: &Api<ConfigMap>) -> Result<Option<ConfigMap>, HistoryError> {
-    match api.get(HISTORY_CONFIGMAP).await {
-        Ok(cm) => Ok(Some(cm)),
-        Err(err) if is_status(&err, 404) => Ok(None),
-        Err(source) => Err(HistoryError::Kube {
-            action: "reading",
-            name: HISTORY_CONFIGMAP.to_string(),
-            source,
-        }),
-    }
-}
-
-/// Records `state` (see [`with_state`]) and returns what that did.
-///
-/// Creates the history ConfigMap when it is missing, otherwise replaces it with the
-/// resourceVersion that was read; when someone else wrote in between (409), re-reads and tries
-/// again, up to [`MAX_WRITE_ATTEMPTS`] times. Writes nothing when the state is already the
-/// newest revision.
-pub async fn record(
-    api: &Api<ConfigMap>,
-    state: State<'_>,
-    origin: Origin,
-    reason: &str,
-    time: Time,
-    keep: usize,
-) -> Result<Recorded, HistoryError> {
-    for attempt in 1..=MAX_WRITE_ATTEMPTS {
-        let current = get_history(api).await?;
-        let exists = current.is_some();
-        let (cm, recorded) = with_state(current, state, origin, reason, time.clone(), keep)?;
-        if recorded.unchanged {
-            debug!(
-                revision = recorded.revision,
-                "this aws-auth is already the newest revision"
-            );
-            return Ok(recorded);
-        }
-        let result = put_history(api, exists, &cm).await;
-        match result {
-            Ok(_) => {
-                info!(
-                    configmap = HISTORY_CONFIGMAP,
-                    revision = recorded.revision,
-                    coalesced = recorded.coalesced,
-                    kept = recorded.kept,
-                    reason,
-                    attempt,
-                    "recorded an aws-auth revision"
-                );
-                if recorded.limited_by_size {
-                    warn!(
-                        configmap = HISTORY_CONFIGMAP,
-                        kept = recorded.kept,
-                        requested = recorded.requested,
-                        "fewer revisions than --history-limit are kept: no more fit in a ConfigMap"
-                    );
-                }
-                return Ok(recorded);
-            }
-            // 409: Conflict on replace, AlreadyExists on create. Either way: re-read and retry.
-            Err(err) if is_status(&err, 409) => {
-                debug!(
-                    configmap = HISTORY_CONFIGMAP,
-                    attempt,
-                    error = %describe_kube_error(&err),
-                    "history changed since it was read; retrying"
-                );
-            }
-            Err(source) => {
-                return Err(HistoryError::Kube {
-                    action: if exists { "updating" } else { "creating" },
-                    name: HISTORY_CONFIGMAP.to_string(),
-                    source,
-                });
-            }
+impl RevisionSummary {
+    pub fn of(revision: &Revision) -> RevisionSummary {
+        let parsed = parse_data(&revision.data);
+        RevisionSummary {
+            revision: revision.revision,
+            time: revision.time.clone(),
+            reason: revision.reason.clone(),
+            map_roles: parsed.entries.roles.len(),
+            map_users: parsed.entries.users.len(),
+            map_accounts: parsed.entries.accounts.len(),
+            malformed: parsed.malformed.into_iter().collect(),
+            bytes: data_size(&revision.data),
+            has_managed_annotation: revision.managed_annotation.is_some(),
         }
     }
-    Err(HistoryError::TooManyConflicts {
-        name: HISTORY_CONFIGMAP.to_string(),
-        attempts: MAX_WRITE_ATTEMPTS,
-    })
 }
 
 /// The operator's settings that shape what it keeps in aws-auth, as recorded on the history
@@ -677,204 +586,34 @@ pub fn recorded_settings(history: &ConfigMap) -> Option<Result<RecordedSettings,
     )
 }
 
-/// Records the operator's settings on the history ConfigMap (created when missing), unless it
-/// already carries them: a compare-and-swap write, retried on conflicts. Returns whether it
-/// wrote.
-pub async fn record_settings(
-    api: &Api<ConfigMap>,
-    settings: &RecordedSettings,
-) -> Result<bool, HistoryError> {
+/// The history ConfigMap carrying `settings` (created when `cm` is None), or None when it
+/// already does. Everything else of `cm` is kept, its resourceVersion in particular.
+pub fn with_settings(cm: Option<ConfigMap>, settings: &RecordedSettings) -> Option<ConfigMap> {
     let text = settings.encode();
-    for _ in 1..=MAX_WRITE_ATTEMPTS {
-        let current = get_history(api).await?;
-        let exists = current.is_some();
-        let mut cm = current.unwrap_or_else(new_history_configmap);
-        let annotations = cm.metadata.annotations.get_or_insert_with(BTreeMap::new);
-        if annotations.get(SETTINGS_ANNOTATION) == Some(&text) {
-            return Ok(false);
-        }
-        annotations.insert(SETTINGS_ANNOTATION.to_string(), text.clone());
-        cm.metadata
-            .labels
-            .get_or_insert_with(BTreeMap::new)
-            .insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
-        cm.metadata.managed_fields = None;
-        let result = put_history(api, exists, &cm).await;
-        match result {
-            Ok(_) => {
-                info!(configmap = HISTORY_CONFIGMAP, settings = %settings.describe(), "recorded the operator's settings for rollback");
-                return Ok(true);
-            }
-            Err(err) if is_status(&err, 409) => continue,
-            Err(source) => {
-                return Err(HistoryError::Kube {
-                    action: if exists { "updating" } else { "creating" },
-                    name: HISTORY_CONFIGMAP.to_string(),
-                    source,
-                });
-            }
-        }
+    let mut cm = cm.unwrap_or_else(new_history_configmap);
+    let annotations = cm.metadata.annotations.get_or_insert_with(BTreeMap::new);
+    if annotations.get(SETTINGS_ANNOTATION) == Some(&text) {
+        return None;
     }
-    Err(HistoryError::TooManyConflicts {
-        name: HISTORY_CONFIGMAP.to_string(),
-        attempts: MAX_WRITE_ATTEMPTS,
-    })
-}
-
-/// A minimal in-memory API server for ConfigMaps in kube-system (GET, POST, PUT with
-/// resourceVersion preconditions) and a list of IamIdentityMappings, for the I/O tests of this
-/// module and of `cli::history`.
-#[cfg(test)]
-pub(crate) mod mock {
-    use std::collections::BTreeMap;
-    use std::sync::{Arc, Mutex};
-
-    use http::{Method, Request, Response, StatusCode};
-    use k8s_openapi::api::core::v1::ConfigMap;
-    use kube::client::Body;
-    use serde_json::{Value, json};
-
-    use crate::api::IamIdentityMapping;
-
-    const PREFIX: &str = "/api/v1/namespaces/kube-system/configmaps";
-    const MAPPINGS: &str = "/apis/awsauth.dev/v1alpha1/iamidentitymappings";
-
-    type Edit = Box<dyn FnOnce(&mut ConfigMap) + Send>;
-
-    #[derive(Default)]
-    pub struct State {
-        pub configmaps: BTreeMap<String, ConfigMap>,
-        /// What a list of IamIdentityMappings returns.
-        pub mappings: Vec<IamIdentityMapping>,
-        /// Requests as `METHOD name`.
-        pub calls: Vec<String>,
-        /// Edits applied by "someone else" right before our PUTs of that ConfigMap, one per PUT.
-        pub edits_before_put: Vec<(String, Edit)>,
-        /// Status code returned for every request to this name.
-        pub fail: BTreeMap<String, u16>,
-        version: u64,
-    }
-
-    impl State {
-        pub fn put(&mut self, mut cm: ConfigMap) {
-            self.version += 1;
-            cm.metadata.resource_version = Some(self.version.to_string());
-            let name = cm.metadata.name.clone().unwrap_or_default();
-            self.configmaps.insert(name, cm);
-        }
-
-        fn handle(&mut self, method: &Method, path: &str, body: &[u8]) -> (u16, Value) {
-            if path == MAPPINGS {
-                self.calls.push(format!("{method} iamidentitymappings"));
-                return (
-                    200,
-                    json!({"apiVersion": "awsauth.dev/v1alpha1", "kind": "IamIdentityMappingList",
-                           "metadata": {"resourceVersion": "1"}, "items": self.mappings}),
-                );
-            }
-            let name = path.strip_prefix(PREFIX).unwrap_or_default();
-            let name = name.trim_start_matches('/').to_string();
-            let parsed: Option<ConfigMap> = serde_json::from_slice(body).ok();
-            let target = match (&parsed, name.is_empty()) {
-                (Some(cm), true) => cm.metadata.name.clone().unwrap_or_default(),
-                _ => name.clone(),
-            };
-            self.calls.push(format!("{method} {target}"));
-            if let Some(code) = self.fail.get(&target) {
-                return (*code, status(*code, "InternalError", "injected failure"));
-            }
-            match (method.as_str(), parsed) {
-                ("GET", _) => match self.configmaps.get(&name) {
-                    Some(cm) => (200, json!(cm)),
-                    None => (404, status(404, "NotFound", "not found")),
-                },
-                ("POST", Some(cm)) => {
-                    if self.configmaps.contains_key(&target) {
-                        return (409, status(409, "AlreadyExists", "already exists"));
-                    }
-                    self.put(cm);
-                    (201, json!(self.configmaps[&target]))
-                }
-                ("PUT", Some(cm)) => {
-                    // One pending edit per PUT: each makes exactly one write conflict.
-                    if let Some(i) = self.edits_before_put.iter().position(|(n, _)| *n == name) {
-                        let (_, edit) = self.edits_before_put.remove(i);
-                        if let Some(mut live) = self.configmaps.get(&name).cloned() {
-                            edit(&mut live);
-                            self.put(live);
-                        }
-                    }
-                    let Some(live) = self.configmaps.get(&name) else {
-                        return (404, status(404, "NotFound", "not found"));
-                    };
-                    if live.metadata.resource_version != cm.metadata.resource_version {
-                        return (409, status(409, "Conflict", "the object has been modified"));
-                    }
-                    self.put(cm);
-                    (200, json!(self.configmaps[&name]))
-                }
-                _ => (400, status(400, "BadRequest", "unsupported")),
-            }
-        }
-    }
-
-    fn status(code: u16, reason: &str, message: &str) -> Value {
-        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-               "code": code, "reason": reason, "message": message})
-    }
-
-    /// A client served by the mock (needs a tokio runtime), and its state.
-    pub fn start() -> (kube::Client, Arc<Mutex<State>>) {
-        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
-        let state = Arc::new(Mutex::new(State::default()));
-        let shared = state.clone();
-        tokio::spawn(async move {
-            while let Some((request, respond)) = handle.next_request().await {
-                let (parts, body) = request.into_parts();
-                let body = body.collect_bytes().await.unwrap();
-                let (code, value) =
-                    shared
-                        .lock()
-                        .unwrap()
-                        .handle(&parts.method, parts.uri.path(), &body);
-                let response = Response::builder()
-                    .status(StatusCode::from_u16(code).unwrap())
-                    .header(http::header::CONTENT_TYPE, "application/json")
-                    .body(Body::from(serde_json::to_vec(&value).unwrap()))
-                    .unwrap();
-                respond.send_response(response);
-            }
-        });
-        (kube::Client::new(service, "default"), state)
-    }
-}
-
-/// Writes the history ConfigMap: a replace carrying the resourceVersion that was read
-/// (compare-and-swap: 409 when it changed in between), or a create when there was none.
-async fn put_history(
-    api: &Api<ConfigMap>,
-    exists: bool,
-    cm: &ConfigMap,
-) -> Result<ConfigMap, kube::Error> {
-    if exists {
-        api.replace(HISTORY_CONFIGMAP, &PostParams::default(), cm)
-            .await
-    } else {
-        api.create(&PostParams::default(), cm).await
-    }
+    annotations.insert(SETTINGS_ANNOTATION.to_string(), text);
+    cm.metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(MANAGED_BY_LABEL.to_string(), MANAGED_BY_VALUE.to_string());
+    Some(cm)
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::arn::PrincipalKey;
     use k8s_openapi::jiff::Timestamp;
 
-    fn at(second: i64) -> Time {
+    pub(crate) fn at(second: i64) -> Time {
         Time(Timestamp::from_second(1_790_000_000 + second).unwrap())
     }
 
-    fn data(roles: &str) -> ConfigMapData {
+    pub(crate) fn data(roles: &str) -> ConfigMapData {
         ConfigMapData::from([("mapRoles".to_string(), roles.to_string())])
     }
 
@@ -885,10 +624,10 @@ mod tests {
     }
 
     const GOOD: &str = "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n  username: \"admin\"\n  groups:\n    - \"system:masters\"\n";
-    const MALFORMED: &str =
+    pub(crate) const MALFORMED: &str =
         "- rolearn: \"arn:aws:iam::111122223333:role/admin\"\n username: broken\n   groups: [\n";
 
-    fn state(data: &ConfigMapData) -> State<'_> {
+    pub(crate) fn state(data: &ConfigMapData) -> State<'_> {
         State {
             data,
             managed_annotation: None,
@@ -1264,125 +1003,6 @@ mod tests {
         let revisions = vec![revision(3, GOOD, &[]), revision(4, MALFORMED, &[])];
         assert_eq!(find(&revisions, 4).map(|r| r.revision), Some(4));
         assert_eq!(find(&revisions, 5), None);
-    }
-
-    fn api(client: kube::Client) -> Api<ConfigMap> {
-        Api::namespaced(client, "kube-system")
-    }
-
-    #[tokio::test]
-    async fn load_of_a_missing_history_is_empty() {
-        let (client, _) = mock::start();
-        let (cm, revisions) = load(&api(client)).await.unwrap();
-        assert!(cm.is_none());
-        assert!(revisions.is_empty());
-    }
-
-    #[tokio::test]
-    async fn record_creates_then_replaces_and_skips_the_same_state() {
-        let (client, state_) = mock::start();
-        let api = api(client);
-        let (good, bad) = (data(GOOD), data(MALFORMED));
-        let first = record(&api, state(&good), Origin::Observed, "one", at(1), 10)
-            .await
-            .unwrap();
-        let second = record(&api, state(&bad), Origin::Observed, "two", at(2), 10)
-            .await
-            .unwrap();
-        let again = record(&api, state(&bad), Origin::Observed, "three", at(3), 10)
-            .await
-            .unwrap();
-        assert_eq!((first.revision, second.revision), (1, 2));
-        assert!(again.unchanged);
-        assert_eq!(
-            state_.lock().unwrap().calls,
-            [
-                "GET aws-auth-operator-history",
-                "POST aws-auth-operator-history",
-                "GET aws-auth-operator-history",
-                "PUT aws-auth-operator-history",
-                "GET aws-auth-operator-history",
-            ]
-        );
-        let (_, revisions) = load(&api).await.unwrap();
-        assert_eq!(revisions.len(), 2);
-        assert_eq!(last_good(&revisions).map(|r| r.revision), Some(1));
-    }
-
-    #[tokio::test]
-    async fn record_retries_on_conflict_without_losing_the_other_write() {
-        let (client, state_) = mock::start();
-        let api = api(client);
-        let one = data("one");
-        record(&api, state(&one), Origin::Observed, "one", at(1), 10)
-            .await
-            .unwrap();
-        // Another replica records a revision between our read and our write.
-        state_.lock().unwrap().edits_before_put.push((
-            HISTORY_CONFIGMAP.to_string(),
-            Box::new(|cm: &mut ConfigMap| {
-                let other = data("other");
-                let (next, _) = with_state(
-                    Some(cm.clone()),
-                    state(&other),
-                    Origin::Observed,
-                    "other",
-                    at(2),
-                    10,
-                )
-                .unwrap();
-                *cm = next;
-            }),
-        ));
-        let mine = data("mine");
-        let recorded = record(&api, state(&mine), Origin::Observed, "mine", at(3), 10)
-            .await
-            .unwrap();
-        assert_eq!(recorded.revision, 3);
-        let (_, revisions) = load(&api).await.unwrap();
-        let reasons: Vec<&str> = revisions.iter().map(|r| r.reason.as_str()).collect();
-        assert_eq!(reasons, ["one", "other", "mine"]);
-    }
-
-    #[tokio::test]
-    async fn record_gives_up_after_repeated_conflicts() {
-        let (client, state_) = mock::start();
-        let api = api(client);
-        let one = data("one");
-        record(&api, state(&one), Origin::Observed, "one", at(1), 10)
-            .await
-            .unwrap();
-        for _ in 0..MAX_WRITE_ATTEMPTS {
-            state_.lock().unwrap().edits_before_put.push((
-                HISTORY_CONFIGMAP.to_string(),
-                Box::new(|cm: &mut ConfigMap| {
-                    cm.metadata.labels = Some(BTreeMap::new());
-                }),
-            ));
-        }
-        let mine = data("mine");
-        let err = record(&api, state(&mine), Origin::Observed, "mine", at(3), 10)
-            .await
-            .unwrap_err();
-        assert!(matches!(
-            err,
-            HistoryError::TooManyConflicts { attempts, .. } if attempts == MAX_WRITE_ATTEMPTS
-        ));
-    }
-
-    #[tokio::test]
-    async fn api_errors_name_the_object() {
-        let (client, state_) = mock::start();
-        state_
-            .lock()
-            .unwrap()
-            .fail
-            .insert(HISTORY_CONFIGMAP.to_string(), 500);
-        let err = load(&api(client)).await.unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "reading kube-system/aws-auth-operator-history: injected failure (InternalError, HTTP 500)"
-        );
     }
 
     #[test]
