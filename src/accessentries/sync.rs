@@ -23,7 +23,7 @@ use serde::Serialize;
 use super::report::{AccessEntryReport, SyncReason};
 use super::spec::{AccessEntryStatus, AccessEntryType, AssociatedPolicyStatus};
 use super::translate::{DesiredEntry, DesiredPolicy, PolicyScope, Translation};
-use crate::plan::PolicyRefusal;
+use crate::plan::{Claimant, PolicyRefusal, oldest_first};
 
 /// Tag on every access entry the operator creates.
 pub const MANAGED_BY_TAG: &str = "awsauth.dev/managed-by";
@@ -148,7 +148,8 @@ pub struct Observed {
 pub struct DesiredMapping {
     pub name: String,
     pub generation: Option<i64>,
-    /// creationTimestamp in seconds: the oldest mapping wins a principal (then the name).
+    /// creationTimestamp in seconds: the oldest mapping wins a principal (then the name), in
+    /// the order aws-auth gives it ([`oldest_first`]).
     pub created: Option<i64>,
     pub translation: Translation,
     pub adopt: bool,
@@ -169,6 +170,16 @@ impl DesiredMapping {
             .as_ref()
             .ok()
             .filter(|_| self.refusal.is_none())
+    }
+}
+
+impl Claimant for DesiredMapping {
+    fn created_second(&self) -> Option<i64> {
+        self.created
+    }
+
+    fn claimant_name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -416,9 +427,7 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
 
     // The winner of every principal: the oldest mapping, then the name.
     let mut order: Vec<&DesiredMapping> = mappings.iter().collect();
-    order.sort_by(|a, b| {
-        (a.created.is_none(), a.created, &a.name).cmp(&(b.created.is_none(), b.created, &b.name))
-    });
+    order.sort_by(|a, b| oldest_first(*a, *b));
     let mut winners: BTreeMap<String, &str> = BTreeMap::new();
     for m in &order {
         if let Some(entry) = m.wants() {

@@ -20,6 +20,7 @@
 mod managed;
 mod settings;
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
@@ -916,16 +917,34 @@ fn principal_mut<'p>(
     })
 }
 
+/// A mapping that claims a principal, as [`oldest_first`] ranks it. aws-auth (`plan()`) and the
+/// access entries (`accessentries::sync::plan_sync`) rank their mappings with it, so that both
+/// give a contested principal to the same mapping.
+pub trait Claimant {
+    /// The creation time, in whole seconds since the Unix epoch.
+    fn created_second(&self) -> Option<i64>;
+    fn claimant_name(&self) -> &str;
+}
+
+impl Claimant for MappingInput {
+    fn created_second(&self) -> Option<i64> {
+        self.creation_timestamp.as_ref().map(|t| t.0.as_second())
+    }
+
+    fn claimant_name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The order in which mappings win a principal (and a place in a full aws-auth): created
-/// earlier first (a mapping with no creation time comes last), then by name.
-fn age_order(a: &MappingInput, b: &MappingInput) -> std::cmp::Ordering {
-    let key = |m: &MappingInput| {
-        (
-            m.creation_timestamp.is_none(),
-            m.creation_timestamp.as_ref().map(|t| t.0),
-        )
-    };
-    key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
+/// earlier first (a mapping with no creation time comes last), then by name. Times compare in
+/// whole seconds, the precision the API server keeps: a finer difference, which only a
+/// mapping that never went through the API server can carry, does not decide.
+pub fn oldest_first(a: &impl Claimant, b: &impl Claimant) -> Ordering {
+    let key = |m: &dyn Claimant| (m.created_second().is_none(), m.created_second());
+    key(a)
+        .cmp(&key(b))
+        .then_with(|| a.claimant_name().cmp(b.claimant_name()))
 }
 
 /// For every claimed principal: the oldest claim wins and is written (a takeover, a drift
@@ -943,7 +962,7 @@ fn decide_winners(
         // Stable: of equals, the first in input order wins.
         principal
             .claims
-            .sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
+            .sort_by(|a, b| oldest_first(&mappings[a.0], &mappings[b.0]));
         // The winner's entry moves out; nothing reads the entries of the claims afterwards.
         let winner_index = principal.claims[0].0;
         let entry = std::mem::replace(&mut principal.claims[0].1, Entry::Account(String::new()));
@@ -1151,7 +1170,7 @@ fn fit(
             _ => None,
         })
         .collect();
-    changes.sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
+    changes.sort_by(|a, b| oldest_first(&mappings[a.0], &mappings[b.0]));
     // The largest number of changes, oldest first, that fits (bisection: a build renders the
     // whole ConfigMap, and this only runs at the limit).
     let fits = |count: usize, principals: &Principals| {
