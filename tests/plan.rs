@@ -1370,17 +1370,17 @@ mod one_winner_on_both_sides {
 
     #[test]
     fn the_same_mapping_wins_in_aws_auth_and_in_eks() {
+        // (first, created at, second, created at, the winner); times in milliseconds.
         let cases = [
-            // (first, second, the winner)
-            ((("young", Some(2_000_000)), ("old", Some(1_000_000))), "old"),
+            ("young", Some(2_000_000), "old", Some(1_000_000), "old"),
             // Within one second: the name, not the milliseconds.
-            ((("a", Some(1_000_900)), ("b", Some(1_000_100))), "a"),
-            ((("b", Some(1_000_100)), ("a", Some(1_000_900))), "a"),
+            ("a", Some(1_000_900), "b", Some(1_000_100), "a"),
+            ("b", Some(1_000_100), "a", Some(1_000_900), "a"),
             // No creation time (a file never applied) comes last.
-            ((("a", None), ("b", Some(5_000))), "b"),
-            ((("b", None), ("a", None)), "a"),
+            ("a", None, "b", Some(5_000), "b"),
+            ("b", None, "a", None, "a"),
         ];
-        for (((first, first_at), (second, second_at)), winner) in cases {
+        for (first, first_at, second, second_at, winner) in cases {
             let objects = [mapping(first, first_at), mapping(second, second_at)];
             assert_eq!(aws_auth_winner(&objects), winner, "{objects:?}");
             assert_eq!(access_entry_winner(&objects), winner, "{objects:?}");
