@@ -257,12 +257,11 @@ pub fn plan_parsed(
     let text_entries = std::mem::take(&mut parsed.entries);
     let mut principals = principals_of(text_entries, restored_entries, &live_managed, settings);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; mappings.len()];
-    let sidelined = claim(mappings, &mut principals, &mut outcomes, settings);
-    track_earlier_entries(
+    let sidelined = claim(
         mappings,
-        &sidelined,
-        &mut principals,
         &live_managed,
+        &mut principals,
+        &mut outcomes,
         settings,
     );
     decide_winners(mappings, &mut principals, &mut outcomes, settings);
@@ -318,6 +317,7 @@ impl Sidelined {
 /// principal, a protected one is told so, and the others are sidelined.
 fn claim(
     mappings: &[MappingInput],
+    live_managed: &ManagedSet,
     principals: &mut Principals,
     outcomes: &mut [Option<Outcome>],
     settings: &Settings,
@@ -352,6 +352,7 @@ fn claim(
                 .push((index, entry)),
         }
     }
+    track_earlier_entries(mappings, &sidelined, principals, live_managed, settings);
     sidelined
 }
 
