@@ -1300,3 +1300,105 @@ fn an_unknown_access_side_keeps_aws_auth_as_it_is() {
         Outcome::Rendered { drift: Some(d), .. } if d.repaired
     ));
 }
+
+/// aws-auth and the access entries give a contested principal to the same mapping: both
+/// planners rank mappings with `plan::oldest_first`, from the same objects (the reconcile's
+/// `mapping_input`, the access-entry loop's `desired_mapping`). Creation times compare in whole
+/// seconds: two mappings created within one second are ranked by name on both sides.
+mod one_winner_on_both_sides {
+    use super::*;
+    use aws_auth_operator::accessentries::SyncReason;
+    use aws_auth_operator::accessentries::runner::desired_mapping;
+    use aws_auth_operator::accessentries::sync::{AuthenticationMode, Observed, plan_sync};
+    use aws_auth_operator::api::IamIdentityMapping;
+    use aws_auth_operator::controller::reconcile::mapping_input;
+    use proptest::prelude::*;
+
+    const ROLE: &str = "arn:aws:iam::111122223333:role/admin";
+
+    fn mapping(name: &str, created_millis: Option<i64>) -> IamIdentityMapping {
+        let spec = IamIdentityMappingSpec {
+            arn: Some(ROLE.into()),
+            username: Some(name.into()),
+            groups: vec!["view".into()],
+            ..Default::default()
+        };
+        let mut mapping = IamIdentityMapping::new(name, spec);
+        mapping.metadata.creation_timestamp =
+            created_millis.map(|ms| Time(Timestamp::from_millisecond(ms).unwrap()));
+        mapping.metadata.generation = Some(1);
+        mapping
+    }
+
+    /// The mapping aws-auth renders for the principal.
+    fn aws_auth_winner(objects: &[IamIdentityMapping]) -> String {
+        let inputs: Vec<MappingInput> = objects.iter().map(mapping_input).collect();
+        let p = plan(&inputs, &LiveAwsAuth::default(), &Settings::default());
+        let winners: Vec<&String> = p
+            .outcomes
+            .iter()
+            .filter(|(_, o)| matches!(o, Outcome::Rendered { .. }))
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(winners.len(), 1, "{:?}", p.outcomes);
+        winners[0].clone()
+    }
+
+    /// The mapping the access-entry planner creates the entry for.
+    fn access_entry_winner(objects: &[IamIdentityMapping]) -> String {
+        let desired: Vec<_> = objects
+            .iter()
+            .map(|m| desired_mapping(m, None, &Settings::default()))
+            .collect();
+        let observed = Observed {
+            mode: AuthenticationMode::Api,
+            entries: Vec::new(),
+            unreadable: Default::default(),
+        };
+        let p = plan_sync(&desired, &observed);
+        let winners: Vec<&String> = p
+            .outcomes
+            .iter()
+            .filter(|(_, o)| o.reason != SyncReason::Conflict)
+            .map(|(name, _)| name)
+            .collect();
+        assert_eq!(winners.len(), 1, "{:?}", p.outcomes);
+        assert_eq!(p.work.len(), 1);
+        assert_eq!(p.work[0].mapping.as_ref(), Some(winners[0]));
+        winners[0].clone()
+    }
+
+    #[test]
+    fn the_same_mapping_wins_in_aws_auth_and_in_eks() {
+        // (first, created at, second, created at, the winner); times in milliseconds.
+        let cases = [
+            ("young", Some(2_000_000), "old", Some(1_000_000), "old"),
+            // Within one second: the name, not the milliseconds.
+            ("a", Some(1_000_900), "b", Some(1_000_100), "a"),
+            ("b", Some(1_000_100), "a", Some(1_000_900), "a"),
+            // No creation time (a file never applied) comes last.
+            ("a", None, "b", Some(5_000), "b"),
+            ("b", None, "a", None, "a"),
+        ];
+        for (first, first_at, second, second_at, winner) in cases {
+            let objects = [mapping(first, first_at), mapping(second, second_at)];
+            assert_eq!(aws_auth_winner(&objects), winner, "{objects:?}");
+            assert_eq!(access_entry_winner(&objects), winner, "{objects:?}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn both_planners_pick_the_same_winner(
+            first in prop::option::of(0..3_000i64),
+            second in prop::option::of(0..3_000i64),
+            swap in any::<bool>(),
+        ) {
+            let mut objects = vec![mapping("m-one", first), mapping("m-two", second)];
+            if swap {
+                objects.reverse();
+            }
+            prop_assert_eq!(aws_auth_winner(&objects), access_entry_winner(&objects));
+        }
+    }
+}

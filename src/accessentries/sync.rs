@@ -22,8 +22,8 @@ use serde::Serialize;
 
 use super::report::{AccessEntryReport, SyncReason};
 use super::spec::{AccessEntryStatus, AccessEntryType, AssociatedPolicyStatus};
-use super::translate::{DesiredEntry, DesiredPolicy, PolicyScope, Translation};
-use crate::plan::PolicyRefusal;
+use super::translate::{DesiredEntry, DesiredPolicy, NotMigratable, PolicyScope, Translation};
+use crate::plan::{Claimant, PolicyRefusal, oldest_first};
 
 /// Tag on every access entry the operator creates.
 pub const MANAGED_BY_TAG: &str = "awsauth.dev/managed-by";
@@ -148,7 +148,8 @@ pub struct Observed {
 pub struct DesiredMapping {
     pub name: String,
     pub generation: Option<i64>,
-    /// creationTimestamp in seconds: the oldest mapping wins a principal (then the name).
+    /// creationTimestamp in seconds: the oldest mapping wins a principal (then the name), in
+    /// the order aws-auth gives it ([`oldest_first`]).
     pub created: Option<i64>,
     pub translation: Translation,
     pub adopt: bool,
@@ -169,6 +170,16 @@ impl DesiredMapping {
             .as_ref()
             .ok()
             .filter(|_| self.refusal.is_none())
+    }
+}
+
+impl Claimant for DesiredMapping {
+    fn created_second(&self) -> Option<i64> {
+        self.created
+    }
+
+    fn claimant_name(&self) -> &str {
+        &self.name
     }
 }
 
@@ -375,26 +386,39 @@ fn create_steps(name: &str, desired: &DesiredEntry) -> Vec<Step> {
     steps
 }
 
-/// The plan for one pass.
+/// The plan for one pass: the decision on every mapping, then the deletions of the entries no
+/// mapping wants any more.
 pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
-    let mut outcomes = BTreeMap::new();
-    let mut work = Vec::new();
-
     if !observed.mode.uses_access_entries() {
-        let message = match &observed.mode {
-            AuthenticationMode::Other(mode) => format!(
-                "the cluster's authentication mode is `{mode}`, which this operator does not know: nothing is changed in EKS"
-            ),
-            _ => "the cluster's authentication mode is CONFIG_MAP: access entries have no effect and none are changed. Switch the cluster to API_AND_CONFIG_MAP (aws eks update-cluster-config --name CLUSTER --access-config authenticationMode=API_AND_CONFIG_MAP; it cannot be switched back); the operator never changes the mode. aws-auth keeps working meanwhile".to_string(),
-        };
-        for m in mappings {
-            if let Some(refusal) = &m.refusal {
-                outcomes.insert(m.name.clone(), refused_outcome(m, refusal, None, false));
-                continue;
-            }
-            outcomes.insert(
-                m.name.clone(),
-                AccessEntryReport {
+        return without_access_entries(mappings, &observed.mode);
+    }
+    let pass = Pass::new(mappings, observed);
+    let mut work = Vec::new();
+    let mut outcomes = BTreeMap::new();
+    for m in mappings {
+        let decision = pass.decide(m);
+        work.extend(decision.work);
+        outcomes.insert(m.name.clone(), decision.outcome);
+    }
+    work.extend(pass.deletions);
+    SyncPlan { work, outcomes }
+}
+
+/// A mode in which access entries authenticate nobody: nothing is planned, and every mapping
+/// says why (a mapping the policy refuses says that instead).
+fn without_access_entries(mappings: &[DesiredMapping], mode: &AuthenticationMode) -> SyncPlan {
+    let message = match mode {
+        AuthenticationMode::Other(mode) => format!(
+            "the cluster's authentication mode is `{mode}`, which this operator does not know: nothing is changed in EKS"
+        ),
+        _ => "the cluster's authentication mode is CONFIG_MAP: access entries have no effect and none are changed. Switch the cluster to API_AND_CONFIG_MAP (aws eks update-cluster-config --name CLUSTER --access-config authenticationMode=API_AND_CONFIG_MAP; it cannot be switched back); the operator never changes the mode. aws-auth keeps working meanwhile".to_string(),
+    };
+    let outcomes = mappings
+        .iter()
+        .map(|m| {
+            let report = match &m.refusal {
+                Some(refusal) => refused_outcome(m, refusal, None, false),
+                None => AccessEntryReport {
                     generation: m.generation,
                     synced: false,
                     reason: SyncReason::ClusterInConfigMapMode,
@@ -403,270 +427,307 @@ pub fn plan_sync(mappings: &[DesiredMapping], observed: &Observed) -> SyncPlan {
                     confirmed_in_place: false,
                     migratable: m.translation.is_ok(),
                 },
-            );
+            };
+            (m.name.clone(), report)
+        })
+        .collect();
+    SyncPlan {
+        work: Vec::new(),
+        outcomes,
+    }
+}
+
+/// What a pass knows before it decides on any one mapping.
+struct Pass<'a> {
+    observed: &'a Observed,
+    /// The entries EKS holds, by principal key.
+    by_key: BTreeMap<String, &'a ObservedEntry>,
+    /// The mapping whose entry each wanted principal gets.
+    winners: BTreeMap<String, &'a str>,
+    /// The entries no mapping wants any more.
+    deletions: Vec<PrincipalWork>,
+}
+
+/// The decision on one mapping: its outcome, and the calls for its principal.
+struct Decision {
+    outcome: AccessEntryReport,
+    work: Option<PrincipalWork>,
+}
+
+impl Decision {
+    /// An outcome without calls.
+    fn report(outcome: AccessEntryReport) -> Decision {
+        Decision {
+            outcome,
+            work: None,
         }
-        return SyncPlan { work, outcomes };
+    }
+}
+
+impl<'a> Pass<'a> {
+    fn new(mappings: &'a [DesiredMapping], observed: &'a Observed) -> Pass<'a> {
+        Pass {
+            observed,
+            by_key: observed
+                .entries
+                .iter()
+                .map(|e| (principal_key(&e.principal_arn), e))
+                .collect(),
+            winners: winners(mappings),
+            deletions: deletions(mappings, observed),
+        }
     }
 
-    let by_key: BTreeMap<String, &ObservedEntry> = observed
-        .entries
-        .iter()
-        .map(|e| (principal_key(&e.principal_arn), e))
-        .collect();
+    /// One mapping, its questions in order: does the policy refuse it, can it migrate, does it
+    /// win its principal, could the principal's entry be read, is there one already.
+    fn decide(&self, m: &DesiredMapping) -> Decision {
+        if let Some(refusal) = &m.refusal {
+            return Decision::report(self.refused(m, refusal));
+        }
+        let desired = match &m.translation {
+            Ok(desired) => desired,
+            Err(why) => return Decision::report(not_migratable(m, why)),
+        };
+        let key = principal_key(&desired.principal_arn);
+        let current = self.by_key.get(&key).copied();
+        let status = current.map(|e| e.status(None));
+        let winner = self.winners.get(&key).copied().unwrap_or_default();
+        if winner != m.name {
+            let message = format!(
+                "mapping {winner} (older) already mirrors {} into an access entry: keep one mapping per principal",
+                desired.principal_arn
+            );
+            return Decision::report(outcome(m, SyncReason::Conflict, message, status));
+        }
+        if self.observed.unreadable.contains(&key) {
+            // Not read is not absent: an earlier confirmation of this spec stands.
+            let message = format!(
+                "the access entry of {} could not be read from EKS; retrying at the next pass{}",
+                desired.principal_arn,
+                last_confirmed(m.confirmed_before)
+            );
+            return Decision::report(outcome(m, SyncReason::EksError, message, status));
+        }
+        match current {
+            None => create(m, desired),
+            Some(current) => existing(m, desired, current, status),
+        }
+    }
 
-    // The winner of every principal: the oldest mapping, then the name.
+    /// The outcome of a mapping the policy refuses, with the entry EKS holds for its principal
+    /// (when read) and whether this pass deletes it.
+    fn refused(&self, m: &DesiredMapping, refusal: &PolicyRefusal) -> AccessEntryReport {
+        let current = m
+            .translation
+            .as_ref()
+            .ok()
+            .map(|e| principal_key(&e.principal_arn))
+            .filter(|key| !self.observed.unreadable.contains(key))
+            .and_then(|key| self.by_key.get(&key).copied());
+        let deleting = current.is_some_and(|c| {
+            self.deletions
+                .iter()
+                .any(|d| d.principal_arn == c.principal_arn)
+        });
+        refused_outcome(m, refusal, current, deleting)
+    }
+}
+
+/// The mapping whose entry each wanted principal gets: the one aws-auth gives the principal too
+/// ([`oldest_first`]).
+fn winners(mappings: &[DesiredMapping]) -> BTreeMap<String, &str> {
     let mut order: Vec<&DesiredMapping> = mappings.iter().collect();
-    order.sort_by(|a, b| {
-        (a.created.is_none(), a.created, &a.name).cmp(&(b.created.is_none(), b.created, &b.name))
-    });
-    let mut winners: BTreeMap<String, &str> = BTreeMap::new();
-    for m in &order {
+    order.sort_by(|a, b| oldest_first(*a, *b));
+    let mut winners = BTreeMap::new();
+    for m in order {
         if let Some(entry) = m.wants() {
             winners
                 .entry(principal_key(&entry.principal_arn))
-                .or_insert(&m.name);
+                .or_insert(m.name.as_str());
         }
     }
-    let deletions = deletions(mappings, observed);
+    winners
+}
 
-    for m in mappings {
-        let outcome = |synced, reason, message: String, status, confirmed| AccessEntryReport {
-            generation: m.generation,
-            synced,
-            reason,
-            message,
-            status,
-            confirmed_in_place: confirmed,
-            migratable: true,
-        };
-        if let Some(refusal) = &m.refusal {
-            let key = m
-                .translation
-                .as_ref()
-                .ok()
-                .map(|e| principal_key(&e.principal_arn));
-            let current = key
-                .as_ref()
-                .filter(|k| !observed.unreadable.contains(*k))
-                .and_then(|k| by_key.get(k).copied());
-            let deleting = current
-                .is_some_and(|c| deletions.iter().any(|d| d.principal_arn == c.principal_arn));
-            outcomes.insert(
-                m.name.clone(),
-                refused_outcome(m, refusal, current, deleting),
-            );
-            continue;
-        }
-        let desired = match &m.translation {
-            Err(refusal) => {
-                outcomes.insert(
-                    m.name.clone(),
-                    AccessEntryReport {
-                        migratable: false,
-                        ..outcome(
-                            false,
-                            SyncReason::NotMigratable,
-                            format!(
-                                "{} ({}). The mapping stays in aws-auth",
-                                refusal.message, refusal.reason
-                            ),
-                            None,
-                            false,
-                        )
-                    },
-                );
-                continue;
-            }
-            Ok(desired) => desired,
-        };
-        let key = principal_key(&desired.principal_arn);
-        let current = by_key.get(&key).copied();
-        let status = current.map(|e| e.status(None));
-        let winner = winners.get(&key).copied().unwrap_or_default();
-        if winner != m.name {
-            outcomes.insert(
-                m.name.clone(),
-                outcome(
-                    false,
-                    SyncReason::Conflict,
-                    format!(
-                        "mapping {winner} (older) already mirrors {} into an access entry: keep one mapping per principal",
-                        desired.principal_arn
-                    ),
-                    status,
-                    false,
-                ),
-            );
-            continue;
-        }
-        if observed.unreadable.contains(&key) {
-            // Not read is not absent: an earlier confirmation of this spec stands.
-            outcomes.insert(
-                m.name.clone(),
-                outcome(
-                    false,
-                    SyncReason::EksError,
-                    format!(
-                        "the access entry of {} could not be read from EKS; retrying at the next pass{}",
-                        desired.principal_arn,
-                        last_confirmed(m.confirmed_before)
-                    ),
-                    status,
-                    m.confirmed_before,
-                ),
-            );
-            continue;
-        }
-        let Some(current) = current else {
-            work.push(PrincipalWork {
-                principal_arn: desired.principal_arn.clone(),
-                mapping: Some(m.name.clone()),
-                kind: WorkKind::Create,
-                steps: create_steps(&m.name, desired),
-            });
-            outcomes.insert(
-                m.name.clone(),
-                outcome(
-                    false,
-                    SyncReason::Created,
-                    format!(
-                        "creating the {} access entry of {}",
-                        desired.type_, desired.principal_arn
-                    ),
-                    None,
-                    false,
-                ),
-            );
-            continue;
-        };
-        let managed = current.is_managed();
-        let type_matches = AccessEntryType::parse(&current.type_) == Some(desired.type_);
-        let (differences, steps) = if type_matches {
-            diff(desired, current)
-        } else {
-            (
-                vec![format!("type {} (wants {})", current.type_, desired.type_)],
-                Vec::new(),
-            )
-        };
+/// The outcome of a mapping that can migrate. Only an entry found as the mapping wants it is
+/// synced and confirmed in place; an entry that could not be read keeps an earlier
+/// confirmation (see [`DesiredMapping::confirmed_before`]); every other reason confirms nothing.
+fn outcome(
+    m: &DesiredMapping,
+    reason: SyncReason,
+    message: String,
+    status: Option<AccessEntryStatus>,
+) -> AccessEntryReport {
+    let confirmed_in_place = match reason {
+        SyncReason::InSync => true,
+        SyncReason::EksError => m.confirmed_before,
+        _ => false,
+    };
+    AccessEntryReport {
+        generation: m.generation,
+        synced: reason == SyncReason::InSync,
+        reason,
+        message,
+        status,
+        confirmed_in_place,
+        migratable: true,
+    }
+}
+
+fn not_migratable(m: &DesiredMapping, why: &NotMigratable) -> AccessEntryReport {
+    let message = format!(
+        "{} ({}). The mapping stays in aws-auth",
+        why.message, why.reason
+    );
+    AccessEntryReport {
+        migratable: false,
+        ..outcome(m, SyncReason::NotMigratable, message, None)
+    }
+}
+
+/// The calls made for a mapping's principal.
+fn mapping_work(
+    m: &DesiredMapping,
+    principal_arn: &str,
+    kind: WorkKind,
+    steps: Vec<Step>,
+) -> PrincipalWork {
+    PrincipalWork {
+        principal_arn: principal_arn.to_string(),
+        mapping: Some(m.name.clone()),
+        kind,
+        steps,
+    }
+}
+
+/// No entry for the principal yet: it is created, tagged, with its policies.
+fn create(m: &DesiredMapping, desired: &DesiredEntry) -> Decision {
+    let message = format!(
+        "creating the {} access entry of {}",
+        desired.type_, desired.principal_arn
+    );
+    Decision {
+        outcome: outcome(m, SyncReason::Created, message, None),
+        work: Some(mapping_work(
+            m,
+            &desired.principal_arn,
+            WorkKind::Create,
+            create_steps(&m.name, desired),
+        )),
+    }
+}
+
+/// The principal has an entry: one the operator did not create is left alone unless the
+/// mapping adopts it; one of another type is re-created; otherwise it is brought in line with
+/// the mapping (and tagged, when adopted). Nothing is decided without its policies.
+fn existing(
+    m: &DesiredMapping,
+    desired: &DesiredEntry,
+    current: &ObservedEntry,
+    status: Option<AccessEntryStatus>,
+) -> Decision {
+    let managed = current.is_managed();
+    if AccessEntryType::parse(&current.type_) != Some(desired.type_) {
         if !managed && !m.adopt {
-            let what = if differences.is_empty() {
-                "it matches this mapping".to_string()
-            } else {
-                format!("it differs from this mapping: {}", differences.join("; "))
-            };
-            outcomes.insert(
-                m.name.clone(),
-                outcome(
-                    false,
-                    SyncReason::ForeignEntry,
-                    format!(
-                        "an access entry for {} exists that the operator did not create (no {MANAGED_BY_TAG} tag) and is left alone; {what}. Set spec.accessEntry.adopt: true to let the operator manage it, or delete it in EKS",
-                        current.principal_arn
-                    ),
-                    status,
-                    false,
-                ),
-            );
-            continue;
+            let difference = format!("type {} (wants {})", current.type_, desired.type_);
+            return foreign(current, &[difference], m, status);
         }
-        if !type_matches {
-            let mut steps = vec![Step::Delete];
-            steps.extend(create_steps(&m.name, desired));
-            work.push(PrincipalWork {
-                principal_arn: current.principal_arn.clone(),
-                mapping: Some(m.name.clone()),
-                kind: WorkKind::Recreate,
-                steps,
-            });
-            outcomes.insert(
-                m.name.clone(),
-                outcome(
-                    false,
-                    SyncReason::Updated,
-                    format!(
-                        "re-creating the access entry of {}: the type of an access entry cannot change ({} -> {})",
-                        current.principal_arn, current.type_, desired.type_
-                    ),
-                    status,
-                    false,
-                ),
-            );
-            continue;
-        }
-        let mut steps = steps;
-        let mut kind = WorkKind::Update;
-        if !managed {
-            kind = WorkKind::Adopt;
-            if let Some(arn) = &current.access_entry_arn {
-                steps.insert(
-                    0,
-                    Step::Tag {
-                        access_entry_arn: arn.clone(),
-                        tags: tags_for(&m.name),
-                    },
-                );
-            }
-        }
-        if desired.type_.is_standard() && current.policies.is_none() {
-            // The loop reads the policies of every wanted entry; without them nothing is decided.
-            outcomes.insert(
-                m.name.clone(),
-                outcome(
-                    false,
-                    SyncReason::EksError,
-                    format!(
-                        "the access policies of {} could not be read from EKS; retrying at the next pass{}",
-                        current.principal_arn,
-                        last_confirmed(m.confirmed_before)
-                    ),
-                    status,
-                    m.confirmed_before,
-                ),
-            );
-            continue;
-        }
-        let in_sync = differences.is_empty();
-        if !steps.is_empty() {
-            work.push(PrincipalWork {
-                principal_arn: current.principal_arn.clone(),
-                mapping: Some(m.name.clone()),
-                kind,
-                steps,
-            });
-        }
-        let adopted = if managed { "" } else { " (adopted)" };
-        outcomes.insert(
-            m.name.clone(),
-            if in_sync {
-                outcome(
-                    true,
-                    SyncReason::InSync,
-                    format!(
-                        "the {} access entry of {} matches the mapping{adopted}",
-                        desired.type_, current.principal_arn
-                    ),
-                    status,
-                    true,
-                )
-            } else {
-                outcome(
-                    false,
-                    SyncReason::Updated,
-                    format!(
-                        "updating the access entry of {}{adopted}: {}",
-                        current.principal_arn,
-                        differences.join("; ")
-                    ),
-                    status,
-                    false,
-                )
+        return recreate(m, desired, current, status);
+    }
+    let (differences, steps) = diff(desired, current);
+    if !managed && !m.adopt {
+        return foreign(current, &differences, m, status);
+    }
+    if desired.type_.is_standard() && current.policies.is_none() {
+        // The loop reads the policies of every wanted entry; without them nothing is decided.
+        let message = format!(
+            "the access policies of {} could not be read from EKS; retrying at the next pass{}",
+            current.principal_arn,
+            last_confirmed(m.confirmed_before)
+        );
+        return Decision::report(outcome(m, SyncReason::EksError, message, status));
+    }
+    let (kind, steps, adopted) = if managed {
+        (WorkKind::Update, steps, "")
+    } else {
+        (WorkKind::Adopt, tagged(m, current, steps), " (adopted)")
+    };
+    let report = if differences.is_empty() {
+        let message = format!(
+            "the {} access entry of {} matches the mapping{adopted}",
+            desired.type_, current.principal_arn
+        );
+        outcome(m, SyncReason::InSync, message, status)
+    } else {
+        let message = format!(
+            "updating the access entry of {}{adopted}: {}",
+            current.principal_arn,
+            differences.join("; ")
+        );
+        outcome(m, SyncReason::Updated, message, status)
+    };
+    Decision {
+        outcome: report,
+        work: (!steps.is_empty()).then(|| mapping_work(m, &current.principal_arn, kind, steps)),
+    }
+}
+
+/// An entry the operator did not create, and the mapping does not adopt it: reported, with how
+/// it differs, and left alone.
+fn foreign(
+    current: &ObservedEntry,
+    differences: &[String],
+    m: &DesiredMapping,
+    status: Option<AccessEntryStatus>,
+) -> Decision {
+    let what = if differences.is_empty() {
+        "it matches this mapping".to_string()
+    } else {
+        format!("it differs from this mapping: {}", differences.join("; "))
+    };
+    let message = format!(
+        "an access entry for {} exists that the operator did not create (no {MANAGED_BY_TAG} tag) and is left alone; {what}. Set spec.accessEntry.adopt: true to let the operator manage it, or delete it in EKS",
+        current.principal_arn
+    );
+    Decision::report(outcome(m, SyncReason::ForeignEntry, message, status))
+}
+
+/// The type of an access entry cannot change: it is deleted and created again.
+fn recreate(
+    m: &DesiredMapping,
+    desired: &DesiredEntry,
+    current: &ObservedEntry,
+    status: Option<AccessEntryStatus>,
+) -> Decision {
+    let message = format!(
+        "re-creating the access entry of {}: the type of an access entry cannot change ({} -> {})",
+        current.principal_arn, current.type_, desired.type_
+    );
+    let mut steps = vec![Step::Delete];
+    steps.extend(create_steps(&m.name, desired));
+    Decision {
+        outcome: outcome(m, SyncReason::Updated, message, status),
+        work: Some(mapping_work(
+            m,
+            &current.principal_arn,
+            WorkKind::Recreate,
+            steps,
+        )),
+    }
+}
+
+/// The steps that adopt an entry: tagged as the operator's first, then brought in line.
+fn tagged(m: &DesiredMapping, current: &ObservedEntry, mut steps: Vec<Step>) -> Vec<Step> {
+    if let Some(arn) = &current.access_entry_arn {
+        steps.insert(
+            0,
+            Step::Tag {
+                access_entry_arn: arn.clone(),
+                tags: tags_for(&m.name),
             },
         );
     }
-
-    work.extend(deletions);
-    SyncPlan { work, outcomes }
+    steps
 }
 
 /// The deletions of a pass: tagged entries no mapping wants any more (its mapping is gone, or

@@ -1,31 +1,36 @@
 //! `plan()`: mappings + live aws-auth + settings -> the aws-auth to write and every mapping's
 //! outcome. The only place where the operator decides anything; the controller and the CLI both
-//! call it and only carry out what it says.
+//! call it and only carry out what it says. What it returns lives in `outcome.rs`.
 //!
-//! How it decides, in order:
+//! How it decides, in order ([`plan_parsed`] calls one step after the other):
 //! 1. Read the live aws-auth as the authenticator does; restore the unmanaged entries of a key
-//!    it cannot read (or of a deleted aws-auth) from the last good revision ([`recover`]).
-//! 2. Validate every mapping. Valid mappings claim their principal; of several, the oldest (then
-//!    by name) wins and the others are in Conflict. Protected principals are never touched.
-//! 3. Give every principal a [`Fate`]: write the winner's entry (or, with `--drift=report`, leave
-//!    a hand edit in place), keep the last entry of a mapping that became invalid or violates
-//!    the group policy, give back an entry a deleted mapping had taken over, remove a managed
-//!    entry nothing renders any more, or leave it untouched (everything the operator does not own).
-//! 4. Fit: if the result would not fit in the ConfigMap (or the annotation budget), the newest
-//!    changes are refused one mapping at a time (`DoesNotFit`) until it does; entries already
-//!    served stay.
-//! 5. Render the keys whose meaning changed (the others keep their text byte for byte), re-read
-//!    them and refuse the write if they do not read back as intended.
+//!    it cannot read (or of a deleted aws-auth) from the last good revision (`recover`).
+//! 2. `claim`: validate every mapping. Valid mappings claim their principal; protected
+//!    principals are never touched; invalid, unresolved and policy-violating mappings are
+//!    sidelined.
+//! 3. Give every principal a `Fate`. `decide_winners`: of several claims the oldest (then by
+//!    name, [`oldest_first`]) wins and the others are in Conflict; the winner's entry is written
+//!    (or, with `--drift=report`, a hand edit is left in place) or served by its access entry.
+//!    `settle_sidelined`: keep the last entry of a mapping that became invalid or violates the
+//!    group policy. `settle_unclaimed`: give back an entry a deleted mapping had taken over,
+//!    remove a managed entry nothing renders any more, or leave it untouched (everything the
+//!    operator does not own).
+//! 4. `fit`: if the result would not fit in the ConfigMap (or the annotation budget), the
+//!    newest changes are refused one mapping at a time (`DoesNotFit`) until it does; entries
+//!    already served stay.
+//! 5. `build`: render the keys whose meaning changed (the others keep their text byte for
+//!    byte), re-read them and refuse the write if they do not read back as intended
+//!    (`render_checked`).
 
 mod managed;
+mod outcome;
 mod settings;
 
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 
 use foldhash::{HashMap, HashMapExt};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use serde::Serialize;
 
 use crate::api::{IamIdentityMapping, IamIdentityMappingSpec, RenderedEntry};
 use crate::arn::{IamArn, PrincipalKey, is_account_id};
@@ -37,6 +42,7 @@ use crate::principals::resolved_arn;
 use crate::validate::{Problem, validate_resolved};
 
 pub use managed::{MANAGED_ANNOTATION, MAX_MANAGED_ANNOTATION_BYTES, ManagedSet, ManagedSetError};
+pub use outcome::{Blocked, Drift, Note, Outcome, Plan, Unrecoverable};
 pub use settings::{
     DriftPolicy, PolicyRefusal, PolicySubject, RESERVED_USERNAME_PREFIXES, Settings, SettingsError,
 };
@@ -104,6 +110,14 @@ pub struct LiveAwsAuth {
     pub mappings_incomplete: bool,
 }
 
+impl LiveAwsAuth {
+    /// Its data, empty when aws-auth does not exist.
+    fn data_or_empty(&self) -> &ConfigMapData {
+        static NO_DATA: ConfigMapData = ConfigMapData::new();
+        self.data.as_ref().unwrap_or(&NO_DATA)
+    }
+}
+
 /// A revision to restore unmanaged entries from.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RecoverySource {
@@ -114,432 +128,6 @@ pub struct RecoverySource {
     /// Every principal the operator managed in that revision or any later one. A principal the
     /// operator manages or has removed since must never come back as an unmanaged entry.
     pub ever_managed: ManagedSet,
-}
-
-/// A live entry that differs from what the operator last wrote for its mapping.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Drift {
-    /// The live entries for the principal (empty when the entry was deleted by hand).
-    pub live: Vec<Entry>,
-    pub desired: Entry,
-    /// Whether this plan rewrites it (`DriftPolicy::Repair`).
-    pub repaired: bool,
-}
-
-/// What happens to one mapping.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "outcome")]
-pub enum Outcome {
-    /// Rendered into aws-auth.
-    Rendered {
-        entry: Entry,
-        /// Unmanaged live entries for the same principal that this plan replaces.
-        took_over: Vec<Entry>,
-        drift: Option<Box<Drift>>,
-        /// Younger mappings for the same principal, which are in Conflict.
-        contenders: Vec<String>,
-        /// The entry this mapping replaced is kept, and comes back if the mapping is deleted.
-        gives_back_on_delete: bool,
-    },
-    /// The spec is invalid; nothing new is rendered. `kept` is the entry this mapping rendered
-    /// before, which stays in aws-auth so that a bad edit never locks its users out.
-    Invalid {
-        problems: Vec<Problem>,
-        kept: Option<Entry>,
-    },
-    /// Another, older mapping owns the same principal.
-    Conflict { winner: String, principal: String },
-    /// The principal is protected by `--protected-arn`: the operator never touches it.
-    Protected { principal: String },
-    /// A group or the username is outside the policy. The last rendered entry stays (`kept`),
-    /// unless `--enforce-group-policy` removed it (`removed`).
-    PolicyViolation {
-        subject: PolicySubject,
-        rule: String,
-        kept: Option<Entry>,
-        removed: Option<Entry>,
-    },
-    /// The mapping's new entry does not fit in aws-auth; its previous entry (`kept`) stays.
-    DoesNotFit {
-        entry: Entry,
-        kept: Option<Entry>,
-        /// The data size with every change applied, and the limit it exceeds.
-        bytes: usize,
-        limit: usize,
-        what: &'static str,
-    },
-    /// `--access-entries=only`: the mapping's EKS access entry is confirmed in place, so it has
-    /// no aws-auth entry (its managed entry, if any, is removed). `entry` is what it would
-    /// render into aws-auth.
-    ServedByAccessEntry { entry: Entry, removed: Vec<Entry> },
-    /// `spec.ssoPermissionSet` is not resolved to a role (yet): nothing new is rendered; `kept`
-    /// is the entry of the role it resolved to before, which stays.
-    Unresolved {
-        permission_set: String,
-        kept: Option<Entry>,
-    },
-    /// Nothing is written this time (see `Plan::blocked`).
-    Blocked {
-        reason: &'static str,
-        message: String,
-    },
-}
-
-impl Outcome {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Outcome::Rendered { .. } => "Rendered",
-            Outcome::Invalid { .. } => "Invalid",
-            Outcome::Conflict { .. } => "Conflict",
-            Outcome::Protected { .. } => "ProtectedPrincipal",
-            Outcome::PolicyViolation { .. } => "PolicyViolation",
-            Outcome::DoesNotFit { .. } => "DoesNotFit",
-            Outcome::ServedByAccessEntry { .. } => "ServedByAccessEntry",
-            Outcome::Unresolved { .. } => crate::validate::UNRESOLVED,
-            Outcome::Blocked { reason, .. } => reason,
-        }
-    }
-
-    /// The entry the operator wrote (or keeps) for this mapping, for `status.rendered`. With a
-    /// hand edit left in place (`--drift=report`) it is still the mapping's own entry: that is
-    /// what the operator wrote, and what tells the hand edit apart next time.
-    pub fn written_entry(&self) -> Option<&Entry> {
-        match self {
-            Outcome::Rendered { entry, .. } => Some(entry),
-            Outcome::Invalid { kept, .. }
-            | Outcome::PolicyViolation { kept, .. }
-            | Outcome::DoesNotFit { kept, .. }
-            | Outcome::Unresolved { kept, .. } => kept.as_ref(),
-            _ => None,
-        }
-    }
-
-    pub fn message(&self) -> String {
-        match self {
-            Outcome::Rendered {
-                entry,
-                gives_back_on_delete,
-                ..
-            } => {
-                let mut message =
-                    format!("rendered into {} as {}", entry.section(), entry.principal());
-                if *gives_back_on_delete {
-                    message.push_str(
-                        "; it replaced an existing entry, which comes back if this mapping is deleted (set spec.adoptExistingEntry: true to adopt that entry for good)",
-                    );
-                }
-                message
-            }
-            Outcome::Invalid { problems, kept } => {
-                let list: Vec<_> = problems.iter().map(Problem::to_string).collect();
-                let mut message = list.join("; ");
-                if let Some(kept) = kept {
-                    message.push_str(&format!(
-                        "; the entry of the last valid spec ({}) stays in aws-auth",
-                        kept.principal()
-                    ));
-                }
-                message
-            }
-            Outcome::Conflict { winner, principal } => format!(
-                "IamIdentityMapping `{winner}` already maps {principal} (the oldest mapping wins); delete one of the two"
-            ),
-            Outcome::Protected { principal } => format!(
-                "{principal} is a protected principal (--protected-arn): the operator never changes or removes its aws-auth entry"
-            ),
-            Outcome::PolicyViolation {
-                subject,
-                rule,
-                kept,
-                removed,
-            } => {
-                let mut message = format!("{subject} is not allowed: it {rule}");
-                match (kept, removed) {
-                    (Some(kept), _) => message.push_str(&format!(
-                        "; the last rendered entry ({}) stays in aws-auth until the mapping is fixed (--enforce-group-policy would remove it)",
-                        kept.principal()
-                    )),
-                    (None, Some(removed)) => message.push_str(&format!(
-                        "; its entry ({}) was removed from aws-auth (--enforce-group-policy)",
-                        removed.principal()
-                    )),
-                    (None, None) => message.push_str("; nothing is rendered"),
-                }
-                message
-            }
-            Outcome::DoesNotFit {
-                entry,
-                kept,
-                bytes,
-                limit,
-                what,
-            } => {
-                let mut message = format!(
-                    "the entry for {} does not fit: with every change applied, {what} would take {bytes} bytes, over its {limit}-byte limit. Older mappings keep their place",
-                    entry.principal()
-                );
-                match kept {
-                    Some(kept) => message.push_str(&format!(
-                        "; the previous entry ({}) stays in aws-auth",
-                        kept.principal()
-                    )),
-                    None => message.push_str("; nothing is rendered for this mapping"),
-                }
-                message.push_str(
-                    ". Remove mappings or entries you no longer need, or move principals to EKS access entries",
-                );
-                message
-            }
-            Outcome::ServedByAccessEntry { entry, removed } => {
-                let mut message = format!(
-                    "served by its EKS access entry (--access-entries=only); aws-auth holds no entry for {}",
-                    entry.principal()
-                );
-                if !removed.is_empty() {
-                    message.push_str(
-                        "; its aws-auth entry was removed now that the access entry is confirmed",
-                    );
-                }
-                message
-            }
-            Outcome::Unresolved {
-                permission_set,
-                kept,
-            } => {
-                let mut message = format!(
-                    "permission set {permission_set} is not resolved to an IAM role (see the PrincipalResolved condition)"
-                );
-                match kept {
-                    Some(kept) => message.push_str(&format!(
-                        "; the entry of the role it resolved to before ({}) stays in aws-auth",
-                        kept.principal()
-                    )),
-                    None => message.push_str("; nothing is rendered for it yet"),
-                }
-                message
-            }
-            Outcome::Blocked { message, .. } => message.clone(),
-        }
-    }
-}
-
-/// Why a malformed key cannot be recovered.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub enum Unrecoverable {
-    /// `--recover-malformed=false`.
-    RecoveryDisabled,
-    /// No revision in history parses cleanly.
-    NoGoodRevision,
-}
-
-/// Why nothing may be written.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "reason")]
-pub enum Blocked {
-    /// A key of the live aws-auth cannot be parsed and is not recovered.
-    LiveAwsAuthMalformed {
-        diagnostics: Vec<Diagnostic>,
-        why: Unrecoverable,
-    },
-    /// The data would exceed the ConfigMap size limit even without any change of a mapping.
-    TooLarge { bytes: usize, limit: usize },
-    /// The managed-principals annotation would exceed its size budget.
-    AnnotationTooLarge { bytes: usize, limit: usize },
-    /// Re-parsing the rendered text did not give back the intended entries (a renderer bug).
-    RoundTripMismatch { section: Section },
-}
-
-impl Blocked {
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Blocked::LiveAwsAuthMalformed { .. } => "LiveAwsAuthMalformed",
-            Blocked::TooLarge { .. } => "AwsAuthTooLarge",
-            Blocked::AnnotationTooLarge { .. } => "AnnotationTooLarge",
-            Blocked::RoundTripMismatch { .. } => "RoundTripMismatch",
-        }
-    }
-}
-
-impl fmt::Display for Blocked {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Blocked::LiveAwsAuthMalformed { diagnostics, why } => {
-                match why {
-                    Unrecoverable::RecoveryDisabled => f.write_str(
-                        "the live aws-auth cannot be parsed and --recover-malformed=false: nothing is written until the key is fixed by hand (`aws-auth-operator validate` shows where): ",
-                    )?,
-                    Unrecoverable::NoGoodRevision => f.write_str(
-                        "the live aws-auth cannot be parsed and no revision in history parses cleanly to restore its unmanaged entries from: nothing is written until the key is fixed by hand: ",
-                    )?,
-                }
-                let list: Vec<_> = diagnostics.iter().map(Diagnostic::to_string).collect();
-                f.write_str(&list.join("; "))
-            }
-            Blocked::TooLarge { bytes, limit } => write!(
-                f,
-                "aws-auth would hold {bytes} bytes of data even without any mapping's change, over the {limit}-byte ConfigMap limit; nothing was written"
-            ),
-            Blocked::AnnotationTooLarge { bytes, limit } => write!(
-                f,
-                "the {MANAGED_ANNOTATION} annotation would be {bytes} bytes, over its {limit}-byte budget; nothing was written"
-            ),
-            Blocked::RoundTripMismatch { section } => write!(
-                f,
-                "re-parsing the rendered {section} did not give back the intended entries; the write was refused (please report this bug)"
-            ),
-        }
-    }
-}
-
-/// Something worth an event or a log line.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind")]
-pub enum Note {
-    /// A mapping replaced unmanaged entries for its principal.
-    TookOver {
-        mapping: String,
-        previous: Vec<Entry>,
-        /// The previous entries are kept, to come back when the mapping is deleted.
-        kept_to_give_back: bool,
-    },
-    /// Unmanaged entries restored from a revision: of a malformed key (`section`), or of a
-    /// deleted aws-auth (`section: None`).
-    Recovered {
-        section: Option<Section>,
-        restored: Vec<Entry>,
-        revision: u64,
-        error: String,
-    },
-    /// aws-auth was deleted and its unmanaged entries are not restored.
-    NotRecovered { reason: String },
-    /// A managed entry that no mapping renders any more was removed.
-    Removed { entry: Entry },
-    /// Entries a deleted mapping had taken over are back (unmanaged again).
-    GaveBack { entries: Vec<Entry> },
-    /// `--enforce-group-policy` removed the entry of a mapping that violates the group policy.
-    PolicyEnforced { mapping: String, entry: Entry },
-    /// Managed entries no mapping renders any more, kept because aws-auth is frozen.
-    KeptFrozen { entries: Vec<Entry> },
-    /// Managed entries no mapping in the cache renders, kept because the cache was not current.
-    KeptCacheNotCurrent { entries: Vec<Entry> },
-    /// `--access-entries=only`: a mapping's aws-auth entry was removed, its access entry being
-    /// confirmed in place.
-    MovedToAccessEntry {
-        mapping: String,
-        entries: Vec<Entry>,
-    },
-}
-
-fn describe_entries(entries: &[Entry]) -> String {
-    let list: Vec<String> = entries
-        .iter()
-        .map(|e| format!("{} ({})", e.principal(), e.section()))
-        .collect();
-    if list.is_empty() {
-        "no entries".to_string()
-    } else {
-        list.join(", ")
-    }
-}
-
-impl fmt::Display for Note {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Note::TookOver {
-                mapping,
-                previous,
-                kept_to_give_back,
-            } => {
-                write!(
-                    f,
-                    "{mapping}: takes over the unmanaged entry of {}",
-                    describe_entries(previous)
-                )?;
-                if *kept_to_give_back {
-                    f.write_str(" (kept: it comes back if the mapping is deleted)")?;
-                }
-                Ok(())
-            }
-            Note::Recovered {
-                section,
-                restored,
-                revision,
-                error,
-            } => {
-                match section {
-                    Some(section) => write!(f, "{section} cannot be parsed ({error})")?,
-                    None => f.write_str("aws-auth was deleted")?,
-                }
-                write!(
-                    f,
-                    "; restored {} unmanaged entries from revision {revision}: {}",
-                    restored.len(),
-                    describe_entries(restored)
-                )
-            }
-            Note::NotRecovered { reason } => write!(
-                f,
-                "aws-auth was deleted and is recreated with the managed entries only: {reason}"
-            ),
-            Note::Removed { entry } => write!(
-                f,
-                "removed {} from {}: no mapping renders it any more",
-                entry.principal(),
-                entry.section()
-            ),
-            Note::GaveBack { entries } => write!(
-                f,
-                "gives back the entry a deleted mapping had taken over: {}",
-                describe_entries(entries)
-            ),
-            Note::PolicyEnforced { mapping, entry } => write!(
-                f,
-                "{mapping}: removed {} from {} (--enforce-group-policy)",
-                entry.principal(),
-                entry.section()
-            ),
-            Note::MovedToAccessEntry { mapping, entries } => write!(
-                f,
-                "{mapping}: removed {} from aws-auth: its EKS access entry is confirmed in place",
-                describe_entries(entries)
-            ),
-            Note::KeptFrozen { entries } => write!(
-                f,
-                "aws-auth is frozen: kept {} entries no mapping renders any more: {}",
-                entries.len(),
-                describe_entries(entries)
-            ),
-            Note::KeptCacheNotCurrent { entries } => write!(
-                f,
-                "the IamIdentityMapping watch is re-listing or reconnecting: kept {} entries no mapping in the cache renders ({}); they go only once the watch shows their mappings deleted",
-                entries.len(),
-                describe_entries(entries)
-            ),
-        }
-    }
-}
-
-/// The decision: what aws-auth must hold and what happened to each mapping.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Plan {
-    /// The complete new data of aws-auth (keys other than the three sections are kept as they are).
-    pub data: ConfigMapData,
-    pub managed: ManagedSet,
-    /// `managed` encoded for the annotation.
-    pub managed_annotation: String,
-    /// Whether data or annotation differ from the live ConfigMap (or it does not exist).
-    pub changed: bool,
-    /// Sections whose text is rewritten.
-    pub rewritten: BTreeSet<Section>,
-    /// Outcome per mapping name.
-    pub outcomes: BTreeMap<String, Outcome>,
-    pub notes: Vec<Note>,
-    /// Set when nothing may be written; `data` then equals the live data.
-    pub blocked: Option<Blocked>,
-    /// Diagnostics of the live aws-auth (problems in entries the operator does not own).
-    pub live_diagnostics: Vec<Diagnostic>,
-    pub managed_entries: usize,
-    pub unmanaged_entries: usize,
 }
 
 /// What becomes of one principal's entries.
@@ -595,7 +183,6 @@ impl Principal {
 }
 
 impl Principal {
-    /// Whether writing `entry` leaves aws-auth as it is for this principal.
     /// The entry the operator writes for it, if any.
     fn written(&self) -> Option<&Entry> {
         match &self.fate {
@@ -605,8 +192,29 @@ impl Principal {
         }
     }
 
+    /// Whether writing `entry` leaves aws-auth as it is for this principal.
     fn is_live(&self, entry: &Entry) -> bool {
         self.live.len() == 1 && self.live[0] == *entry
+    }
+
+    /// Whether its fate leaves its entries in aws-auth's text as they are.
+    fn leaves_text_as_is(&self) -> bool {
+        match &self.fate {
+            Fate::Untouched | Fate::Keep => true,
+            Fate::Write(entry) => self.is_live(entry),
+            Fate::Remove | Fate::ServedElsewhere => self.live.is_empty(),
+            Fate::GiveBack(_) => false,
+        }
+    }
+
+    /// Whether the entries it took over are still recorded to give back after this build
+    /// (`applied`: its change is part of the build).
+    fn keeps_original(&self, applied: bool) -> bool {
+        match (&self.fate, applied) {
+            (Fate::Write(_) | Fate::Keep, true) | (Fate::ServedElsewhere, _) => true,
+            (Fate::Untouched, _) | (Fate::Write(_) | Fate::Keep, false) => self.managed,
+            _ => false,
+        }
     }
 }
 
@@ -659,8 +267,6 @@ pub fn plan_parsed(
     mut parsed: ParsedAwsAuth,
     settings: &Settings,
 ) -> Plan {
-    let no_data = ConfigMapData::new();
-    let live_data = live.data.as_ref().unwrap_or(&no_data);
     let mut notes = Vec::new();
     let (restored_entries, live_managed) = match recover(&parsed, live, settings, &mut notes) {
         Ok(recovered) => recovered,
@@ -670,61 +276,146 @@ pub fn plan_parsed(
     let text_entries = std::mem::take(&mut parsed.entries);
     let mut principals = principals_of(text_entries, restored_entries, &live_managed, settings);
     let mut outcomes: Vec<Option<Outcome>> = vec![None; mappings.len()];
-    let mut invalid = Vec::new();
-    let mut unresolved = Vec::new();
-    let mut violations = Vec::new();
+    let sidelined = claim(
+        mappings,
+        &live_managed,
+        &mut principals,
+        &mut outcomes,
+        settings,
+    );
+    decide_winners(mappings, &mut principals, &mut outcomes, settings);
+    settle_sidelined(
+        mappings,
+        sidelined,
+        &mut principals,
+        &mut outcomes,
+        &mut notes,
+        settings,
+    );
+    settle_unclaimed(&mut principals, Hold::of(live), &mut notes);
+    let current = Current {
+        parsed: &parsed,
+        data: live.data_or_empty(),
+        // Entries restored from history are not in the live text: the keys must be rewritten.
+        restored: notes.iter().any(|n| matches!(n, Note::Recovered { .. })),
+    };
+    let fitted = match fit(mappings, &mut principals, &current, settings) {
+        Ok(fitted) => fitted,
+        Err(blocked) => return blocked_plan(mappings, live, blocked, parsed.diagnostics),
+    };
+    for refused in fitted.refused {
+        outcomes[refused.index] = Some(refused.outcome);
+    }
+    notes.extend(principal_notes(mappings, &principals, &outcomes));
+    let outcomes = outcomes_by_name(mappings, outcomes);
+    finish(live, fitted.built, outcomes, notes, parsed.diagnostics)
+}
+
+/// The mappings that claim no principal, by index: their earlier entry is kept (or removed)
+/// once the winners are decided.
+#[derive(Default)]
+struct Sidelined {
+    invalid: Vec<(usize, Vec<Problem>)>,
+    /// `spec.ssoPermissionSet` not resolved to a role.
+    unresolved: Vec<usize>,
+    /// A group or the username outside the policy.
+    violations: Vec<(usize, PolicySubject, String)>,
+}
+
+impl Sidelined {
+    fn indices(&self) -> impl Iterator<Item = usize> + '_ {
+        self.invalid
+            .iter()
+            .map(|(i, _)| *i)
+            .chain(self.unresolved.iter().copied())
+            .chain(self.violations.iter().map(|(i, _, _)| *i))
+    }
+}
+
+/// Validates every mapping against its spec and the policy: a valid mapping claims its
+/// principal, a protected one is told so, and the others are sidelined.
+fn claim(
+    mappings: &[MappingInput],
+    live_managed: &ManagedSet,
+    principals: &mut Principals,
+    outcomes: &mut [Option<Outcome>],
+    settings: &Settings,
+) -> Sidelined {
+    let mut sidelined = Sidelined::default();
     for (index, mapping) in mappings.iter().enumerate() {
-        match validate_resolved(&mapping.spec, mapping.resolved_arn.as_deref()) {
-            Err(problems) if problems.iter().all(Problem::is_unresolved) => unresolved.push(index),
-            Err(problems) => invalid.push((index, problems)),
-            Ok(entry) => {
-                let key = entry.key();
-                match settings.refusal(
-                    Some((&key, entry.principal())),
-                    entry.username(),
-                    entry.groups(),
-                ) {
-                    Some(PolicyRefusal::Protected { principal }) => {
-                        outcomes[index] = Some(Outcome::Protected { principal });
-                    }
-                    Some(PolicyRefusal::Forbidden { subject, rule }) => {
-                        violations.push((index, subject, rule));
-                    }
-                    None => principal_mut(&mut principals, key, settings)
-                        .claims
-                        .push((index, entry)),
-                }
+        let entry = match validate_resolved(&mapping.spec, mapping.resolved_arn.as_deref()) {
+            Ok(entry) => entry,
+            Err(problems) if problems.iter().all(Problem::is_unresolved) => {
+                sidelined.unresolved.push(index);
+                continue;
             }
+            Err(problems) => {
+                sidelined.invalid.push((index, problems));
+                continue;
+            }
+        };
+        let key = entry.key();
+        match settings.refusal(
+            Some((&key, entry.principal())),
+            entry.username(),
+            entry.groups(),
+        ) {
+            Some(PolicyRefusal::Protected { principal }) => {
+                outcomes[index] = Some(Outcome::Protected { principal });
+            }
+            Some(PolicyRefusal::Forbidden { subject, rule }) => {
+                sidelined.violations.push((index, subject, rule));
+            }
+            None => principal_mut(principals, key, settings)
+                .claims
+                .push((index, entry)),
         }
     }
+    track_earlier_entries(mappings, &sidelined, principals, live_managed, settings);
+    sidelined
+}
 
-    // The principals invalid (or policy-violating) mappings wrote before may keep their entry,
-    // even when it is no longer live.
-    for &index in invalid
-        .iter()
-        .map(|(i, _)| i)
-        .chain(&unresolved)
-        .chain(violations.iter().map(|(i, _, _)| i))
-    {
+/// The principals sidelined mappings wrote before may keep their entry, even when it is no
+/// longer live; and a principal first met through a mapping may still be managed (its entry
+/// deleted by hand).
+fn track_earlier_entries(
+    mappings: &[MappingInput],
+    sidelined: &Sidelined,
+    principals: &mut Principals,
+    live_managed: &ManagedSet,
+    settings: &Settings,
+) {
+    for index in sidelined.indices() {
         if let Some(entry) = mappings[index]
             .last_rendered
             .as_ref()
             .and_then(entry_from_rendered)
         {
-            principal_mut(&mut principals, entry.key(), settings);
+            principal_mut(principals, entry.key(), settings);
         }
     }
-    // A principal first met through a mapping may still be managed (its entry deleted by hand).
     for principal in principals.values_mut() {
         principal.managed |= live_managed.contains_digest(principal.digest);
     }
-    decide_winners(mappings, &mut principals, &mut outcomes, settings);
-    for (index, problems) in invalid {
-        let kept = keep_last_entry(&mappings[index], &mut principals);
+}
+
+/// The outcomes of the sidelined mappings: the entry each wrote before stays, so that a bad
+/// edit never locks its users out, except that `--enforce-group-policy` removes the entry of
+/// a mapping outside the policy.
+fn settle_sidelined(
+    mappings: &[MappingInput],
+    sidelined: Sidelined,
+    principals: &mut Principals,
+    outcomes: &mut [Option<Outcome>],
+    notes: &mut Vec<Note>,
+    settings: &Settings,
+) {
+    for (index, problems) in sidelined.invalid {
+        let kept = keep_last_entry(&mappings[index], principals);
         outcomes[index] = Some(Outcome::Invalid { problems, kept });
     }
-    for index in unresolved {
-        let kept = keep_last_entry(&mappings[index], &mut principals);
+    for index in sidelined.unresolved {
+        let kept = keep_last_entry(&mappings[index], principals);
         let permission_set = mappings[index]
             .spec
             .sso_permission_set
@@ -736,10 +427,10 @@ pub fn plan_parsed(
             kept,
         });
     }
-    for (index, subject, rule) in violations {
+    for (index, subject, rule) in sidelined.violations {
         let mapping = &mappings[index];
         let (kept, removed) = if settings.enforce_group_policy {
-            let removed = remove_last_entry(mapping, &mut principals);
+            let removed = remove_last_entry(mapping, principals);
             if let Some(entry) = &removed {
                 notes.push(Note::PolicyEnforced {
                     mapping: mapping.name.clone(),
@@ -748,7 +439,7 @@ pub fn plan_parsed(
             }
             (None, removed)
         } else {
-            (keep_last_entry(mapping, &mut principals), None)
+            (keep_last_entry(mapping, principals), None)
         };
         outcomes[index] = Some(Outcome::PolicyViolation {
             subject,
@@ -757,60 +448,22 @@ pub fn plan_parsed(
             removed,
         });
     }
-    let hold = if live.frozen {
-        Some(Hold::Frozen)
-    } else if live.mappings_incomplete {
-        Some(Hold::CacheNotCurrent)
-    } else {
-        None
-    };
-    settle_unclaimed(&mut principals, hold, &mut notes);
+}
 
-    // Entries restored from history are not in the live text: the keys must be rewritten.
-    let restored = notes.iter().any(|n| matches!(n, Note::Recovered { .. }));
-    let fitted = match fit(
-        mappings,
-        &mut principals,
-        &parsed,
-        live_data,
-        restored,
-        settings,
-    ) {
-        Ok(fitted) => fitted,
-        Err(blocked) => return blocked_plan(mappings, live, blocked, parsed.diagnostics),
-    };
-    for refused in fitted.refused {
-        outcomes[refused.index] = Some(refused.outcome);
-    }
-    // Notes of takeovers, removals and gives-back, in principal order (usually none: only
-    // they are sorted, not every principal).
-    let mut principal_notes: Vec<(&PrincipalKey, Note)> = Vec::new();
-    for (key, principal) in &principals {
-        let winner = principal.claims.first().map(|&(index, _)| index);
-        match winner.and_then(|index| outcomes[index].as_ref().map(|o| (index, o))) {
-            Some((winner, Outcome::Rendered { took_over, .. })) if !took_over.is_empty() => {
-                principal_notes.push((
-                    key,
-                    Note::TookOver {
-                        mapping: mappings[winner].name.clone(),
-                        previous: took_over.clone(),
-                        kept_to_give_back: principal.original.is_some(),
-                    },
-                ));
-            }
-            Some((winner, Outcome::ServedByAccessEntry { removed, .. })) if !removed.is_empty() => {
-                principal_notes.push((
-                    key,
-                    Note::MovedToAccessEntry {
-                        mapping: mappings[winner].name.clone(),
-                        entries: removed.clone(),
-                    },
-                ));
-            }
-            _ => {}
+/// Notes of takeovers, moves to access entries, removals and gives-back, in principal order
+/// (usually none: only they are sorted, not every principal).
+fn principal_notes(
+    mappings: &[MappingInput],
+    principals: &Principals,
+    outcomes: &[Option<Outcome>],
+) -> Vec<Note> {
+    let mut notes: Vec<(&PrincipalKey, Note)> = Vec::new();
+    for (key, principal) in principals {
+        if let Some(note) = winner_note(mappings, principal, outcomes) {
+            notes.push((key, note));
         }
         match &principal.fate {
-            Fate::Remove => principal_notes.extend(principal.live.iter().map(|entry| {
+            Fate::Remove => notes.extend(principal.live.iter().map(|entry| {
                 (
                     key,
                     Note::Removed {
@@ -818,7 +471,7 @@ pub fn plan_parsed(
                     },
                 )
             })),
-            Fate::GiveBack(entries) => principal_notes.push((
+            Fate::GiveBack(entries) => notes.push((
                 key,
                 Note::GaveBack {
                     entries: entries.clone(),
@@ -828,9 +481,43 @@ pub fn plan_parsed(
         }
     }
     // Stable: a principal's notes keep their order.
-    principal_notes.sort_by(|a, b| a.0.cmp(b.0));
-    notes.extend(principal_notes.into_iter().map(|(_, note)| note));
+    notes.sort_by(|a, b| a.0.cmp(b.0));
+    notes.into_iter().map(|(_, note)| note).collect()
+}
 
+/// What the winner of a principal did that is worth a note: it took over unmanaged entries,
+/// or its entry left aws-auth for its access entry.
+fn winner_note(
+    mappings: &[MappingInput],
+    principal: &Principal,
+    outcomes: &[Option<Outcome>],
+) -> Option<Note> {
+    let winner = principal.claims.first()?.0;
+    let mapping = mappings[winner].name.clone();
+    match outcomes[winner].as_ref()? {
+        Outcome::Rendered { took_over, .. } if !took_over.is_empty() => Some(Note::TookOver {
+            mapping,
+            previous: took_over.clone(),
+            kept_to_give_back: principal.original.is_some(),
+        }),
+        Outcome::ServedByAccessEntry { removed, .. } if !removed.is_empty() => {
+            Some(Note::MovedToAccessEntry {
+                mapping,
+                entries: removed.clone(),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// The plan, from what aws-auth becomes.
+fn finish(
+    live: &LiveAwsAuth,
+    built: Built,
+    outcomes: BTreeMap<String, Outcome>,
+    notes: Vec<Note>,
+    live_diagnostics: Vec<Diagnostic>,
+) -> Plan {
     let Built {
         data,
         managed,
@@ -838,14 +525,14 @@ pub fn plan_parsed(
         rewritten,
         managed_entries,
         unmanaged_entries,
-    } = fitted.built;
+    } = built;
+    let live_data = live.data_or_empty();
     // Only the rewritten keys can differ from the live ones (no need to compare 1 MiB).
     let changed = rewritten
         .iter()
         .any(|section| data.get(section.key()) != live_data.get(section.key()))
         || managed != live.managed
         || live.data.is_none();
-    let outcomes = outcomes_by_name(mappings, outcomes);
     Plan {
         data,
         managed,
@@ -855,7 +542,7 @@ pub fn plan_parsed(
         outcomes,
         notes,
         blocked: None,
-        live_diagnostics: parsed.diagnostics,
+        live_diagnostics,
         managed_entries,
         unmanaged_entries,
     }
@@ -935,20 +622,39 @@ fn principal_mut<'p>(
     })
 }
 
+/// A mapping that claims a principal, as [`oldest_first`] ranks it. aws-auth (`plan()`) and the
+/// access entries (`accessentries::sync::plan_sync`) rank their mappings with it, so that both
+/// give a contested principal to the same mapping.
+pub trait Claimant {
+    /// The creation time, in whole seconds since the Unix epoch.
+    fn created_second(&self) -> Option<i64>;
+    fn claimant_name(&self) -> &str;
+}
+
+impl Claimant for MappingInput {
+    fn created_second(&self) -> Option<i64> {
+        self.creation_timestamp.as_ref().map(|t| t.0.as_second())
+    }
+
+    fn claimant_name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The order in which mappings win a principal (and a place in a full aws-auth): created
-/// earlier first (a mapping with no creation time comes last), then by name.
-fn age_order(a: &MappingInput, b: &MappingInput) -> std::cmp::Ordering {
-    let key = |m: &MappingInput| {
-        (
-            m.creation_timestamp.is_none(),
-            m.creation_timestamp.as_ref().map(|t| t.0),
-        )
-    };
-    key(a).cmp(&key(b)).then_with(|| a.name.cmp(&b.name))
+/// earlier first (a mapping with no creation time comes last), then by name. Times compare in
+/// whole seconds, the precision the API server keeps: a finer difference, which only a
+/// mapping that never went through the API server can carry, does not decide.
+pub fn oldest_first(a: &impl Claimant, b: &impl Claimant) -> Ordering {
+    let key = |m: &dyn Claimant| (m.created_second().is_none(), m.created_second());
+    key(a)
+        .cmp(&key(b))
+        .then_with(|| a.claimant_name().cmp(b.claimant_name()))
 }
 
 /// For every claimed principal: the oldest claim wins and is written (a takeover, a drift
-/// repair, or left as a hand edit in report mode); the others are in Conflict.
+/// repair, or left as a hand edit in report mode) or served by its access entry; the others
+/// are in Conflict.
 fn decide_winners(
     mappings: &[MappingInput],
     principals: &mut Principals,
@@ -962,70 +668,97 @@ fn decide_winners(
         // Stable: of equals, the first in input order wins.
         principal
             .claims
-            .sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
-        // The winner's entry moves out; nothing reads the entries of the claims afterwards.
-        let winner_index = principal.claims[0].0;
-        let entry = std::mem::replace(&mut principal.claims[0].1, Entry::Account(String::new()));
-        let winner = &mappings[winner_index];
-        for (loser, _) in &principal.claims[1..] {
-            outcomes[*loser] = Some(Outcome::Conflict {
-                winner: winner.name.clone(),
-                principal: entry.principal().to_string(),
-            });
-        }
-        let contenders = principal.claims[1..]
-            .iter()
-            .map(|(loser, _)| mappings[*loser].name.clone())
-            .collect();
-
-        // Served by its access entry: its own aws-auth entry goes (an entry the operator does
-        // not manage is never removed). Served before and not known yet: stays served.
-        let still_served = winner.access_entry_unknown
-            && principal.managed
-            && principal.live.is_empty()
-            && winner.last_rendered.is_none();
-        if (winner.served_by_access_entry && (principal.managed || principal.live.is_empty()))
-            || still_served
-        {
-            let removed = principal.live.clone();
-            principal.fate = Fate::ServedElsewhere;
-            principal.managed_after = true;
-            outcomes[winner_index] = Some(Outcome::ServedByAccessEntry { entry, removed });
-            continue;
-        }
-        let took_over = if principal.managed {
-            Vec::new()
+            .sort_by(|a, b| oldest_first(&mappings[a.0], &mappings[b.0]));
+        let (winner, entry, contenders) = settle_conflicts(mappings, principal, outcomes);
+        let mapping = &mappings[winner];
+        outcomes[winner] = Some(if served_elsewhere(mapping, principal) {
+            serve_elsewhere(principal, entry)
         } else {
-            principal.live.clone()
-        };
-        let adopt = winner.spec.adopt_existing_entry;
-        if !took_over.is_empty() {
-            principal.original = (!adopt).then(|| took_over.clone());
-        } else if adopt {
-            principal.original = None;
-        }
-        let live = principal.is_live(&entry);
-        let drift = if principal.managed && !live {
-            detect_drift(winner, &entry, &principal.live, settings.drift)
-        } else {
-            None
-        };
-        principal.fate = match &drift {
-            _ if live => Fate::Keep,
-            Some(d) if !d.repaired => match principal.live.last() {
-                Some(live) => Fate::Write(Box::new(live.clone())),
-                None => Fate::Write(Box::new(entry.clone())),
-            },
-            _ => Fate::Write(Box::new(entry.clone())),
-        };
-        principal.managed_after = true;
-        outcomes[winner_index] = Some(Outcome::Rendered {
-            entry,
-            took_over,
-            drift,
-            contenders,
-            gives_back_on_delete: principal.original.is_some(),
+            render_winner(mapping, principal, entry, contenders, settings.drift)
         });
+    }
+}
+
+/// The first claim (the oldest) wins; the others are in Conflict. Returns the winner's index,
+/// its entry, and the names of the others.
+fn settle_conflicts(
+    mappings: &[MappingInput],
+    principal: &mut Principal,
+    outcomes: &mut [Option<Outcome>],
+) -> (usize, Entry, Vec<String>) {
+    // The winner's entry moves out; nothing reads the entries of the claims afterwards.
+    let winner = principal.claims[0].0;
+    let entry = std::mem::replace(&mut principal.claims[0].1, Entry::Account(String::new()));
+    let mut contenders = Vec::new();
+    for &(loser, _) in &principal.claims[1..] {
+        outcomes[loser] = Some(Outcome::Conflict {
+            winner: mappings[winner].name.clone(),
+            principal: entry.principal().to_string(),
+        });
+        contenders.push(mappings[loser].name.clone());
+    }
+    (winner, entry, contenders)
+}
+
+/// Served by its access entry: its own aws-auth entry goes (an entry the operator does not
+/// manage is never removed). Served before and not known yet: stays served.
+fn served_elsewhere(winner: &MappingInput, principal: &Principal) -> bool {
+    let still_served = winner.access_entry_unknown
+        && principal.managed
+        && principal.live.is_empty()
+        && winner.last_rendered.is_none();
+    (winner.served_by_access_entry && (principal.managed || principal.live.is_empty()))
+        || still_served
+}
+
+fn serve_elsewhere(principal: &mut Principal, entry: Entry) -> Outcome {
+    let removed = principal.live.clone();
+    principal.fate = Fate::ServedElsewhere;
+    principal.managed_after = true;
+    Outcome::ServedByAccessEntry { entry, removed }
+}
+
+/// The winner's entry is written: it takes over unmanaged entries (kept to give back unless
+/// the mapping adopts them), repairs a hand edit, or leaves it in place (`--drift=report`).
+fn render_winner(
+    winner: &MappingInput,
+    principal: &mut Principal,
+    entry: Entry,
+    contenders: Vec<String>,
+    drift_policy: DriftPolicy,
+) -> Outcome {
+    let took_over = if principal.managed {
+        Vec::new()
+    } else {
+        principal.live.clone()
+    };
+    let adopt = winner.spec.adopt_existing_entry;
+    if !took_over.is_empty() {
+        principal.original = (!adopt).then(|| took_over.clone());
+    } else if adopt {
+        principal.original = None;
+    }
+    let live = principal.is_live(&entry);
+    let drift = if principal.managed && !live {
+        detect_drift(winner, &entry, &principal.live, drift_policy)
+    } else {
+        None
+    };
+    principal.fate = match &drift {
+        _ if live => Fate::Keep,
+        Some(d) if !d.repaired => match principal.live.last() {
+            Some(live) => Fate::Write(Box::new(live.clone())),
+            None => Fate::Write(Box::new(entry.clone())),
+        },
+        _ => Fate::Write(Box::new(entry.clone())),
+    };
+    principal.managed_after = true;
+    Outcome::Rendered {
+        entry,
+        took_over,
+        drift,
+        contenders,
+        gives_back_on_delete: principal.original.is_some(),
     }
 }
 
@@ -1100,6 +833,18 @@ enum Hold {
     CacheNotCurrent,
 }
 
+impl Hold {
+    fn of(live: &LiveAwsAuth) -> Option<Hold> {
+        if live.frozen {
+            Some(Hold::Frozen)
+        } else if live.mappings_incomplete {
+            Some(Hold::CacheNotCurrent)
+        } else {
+            None
+        }
+    }
+}
+
 /// Principals no mapping writes: a managed one is removed, or its original comes back (unless
 /// removals are held: then it stays as it is, still managed); everything else stays untouched.
 fn settle_unclaimed(principals: &mut Principals, hold: Option<Hold>, notes: &mut Vec<Note>) {
@@ -1142,24 +887,43 @@ struct Fitted {
     refused: Vec<Refused>,
 }
 
+/// aws-auth as it is, for building what it becomes.
+struct Current<'a> {
+    parsed: &'a ParsedAwsAuth,
+    data: &'a ConfigMapData,
+    /// Entries were restored from history: they are not in the text, so the keys are rewritten.
+    restored: bool,
+}
+
 /// Applies every change if the result fits; otherwise the most changes, oldest mapping first,
 /// that fit (entries already in aws-auth are never dropped for lack of room).
 fn fit(
     mappings: &[MappingInput],
     principals: &mut Principals,
-    parsed: &ParsedAwsAuth,
-    live_data: &ConfigMapData,
-    restored: bool,
+    current: &Current,
     settings: &Settings,
 ) -> Result<Fitted, Blocked> {
-    let everything = build(principals, parsed, live_data, restored, None)?;
+    let everything = build(principals, current, None)?;
     let Some(too_large) = over_limit(&everything, settings) else {
         return Ok(Fitted {
             built: everything,
             refused: Vec::new(),
         });
     };
-    // The changes a mapping asks for that add to aws-auth: its new or changed entry.
+    let changes = changes_oldest_first(mappings, principals);
+    let (fitting, built) = most_that_fit(&changes, principals, current, settings)?;
+    Ok(Fitted {
+        built,
+        refused: refuse(&changes[fitting..], principals, &too_large),
+    })
+}
+
+/// The changes a mapping asks for that add to aws-auth (its new or changed entry): the
+/// winner's index and the principal, oldest mapping first.
+fn changes_oldest_first(
+    mappings: &[MappingInput],
+    principals: &Principals,
+) -> Vec<(usize, PrincipalKey)> {
     let mut changes: Vec<(usize, PrincipalKey)> = principals
         .iter()
         .filter_map(|(key, principal)| match &principal.fate {
@@ -1170,14 +934,23 @@ fn fit(
             _ => None,
         })
         .collect();
-    changes.sort_by(|a, b| age_order(&mappings[a.0], &mappings[b.0]));
-    // The largest number of changes, oldest first, that fits (bisection: a build renders the
-    // whole ConfigMap, and this only runs at the limit).
-    let fits = |count: usize, principals: &Principals| {
+    changes.sort_by(|a, b| oldest_first(&mappings[a.0], &mappings[b.0]));
+    changes
+}
+
+/// The largest number of `changes`, from the first, that fits, with the aws-auth they make
+/// (bisection: a build renders the whole ConfigMap, and this only runs at the limit).
+fn most_that_fit(
+    changes: &[(usize, PrincipalKey)],
+    principals: &Principals,
+    current: &Current,
+    settings: &Settings,
+) -> Result<(usize, Built), Blocked> {
+    let fits = |count: usize| {
         let allowed: BTreeSet<&PrincipalKey> = changes[..count].iter().map(|(_, k)| k).collect();
-        build(principals, parsed, live_data, restored, Some(&allowed))
+        build(principals, current, Some(&allowed))
     };
-    let base = fits(0, principals)?;
+    let base = fits(0)?;
     if let Some(blocked) = over_limit(&base, settings) {
         return Err(blocked);
     }
@@ -1185,7 +958,7 @@ fn fit(
     let mut best = base;
     while low < high {
         let middle = (low + high).div_ceil(2);
-        let built = fits(middle, principals)?;
+        let built = fits(middle)?;
         if over_limit(&built, settings).is_none() {
             low = middle;
             best = built;
@@ -1193,13 +966,23 @@ fn fit(
             high = middle - 1;
         }
     }
-    let (bytes, limit, what) = match too_large {
+    Ok((low, best))
+}
+
+/// Refuses the changes that do not fit: each principal stays as it is, and its mapping is
+/// told which limit the full change exceeds (`too_large`).
+fn refuse(
+    changes: &[(usize, PrincipalKey)],
+    principals: &mut Principals,
+    too_large: &Blocked,
+) -> Vec<Refused> {
+    let (bytes, limit, what) = match *too_large {
         Blocked::AnnotationTooLarge { bytes, limit } => (bytes, limit, "the managed annotation"),
         Blocked::TooLarge { bytes, limit } => (bytes, limit, "the aws-auth data"),
         _ => (0, 0, "aws-auth"),
     };
     let mut refused = Vec::new();
-    for (index, key) in &changes[low..] {
+    for (index, key) in changes {
         let Some(principal) = principals.get_mut(key) else {
             continue;
         };
@@ -1223,10 +1006,7 @@ fn fit(
             },
         });
     }
-    Ok(Fitted {
-        built: best,
-        refused,
-    })
+    refused
 }
 
 fn over_limit(built: &Built, settings: &Settings) -> Option<Blocked> {
@@ -1261,90 +1041,131 @@ struct Built {
 /// checks that they read back as intended.
 fn build(
     principals: &Principals,
-    parsed: &ParsedAwsAuth,
-    live_data: &ConfigMapData,
-    restored: bool,
+    current: &Current,
     only: Option<&BTreeSet<&PrincipalKey>>,
 ) -> Result<Built, Blocked> {
-    let applies = |key: &PrincipalKey, principal: &Principal| match (&principal.fate, only) {
-        (Fate::Write(entry), Some(only)) if !principal.is_live(entry) => only.contains(key),
-        _ => true,
-    };
     // Usually nothing changes (a resync, a status-only event): then the new entries are the
     // live ones, and nothing is copied, sorted, compared or rendered.
-    let unchanged = parsed.malformed.is_empty()
-        && !restored
-        && principals.values().all(|p| match &p.fate {
-            Fate::Untouched | Fate::Keep => true,
-            Fate::Write(entry) => p.is_live(entry),
-            Fate::Remove | Fate::ServedElsewhere => p.live.is_empty(),
-            Fate::GiveBack(_) => false,
-        });
-    let mut next = AwsAuthEntries::default();
-    let (mut managed_entries, mut unmanaged_entries) = (0, 0);
-    let mut managed_digests = Vec::new();
-    let mut originals = BTreeMap::new();
+    let unchanged = current.parsed.malformed.is_empty()
+        && !current.restored
+        && principals.values().all(Principal::leaves_text_as_is);
+    let tally = tally(principals, only, !unchanged);
+    let managed = ManagedSet::from_digests(tally.managed_digests).with_originals(tally.originals);
+    let managed_annotation = managed.encode();
+    let (data, rewritten) = if unchanged {
+        (current.data.clone(), BTreeSet::new())
+    } else {
+        render_changed(principals, current, tally.next)?
+    };
+    Ok(Built {
+        data,
+        managed,
+        managed_annotation,
+        rewritten,
+        managed_entries: tally.managed_entries,
+        unmanaged_entries: tally.unmanaged_entries,
+    })
+}
+
+/// What the principals' fates make of aws-auth, before it is rendered.
+#[derive(Default)]
+struct Tally {
+    /// The new entries (collected only when something changes).
+    next: AwsAuthEntries,
+    managed_entries: usize,
+    unmanaged_entries: usize,
+    managed_digests: Vec<u64>,
+    /// What the managed principals took over, to give back.
+    originals: BTreeMap<PrincipalKey, Vec<Entry>>,
+}
+
+/// Counts (and with `collect`, gathers) the entries every principal leaves in aws-auth.
+fn tally(principals: &Principals, only: Option<&BTreeSet<&PrincipalKey>>, collect: bool) -> Tally {
+    let mut tally = Tally::default();
     for (key, principal) in principals {
-        let applied = applies(key, principal);
+        let applied = match (&principal.fate, only) {
+            (Fate::Write(entry), Some(only)) if !principal.is_live(entry) => only.contains(key),
+            _ => true,
+        };
+        tally.add(principal, applied, collect);
+        if principal.keeps_original(applied)
+            && let Some(original) = &principal.original
+        {
+            tally.originals.insert(key.clone(), original.clone());
+        }
+    }
+    tally
+}
+
+impl Tally {
+    /// One principal's entries: written, left as they are (also a change not `applied` in
+    /// this build), given back, removed, or served by an access entry.
+    fn add(&mut self, principal: &Principal, applied: bool, collect: bool) {
         match (&principal.fate, applied) {
             (Fate::Write(_) | Fate::Keep, true) => {
-                if !unchanged && let Some(entry) = principal.written() {
-                    next.push(entry.clone());
+                if collect && let Some(entry) = principal.written() {
+                    self.next.push(entry.clone());
                 }
-                managed_entries += 1;
-                managed_digests.push(principal.digest);
+                self.managed_entries += 1;
+                self.managed_digests.push(principal.digest);
             }
             (Fate::Untouched, _) | (Fate::Write(_) | Fate::Keep, false) => {
-                if !unchanged {
+                if collect {
                     for entry in &principal.live {
-                        next.push(entry.clone());
+                        self.next.push(entry.clone());
                     }
                 }
                 let count = principal.live.len();
-                let still_managed = principal.managed && !principal.protected;
-                if still_managed {
-                    managed_entries += count;
-                    managed_digests.push(principal.digest);
+                if principal.managed && !principal.protected {
+                    self.managed_entries += count;
+                    self.managed_digests.push(principal.digest);
                 } else {
-                    unmanaged_entries += count;
+                    self.unmanaged_entries += count;
                 }
             }
             (Fate::GiveBack(entries), _) => {
                 for entry in entries {
-                    next.push(entry.clone());
+                    self.next.push(entry.clone());
                 }
-                unmanaged_entries += entries.len();
+                self.unmanaged_entries += entries.len();
             }
             (Fate::Remove, _) => {}
-            (Fate::ServedElsewhere, _) => managed_digests.push(principal.digest),
-        }
-        let keeps_original = match (&principal.fate, applied) {
-            (Fate::Write(_) | Fate::Keep, true) | (Fate::ServedElsewhere, _) => true,
-            (Fate::Untouched, _) | (Fate::Write(_) | Fate::Keep, false) => principal.managed,
-            _ => false,
-        };
-        if keeps_original && let Some(original) = &principal.original {
-            originals.insert(key.clone(), original.clone());
+            (Fate::ServedElsewhere, _) => self.managed_digests.push(principal.digest),
         }
     }
-    let managed = ManagedSet::from_digests(managed_digests).with_originals(originals);
-    let managed_annotation = managed.encode();
-    if unchanged {
-        return Ok(Built {
-            data: live_data.clone(),
-            managed,
-            managed_annotation,
-            rewritten: BTreeSet::new(),
-            managed_entries,
-            unmanaged_entries,
-        });
-    }
+}
+
+/// Renders the sections whose entries change (and the malformed ones) from `next`; the others
+/// keep their text byte for byte. Returns the new data and the sections rewritten.
+fn render_changed(
+    principals: &Principals,
+    current: &Current,
+    mut next: AwsAuthEntries,
+) -> Result<(ConfigMapData, BTreeSet<Section>), Blocked> {
     // The renderer's order (a stable sort) keeps the entries of one principal in their live
     // order (the authenticator uses the last).
     sort_entries(&mut next);
+    let live_sorted = live_text_sorted(principals);
+    let mut data = current.data.clone();
+    let mut rewritten = BTreeSet::new();
+    for section in Section::ALL {
+        if same_section(section, &live_sorted, &next)
+            && !current.parsed.malformed.contains(&section)
+        {
+            continue;
+        }
+        rewritten.insert(section);
+        match render_checked(section, &next)? {
+            Some(text) => data.insert(section.key().to_string(), text),
+            None => data.remove(section.key()),
+        };
+    }
+    Ok((data, rewritten))
+}
 
-    // aws-auth's text entries in the renderer's order: a section is rewritten only when its
-    // entries change, not because they were written in another order.
+/// aws-auth's text entries in the renderer's order: a section is rewritten only when its
+/// entries change, not because they were written in another order.
+fn live_text_sorted(principals: &Principals) -> AwsAuthEntries {
     let mut live_sorted = AwsAuthEntries::default();
     for principal in principals.values() {
         for entry in principal.text_entries() {
@@ -1352,38 +1173,25 @@ fn build(
         }
     }
     sort_entries(&mut live_sorted);
-    let mut data = live_data.clone();
-    let mut rewritten = BTreeSet::new();
-    for section in Section::ALL {
-        let unchanged = same_section(section, &live_sorted, &next);
-        if unchanged && !parsed.malformed.contains(&section) {
-            continue;
+    live_sorted
+}
+
+/// A section's new text (none: the key goes), refused unless reading it again gives back
+/// exactly the intended entries.
+fn render_checked(section: Section, next: &AwsAuthEntries) -> Result<Option<String>, Blocked> {
+    let text = render_section(section, next);
+    let reads_back = match &text {
+        Some(text) => {
+            let (reread, malformed) = parse_section_entries(section, text);
+            !malformed && same_section(section, &reread, next)
         }
-        rewritten.insert(section);
-        let text = render_section(section, &next);
-        let reads_back = match &text {
-            Some(text) => {
-                let (reread, malformed) = parse_section_entries(section, text);
-                !malformed && same_section(section, &reread, &next)
-            }
-            None => same_section(section, &AwsAuthEntries::default(), &next),
-        };
-        if !reads_back {
-            return Err(Blocked::RoundTripMismatch { section });
-        }
-        match text {
-            Some(text) => data.insert(section.key().to_string(), text),
-            None => data.remove(section.key()),
-        };
+        None => same_section(section, &AwsAuthEntries::default(), next),
+    };
+    if reads_back {
+        Ok(text)
+    } else {
+        Err(Blocked::RoundTripMismatch { section })
     }
-    Ok(Built {
-        data,
-        managed,
-        managed_annotation,
-        rewritten,
-        managed_entries,
-        unmanaged_entries,
-    })
 }
 
 /// Whether `a` and `b` hold the same entries in `section`, in the same order.
