@@ -1302,8 +1302,8 @@ fn an_unknown_access_side_keeps_aws_auth_as_it_is() {
 }
 
 /// aws-auth and the access entries give a contested principal to the same mapping: both
-/// planners rank mappings with `plan::oldest_first`, from the same objects (the reconcile's
-/// `mapping_input`, the access-entry loop's `desired_mapping`). Creation times compare in whole
+/// planners rank mappings with `plan::oldest_first`, from the same objects
+/// (`MappingInput::from_mapping`, the access-entry loop's `desired_mapping`). Creation times compare in whole
 /// seconds: two mappings created within one second are ranked by name on both sides.
 mod one_winner_on_both_sides {
     use super::*;
@@ -1311,7 +1311,6 @@ mod one_winner_on_both_sides {
     use aws_auth_operator::accessentries::runner::desired_mapping;
     use aws_auth_operator::accessentries::sync::{AuthenticationMode, Observed, plan_sync};
     use aws_auth_operator::api::IamIdentityMapping;
-    use aws_auth_operator::controller::reconcile::mapping_input;
     use proptest::prelude::*;
 
     const ROLE: &str = "arn:aws:iam::111122223333:role/admin";
@@ -1332,7 +1331,7 @@ mod one_winner_on_both_sides {
 
     /// The mapping aws-auth renders for the principal.
     fn aws_auth_winner(objects: &[IamIdentityMapping]) -> String {
-        let inputs: Vec<MappingInput> = objects.iter().map(mapping_input).collect();
+        let inputs: Vec<MappingInput> = objects.iter().map(MappingInput::from_mapping).collect();
         let p = plan(&inputs, &LiveAwsAuth::default(), &Settings::default());
         let winners: Vec<&String> = p
             .outcomes
