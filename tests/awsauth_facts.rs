@@ -1,5 +1,6 @@
-//! One test per fact of DESIGN.md's "Facts about the consumer": the parser must read aws-auth
-//! exactly as aws-iam-authenticator does, and say so when the result is not what was meant.
+//! One test per fact of how aws-iam-authenticator reads aws-auth (pkg/mapper/configmap: go-yaml
+//! v2, then Go's encoding/json, each key its own way): the parser must read aws-auth exactly as
+//! the authenticator does, and say so when the result is not what was meant.
 
 use aws_auth_operator::awsauth::{
     ArnMapping, AwsAuthEntries, ConfigMapData, DiagnosticKind, ParsedAwsAuth, Section, Severity,
