@@ -5,12 +5,13 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::{CliError, exit, print_stdout, read_file};
+use crate::arn::PrincipalKey;
 use crate::awsauth::{Diagnostic, Section, Severity, parse_data};
 use crate::lint::positions::{FilePosition, sequence_items};
 use crate::lint::{
     AwsAuthDoc, AwsAuthOrigin, MappingDoc, duplicates, read_contents, unknown_spec_fields,
 };
-use crate::validate::validate;
+use crate::validate::{Problem, validate};
 
 #[derive(Debug, Args)]
 #[command(after_help = "\
@@ -185,111 +186,141 @@ fn input_files(paths: &[PathBuf]) -> Result<Vec<(PathBuf, bool)>, CliError> {
     Ok(files)
 }
 
+/// The aws-auth reports, then the IamIdentityMapping reports, each in file order.
 fn build_reports(files: &[ReadFile]) -> Vec<Report> {
-    let mut reports = Vec::new();
-    for file in files {
-        for doc in &file.aws_auth {
-            reports.push(Report::AwsAuth(aws_auth_report(&file.name, doc)));
-        }
+    let mut reports: Vec<Report> = files
+        .iter()
+        .flat_map(|file| {
+            file.aws_auth
+                .iter()
+                .map(|doc| Report::AwsAuth(aws_auth_report(&file.name, doc)))
+        })
+        .collect();
+    let mut mappings: Vec<CheckedMapping> = files
+        .iter()
+        .flat_map(|file| {
+            file.mappings
+                .iter()
+                .map(|doc| check_mapping(&file.name, doc))
+        })
+        .collect();
+    let redefined = flag_duplicate_names(&mut mappings);
+    flag_duplicate_principals(&mut mappings, &redefined);
+    reports.extend(mappings.into_iter().map(|m| Report::Mapping(m.report)));
+    reports
+}
+
+/// An IamIdentityMapping with the problems found in it alone; the checks across mappings
+/// add theirs to its report.
+struct CheckedMapping<'a> {
+    doc: &'a MappingDoc,
+    report: MappingReport,
+    /// The principal the mapping renders to, when it is valid.
+    key: Option<PrincipalKey>,
+}
+
+impl CheckedMapping<'_> {
+    fn add_error(&mut self, reason: &str, field: &str, message: String) {
+        self.report.problems.push(MappingProblem {
+            severity: Severity::Error,
+            reason: reason.to_string(),
+            field: field.to_string(),
+            message,
+            file_line: self.doc.field_line(field),
+        });
     }
-    let mut mapping_reports = Vec::new();
-    // The principal key of each mapping that is valid.
-    let mut keys = Vec::new();
-    for file in files {
-        for doc in &file.mappings {
-            let (problems, key) = match validate(&doc.mapping.spec) {
-                Ok(entry) => (Vec::new(), Some(entry.key())),
-                // A permission set is resolved by the running operator: not a problem here.
-                Err(problems) => (
-                    problems
-                        .into_iter()
-                        .filter(|p| !p.is_unresolved())
-                        .collect(),
-                    None,
-                ),
-            };
-            let unknown = unknown_spec_fields(&doc.spec_fields).into_iter().map(|field| {
-                crate::validate::Problem {
-                    reason: "UnknownField",
-                    message: format!(
-                        "`{field}` is not a field of IamIdentityMapping's spec: the API server refuses it (kubectl's strict field validation) or drops it, and the operator never sees it"
-                    ),
-                    field: format!("spec.{field}"),
-                }
-            });
-            let problems = unknown
-                .chain(problems)
-                .map(|p| MappingProblem {
-                    severity: Severity::Error,
-                    reason: p.reason.to_string(),
-                    file_line: doc.field_line(&p.field),
-                    field: p.field,
-                    message: p.message,
-                })
-                .collect();
-            keys.push(key);
-            mapping_reports.push((
-                doc,
-                MappingReport {
-                    file: file.name.clone(),
-                    mapping: doc.name().to_string(),
-                    document: doc.document,
-                    line: doc.positions.as_ref().map(|p| p.line),
-                    problems,
-                },
-            ));
-        }
+}
+
+/// Validates one mapping's spec and flags the fields its spec does not have.
+fn check_mapping<'a>(file: &str, doc: &'a MappingDoc) -> CheckedMapping<'a> {
+    let (problems, key) = match validate(&doc.mapping.spec) {
+        Ok(entry) => (Vec::new(), Some(entry.key())),
+        // A permission set is resolved by the running operator: not a problem here.
+        Err(problems) => (
+            problems
+                .into_iter()
+                .filter(|p| !p.is_unresolved())
+                .collect(),
+            None,
+        ),
+    };
+    let problems = unknown_field_problems(doc)
+        .chain(problems)
+        .map(|p| MappingProblem {
+            severity: Severity::Error,
+            reason: p.reason.to_string(),
+            file_line: doc.field_line(&p.field),
+            field: p.field,
+            message: p.message,
+        })
+        .collect();
+    CheckedMapping {
+        doc,
+        report: MappingReport {
+            file: file.to_string(),
+            mapping: doc.name().to_string(),
+            document: doc.document,
+            line: doc.positions.as_ref().map(|p| p.line),
+            problems,
+        },
+        key,
     }
+}
+
+fn unknown_field_problems(doc: &MappingDoc) -> impl Iterator<Item = Problem> {
+    unknown_spec_fields(&doc.spec_fields)
+        .into_iter()
+        .map(|field| Problem {
+            reason: "UnknownField",
+            message: format!(
+                "`{field}` is not a field of IamIdentityMapping's spec: the API server refuses it (kubectl's strict field validation) or drops it, and the operator never sees it"
+            ),
+            field: format!("spec.{field}"),
+        })
+}
+
+/// Flags each later definition of a name; returns, per mapping, whether it is one.
+fn flag_duplicate_names(mappings: &mut [CheckedMapping]) -> Vec<bool> {
     // Names are unique in a cluster: a second definition overwrites the first on apply. It is
     // the same object, so it is not also a duplicate principal.
-    let names = mapping_reports
+    let names = mappings
         .iter()
         .enumerate()
-        .map(|(i, (doc, _))| (doc.name().to_string(), i));
-    let mut redefined = vec![false; mapping_reports.len()];
+        .map(|(i, m)| (m.doc.name().to_string(), i));
+    let mut redefined = vec![false; mappings.len()];
     for (name, first, later) in duplicates(names) {
         let message = format!(
             "IamIdentityMapping `{name}` is also defined at {}: names are unique in a cluster, so one apply overwrites the other",
-            place(&mapping_reports[first].1)
+            place(&mappings[first].report)
         );
         redefined[later] = true;
-        let (later_doc, later_report) = &mut mapping_reports[later];
-        later_report.problems.push(MappingProblem {
-            severity: Severity::Error,
-            reason: "DuplicateName".to_string(),
-            field: "metadata.name".to_string(),
-            message,
-            file_line: later_doc.field_line("metadata.name"),
-        });
+        mappings[later].add_error("DuplicateName", "metadata.name", message);
     }
-    let principals = keys
-        .into_iter()
+    redefined
+}
+
+/// Flags each later mapping of a principal already mapped, redefinitions of a name aside.
+fn flag_duplicate_principals(mappings: &mut [CheckedMapping], redefined: &[bool]) {
+    let principals = mappings
+        .iter()
         .enumerate()
         .filter(|&(i, _)| !redefined[i])
-        .filter_map(|(i, key)| Some((key?, i)));
+        .filter_map(|(i, m)| Some((m.key.clone()?, i)));
     for (key, first, later) in duplicates(principals) {
-        let (first_doc, first_report) = &mapping_reports[first];
+        let first = &mappings[first];
         let message = format!(
             "maps the same principal ({key}) as IamIdentityMapping `{}` ({}): the operator renders only the oldest of them and reports the others in Conflict",
-            first_doc.name(),
-            place(first_report)
+            first.doc.name(),
+            place(&first.report)
         );
-        let (later_doc, later_report) = &mut mapping_reports[later];
-        let field = if later_doc.mapping.spec.account.is_some() {
+        let later = &mut mappings[later];
+        let field = if later.doc.mapping.spec.account.is_some() {
             "spec.account"
         } else {
             "spec.arn"
         };
-        later_report.problems.push(MappingProblem {
-            severity: Severity::Error,
-            reason: "DuplicatePrincipal".to_string(),
-            field: field.to_string(),
-            message,
-            file_line: later_doc.field_line(field),
-        });
+        later.add_error("DuplicatePrincipal", field, message);
     }
-    reports.extend(mapping_reports.into_iter().map(|(_, r)| Report::Mapping(r)));
-    reports
 }
 
 /// `file:line` of a mapping, or the file alone.
