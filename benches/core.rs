@@ -2,9 +2,10 @@
 //! rendering 5,000 entries, parsing a 1 MiB aws-auth with hand-written entries among generated
 //! ones, and planning 5,000 mappings (steady state and first render).
 //!
-//! Targets: `render_5000_entries` < 5 ms, `parse_1mib_aws_auth` < 20 ms,
-//! `plan_5000_mappings/*` < 25 ms. `plan()` is single-threaded: wall time is CPU time.
-//! `parse_1mib_aws_auth_general_parser_only` shows what the fast reader of rendered items saves.
+//! Targets: `render_5000_entries` < 5 ms, `parse_1mib_aws_auth` < 40 ms,
+//! `plan_5000_mappings/*` < 50 ms. `plan()` is single-threaded: wall time is CPU time. These
+//! are guards against a slow core, not what users wait for: that is measured end to end by the
+//! load tool (docs/load.md).
 //!
 //! Data is generated deterministically (a fixed-seed SplitMix64), so runs are comparable. Setup
 //! asserts what each case is meant to be (sizes, diagnostics present, steady state unchanged).
@@ -22,7 +23,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use aws_auth_operator::api::{IamIdentityMappingSpec, RenderedEntry};
 use aws_auth_operator::awsauth::{
     AwsAuthEntries, ConfigMapData, Entry, MAX_CONFIGMAP_DATA_BYTES, data_size, parse_data,
-    parse_data_general, render_data,
+    render_data,
 };
 use aws_auth_operator::plan::{LiveAwsAuth, ManagedSet, MappingInput, Outcome, Settings, plan};
 use aws_auth_operator::validate::validate;
@@ -281,7 +282,8 @@ fn user_spec(rng: &mut Rng, i: usize, accounts: &[String]) -> IamIdentityMapping
     let team = *rng.pick(TEAMS);
     let username = match rng.below(3) {
         0 => format!("{first}.{last}{i}"),
-        1 => format!("iam:{{{{AccountID}}}}:{first}.{last}{i}"),
+        // Not `iam:`: that prefix is reserved for EKS's own identities and the policy refuses it.
+        1 => format!("user:{{{{AccountID}}}}:{first}.{last}{i}"),
         _ => format!("{first}.{last}{i}:{{{{AccessKeyID}}}}"),
     };
     IamIdentityMappingSpec {
@@ -585,11 +587,6 @@ fn bench_parse(c: &mut Criterion) {
     );
     c.bench_function("parse_1mib_aws_auth", |b| {
         b.iter(|| parse_data(black_box(&data)))
-    });
-    // What the fast reader of rendered items saves over the general YAML parser alone.
-    assert_eq!(parse_data_general(&data), parsed);
-    c.bench_function("parse_1mib_aws_auth_general_parser_only", |b| {
-        b.iter(|| parse_data_general(black_box(&data)))
     });
 }
 

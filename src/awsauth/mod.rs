@@ -1,7 +1,6 @@
 //! The aws-auth ConfigMap format: entry types, parsing with the authenticator's semantics, and
 //! rendering that the authenticator cannot misread.
 
-mod fastpath;
 mod parse;
 mod render;
 mod yaml11;
@@ -15,7 +14,7 @@ use crate::arn::PrincipalKey;
 
 pub use parse::{
     Diagnostic, DiagnosticKind, ParsedAwsAuth, Severity, duplicate_diagnostics, parse_data,
-    parse_data_general, parse_section_entries,
+    parse_section_entries,
 };
 pub use render::{is_sorted, render_data, render_section, sort_entries};
 

@@ -15,10 +15,7 @@ use std::fmt;
 
 use serde::Serialize;
 
-use super::fastpath::{
-    FieldName, ListItem, RenderedField, RenderedItem, RenderedValue, read_mostly_rendered,
-};
-use super::yaml11::{Node, Pos, ScalarType, parse_document_general};
+use super::yaml11::{Node, Pos, ScalarType, parse_document};
 use super::{ArnMapping, AwsAuthEntries, ConfigMapData, Section, has_whitespace};
 use crate::arn::{IamArnRef, PrincipalKind, find_placeholder, is_account_id, template_variables};
 
@@ -181,21 +178,7 @@ impl ParsedAwsAuth {
 
 /// Parses ConfigMap data with the authenticator's semantics.
 pub fn parse_data(data: &ConfigMapData) -> ParsedAwsAuth {
-    parse_data_with(data, Reader::FastWherePossible, Diagnose::Yes)
-}
-
-/// `parse_data` with the general YAML parser only: to check the fast reader against, and to
-/// measure what the fast reader saves (`benches/core.rs`).
-#[doc(hidden)]
-pub fn parse_data_general(data: &ConfigMapData) -> ParsedAwsAuth {
-    parse_data_with(data, Reader::GeneralOnly, Diagnose::Yes)
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reader {
-    /// Items in the renderer's shape through `fastpath`, the rest through the YAML parser.
-    FastWherePossible,
-    GeneralOnly,
+    parse_data_with(data, Diagnose::Yes)
 }
 
 /// What the authenticator would use of one key's text, without the diagnostics: its entries,
@@ -203,15 +186,15 @@ enum Reader {
 /// only the meaning counts.
 pub fn parse_section_entries(section: Section, text: &str) -> (AwsAuthEntries, bool) {
     let mut parsed = ParsedAwsAuth::default();
-    SectionParser::new(section, &mut parsed, Diagnose::No).parse(text, Reader::FastWherePossible);
+    SectionParser::new(section, &mut parsed, Diagnose::No).parse(text);
     (parsed.entries, parsed.malformed.contains(&section))
 }
 
-fn parse_data_with(data: &ConfigMapData, reader: Reader, diagnose: Diagnose) -> ParsedAwsAuth {
+fn parse_data_with(data: &ConfigMapData, diagnose: Diagnose) -> ParsedAwsAuth {
     let mut parsed = ParsedAwsAuth::default();
     for (key, text) in data {
         match Section::from_key(key) {
-            Some(section) => SectionParser::new(section, &mut parsed, diagnose).parse(text, reader),
+            Some(section) => SectionParser::new(section, &mut parsed, diagnose).parse(text),
             None => parsed.diagnostics.push(unknown_key(key)),
         }
     }
@@ -295,19 +278,9 @@ impl<'a> SectionParser<'a> {
         });
     }
 
-    fn parse(mut self, text: &str, reader: Reader) {
-        // Items in the renderer's shape are read without building a YAML tree; the rest, or
-        // the whole text when that is the only faithful reading, by the general parser.
-        let fast = match reader {
-            Reader::FastWherePossible => read_mostly_rendered(text, parse_document_general),
-            Reader::GeneralOnly => None,
-        };
-        let items: Vec<ListItem> = match fast {
-            Some(list) => list.items,
-            None => match self.general_items(text) {
-                Some(items) => items.into_iter().map(ListItem::Tree).collect(),
-                None => return,
-            },
+    fn parse(mut self, text: &str) {
+        let Some(items) = self.items(text) else {
+            return;
         };
         match self.section {
             Section::MapRoles => self.out.entries.roles.reserve(items.len()),
@@ -318,30 +291,26 @@ impl<'a> SectionParser<'a> {
         for (index, item) in items.into_iter().enumerate() {
             match self.section {
                 Section::MapAccounts => {
-                    if let Some(account) = self.account(index, item.into_node()) {
+                    if let Some(account) = self.account(index, item) {
                         self.out.entries.accounts.push(account);
                     }
                 }
-                Section::MapRoles | Section::MapUsers => {
-                    let mapping = match item {
-                        ListItem::Rendered(RenderedItem::Mapping { fields, pos }) => {
-                            self.rendered_mapping(index, fields, pos)
-                        }
-                        other => self.arn_mapping(index, other.into_node()),
-                    };
-                    match self.section {
-                        Section::MapRoles => self.out.entries.roles.push(mapping),
-                        _ => self.out.entries.users.push(mapping),
-                    }
+                Section::MapRoles => {
+                    let mapping = self.arn_mapping(index, item);
+                    self.out.entries.roles.push(mapping);
+                }
+                Section::MapUsers => {
+                    let mapping = self.arn_mapping(index, item);
+                    self.out.entries.users.push(mapping);
                 }
             }
         }
     }
 
-    /// The top-level items of `text` read by the general YAML parser, or `None` (with the
-    /// diagnostic) when the authenticator cannot use the key at all.
-    fn general_items(&mut self, text: &str) -> Option<Vec<Node>> {
-        let doc = match parse_document_general(text) {
+    /// The top-level items of `text`, or `None` (with the diagnostic) when the authenticator
+    /// cannot use the key at all.
+    fn items(&mut self, text: &str) -> Option<Vec<Node>> {
+        let doc = match parse_document(text) {
             Ok(doc) => doc,
             Err(err) => {
                 self.out.malformed.insert(self.section);
@@ -397,48 +366,6 @@ impl<'a> SectionParser<'a> {
                 None
             }
         }
-    }
-
-    /// An item in the renderer's shape. When its fields are exactly this section's (ARN field,
-    /// username, groups; each at most once, strings and a list of strings), the general rules
-    /// have nothing to report about its shape and its strings are used as they are; anything
-    /// else takes the general path, so every diagnostic comes from one place.
-    fn rendered_mapping(
-        &mut self,
-        index: usize,
-        fields: Vec<RenderedField>,
-        pos: Pos,
-    ) -> ArnMapping {
-        let arn_field = match self.section {
-            Section::MapRoles => FieldName::RoleArn,
-            _ => FieldName::UserArn,
-        };
-        let plain = fields.iter().all(|field| {
-            matches!(
-                (field.name, &field.value),
-                (FieldName::Groups, RenderedValue::List { .. })
-                    | (FieldName::Username, RenderedValue::Str(_))
-            ) || (field.name == arn_field && matches!(field.value, RenderedValue::Str(_)))
-        });
-        if !plain {
-            let item = RenderedItem::Mapping { fields, pos };
-            return self.arn_mapping(index, item.into_node());
-        }
-        let first_diagnostic = self.out.diagnostics.len();
-        let mut mapping = ArnMapping::default();
-        for field in fields {
-            match (field.name, field.value) {
-                (FieldName::Groups, RenderedValue::List { items, .. }) => mapping.groups = items,
-                (FieldName::Username, RenderedValue::Str(value)) => mapping.username = value,
-                (_, RenderedValue::Str(value)) => mapping.arn = value,
-                // Ruled out above.
-                (_, RenderedValue::List { .. }) => {}
-            }
-        }
-        if self.diagnose != Diagnose::No {
-            self.check_mapping(index, pos, &mapping, first_diagnostic);
-        }
-        mapping
     }
 
     /// A string-typed value the way Go's json would decode it into a `string` field.

@@ -168,16 +168,8 @@ pub struct Document {
     pub extra_documents: usize,
 }
 
-#[cfg(test)]
+/// Reads `text` as go-yaml v2 would.
 pub fn parse_document(text: &str) -> Result<Document, YamlError> {
-    match super::fastpath::read_mostly_rendered(text, parse_document_general) {
-        Some(list) => Ok(list.into_document()),
-        None => parse_document_general(text),
-    }
-}
-
-/// The general reader (any YAML); `parse_document` skips it for items in the renderer's shape.
-pub fn parse_document_general(text: &str) -> Result<Document, YamlError> {
     let mut builder = Builder::default();
     let mut documents = 0usize;
     for next in Parser::new_from_str(text) {
