@@ -2,8 +2,8 @@
 //! rendering 5,000 entries, parsing a 1 MiB aws-auth with hand-written entries among generated
 //! ones, and planning 5,000 mappings (steady state and first render).
 //!
-//! Targets: `render_5000_entries` < 5 ms, `parse_1mib_aws_auth` < 40 ms,
-//! `plan_5000_mappings/*` < 50 ms. `plan()` is single-threaded: wall time is CPU time. These
+//! Targets: `render_5000_entries` < 5 ms, `parse_1mib_aws_auth` < 50 ms,
+//! `plan_5000_mappings/*` < 75 ms. `plan()` is single-threaded: wall time is CPU time. These
 //! are guards against a slow core, not what users wait for: that is measured end to end by the
 //! load tool (docs/load.md).
 //!
