@@ -1041,6 +1041,20 @@ fn conflict(ty: &ResourceType, name: &str) -> (StatusCode, Bytes) {
     )
 }
 
+fn already_exists(ty: &ResourceType, name: &str) -> (StatusCode, Bytes) {
+    let code = StatusCode::CONFLICT;
+    let details = json!({ "name": name, "group": ty.group, "kind": ty.plural });
+    (
+        code,
+        status_body(
+            code,
+            "AlreadyExists",
+            &format!("{} \"{name}\" already exists", ty.resource()),
+            Some(details),
+        ),
+    )
+}
+
 async fn handle(State(sim): State<Arc<Sim>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let from_load_tool = parts.headers.contains_key(LOAD_TOOL_HEADER);
@@ -1452,108 +1466,41 @@ impl Sim {
         store: &mut Store,
         ty_index: usize,
         namespace: &str,
-        mut object: Value,
+        object: Value,
         manager: &str,
         operation: &str,
         keep_status: bool,
     ) -> (StatusCode, Bytes) {
         let ty = &TYPES[ty_index];
-        if !object.is_object() {
-            return failure(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "the body is not an object",
-            );
-        }
-        if !object["metadata"].is_object() {
-            object["metadata"] = json!({});
-        }
-        let meta = &mut object["metadata"];
-        let mut name = meta["name"].as_str().unwrap_or_default().to_string();
-        if name.is_empty()
-            && let Some(prefix) = meta["generateName"].as_str()
-        {
-            name = format!("{prefix}{:05x}", store.next_uid & 0xfffff);
-            meta["name"] = json!(name);
-        }
-        if name.is_empty() {
-            return failure(
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Invalid",
-                &format!(
-                    "{} is invalid: metadata.name: Required value: name or generateName is required",
-                    ty.kind
-                ),
-            );
-        }
-        if ty.namespaced {
-            if let Some(ns) = meta["namespace"].as_str()
-                && !ns.is_empty()
-                && ns != namespace
-            {
-                return failure(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    "the namespace of the provided object does not match the namespace sent on the request",
-                );
-            }
-            meta["namespace"] = json!(namespace);
-        } else if let Some(fields) = meta.as_object_mut() {
-            fields.remove("namespace");
-        }
-        let key = (
-            if ty.namespaced {
-                namespace.to_string()
-            } else {
-                String::new()
-            },
-            name.clone(),
-        );
-        if store.objects[ty_index].contains_key(&key) {
-            let code = StatusCode::CONFLICT;
-            let details = json!({ "name": name, "group": ty.group, "kind": ty.plural });
-            return (
-                code,
-                status_body(
-                    code,
-                    "AlreadyExists",
-                    &format!("{} \"{name}\" already exists", ty.resource()),
-                    Some(details),
-                ),
-            );
-        }
-        if let Some(fields) = meta.as_object_mut() {
-            for server_field in [
-                "resourceVersion",
-                "uid",
-                "creationTimestamp",
-                "generation",
-                "managedFields",
-                "deletionTimestamp",
-                "selfLink",
-            ] {
-                fields.remove(server_field);
-            }
-        }
-        if ty.status
-            && !keep_status
-            && let Some(fields) = object.as_object_mut()
-        {
-            fields.remove("status");
-        }
-        object["apiVersion"] = json!(ty.api_version());
-        object["kind"] = json!(ty.kind);
-        if ty_index == CRDS {
-            // No controller here names and establishes a CRD: it is served at once.
-            object["status"] = json!({
-                "conditions": [
-                    {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
-                    {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()}
-                ],
-                "acceptedNames": object["spec"]["names"].clone(),
-                "storedVersions": ["v1alpha1"]
-            });
-        }
+        let (key, mut object) = match admit_new(store, ty_index, namespace, object, keep_status) {
+            Ok(admitted) => admitted,
+            Err(failure) => return failure,
+        };
+        let rv = self.stamp_new(store, ty, &mut object, manager, operation);
+        let obj = Obj::new(object);
+        let body = obj.json.clone();
+        store.objects[ty_index].insert(key.clone(), obj.clone());
+        store.commit(Change {
+            rv,
+            ty: ty_index,
+            namespace: key.0,
+            kind: EventType::Added,
+            old: None,
+            obj,
+        });
+        (StatusCode::CREATED, body)
+    }
+
+    /// Gives a new object what the server owns: the next resourceVersion, a uid, its
+    /// creationTimestamp, generation 1 and managedFields. Returns the resourceVersion.
+    fn stamp_new(
+        &self,
+        store: &mut Store,
+        ty: &ResourceType,
+        object: &mut Value,
+        manager: &str,
+        operation: &str,
+    ) -> u64 {
         store.rv += 1;
         let rv = store.rv;
         let uid = store.next_uid;
@@ -1574,21 +1521,10 @@ impl Sim {
             meta["generation"] = json!(1);
         }
         if self.config.managed_fields {
-            let fields = fieldset_of_object(&object, false);
-            update_managed_fields(&mut object, manager, operation, ty, None, fields, time);
+            let fields = fieldset_of_object(object, false);
+            update_managed_fields(object, manager, operation, ty, None, fields, time);
         }
-        let obj = Obj::new(object);
-        let body = obj.json.clone();
-        store.objects[ty_index].insert(key.clone(), obj.clone());
-        store.commit(Change {
-            rv,
-            ty: ty_index,
-            namespace: key.0,
-            kind: EventType::Added,
-            old: None,
-            obj,
-        });
-        (StatusCode::CREATED, body)
+        rv
     }
 
     /// Replaces the object with `new` (already patched, or the body of a PUT).
@@ -1920,6 +1856,137 @@ impl Store {
             self.floor = dropped.rv;
         }
     }
+}
+
+// ---- creating an object ------------------------------------------------------------------------
+
+/// Checks a body to create and makes it the object to store, without what the server owns:
+/// (store key, object) or the failure to answer.
+fn admit_new(
+    store: &Store,
+    ty_index: usize,
+    namespace: &str,
+    mut object: Value,
+    keep_status: bool,
+) -> Result<((String, String), Value), (StatusCode, Bytes)> {
+    let ty = &TYPES[ty_index];
+    if !object.is_object() {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not an object",
+        ));
+    }
+    if !object["metadata"].is_object() {
+        object["metadata"] = json!({});
+    }
+    let name = name_new(store, ty, &mut object["metadata"])?;
+    place_in_namespace(ty, namespace, &mut object["metadata"])?;
+    let key = (
+        if ty.namespaced {
+            namespace.to_string()
+        } else {
+            String::new()
+        },
+        name.clone(),
+    );
+    if store.objects[ty_index].contains_key(&key) {
+        return Err(already_exists(ty, &name));
+    }
+    strip_server_fields(ty, &mut object, keep_status);
+    object["apiVersion"] = json!(ty.api_version());
+    object["kind"] = json!(ty.kind);
+    if ty_index == CRDS {
+        establish_crd(&mut object);
+    }
+    Ok((key, object))
+}
+
+/// The name of a new object: metadata.name, or one made from metadata.generateName.
+fn name_new(
+    store: &Store,
+    ty: &ResourceType,
+    meta: &mut Value,
+) -> Result<String, (StatusCode, Bytes)> {
+    let mut name = meta["name"].as_str().unwrap_or_default().to_string();
+    if name.is_empty()
+        && let Some(prefix) = meta["generateName"].as_str()
+    {
+        name = format!("{prefix}{:05x}", store.next_uid & 0xfffff);
+        meta["name"] = json!(name);
+    }
+    if name.is_empty() {
+        return Err(failure(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Invalid",
+            &format!(
+                "{} is invalid: metadata.name: Required value: name or generateName is required",
+                ty.kind
+            ),
+        ));
+    }
+    Ok(name)
+}
+
+/// A namespaced object takes the namespace of the URL (a different one in the body is refused);
+/// a cluster-scoped one has none.
+fn place_in_namespace(
+    ty: &ResourceType,
+    namespace: &str,
+    meta: &mut Value,
+) -> Result<(), (StatusCode, Bytes)> {
+    if ty.namespaced {
+        if let Some(ns) = meta["namespace"].as_str()
+            && !ns.is_empty()
+            && ns != namespace
+        {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+        meta["namespace"] = json!(namespace);
+    } else if let Some(fields) = meta.as_object_mut() {
+        fields.remove("namespace");
+    }
+    Ok(())
+}
+
+/// Drops what a client may not set on a create: the server's metadata, and the status of a type
+/// with a status subresource (unless `keep_status`).
+fn strip_server_fields(ty: &ResourceType, object: &mut Value, keep_status: bool) {
+    if let Some(fields) = object["metadata"].as_object_mut() {
+        for server_field in [
+            "resourceVersion",
+            "uid",
+            "creationTimestamp",
+            "generation",
+            "managedFields",
+            "deletionTimestamp",
+            "selfLink",
+        ] {
+            fields.remove(server_field);
+        }
+    }
+    if ty.status
+        && !keep_status
+        && let Some(fields) = object.as_object_mut()
+    {
+        fields.remove("status");
+    }
+}
+
+/// No controller here names and establishes a CRD: it is served at once.
+fn establish_crd(object: &mut Value) {
+    object["status"] = json!({
+        "conditions": [
+            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts", "message": "no conflicts found", "lastTransitionTime": now()},
+            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted", "message": "the initial names have been accepted", "lastTransitionTime": now()}
+        ],
+        "acceptedNames": object["spec"]["names"].clone(),
+        "storedVersions": ["v1alpha1"]
+    });
 }
 
 // ---- patches and managed fields ----------------------------------------------------------------
