@@ -1180,6 +1180,10 @@ struct Op {
     manager: String,
 }
 
+/// What a request to the store comes to: (status code, body, whether it was a no-op write), or
+/// the failure to answer.
+type Outcome = Result<(StatusCode, Bytes, bool), (StatusCode, Bytes)>;
+
 impl Sim {
     fn lock(&self) -> MutexGuard<'_, Store> {
         self.store.lock().unwrap_or_else(PoisonError::into_inner)
@@ -1307,139 +1311,94 @@ impl Sim {
 
     /// Applies one request to the store: (status code, body, whether it was a no-op write).
     fn apply(&self, op: &Op) -> (StatusCode, Bytes, bool) {
-        let target = &op.target;
-        let ty = &TYPES[target.ty];
-        let namespace = target.namespace.clone().unwrap_or_default();
         if op.verb == "list" {
-            let (code, body) = self.list(target, &op.query);
+            let (code, body) = self.list(&op.target, &op.query);
             return (code, body, false);
         }
-        let parse = |body: &Bytes| -> Result<Value, (StatusCode, Bytes)> {
-            serde_json::from_slice::<Value>(body).map_err(|error| {
-                failure(
-                    StatusCode::BAD_REQUEST,
-                    "BadRequest",
-                    &format!("the request body is not JSON: {error}"),
-                )
-            })
-        };
+        let target = &op.target;
+        let namespace = target.namespace.clone().unwrap_or_default();
         let mut store = self.lock();
-        let result = match op.verb {
-            "get" => {
-                let name = target.name.clone().unwrap_or_default();
-                match store.objects[target.ty].get(&(namespace, name.clone())) {
-                    Some(obj) => Ok((StatusCode::OK, obj.json.clone(), false)),
-                    None => Err(not_found(ty, &name)),
-                }
-            }
-            "create" => parse(&op.body).map(|body| {
-                let (code, bytes) = self.create(
-                    &mut store,
-                    target.ty,
-                    &namespace,
-                    body,
-                    &op.manager,
-                    "Update",
-                );
-                (code, bytes, false)
-            }),
-            "update" => parse(&op.body).and_then(|body| {
-                let name = target.name.clone().unwrap_or_default();
-                if body["metadata"]["name"].as_str() != Some(name.as_str()) {
-                    return Err(failure(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        &format!(
-                            "the name of the object ({}) does not match the name on the URL ({name})",
-                            body["metadata"]["name"].as_str().unwrap_or_default()
-                        ),
-                    ));
-                }
-                self.update(&mut store, target, &namespace, &name, body, &op.manager, "Update")
-            }),
-            "patch" => parse(&op.body).and_then(|patch| {
-                let name = target.name.clone().unwrap_or_default();
-                let kind = op.content_type.split(';').next().unwrap_or_default().trim();
-                let key = (namespace.clone(), name.clone());
-                let Some(old) = store.objects[target.ty].get(&key).cloned() else {
-                    if kind == "application/apply-patch+yaml" && !target.status {
-                        let mut object = patch;
-                        object["metadata"]["name"] = json!(name);
-                        let (code, bytes) = self.create(
-                            &mut store,
-                            target.ty,
-                            &namespace,
-                            object,
-                            &op.manager,
-                            "Apply",
-                        );
-                        return Ok((code, bytes, false));
-                    }
-                    return Err(not_found(ty, &name));
-                };
-                let mut patched = old.value.clone();
-                let operation = match kind {
-                    "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
-                        merge_patch(&mut patched, &patch);
-                        "Update"
-                    }
-                    "application/apply-patch+yaml" => {
-                        merge_patch(&mut patched, &patch);
-                        "Apply"
-                    }
-                    "application/json-patch+json" => {
-                        json_patch(&mut patched, &patch).map_err(|message| {
-                            failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message)
-                        })?;
-                        "Update"
-                    }
-                    other => {
-                        return Err(failure(
-                            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                            "UnsupportedMediaType",
-                            &format!("the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
-                        ));
-                    }
-                };
-                // A merge patch that names a resourceVersion is a precondition.
-                if patched["metadata"]["resourceVersion"] != old.value["metadata"]["resourceVersion"]
-                {
-                    return Err(conflict(ty, &name));
-                }
-                self.update(&mut store, target, &namespace, &name, patched, &op.manager, operation)
-            }),
-            "delete" => {
-                let name = target.name.clone().unwrap_or_default();
-                match store.objects[target.ty].remove(&(namespace.clone(), name.clone())) {
-                    None => Err(not_found(ty, &name)),
-                    Some(old) => {
-                        store.rv += 1;
-                        let rv = store.rv;
-                        let mut value = old.value.clone();
-                        value["metadata"]["resourceVersion"] = json!(rv.to_string());
-                        let obj = Obj::new(value);
-                        let body = obj.json.clone();
-                        store.commit(Change {
-                            rv,
-                            ty: target.ty,
-                            namespace,
-                            kind: EventType::Deleted,
-                            old: None,
-                            obj,
-                        });
-                        if target.ty == CRDS && name == MAPPINGS_CRD {
-                            store.delete_every_mapping();
-                        }
-                        Ok((StatusCode::OK, body, false))
-                    }
-                }
-            }
-            _ => Err(failure(StatusCode::METHOD_NOT_ALLOWED, "MethodNotAllowed", op.verb)),
+        let outcome = match op.verb {
+            "get" => store.get_object(target, namespace),
+            "create" => self.post(&mut store, op, &namespace),
+            "update" => self.replace(&mut store, op, &namespace),
+            "patch" => self.patch(&mut store, op, &namespace),
+            "delete" => store.delete_object(target, namespace),
+            _ => Err(failure(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "MethodNotAllowed",
+                op.verb,
+            )),
         };
-        match result {
-            Ok(answer) => answer,
-            Err((code, body)) => (code, body, false),
+        outcome.unwrap_or_else(|(code, body)| (code, body, false))
+    }
+
+    /// A POST: creates the object of the body.
+    fn post(&self, store: &mut Store, op: &Op, namespace: &str) -> Outcome {
+        let body = parse_body(&op.body)?;
+        let (code, bytes) =
+            self.create(store, op.target.ty, namespace, body, &op.manager, "Update");
+        Ok((code, bytes, false))
+    }
+
+    /// A PUT: the body must name the object of the URL.
+    fn replace(&self, store: &mut Store, op: &Op, namespace: &str) -> Outcome {
+        let body = parse_body(&op.body)?;
+        let name = op.target.name.clone().unwrap_or_default();
+        if body["metadata"]["name"].as_str() != Some(name.as_str()) {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!(
+                    "the name of the object ({}) does not match the name on the URL ({name})",
+                    body["metadata"]["name"].as_str().unwrap_or_default()
+                ),
+            ));
         }
+        self.update(
+            store,
+            &op.target,
+            namespace,
+            &name,
+            body,
+            &op.manager,
+            "Update",
+        )
+    }
+
+    /// A PATCH of the object, or server-side apply of a missing one, which creates it.
+    fn patch(&self, store: &mut Store, op: &Op, namespace: &str) -> Outcome {
+        let patch = parse_body(&op.body)?;
+        let target = &op.target;
+        let ty = &TYPES[target.ty];
+        let name = target.name.clone().unwrap_or_default();
+        let kind = op.content_type.split(';').next().unwrap_or_default().trim();
+        let key = (namespace.to_string(), name.clone());
+        let Some(old) = store.objects[target.ty].get(&key).cloned() else {
+            if kind == "application/apply-patch+yaml" && !target.status {
+                let mut object = patch;
+                object["metadata"]["name"] = json!(name);
+                let (code, bytes) =
+                    self.create(store, target.ty, namespace, object, &op.manager, "Apply");
+                return Ok((code, bytes, false));
+            }
+            return Err(not_found(ty, &name));
+        };
+        let mut patched = old.value.clone();
+        let operation = patch_as(kind, &mut patched, &patch)?;
+        // A merge patch that names a resourceVersion is a precondition.
+        if patched["metadata"]["resourceVersion"] != old.value["metadata"]["resourceVersion"] {
+            return Err(conflict(ty, &name));
+        }
+        self.update(
+            store,
+            target,
+            namespace,
+            &name,
+            patched,
+            &op.manager,
+            operation,
+        )
     }
 
     /// Creates `object`; `(201, object)` or a failure.
@@ -1538,7 +1497,7 @@ impl Sim {
         mut new: Value,
         manager: &str,
         operation: &str,
-    ) -> Result<(StatusCode, Bytes, bool), (StatusCode, Bytes)> {
+    ) -> Outcome {
         let ty = &TYPES[target.ty];
         let key = (namespace.to_string(), name.to_string());
         let Some(old) = store.objects[target.ty].get(&key).cloned() else {
@@ -1808,6 +1767,41 @@ impl Sim {
 }
 
 impl Store {
+    /// A GET of one object.
+    fn get_object(&self, target: &Target, namespace: String) -> Outcome {
+        let name = target.name.clone().unwrap_or_default();
+        match self.objects[target.ty].get(&(namespace, name.clone())) {
+            Some(obj) => Ok((StatusCode::OK, obj.json.clone(), false)),
+            None => Err(not_found(&TYPES[target.ty], &name)),
+        }
+    }
+
+    /// A DELETE: the object's last state, at a new resourceVersion, goes to its watchers.
+    fn delete_object(&mut self, target: &Target, namespace: String) -> Outcome {
+        let name = target.name.clone().unwrap_or_default();
+        let Some(old) = self.objects[target.ty].remove(&(namespace.clone(), name.clone())) else {
+            return Err(not_found(&TYPES[target.ty], &name));
+        };
+        self.rv += 1;
+        let rv = self.rv;
+        let mut value = old.value.clone();
+        value["metadata"]["resourceVersion"] = json!(rv.to_string());
+        let obj = Obj::new(value);
+        let body = obj.json.clone();
+        self.commit(Change {
+            rv,
+            ty: target.ty,
+            namespace,
+            kind: EventType::Deleted,
+            old: None,
+            obj,
+        });
+        if target.ty == CRDS && name == MAPPINGS_CRD {
+            self.delete_every_mapping();
+        }
+        Ok((StatusCode::OK, body, false))
+    }
+
     /// What a real API server does when the IamIdentityMapping CRD is deleted: every mapping is
     /// deleted (a DELETED event each), then their watches end; watching again answers 404.
     fn delete_every_mapping(&mut self) {
@@ -1855,6 +1849,48 @@ impl Store {
             self.history_bytes -= dropped.obj.json.len();
             self.floor = dropped.rv;
         }
+    }
+}
+
+fn parse_body(body: &Bytes) -> Result<Value, (StatusCode, Bytes)> {
+    serde_json::from_slice::<Value>(body).map_err(|error| {
+        failure(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("the request body is not JSON: {error}"),
+        )
+    })
+}
+
+/// Applies a patch in the media type `kind` to `object`: the managedFields operation it counts
+/// as, or the failure to answer.
+fn patch_as(
+    kind: &str,
+    object: &mut Value,
+    patch: &Value,
+) -> Result<&'static str, (StatusCode, Bytes)> {
+    match kind {
+        "application/merge-patch+json" | "application/strategic-merge-patch+json" => {
+            merge_patch(object, patch);
+            Ok("Update")
+        }
+        "application/apply-patch+yaml" => {
+            merge_patch(object, patch);
+            Ok("Apply")
+        }
+        "application/json-patch+json" => {
+            json_patch(object, patch).map_err(|message| {
+                failure(StatusCode::UNPROCESSABLE_ENTITY, "Invalid", &message)
+            })?;
+            Ok("Update")
+        }
+        other => Err(failure(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "UnsupportedMediaType",
+            &format!(
+                "the body of the request was in an unknown format ({other}) - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"
+            ),
+        )),
     }
 }
 
