@@ -1059,49 +1059,16 @@ async fn handle(State(sim): State<Arc<Sim>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
     let from_load_tool = parts.headers.contains_key(LOAD_TOOL_HEADER);
     let query = Query::parse(parts.uri.query().unwrap_or_default());
+    let method = &parts.method;
     let path = parts.uri.path();
-    if path == "/version" && parts.method == Method::GET {
-        let version = json!({
-            "major": "1", "minor": "33", "gitVersion": "v1.33.0-aws-auth-operator-load-sim",
-            "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
-            "buildDate": "2026-01-01T00:00:00Z", "goVersion": "none", "compiler": "rustc",
-            "platform": "linux/amd64"
-        });
-        return json_response(StatusCode::OK, Bytes::from(version.to_string()));
+    if path == "/version" && method == Method::GET {
+        return version();
     }
     let Some(target) = route(path) else {
-        sim.count(
-            format!("{} (unserved) {path}", parts.method),
-            from_load_tool,
-            Some(404),
-            false,
-        );
-        let (code, body) = failure(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!(
-                "the server could not find the requested resource ({} {path})",
-                parts.method
-            ),
-        );
-        return json_response(code, body);
+        return sim.unserved(method, path, from_load_tool);
     };
     if target.ty == MAPPINGS && !sim.mappings_served() {
-        sim.count(
-            target.stats_key(parts.method.as_str()),
-            from_load_tool,
-            Some(404),
-            false,
-        );
-        let (code, body) = failure(
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &format!(
-                "the server could not find the requested resource ({} {path}): the CustomResourceDefinition {MAPPINGS_CRD} does not exist",
-                parts.method
-            ),
-        );
-        return json_response(code, body);
+        return sim.mappings_unserved(&target, method, path, from_load_tool);
     }
     let content_type = parts
         .headers
@@ -1111,54 +1078,14 @@ async fn handle(State(sim): State<Arc<Sim>>, request: Request) -> Response {
         .to_string();
     let body = match axum::body::to_bytes(body, MAX_BODY).await {
         Ok(body) => body,
-        Err(error) => {
-            let (code, body) = failure(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "RequestEntityTooLarge",
-                &format!("reading the request body: {error}"),
-            );
-            return json_response(code, body);
-        }
+        Err(error) => return too_large(&error),
     };
-    let manager = query
-        .get("fieldManager")
-        .map(str::to_string)
-        .or_else(|| {
-            parts
-                .headers
-                .get(header::USER_AGENT)
-                .and_then(|v| v.to_str().ok())
-                .map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
-        })
-        .unwrap_or_else(|| "unknown".to_string());
-
-    if parts.method == Method::GET && target.name.is_none() && query.get("watch") == Some("true") {
+    let manager = field_manager(&query, &parts.headers);
+    if method == Method::GET && target.name.is_none() && query.get("watch") == Some("true") {
         return sim.watch(target, &query, from_load_tool).await;
     }
-    let verb = match (&parts.method, &target.name) {
-        (&Method::GET, None) => "list",
-        (&Method::GET, Some(_)) => "get",
-        (&Method::POST, None) => "create",
-        (&Method::PUT, Some(_)) => "update",
-        (&Method::PATCH, Some(_)) => "patch",
-        (&Method::DELETE, Some(_)) => "delete",
-        _ => {
-            sim.count(
-                target.stats_key(parts.method.as_str()),
-                from_load_tool,
-                Some(405),
-                false,
-            );
-            let (code, body) = failure(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "MethodNotAllowed",
-                &format!(
-                    "the server does not allow this method on the requested resource ({})",
-                    parts.method
-                ),
-            );
-            return json_response(code, body);
-        }
+    let Some(verb) = verb_of(method, &target) else {
+        return sim.method_not_allowed(&target, method, from_load_tool);
     };
     let request = Op {
         verb,
@@ -1169,6 +1096,52 @@ async fn handle(State(sim): State<Arc<Sim>>, request: Request) -> Response {
         manager,
     };
     sim.serve(request, from_load_tool).await
+}
+
+fn version() -> Response {
+    let version = json!({
+        "major": "1", "minor": "33", "gitVersion": "v1.33.0-aws-auth-operator-load-sim",
+        "gitCommit": "0000000000000000000000000000000000000000", "gitTreeState": "clean",
+        "buildDate": "2026-01-01T00:00:00Z", "goVersion": "none", "compiler": "rustc",
+        "platform": "linux/amd64"
+    });
+    json_response(StatusCode::OK, Bytes::from(version.to_string()))
+}
+
+fn too_large(error: &axum::Error) -> Response {
+    let (code, body) = failure(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "RequestEntityTooLarge",
+        &format!("reading the request body: {error}"),
+    );
+    json_response(code, body)
+}
+
+/// The fieldManager parameter, else the client's name from its User-Agent.
+fn field_manager(query: &Query, headers: &axum::http::HeaderMap) -> String {
+    query
+        .get("fieldManager")
+        .map(str::to_string)
+        .or_else(|| {
+            headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(|ua| ua.split('/').next().unwrap_or(ua).to_string())
+        })
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// The verb of a request that is not a watch, if the method is allowed on the target.
+fn verb_of(method: &Method, target: &Target) -> Option<&'static str> {
+    Some(match (method, &target.name) {
+        (&Method::GET, None) => "list",
+        (&Method::GET, Some(_)) => "get",
+        (&Method::POST, None) => "create",
+        (&Method::PUT, Some(_)) => "update",
+        (&Method::PATCH, Some(_)) => "patch",
+        (&Method::DELETE, Some(_)) => "delete",
+        _ => return None,
+    })
 }
 
 struct Op {
@@ -1192,6 +1165,66 @@ impl Sim {
     /// IamIdentityMappings exist only while their CRD does.
     fn mappings_served(&self) -> bool {
         self.lock().objects[CRDS].contains_key(&(String::new(), MAPPINGS_CRD.to_string()))
+    }
+
+    /// A path outside the resource types served.
+    fn unserved(&self, method: &Method, path: &str, from_load_tool: bool) -> Response {
+        self.count(
+            format!("{method} (unserved) {path}"),
+            from_load_tool,
+            Some(404),
+            false,
+        );
+        let (code, body) = failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!("the server could not find the requested resource ({method} {path})"),
+        );
+        json_response(code, body)
+    }
+
+    /// A request for IamIdentityMappings while their CRD does not exist.
+    fn mappings_unserved(
+        &self,
+        target: &Target,
+        method: &Method,
+        path: &str,
+        from_load_tool: bool,
+    ) -> Response {
+        self.count(
+            target.stats_key(method.as_str()),
+            from_load_tool,
+            Some(404),
+            false,
+        );
+        let (code, body) = failure(
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            &format!(
+                "the server could not find the requested resource ({method} {path}): the CustomResourceDefinition {MAPPINGS_CRD} does not exist"
+            ),
+        );
+        json_response(code, body)
+    }
+
+    fn method_not_allowed(
+        &self,
+        target: &Target,
+        method: &Method,
+        from_load_tool: bool,
+    ) -> Response {
+        self.count(
+            target.stats_key(method.as_str()),
+            from_load_tool,
+            Some(405),
+            false,
+        );
+        let (code, body) = failure(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &format!("the server does not allow this method on the requested resource ({method})"),
+        );
+        json_response(code, body)
     }
 
     fn stats(&self) -> MutexGuard<'_, Stats> {
