@@ -164,191 +164,181 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix(METRICS_PREFIX);
-        let reconciles = Family::<ResultLabels, Counter>::default();
-        let reconcile_duration = Histogram::new(DURATION_BUCKETS);
-        let reconcile_errors = Family::<ReasonLabels, Counter>::default();
-        let managed_entries = Gauge::default();
-        let unmanaged_entries = Gauge::default();
-        let aws_auth_writes = Counter::default();
-        let status_writes = Counter::default();
-        let drift_repairs = Counter::default();
-        let conflicts = Gauge::default();
-        let leader = Gauge::default();
-        let history_revisions = Gauge::default();
-        let aws_auth_frozen = Gauge::default();
-        let mapping_cache_synced = Gauge::default();
-        let mapping_cache_current = Gauge::default();
-        let mappings = Family::<MappingStateLabels, Gauge>::default();
-        let access_entries = Family::<AccessEntryStateLabels, Gauge>::default();
-        let aws_auth_data_bytes = Gauge::default();
-        let aws_auth_data_limit_bytes = Gauge::default();
-        aws_auth_data_limit_bytes.set(to_i64(crate::awsauth::MAX_CONFIGMAP_DATA_BYTES));
-        let last_success = Gauge::<f64, AtomicU64>::default();
-        let build_info = Family::<BuildLabels, Gauge>::default();
-        let watch_up = Family::<WatchLabels, Gauge>::default();
-        let eks_unavailable = Gauge::default();
-        build_info
-            .get_or_create(&BuildLabels {
-                version: VERSION,
-                git_commit: GIT_COMMIT,
-            })
-            .set(1);
+        let mut metrics = Metrics {
+            registry: Registry::with_prefix(METRICS_PREFIX),
+            reconciles: Family::default(),
+            reconcile_duration: Histogram::new(DURATION_BUCKETS),
+            reconcile_errors: Family::default(),
+            managed_entries: Gauge::default(),
+            unmanaged_entries: Gauge::default(),
+            aws_auth_writes: Counter::default(),
+            status_writes: Counter::default(),
+            drift_repairs: Counter::default(),
+            conflicts: Gauge::default(),
+            leader: Gauge::default(),
+            history_revisions: Gauge::default(),
+            aws_auth_frozen: Gauge::default(),
+            mapping_cache_synced: Gauge::default(),
+            mapping_cache_current: Gauge::default(),
+            mappings: Family::default(),
+            mappings_seen: Mutex::new(BTreeSet::new()),
+            access_entries: Family::default(),
+            access_entries_seen: Mutex::new(BTreeSet::new()),
+            aws_auth_data_bytes: Gauge::default(),
+            aws_auth_data_limit_bytes: Gauge::default(),
+            last_success: Gauge::default(),
+            watch_up: Family::default(),
+            eks_unavailable: Gauge::default(),
+        };
+        // Out of the struct while each family registers clones of its metrics into it.
+        let mut registry = std::mem::take(&mut metrics.registry);
+        metrics.register_reconciles(&mut registry);
+        metrics.register_aws_auth(&mut registry);
+        metrics.register_mapping_cache(&mut registry);
+        metrics.register_mappings(&mut registry);
+        metrics.register_access_entries(&mut registry);
+        register_build_info(&mut registry);
+        metrics.registry = registry;
+        metrics
+    }
 
-        // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
-        // registry; the names here must not repeat them.
+    // Counters get their `_total` suffix and the histogram its `_seconds` unit from the
+    // registry; the names below must not repeat them.
+
+    fn register_reconciles(&self, registry: &mut Registry) {
         registry.register(
             "reconciles",
             "Reconciles of aws-auth, by result (success or error)",
-            reconciles.clone(),
+            self.reconciles.clone(),
         );
         registry.register_with_unit(
             "reconcile_duration",
             "Wall-clock duration of one reconcile of aws-auth",
             Unit::Seconds,
-            reconcile_duration.clone(),
+            self.reconcile_duration.clone(),
         );
         registry.register(
             "reconcile_errors",
             "Failed reconciles, by machine-readable reason",
-            reconcile_errors.clone(),
-        );
-        registry.register(
-            "managed_entries",
-            "aws-auth entries owned by the operator (rendered from IamIdentityMapping resources)",
-            managed_entries.clone(),
-        );
-        registry.register(
-            "unmanaged_entries",
-            "aws-auth entries the operator preserves but does not own",
-            unmanaged_entries.clone(),
-        );
-        registry.register(
-            "aws_auth_writes",
-            "Writes of the aws-auth ConfigMap",
-            aws_auth_writes.clone(),
-        );
-        registry.register(
-            "status_writes",
-            "IamIdentityMapping status patches",
-            status_writes.clone(),
-        );
-        registry.register(
-            "drift_repairs",
-            "Managed aws-auth entries changed outside the operator and restored",
-            drift_repairs.clone(),
-        );
-        registry.register(
-            "conflicts",
-            "IamIdentityMapping resources currently in conflict with an older mapping",
-            conflicts.clone(),
-        );
-        registry.register(
-            "leader",
-            "1 when this replica writes aws-auth (it holds the leader lease, or leader election is off), else 0",
-            leader.clone(),
-        );
-        registry.register(
-            "history_revisions",
-            "Revisions of aws-auth kept in kube-system/aws-auth-operator-history after the last one recorded",
-            history_revisions.clone(),
-        );
-        registry.register(
-            "aws_auth_frozen",
-            "1 while aws-auth is frozen (annotation awsauth.dev/frozen: no managed entry is removed until a person lifts it), else 0",
-            aws_auth_frozen.clone(),
-        );
-        registry.register(
-            "mapping_cache_synced",
-            "1 once the IamIdentityMapping cache has been listed completely (the operator reconciles only then), else 0",
-            mapping_cache_synced.clone(),
-        );
-        registry.register(
-            "mapping_cache_current",
-            "1 while the IamIdentityMapping cache is current (listed, and no watch error since its last event): managed entries are removed only then, else 0",
-            mapping_cache_current.clone(),
-        );
-        registry.register(
-            "mappings",
-            "IamIdentityMapping resources by their Ready condition (ready: true, false or unknown) and its reason, as of the last reconcile",
-            mappings.clone(),
-        );
-        registry.register(
-            "access_entries",
-            "IamIdentityMapping resources by the state of their EKS access entry (AccessEntrySynced condition and reason), as of the last reconcile; absent with --access-entries=off",
-            access_entries.clone(),
-        );
-        registry.register_with_unit(
-            "aws_auth_data",
-            "Size of the data of the aws-auth ConfigMap as of the last reconcile (what the operator wrote or found)",
-            Unit::Bytes,
-            aws_auth_data_bytes.clone(),
-        );
-        registry.register_with_unit(
-            "aws_auth_data_limit",
-            "Most data the operator writes into aws-auth (Kubernetes refuses a ConfigMap over 1 MiB)",
-            Unit::Bytes,
-            aws_auth_data_limit_bytes.clone(),
+            self.reconcile_errors.clone(),
         );
         registry.register_with_unit(
             "reconcile_last_success_timestamp",
             "Unix time of the end of the last successful reconcile of aws-auth, 0 before the first",
             Unit::Seconds,
-            last_success.clone(),
+            self.last_success.clone(),
+        );
+        // Both result series exist from the start so `rate()` over them is defined before the
+        // first error.
+        for result in ["success", "error"] {
+            let _ = self.reconciles.get_or_create(&ResultLabels { result });
+        }
+    }
+
+    fn register_aws_auth(&self, registry: &mut Registry) {
+        registry.register(
+            "managed_entries",
+            "aws-auth entries owned by the operator (rendered from IamIdentityMapping resources)",
+            self.managed_entries.clone(),
+        );
+        registry.register(
+            "unmanaged_entries",
+            "aws-auth entries the operator preserves but does not own",
+            self.unmanaged_entries.clone(),
+        );
+        registry.register(
+            "aws_auth_writes",
+            "Writes of the aws-auth ConfigMap",
+            self.aws_auth_writes.clone(),
+        );
+        registry.register(
+            "drift_repairs",
+            "Managed aws-auth entries changed outside the operator and restored",
+            self.drift_repairs.clone(),
+        );
+        registry.register(
+            "leader",
+            "1 when this replica writes aws-auth (it holds the leader lease, or leader election is off), else 0",
+            self.leader.clone(),
+        );
+        registry.register(
+            "history_revisions",
+            "Revisions of aws-auth kept in kube-system/aws-auth-operator-history after the last one recorded",
+            self.history_revisions.clone(),
+        );
+        registry.register(
+            "aws_auth_frozen",
+            "1 while aws-auth is frozen (annotation awsauth.dev/frozen: no managed entry is removed until a person lifts it), else 0",
+            self.aws_auth_frozen.clone(),
+        );
+        registry.register_with_unit(
+            "aws_auth_data",
+            "Size of the data of the aws-auth ConfigMap as of the last reconcile (what the operator wrote or found)",
+            Unit::Bytes,
+            self.aws_auth_data_bytes.clone(),
+        );
+        self.aws_auth_data_limit_bytes
+            .set(to_i64(crate::awsauth::MAX_CONFIGMAP_DATA_BYTES));
+        registry.register_with_unit(
+            "aws_auth_data_limit",
+            "Most data the operator writes into aws-auth (Kubernetes refuses a ConfigMap over 1 MiB)",
+            Unit::Bytes,
+            self.aws_auth_data_limit_bytes.clone(),
+        );
+    }
+
+    fn register_mapping_cache(&self, registry: &mut Registry) {
+        registry.register(
+            "mapping_cache_synced",
+            "1 once the IamIdentityMapping cache has been listed completely (the operator reconciles only then), else 0",
+            self.mapping_cache_synced.clone(),
+        );
+        registry.register(
+            "mapping_cache_current",
+            "1 while the IamIdentityMapping cache is current (listed, and no watch error since its last event): managed entries are removed only then, else 0",
+            self.mapping_cache_current.clone(),
+        );
+        registry.register(
+            "watch_up",
+            "1 while a watch delivers events (IamIdentityMappings, kube-system/aws-auth), 0 before its first event and after an error until it delivers again",
+            self.watch_up.clone(),
+        );
+    }
+
+    fn register_mappings(&self, registry: &mut Registry) {
+        registry.register(
+            "mappings",
+            "IamIdentityMapping resources by their Ready condition (ready: true, false or unknown) and its reason, as of the last reconcile",
+            self.mappings.clone(),
+        );
+        registry.register(
+            "status_writes",
+            "IamIdentityMapping status patches",
+            self.status_writes.clone(),
+        );
+        registry.register(
+            "conflicts",
+            "IamIdentityMapping resources currently in conflict with an older mapping",
+            self.conflicts.clone(),
+        );
+    }
+
+    fn register_access_entries(&self, registry: &mut Registry) {
+        registry.register(
+            "access_entries",
+            "IamIdentityMapping resources by the state of their EKS access entry (AccessEntrySynced condition and reason), as of the last reconcile; absent with --access-entries=off",
+            self.access_entries.clone(),
+        );
+        registry.register(
+            "eks_unavailable",
+            "1 while the EKS API does not answer the access-entry loop (timeouts, refused connections) or refuses its calls (the /readyz body says why), else 0; always 0 without an EKS client",
+            self.eks_unavailable.clone(),
         );
         registry.register(
             "aws_api_errors",
             "Failed EKS, IAM and STS calls (after the SDK's retries), by service, operation and error code (Unreachable: no answer)",
             AWS_API_ERRORS.clone(),
         );
-        registry.register(
-            "watch_up",
-            "1 while a watch delivers events (IamIdentityMappings, kube-system/aws-auth), 0 before its first event and after an error until it delivers again",
-            watch_up.clone(),
-        );
-        registry.register(
-            "build_info",
-            "Always 1; the labels say which build runs (version, git commit)",
-            build_info,
-        );
-        registry.register(
-            "eks_unavailable",
-            "1 while the EKS API does not answer the access-entry loop (timeouts, refused connections) or refuses its calls (the /readyz body says why), else 0; always 0 without an EKS client",
-            eks_unavailable.clone(),
-        );
-
-        // Both result series exist from the start so `rate()` over them is defined before the
-        // first error.
-        for result in ["success", "error"] {
-            let _ = reconciles.get_or_create(&ResultLabels { result });
-        }
-
-        Metrics {
-            registry,
-            reconciles,
-            reconcile_duration,
-            reconcile_errors,
-            managed_entries,
-            unmanaged_entries,
-            aws_auth_writes,
-            status_writes,
-            drift_repairs,
-            conflicts,
-            leader,
-            history_revisions,
-            aws_auth_frozen,
-            mapping_cache_synced,
-            mapping_cache_current,
-            mappings,
-            mappings_seen: Mutex::new(BTreeSet::new()),
-            access_entries,
-            access_entries_seen: Mutex::new(BTreeSet::new()),
-            aws_auth_data_bytes,
-            aws_auth_data_limit_bytes,
-            last_success,
-            watch_up,
-            eks_unavailable,
-        }
     }
 
     /// Records one finished reconcile; `error_reason` is `None` on success, else a short
@@ -473,6 +463,22 @@ impl Metrics {
             "# EOF\n".to_string()
         })
     }
+}
+
+/// Always 1: its labels say which build runs.
+fn register_build_info(registry: &mut Registry) {
+    let build_info = Family::<BuildLabels, Gauge>::default();
+    build_info
+        .get_or_create(&BuildLabels {
+            version: VERSION,
+            git_commit: GIT_COMMIT,
+        })
+        .set(1);
+    registry.register(
+        "build_info",
+        "Always 1; the labels say which build runs (version, git commit)",
+        build_info,
+    );
 }
 
 /// Sets one gauge per label set; label sets set before and absent now are set to 0 (they stay
