@@ -1435,7 +1435,6 @@ impl Sim {
     }
 
     /// Creates `object`; `(201, object)` or a failure.
-    #[allow(clippy::too_many_arguments)]
     fn create(
         &self,
         store: &mut Store,
@@ -1445,26 +1444,8 @@ impl Sim {
         manager: &str,
         operation: &str,
     ) -> (StatusCode, Bytes) {
-        self.create_with(
-            store, ty_index, namespace, object, manager, operation, false,
-        )
-    }
-
-    /// [`Sim::create`]; with `keep_status`, the status of the body is kept (seeding: a real
-    /// API server drops it on a create when the type has a status subresource).
-    #[allow(clippy::too_many_arguments)]
-    fn create_with(
-        &self,
-        store: &mut Store,
-        ty_index: usize,
-        namespace: &str,
-        object: Value,
-        manager: &str,
-        operation: &str,
-        keep_status: bool,
-    ) -> (StatusCode, Bytes) {
         let ty = &TYPES[ty_index];
-        let (key, mut object) = match admit_new(store, ty_index, namespace, object, keep_status) {
+        let (key, mut object) = match admit_new(store, ty_index, namespace, object) {
             Ok(admitted) => admitted,
             Err(failure) => return failure,
         };
@@ -1936,7 +1917,6 @@ fn admit_new(
     ty_index: usize,
     namespace: &str,
     mut object: Value,
-    keep_status: bool,
 ) -> Result<((String, String), Value), (StatusCode, Bytes)> {
     let ty = &TYPES[ty_index];
     if !object.is_object() {
@@ -1962,7 +1942,7 @@ fn admit_new(
     if store.objects[ty_index].contains_key(&key) {
         return Err(already_exists(ty, &name));
     }
-    strip_server_fields(ty, &mut object, keep_status);
+    strip_server_fields(ty, &mut object);
     object["apiVersion"] = json!(ty.api_version());
     object["kind"] = json!(ty.kind);
     if ty_index == CRDS {
@@ -2023,8 +2003,8 @@ fn place_in_namespace(
 }
 
 /// Drops what a client may not set on a create: the server's metadata, and the status of a type
-/// with a status subresource (unless `keep_status`).
-fn strip_server_fields(ty: &ResourceType, object: &mut Value, keep_status: bool) {
+/// with a status subresource.
+fn strip_server_fields(ty: &ResourceType, object: &mut Value) {
     if let Some(fields) = object["metadata"].as_object_mut() {
         for server_field in [
             "resourceVersion",
@@ -2039,7 +2019,6 @@ fn strip_server_fields(ty: &ResourceType, object: &mut Value, keep_status: bool)
         }
     }
     if ty.status
-        && !keep_status
         && let Some(fields) = object.as_object_mut()
     {
         fields.remove("status");
