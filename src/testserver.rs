@@ -1011,48 +1011,33 @@ fn failure(code: StatusCode, reason: &str, message: &str) -> (StatusCode, Bytes)
 }
 
 fn not_found(ty: &ResourceType, name: &str) -> (StatusCode, Bytes) {
-    let code = StatusCode::NOT_FOUND;
-    let details = json!({ "name": name, "group": ty.group, "kind": ty.plural });
-    (
-        code,
-        status_body(
-            code,
-            "NotFound",
-            &format!("{} \"{name}\" not found", ty.resource()),
-            Some(details),
-        ),
-    )
+    let message = format!("{} \"{name}\" not found", ty.resource());
+    object_failure(ty, name, StatusCode::NOT_FOUND, "NotFound", &message)
 }
 
 fn conflict(ty: &ResourceType, name: &str) -> (StatusCode, Bytes) {
-    let code = StatusCode::CONFLICT;
-    let details = json!({ "name": name, "group": ty.group, "kind": ty.plural });
-    (
-        code,
-        status_body(
-            code,
-            "Conflict",
-            &format!(
-                "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
-                ty.resource()
-            ),
-            Some(details),
-        ),
-    )
+    let message = format!(
+        "Operation cannot be fulfilled on {} \"{name}\": the object has been modified; please apply your changes to the latest version and try again",
+        ty.resource()
+    );
+    object_failure(ty, name, StatusCode::CONFLICT, "Conflict", &message)
 }
 
 fn already_exists(ty: &ResourceType, name: &str) -> (StatusCode, Bytes) {
-    let code = StatusCode::CONFLICT;
+    let message = format!("{} \"{name}\" already exists", ty.resource());
+    object_failure(ty, name, StatusCode::CONFLICT, "AlreadyExists", &message)
+}
+
+/// A failure about one object: the Status names it in `details`, as the API server's does.
+fn object_failure(
+    ty: &ResourceType,
+    name: &str,
+    code: StatusCode,
+    reason: &str,
+    message: &str,
+) -> (StatusCode, Bytes) {
     let details = json!({ "name": name, "group": ty.group, "kind": ty.plural });
-    (
-        code,
-        status_body(
-            code,
-            "AlreadyExists",
-            &format!("{} \"{name}\" already exists", ty.resource()),
-            Some(details),
-        ),
-    )
+    (code, status_body(code, reason, message, Some(details)))
 }
 
 async fn handle(State(sim): State<Arc<Sim>>, request: Request) -> Response {
