@@ -278,104 +278,164 @@ enum Exit {
     Changed,
 }
 
+/// The background task's side of an election.
+struct Election {
+    client: kube::Client,
+    config: LeaderConfig,
+    lease: String,
+    manager: LeaseManager,
+    tx: watch::Sender<bool>,
+    problem: watch::Sender<Option<String>>,
+    stop: oneshot::Receiver<()>,
+    retry: Duration,
+    /// A problem is cleared once the election has run a whole lease duration without an error.
+    quiet: Duration,
+}
+
 async fn run(
     client: kube::Client,
     config: LeaderConfig,
-    mut manager: LeaseManager,
+    manager: LeaseManager,
     tx: watch::Sender<bool>,
     problem: watch::Sender<Option<String>>,
-    mut stop: oneshot::Receiver<()>,
+    stop: oneshot::Receiver<()>,
 ) {
-    let identity = config.identity.as_str();
-    let lease = lease_ref(&config);
-    let mut retry = MIN_RETRY;
-    // A problem is cleared once the election has run a whole lease duration without an error.
-    let quiet = Duration::from_secs(config.lease_duration_secs);
+    let mut election = Election {
+        client,
+        lease: lease_ref(&config),
+        quiet: Duration::from_secs(config.lease_duration_secs),
+        config,
+        manager,
+        tx,
+        problem,
+        stop,
+        retry: MIN_RETRY,
+    };
     loop {
+        match election.next_change().await {
+            Exit::Changed => continue,
+            Exit::Stop => break,
+            Exit::Retry => {
+                if !election.replace_manager().await {
+                    return;
+                }
+            }
+        }
+    }
+    election.release().await;
+}
+
+impl Election {
+    /// Waits for the manager to report a change of leadership or an error, or for the stop
+    /// signal, and clears a problem that has stayed quiet meanwhile.
+    async fn next_change(&mut self) -> Exit {
         // Polled to completion, never dropped half-way: clearing a problem must not cancel a
         // lease update in flight.
-        let outcome = {
-            let changed = manager.changed();
+        let result = {
+            let changed = self.manager.changed();
             tokio::pin!(changed);
             loop {
                 tokio::select! {
                     biased;
                     // Ok (release) and Err (Leadership dropped) both mean stop.
-                    _ = &mut stop => break Exit::Stop,
-                    _ = tokio::time::sleep(quiet), if problem.borrow().is_some() => {
-                        problem.send_replace(None);
+                    _ = &mut self.stop => return Exit::Stop,
+                    _ = tokio::time::sleep(self.quiet), if self.problem.borrow().is_some() => {
+                        self.problem.send_replace(None);
                     }
-                    result = &mut changed => break match result {
-                        Ok(leading) => {
-                            tx.send_replace(leading);
-                            problem.send_replace(None);
-                            if leading {
-                                info!(identity, lease = %lease, "acquired leadership");
-                            } else {
-                                warn!(identity, lease = %lease, "lost leadership; standing by");
-                            }
-                            retry = MIN_RETRY;
-                            Exit::Changed
-                        }
-                        Err(err) => {
-                            problem.send_replace(Some(format!("lease {lease}: {err}")));
-                            // Whether a renewal or a read failed, we can no longer prove we hold
-                            // the lease: step down before it could expire under us.
-                            if tx.send_replace(false) {
-                                warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "lease renewal failed; stepping down");
-                            } else {
-                                warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "leader election error");
-                            }
-                            Exit::Retry
-                        }
-                    },
+                    result = &mut changed => break result,
                 }
             }
         };
-        if let Exit::Changed = outcome {
-            continue;
+        match result {
+            Ok(leading) => self.changed(leading),
+            Err(err) => self.failed(err),
         }
-        if let Exit::Stop = outcome {
-            break;
+    }
+
+    /// Publishes a change of leadership reported by the manager.
+    fn changed(&mut self, leading: bool) -> Exit {
+        let identity = self.config.identity.as_str();
+        let lease = &self.lease;
+        self.tx.send_replace(leading);
+        self.problem.send_replace(None);
+        if leading {
+            info!(identity, lease = %lease, "acquired leadership");
+        } else {
+            warn!(identity, lease = %lease, "lost leadership; standing by");
         }
-        // The failed manager still believes its old state and would never report a successful
-        // retry as a change (and cannot recreate a deleted Lease), so start from a fresh one
-        // that reads the Lease again.
+        self.retry = MIN_RETRY;
+        Exit::Changed
+    }
+
+    /// Steps down after the manager failed to read or renew the lease.
+    fn failed(&mut self, err: LeaseManagerError) -> Exit {
+        let identity = self.config.identity.as_str();
+        let lease = &self.lease;
+        let retry = self.retry;
+        self.problem
+            .send_replace(Some(format!("lease {lease}: {err}")));
+        // Whether a renewal or a read failed, we can no longer prove we hold
+        // the lease: step down before it could expire under us.
+        if self.tx.send_replace(false) {
+            warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "lease renewal failed; stepping down");
+        } else {
+            warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "leader election error");
+        }
+        Exit::Retry
+    }
+
+    /// Retries with backoff until a fresh manager reads the Lease; false once stopped instead.
+    ///
+    /// The failed manager still believes its old state and would never report a successful
+    /// retry as a change (and cannot recreate a deleted Lease), so start from a fresh one
+    /// that reads the Lease again.
+    async fn replace_manager(&mut self) -> bool {
+        let identity = self.config.identity.as_str();
+        let lease = &self.lease;
         loop {
             tokio::select! {
                 biased;
-                _ = &mut stop => {
+                _ = &mut self.stop => {
                     // Not leading any more; the lease, if still ours, expires on its own.
                     info!(identity, lease = %lease, "left leader election");
-                    return;
+                    return false;
                 }
-                _ = tokio::time::sleep(retry) => {}
+                _ = tokio::time::sleep(self.retry) => {}
             }
-            retry = (retry * 2).min(MAX_RETRY);
-            match build_manager(&client, &config).await {
+            self.retry = (self.retry * 2).min(MAX_RETRY);
+            let retry = self.retry;
+            match build_manager(&self.client, &self.config).await {
                 Ok(fresh) => {
-                    manager = fresh;
-                    break;
+                    self.manager = fresh;
+                    return true;
                 }
                 Err(err) => {
-                    problem.send_replace(Some(format!("lease {lease}: {err}")));
+                    self.problem
+                        .send_replace(Some(format!("lease {lease}: {err}")));
                     warn!(identity, lease = %lease, error = %err, retry_in = ?retry, "cannot read the lease")
                 }
             }
         }
     }
 
-    // Subscribers must see the step-down before another replica can take the lease.
-    let was_leader = tx.send_replace(false);
-    // Past the lease duration the lease has expired anyway; don't hold up shutdown longer.
-    let timeout = Duration::from_secs(config.lease_duration_secs);
-    match tokio::time::timeout(timeout, manager.release()).await {
-        Ok(Ok(())) if was_leader => info!(identity, lease = %lease, "released leadership"),
-        Ok(Ok(())) => info!(identity, lease = %lease, "left leader election"),
-        Ok(Err(err)) => {
-            warn!(identity, lease = %lease, error = %err, "releasing the lease failed; it will expire")
+    /// Steps down and frees the lease once the election is stopped.
+    async fn release(self) {
+        let identity = self.config.identity.as_str();
+        let lease = &self.lease;
+        // Subscribers must see the step-down before another replica can take the lease.
+        let was_leader = self.tx.send_replace(false);
+        // Past the lease duration the lease has expired anyway; don't hold up shutdown longer.
+        let timeout = Duration::from_secs(self.config.lease_duration_secs);
+        match tokio::time::timeout(timeout, self.manager.release()).await {
+            Ok(Ok(())) if was_leader => info!(identity, lease = %lease, "released leadership"),
+            Ok(Ok(())) => info!(identity, lease = %lease, "left leader election"),
+            Ok(Err(err)) => {
+                warn!(identity, lease = %lease, error = %err, "releasing the lease failed; it will expire")
+            }
+            Err(_) => {
+                warn!(identity, lease = %lease, "releasing the lease timed out; it will expire")
+            }
         }
-        Err(_) => warn!(identity, lease = %lease, "releasing the lease timed out; it will expire"),
     }
 }
 
