@@ -80,69 +80,15 @@ impl EventPublisher {
     ) -> Result<(), kube::Error> {
         let note = truncate(note, MAX_NOTE_BYTES);
         let now = Timestamp::now();
-        let key = SeriesKey {
-            warning: type_ == EventType::Warning,
-            reason: reason.to_string(),
-            note: note.clone(),
-            regarding: (
-                regarding.kind.clone(),
-                regarding.namespace.clone(),
-                regarding.name.clone(),
-                regarding.uid.clone(),
-            ),
-        };
+        let key = SeriesKey::new(regarding, type_, reason, &note);
         // The cache decides create or patch; the API call runs without holding it, so that
         // events of many mappings are published at once.
-        let call = {
-            let mut series = self.series.lock().await;
-            series.retain(|_, s| s.last + SERIES_TTL > now);
-            match series.get_mut(&key) {
-                Some(existing) => {
-                    existing.count += 1;
-                    existing.last = now;
-                    Call::Patch {
-                        namespace: existing.namespace.clone(),
-                        name: existing.name.clone(),
-                        count: existing.count,
-                    }
-                }
-                None => {
-                    let namespace = regarding
-                        .namespace
-                        .clone()
-                        .unwrap_or_else(|| "default".to_string());
-                    let name = format!(
-                        "{}.{:x}",
-                        regarding.name.as_deref().unwrap_or(&self.controller),
-                        now.as_nanosecond()
-                    );
-                    series.insert(
-                        key,
-                        Series {
-                            namespace: namespace.clone(),
-                            name: name.clone(),
-                            count: 1,
-                            last: now,
-                        },
-                    );
-                    Call::Create { namespace, name }
-                }
-            }
-        };
-        match call {
+        match self.next_call(key, regarding, now).await {
             Call::Patch {
                 namespace,
                 name,
                 count,
-            } => {
-                let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-                api.patch(
-                    &name,
-                    &PatchParams::default(),
-                    &Patch::Merge(&repeat_patch(count, now)),
-                )
-                .await?;
-            }
+            } => self.bump(&namespace, &name, count, now).await,
             Call::Create { namespace, name } => {
                 let reporter = Reporter {
                     controller: &self.controller,
@@ -157,11 +103,90 @@ impl EventPublisher {
                     note,
                     now,
                 );
-                let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-                api.create(&PostParams::default(), &event).await?;
+                self.create(&namespace, &event).await
             }
         }
+    }
+
+    /// Records the event in the series cache (dropping expired series) and says whether it
+    /// starts a new series or repeats a recent one.
+    async fn next_call(&self, key: SeriesKey, regarding: &ObjectReference, now: Timestamp) -> Call {
+        let mut series = self.series.lock().await;
+        series.retain(|_, s| s.last + SERIES_TTL > now);
+        match series.get_mut(&key) {
+            Some(existing) => {
+                existing.count += 1;
+                existing.last = now;
+                Call::Patch {
+                    namespace: existing.namespace.clone(),
+                    name: existing.name.clone(),
+                    count: existing.count,
+                }
+            }
+            None => {
+                let namespace = regarding
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".to_string());
+                let name = format!(
+                    "{}.{:x}",
+                    regarding.name.as_deref().unwrap_or(&self.controller),
+                    now.as_nanosecond()
+                );
+                series.insert(
+                    key,
+                    Series {
+                        namespace: namespace.clone(),
+                        name: name.clone(),
+                        count: 1,
+                        last: now,
+                    },
+                );
+                Call::Create { namespace, name }
+            }
+        }
+    }
+
+    /// Patches one more repeat into an existing event.
+    async fn bump(
+        &self,
+        namespace: &str,
+        name: &str,
+        count: i32,
+        now: Timestamp,
+    ) -> Result<(), kube::Error> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        api.patch(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(&repeat_patch(count, now)),
+        )
+        .await?;
         Ok(())
+    }
+
+    /// Creates the first event of a series.
+    async fn create(&self, namespace: &str, event: &Event) -> Result<(), kube::Error> {
+        let api: Api<Event> = Api::namespaced(self.client.clone(), namespace);
+        api.create(&PostParams::default(), event).await?;
+        Ok(())
+    }
+}
+
+impl SeriesKey {
+    /// Events with equal keys belong to one series.
+    fn new(regarding: &ObjectReference, type_: EventType, reason: &str, note: &str) -> SeriesKey {
+        SeriesKey {
+            warning: type_ == EventType::Warning,
+            reason: reason.to_string(),
+            note: note.to_string(),
+            regarding: (
+                regarding.kind.clone(),
+                regarding.namespace.clone(),
+                regarding.name.clone(),
+                regarding.uid.clone(),
+            ),
+        }
     }
 }
 
