@@ -1576,7 +1576,6 @@ impl Sim {
     }
 
     fn list(&self, target: &Target, query: &Query) -> (StatusCode, Bytes) {
-        let ty = &TYPES[target.ty];
         let selector = match Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))
         {
             Ok(selector) => selector,
@@ -1587,94 +1586,30 @@ impl Sim {
             .and_then(|l| l.parse::<usize>().ok())
             .filter(|l| *l > 0);
         let mut store = self.lock();
-        let (snapshot_id, offset, rv, items) = match query.get("continue").filter(|c| !c.is_empty())
-        {
-            Some(token) => {
-                let parsed = token.split_once(':').and_then(|(id, offset)| {
-                    Some((id.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
-                });
-                let found = parsed.and_then(|(id, offset)| {
-                    store
-                        .snapshots
-                        .iter()
-                        .find(|(i, s)| *i == id && s.ty == target.ty)
-                        .map(|(_, s)| (id, offset, s.rv, s.items.clone()))
-                });
-                match found {
-                    Some(found) => found,
-                    None => {
-                        return failure(
-                            StatusCode::GONE,
-                            "Expired",
-                            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                        );
-                    }
-                }
-            }
-            None => {
-                let items: Vec<Arc<Obj>> = store.objects[target.ty]
-                    .iter()
-                    .filter(|((ns, _), obj)| {
-                        target.namespace.as_deref().is_none_or(|n| n == ns) && selector.matches(obj)
-                    })
-                    .map(|(_, obj)| obj.clone())
-                    .collect();
-                (0, 0, store.rv, items)
-            }
+        let token = query.get("continue").filter(|c| !c.is_empty());
+        let Some(source) = store.list_source(target, &selector, token) else {
+            return failure(
+                StatusCode::GONE,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            );
         };
-        let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
-        let remaining = items.len() - end;
-        let continue_token = if remaining > 0 {
-            let id = if snapshot_id == 0 {
-                let id = store.next_snapshot;
-                store.next_snapshot += 1;
-                store.snapshots.push_back((
-                    id,
-                    Snapshot {
-                        ty: target.ty,
-                        rv,
-                        items: items.clone(),
-                    },
-                ));
-                if store.snapshots.len() > MAX_SNAPSHOTS {
-                    store.snapshots.pop_front();
-                }
-                id
-            } else {
-                snapshot_id
-            };
-            Some(format!("{id}:{end}"))
-        } else {
-            if snapshot_id != 0 {
-                store.snapshots.retain(|(id, _)| *id != snapshot_id);
-            }
-            None
-        };
+        let end = limit.map_or(source.items.len(), |l| {
+            (source.offset + l).min(source.items.len())
+        });
+        let remaining = source.items.len() - end;
+        let continue_token = store.continue_token(target.ty, &source, end, remaining);
         drop(store);
-        let mut metadata = json!({ "resourceVersion": rv.to_string() });
+        let mut metadata = json!({ "resourceVersion": source.rv.to_string() });
         if let Some(token) = continue_token {
             metadata["continue"] = json!(token);
             metadata["remainingItemCount"] = json!(remaining);
         }
-        let page = &items[offset.min(end)..end];
-        let mut body =
-            Vec::with_capacity(page.iter().map(|o| o.json.len() + 1).sum::<usize>() + 256);
-        body.extend_from_slice(
-            format!(
-                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
-                ty.kind,
-                ty.api_version()
-            )
-            .as_bytes(),
-        );
-        for (i, obj) in page.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(&obj.json);
-        }
-        body.extend_from_slice(b"]}");
-        (StatusCode::OK, Bytes::from(body))
+        let page = &source.items[source.offset.min(end)..end];
+        (
+            StatusCode::OK,
+            list_body(&TYPES[target.ty], &metadata, page),
+        )
     }
 
     async fn watch(&self, target: Target, query: &Query, from_load_tool: bool) -> Response {
@@ -1766,6 +1701,79 @@ impl Sim {
 }
 
 impl Store {
+    /// What a list reads: the snapshot a continue token names (`None` once it is dropped), or
+    /// the objects now matching.
+    fn list_source(
+        &self,
+        target: &Target,
+        selector: &Selector,
+        token: Option<&str>,
+    ) -> Option<ListSource> {
+        let Some(token) = token else {
+            let items = self.objects[target.ty]
+                .iter()
+                .filter(|((ns, _), obj)| {
+                    target.namespace.as_deref().is_none_or(|n| n == ns) && selector.matches(obj)
+                })
+                .map(|(_, obj)| obj.clone())
+                .collect();
+            return Some(ListSource {
+                snapshot: 0,
+                offset: 0,
+                rv: self.rv,
+                items,
+            });
+        };
+        let (id, offset) = token.split_once(':').and_then(|(id, offset)| {
+            Some((id.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
+        })?;
+        self.snapshots
+            .iter()
+            .find(|(i, s)| *i == id && s.ty == target.ty)
+            .map(|(_, s)| ListSource {
+                snapshot: id,
+                offset,
+                rv: s.rv,
+                items: s.items.clone(),
+            })
+    }
+
+    /// The continue token of a page ending at `end` with `remaining` items after it. The items
+    /// are kept as a snapshot while pages remain, so that every page is of the same list.
+    fn continue_token(
+        &mut self,
+        ty: usize,
+        source: &ListSource,
+        end: usize,
+        remaining: usize,
+    ) -> Option<String> {
+        if remaining == 0 {
+            if source.snapshot != 0 {
+                self.snapshots.retain(|(id, _)| *id != source.snapshot);
+            }
+            return None;
+        }
+        let id = if source.snapshot == 0 {
+            let id = self.next_snapshot;
+            self.next_snapshot += 1;
+            self.snapshots.push_back((
+                id,
+                Snapshot {
+                    ty,
+                    rv: source.rv,
+                    items: source.items.clone(),
+                },
+            ));
+            if self.snapshots.len() > MAX_SNAPSHOTS {
+                self.snapshots.pop_front();
+            }
+            id
+        } else {
+            source.snapshot
+        };
+        Some(format!("{id}:{end}"))
+    }
+
     /// A GET of one object.
     fn get_object(&self, target: &Target, namespace: String) -> Outcome {
         let name = target.name.clone().unwrap_or_default();
@@ -1849,6 +1857,36 @@ impl Store {
             self.floor = dropped.rv;
         }
     }
+}
+
+/// The items a list pages through, and where this page starts.
+struct ListSource {
+    /// The snapshot a continue token named; 0 for a new list.
+    snapshot: u64,
+    offset: usize,
+    rv: u64,
+    items: Vec<Arc<Obj>>,
+}
+
+/// A list's JSON, written from each object's stored JSON.
+fn list_body(ty: &ResourceType, metadata: &Value, page: &[Arc<Obj>]) -> Bytes {
+    let mut body = Vec::with_capacity(page.iter().map(|o| o.json.len() + 1).sum::<usize>() + 256);
+    body.extend_from_slice(
+        format!(
+            "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
+            ty.kind,
+            ty.api_version()
+        )
+        .as_bytes(),
+    );
+    for (i, obj) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&obj.json);
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, (StatusCode, Bytes)> {
