@@ -1502,44 +1502,8 @@ impl Sim {
         let Some(old) = store.objects[target.ty].get(&key).cloned() else {
             return Err(not_found(ty, name));
         };
-        if !new.is_object() {
-            return Err(failure(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "the body is not an object",
-            ));
-        }
-        // A PUT that carries a resourceVersion is a compare-and-swap.
-        if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
-            && !rv.is_empty()
-            && Some(rv) != old.value["metadata"]["resourceVersion"].as_str()
-        {
-            return Err(conflict(ty, name));
-        }
-        if target.status {
-            let status = new.get("status").cloned();
-            new = old.value.clone();
-            set_or_remove(&mut new, "status", status);
-        } else if ty.status {
-            set_or_remove(&mut new, "status", old.value.get("status").cloned());
-        }
-        if !new["metadata"].is_object() {
-            new["metadata"] = json!({});
-        }
-        for field in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "resourceVersion",
-            "managedFields",
-        ] {
-            let previous = old.value["metadata"].get(field).cloned();
-            set_or_remove(&mut new["metadata"], field, previous);
-        }
-        new["apiVersion"] = json!(ty.api_version());
-        new["kind"] = json!(ty.kind);
+        check_replacement(ty, name, &new, &old.value)?;
+        keep_stored_fields(&mut new, &old.value, target);
         if new == old.value {
             return Ok((StatusCode::OK, old.json.clone(), true));
         }
@@ -1551,15 +1515,7 @@ impl Sim {
         let rv = store.rv;
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         if self.config.managed_fields {
-            let fields = if target.status {
-                let mut fields = Map::new();
-                fields.insert("f:status".into(), fieldset_child(&new["status"]));
-                Value::Object(fields)
-            } else {
-                fieldset_of_object(&new, false)
-            };
-            let subresource = target.status.then_some("status");
-            update_managed_fields(&mut new, manager, operation, ty, subresource, fields, now());
+            record_update_fields(&mut new, target, manager, operation);
         }
         let obj = Obj::new(new);
         let body = obj.json.clone();
@@ -2023,6 +1979,82 @@ fn place_in_namespace(
         fields.remove("namespace");
     }
     Ok(())
+}
+
+/// Refuses a replacement that is not an object, or whose resourceVersion (a PUT that carries one
+/// is a compare-and-swap) is not the stored one.
+fn check_replacement(
+    ty: &ResourceType,
+    name: &str,
+    new: &Value,
+    old: &Value,
+) -> Result<(), (StatusCode, Bytes)> {
+    if !new.is_object() {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not an object",
+        ));
+    }
+    if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
+        && !rv.is_empty()
+        && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+    {
+        return Err(conflict(ty, name));
+    }
+    Ok(())
+}
+
+/// What an update may not change is taken from the stored object: everything but the status
+/// through the status subresource, else the status (of a type with the subresource) and the
+/// server's metadata.
+fn keep_stored_fields(new: &mut Value, old: &Value, target: &Target) {
+    let ty = &TYPES[target.ty];
+    if target.status {
+        let status = new.get("status").cloned();
+        *new = old.clone();
+        set_or_remove(new, "status", status);
+    } else if ty.status {
+        set_or_remove(new, "status", old.get("status").cloned());
+    }
+    if !new["metadata"].is_object() {
+        new["metadata"] = json!({});
+    }
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "resourceVersion",
+        "managedFields",
+    ] {
+        let previous = old["metadata"].get(field).cloned();
+        set_or_remove(&mut new["metadata"], field, previous);
+    }
+    new["apiVersion"] = json!(ty.api_version());
+    new["kind"] = json!(ty.kind);
+}
+
+/// Records the fields `manager` now owns: through the status subresource, the status alone.
+fn record_update_fields(new: &mut Value, target: &Target, manager: &str, operation: &str) {
+    let fields = if target.status {
+        let mut fields = Map::new();
+        fields.insert("f:status".into(), fieldset_child(&new["status"]));
+        Value::Object(fields)
+    } else {
+        fieldset_of_object(new, false)
+    };
+    let subresource = target.status.then_some("status");
+    update_managed_fields(
+        new,
+        manager,
+        operation,
+        &TYPES[target.ty],
+        subresource,
+        fields,
+        now(),
+    );
 }
 
 /// Drops what a client may not set on a create: the server's metadata, and the status of a type
