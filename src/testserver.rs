@@ -1570,7 +1570,6 @@ impl Sim {
 
     async fn watch(&self, target: Target, query: &Query, from_load_tool: bool) -> Response {
         let key = target.stats_key("watch");
-        let ty = &TYPES[target.ty];
         let selector = match Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))
         {
             Ok(selector) => selector,
@@ -1601,58 +1600,11 @@ impl Sim {
             bookmarks,
             tx,
         };
-        {
-            let mut store = self.lock();
-            if from.is_empty() || from == "0" || initial_events {
-                for ((ns, _), obj) in &store.objects[target.ty] {
-                    if watcher.matches(ns, obj) {
-                        let _ = watcher.tx.send(event_line("ADDED", &obj.json));
-                    }
-                }
-                if initial_events && bookmarks {
-                    let _ = watcher.tx.send(bookmark_line(ty, store.rv, true));
-                }
-                store.watchers.push(watcher);
-            } else {
-                let Ok(since) = from.parse::<u64>() else {
-                    let (code, body) = failure(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        &format!("invalid resource version: {from}"),
-                    );
-                    return json_response(code, body);
-                };
-                if since < store.floor {
-                    let status = status_body(
-                        StatusCode::GONE,
-                        "Expired",
-                        &format!("too old resource version: {since} ({})", store.floor + 1),
-                        None,
-                    );
-                    let _ = watcher.tx.send(event_line("ERROR", &status));
-                } else {
-                    let start = store.history.partition_point(|c| c.rv <= since);
-                    for change in store.history.range(start..) {
-                        if let Some(kind) = watcher.event_for(change) {
-                            let _ = watcher.tx.send(event_line(kind.name(), &change.obj.json));
-                        }
-                    }
-                    store.watchers.push(watcher);
-                }
-            }
+        let started = self.lock().start_watch(watcher, from, initial_events);
+        if let Err((code, body)) = started {
+            return json_response(code, body);
         }
-        let events = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|line| (Ok::<Bytes, Infallible>(line), rx))
-        })
-        .take_until(tokio::time::sleep(timeout));
-        let mut response = Response::new(Body::from_stream(events));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        watch_response(rx, timeout)
     }
 }
 
@@ -1728,6 +1680,57 @@ impl Store {
             source.snapshot
         };
         Some(format!("{id}:{end}"))
+    }
+
+    /// Sends a new watcher the events it starts with, then keeps it for the changes to come:
+    /// every matching object for a watch from no version, "0" or with initial events (then a
+    /// bookmark ends them, if asked), else the changes after `from`. Changes no longer kept end
+    /// the watch with an Expired ERROR event.
+    fn start_watch(
+        &mut self,
+        watcher: Watcher,
+        from: &str,
+        initial_events: bool,
+    ) -> Result<(), (StatusCode, Bytes)> {
+        if from.is_empty() || from == "0" || initial_events {
+            for ((ns, _), obj) in &self.objects[watcher.ty] {
+                if watcher.matches(ns, obj) {
+                    let _ = watcher.tx.send(event_line("ADDED", &obj.json));
+                }
+            }
+            if initial_events && watcher.bookmarks {
+                let _ = watcher
+                    .tx
+                    .send(bookmark_line(&TYPES[watcher.ty], self.rv, true));
+            }
+            self.watchers.push(watcher);
+            return Ok(());
+        }
+        let Ok(since) = from.parse::<u64>() else {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("invalid resource version: {from}"),
+            ));
+        };
+        if since < self.floor {
+            let status = status_body(
+                StatusCode::GONE,
+                "Expired",
+                &format!("too old resource version: {since} ({})", self.floor + 1),
+                None,
+            );
+            let _ = watcher.tx.send(event_line("ERROR", &status));
+            return Ok(());
+        }
+        let start = self.history.partition_point(|c| c.rv <= since);
+        for change in self.history.range(start..) {
+            if let Some(kind) = watcher.event_for(change) {
+                let _ = watcher.tx.send(event_line(kind.name(), &change.obj.json));
+            }
+        }
+        self.watchers.push(watcher);
+        Ok(())
     }
 
     /// A GET of one object.
@@ -1813,6 +1816,22 @@ impl Store {
             self.floor = dropped.rv;
         }
     }
+}
+
+/// A watch's response: the lines sent to `rx`, streamed until `timeout`.
+fn watch_response(rx: mpsc::UnboundedReceiver<Bytes>, timeout: Duration) -> Response {
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<Bytes, Infallible>(line), rx))
+    })
+    .take_until(tokio::time::sleep(timeout));
+    let mut response = Response::new(Body::from_stream(events));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
 }
 
 /// The items a list pages through, and where this page starts.
