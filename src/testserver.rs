@@ -1502,44 +1502,8 @@ impl Sim {
         let Some(old) = store.objects[target.ty].get(&key).cloned() else {
             return Err(not_found(ty, name));
         };
-        if !new.is_object() {
-            return Err(failure(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "the body is not an object",
-            ));
-        }
-        // A PUT that carries a resourceVersion is a compare-and-swap.
-        if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
-            && !rv.is_empty()
-            && Some(rv) != old.value["metadata"]["resourceVersion"].as_str()
-        {
-            return Err(conflict(ty, name));
-        }
-        if target.status {
-            let status = new.get("status").cloned();
-            new = old.value.clone();
-            set_or_remove(&mut new, "status", status);
-        } else if ty.status {
-            set_or_remove(&mut new, "status", old.value.get("status").cloned());
-        }
-        if !new["metadata"].is_object() {
-            new["metadata"] = json!({});
-        }
-        for field in [
-            "name",
-            "namespace",
-            "uid",
-            "creationTimestamp",
-            "generation",
-            "resourceVersion",
-            "managedFields",
-        ] {
-            let previous = old.value["metadata"].get(field).cloned();
-            set_or_remove(&mut new["metadata"], field, previous);
-        }
-        new["apiVersion"] = json!(ty.api_version());
-        new["kind"] = json!(ty.kind);
+        check_replacement(ty, name, &new, &old.value)?;
+        keep_stored_fields(&mut new, &old.value, target);
         if new == old.value {
             return Ok((StatusCode::OK, old.json.clone(), true));
         }
@@ -1551,15 +1515,7 @@ impl Sim {
         let rv = store.rv;
         new["metadata"]["resourceVersion"] = json!(rv.to_string());
         if self.config.managed_fields {
-            let fields = if target.status {
-                let mut fields = Map::new();
-                fields.insert("f:status".into(), fieldset_child(&new["status"]));
-                Value::Object(fields)
-            } else {
-                fieldset_of_object(&new, false)
-            };
-            let subresource = target.status.then_some("status");
-            update_managed_fields(&mut new, manager, operation, ty, subresource, fields, now());
+            record_update_fields(&mut new, target, manager, operation);
         }
         let obj = Obj::new(new);
         let body = obj.json.clone();
@@ -1576,7 +1532,6 @@ impl Sim {
     }
 
     fn list(&self, target: &Target, query: &Query) -> (StatusCode, Bytes) {
-        let ty = &TYPES[target.ty];
         let selector = match Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))
         {
             Ok(selector) => selector,
@@ -1587,99 +1542,34 @@ impl Sim {
             .and_then(|l| l.parse::<usize>().ok())
             .filter(|l| *l > 0);
         let mut store = self.lock();
-        let (snapshot_id, offset, rv, items) = match query.get("continue").filter(|c| !c.is_empty())
-        {
-            Some(token) => {
-                let parsed = token.split_once(':').and_then(|(id, offset)| {
-                    Some((id.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
-                });
-                let found = parsed.and_then(|(id, offset)| {
-                    store
-                        .snapshots
-                        .iter()
-                        .find(|(i, s)| *i == id && s.ty == target.ty)
-                        .map(|(_, s)| (id, offset, s.rv, s.items.clone()))
-                });
-                match found {
-                    Some(found) => found,
-                    None => {
-                        return failure(
-                            StatusCode::GONE,
-                            "Expired",
-                            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
-                        );
-                    }
-                }
-            }
-            None => {
-                let items: Vec<Arc<Obj>> = store.objects[target.ty]
-                    .iter()
-                    .filter(|((ns, _), obj)| {
-                        target.namespace.as_deref().is_none_or(|n| n == ns) && selector.matches(obj)
-                    })
-                    .map(|(_, obj)| obj.clone())
-                    .collect();
-                (0, 0, store.rv, items)
-            }
+        let token = query.get("continue").filter(|c| !c.is_empty());
+        let Some(source) = store.list_source(target, &selector, token) else {
+            return failure(
+                StatusCode::GONE,
+                "Expired",
+                "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+            );
         };
-        let end = limit.map_or(items.len(), |l| (offset + l).min(items.len()));
-        let remaining = items.len() - end;
-        let continue_token = if remaining > 0 {
-            let id = if snapshot_id == 0 {
-                let id = store.next_snapshot;
-                store.next_snapshot += 1;
-                store.snapshots.push_back((
-                    id,
-                    Snapshot {
-                        ty: target.ty,
-                        rv,
-                        items: items.clone(),
-                    },
-                ));
-                if store.snapshots.len() > MAX_SNAPSHOTS {
-                    store.snapshots.pop_front();
-                }
-                id
-            } else {
-                snapshot_id
-            };
-            Some(format!("{id}:{end}"))
-        } else {
-            if snapshot_id != 0 {
-                store.snapshots.retain(|(id, _)| *id != snapshot_id);
-            }
-            None
-        };
+        let end = limit.map_or(source.items.len(), |l| {
+            (source.offset + l).min(source.items.len())
+        });
+        let remaining = source.items.len() - end;
+        let continue_token = store.continue_token(target.ty, &source, end, remaining);
         drop(store);
-        let mut metadata = json!({ "resourceVersion": rv.to_string() });
+        let mut metadata = json!({ "resourceVersion": source.rv.to_string() });
         if let Some(token) = continue_token {
             metadata["continue"] = json!(token);
             metadata["remainingItemCount"] = json!(remaining);
         }
-        let page = &items[offset.min(end)..end];
-        let mut body =
-            Vec::with_capacity(page.iter().map(|o| o.json.len() + 1).sum::<usize>() + 256);
-        body.extend_from_slice(
-            format!(
-                "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
-                ty.kind,
-                ty.api_version()
-            )
-            .as_bytes(),
-        );
-        for (i, obj) in page.iter().enumerate() {
-            if i > 0 {
-                body.push(b',');
-            }
-            body.extend_from_slice(&obj.json);
-        }
-        body.extend_from_slice(b"]}");
-        (StatusCode::OK, Bytes::from(body))
+        let page = &source.items[source.offset.min(end)..end];
+        (
+            StatusCode::OK,
+            list_body(&TYPES[target.ty], &metadata, page),
+        )
     }
 
     async fn watch(&self, target: Target, query: &Query, from_load_tool: bool) -> Response {
         let key = target.stats_key("watch");
-        let ty = &TYPES[target.ty];
         let selector = match Selector::parse(query.get("labelSelector"), query.get("fieldSelector"))
         {
             Ok(selector) => selector,
@@ -1710,62 +1600,139 @@ impl Sim {
             bookmarks,
             tx,
         };
-        {
-            let mut store = self.lock();
-            if from.is_empty() || from == "0" || initial_events {
-                for ((ns, _), obj) in &store.objects[target.ty] {
-                    if watcher.matches(ns, obj) {
-                        let _ = watcher.tx.send(event_line("ADDED", &obj.json));
-                    }
-                }
-                if initial_events && bookmarks {
-                    let _ = watcher.tx.send(bookmark_line(ty, store.rv, true));
-                }
-                store.watchers.push(watcher);
-            } else {
-                let Ok(since) = from.parse::<u64>() else {
-                    let (code, body) = failure(
-                        StatusCode::BAD_REQUEST,
-                        "BadRequest",
-                        &format!("invalid resource version: {from}"),
-                    );
-                    return json_response(code, body);
-                };
-                if since < store.floor {
-                    let status = status_body(
-                        StatusCode::GONE,
-                        "Expired",
-                        &format!("too old resource version: {since} ({})", store.floor + 1),
-                        None,
-                    );
-                    let _ = watcher.tx.send(event_line("ERROR", &status));
-                } else {
-                    let start = store.history.partition_point(|c| c.rv <= since);
-                    for change in store.history.range(start..) {
-                        if let Some(kind) = watcher.event_for(change) {
-                            let _ = watcher.tx.send(event_line(kind.name(), &change.obj.json));
-                        }
-                    }
-                    store.watchers.push(watcher);
-                }
-            }
+        let started = self.lock().start_watch(watcher, from, initial_events);
+        if let Err((code, body)) = started {
+            return json_response(code, body);
         }
-        let events = futures::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|line| (Ok::<Bytes, Infallible>(line), rx))
-        })
-        .take_until(tokio::time::sleep(timeout));
-        let mut response = Response::new(Body::from_stream(events));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        response
+        watch_response(rx, timeout)
     }
 }
 
 impl Store {
+    /// What a list reads: the snapshot a continue token names (`None` once it is dropped), or
+    /// the objects now matching.
+    fn list_source(
+        &self,
+        target: &Target,
+        selector: &Selector,
+        token: Option<&str>,
+    ) -> Option<ListSource> {
+        let Some(token) = token else {
+            let items = self.objects[target.ty]
+                .iter()
+                .filter(|((ns, _), obj)| {
+                    target.namespace.as_deref().is_none_or(|n| n == ns) && selector.matches(obj)
+                })
+                .map(|(_, obj)| obj.clone())
+                .collect();
+            return Some(ListSource {
+                snapshot: 0,
+                offset: 0,
+                rv: self.rv,
+                items,
+            });
+        };
+        let (id, offset) = token.split_once(':').and_then(|(id, offset)| {
+            Some((id.parse::<u64>().ok()?, offset.parse::<usize>().ok()?))
+        })?;
+        self.snapshots
+            .iter()
+            .find(|(i, s)| *i == id && s.ty == target.ty)
+            .map(|(_, s)| ListSource {
+                snapshot: id,
+                offset,
+                rv: s.rv,
+                items: s.items.clone(),
+            })
+    }
+
+    /// The continue token of a page ending at `end` with `remaining` items after it. The items
+    /// are kept as a snapshot while pages remain, so that every page is of the same list.
+    fn continue_token(
+        &mut self,
+        ty: usize,
+        source: &ListSource,
+        end: usize,
+        remaining: usize,
+    ) -> Option<String> {
+        if remaining == 0 {
+            if source.snapshot != 0 {
+                self.snapshots.retain(|(id, _)| *id != source.snapshot);
+            }
+            return None;
+        }
+        let id = if source.snapshot == 0 {
+            let id = self.next_snapshot;
+            self.next_snapshot += 1;
+            self.snapshots.push_back((
+                id,
+                Snapshot {
+                    ty,
+                    rv: source.rv,
+                    items: source.items.clone(),
+                },
+            ));
+            if self.snapshots.len() > MAX_SNAPSHOTS {
+                self.snapshots.pop_front();
+            }
+            id
+        } else {
+            source.snapshot
+        };
+        Some(format!("{id}:{end}"))
+    }
+
+    /// Sends a new watcher the events it starts with, then keeps it for the changes to come:
+    /// every matching object for a watch from no version, "0" or with initial events (then a
+    /// bookmark ends them, if asked), else the changes after `from`. Changes no longer kept end
+    /// the watch with an Expired ERROR event.
+    fn start_watch(
+        &mut self,
+        watcher: Watcher,
+        from: &str,
+        initial_events: bool,
+    ) -> Result<(), (StatusCode, Bytes)> {
+        if from.is_empty() || from == "0" || initial_events {
+            for ((ns, _), obj) in &self.objects[watcher.ty] {
+                if watcher.matches(ns, obj) {
+                    let _ = watcher.tx.send(event_line("ADDED", &obj.json));
+                }
+            }
+            if initial_events && watcher.bookmarks {
+                let _ = watcher
+                    .tx
+                    .send(bookmark_line(&TYPES[watcher.ty], self.rv, true));
+            }
+            self.watchers.push(watcher);
+            return Ok(());
+        }
+        let Ok(since) = from.parse::<u64>() else {
+            return Err(failure(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                &format!("invalid resource version: {from}"),
+            ));
+        };
+        if since < self.floor {
+            let status = status_body(
+                StatusCode::GONE,
+                "Expired",
+                &format!("too old resource version: {since} ({})", self.floor + 1),
+                None,
+            );
+            let _ = watcher.tx.send(event_line("ERROR", &status));
+            return Ok(());
+        }
+        let start = self.history.partition_point(|c| c.rv <= since);
+        for change in self.history.range(start..) {
+            if let Some(kind) = watcher.event_for(change) {
+                let _ = watcher.tx.send(event_line(kind.name(), &change.obj.json));
+            }
+        }
+        self.watchers.push(watcher);
+        Ok(())
+    }
+
     /// A GET of one object.
     fn get_object(&self, target: &Target, namespace: String) -> Outcome {
         let name = target.name.clone().unwrap_or_default();
@@ -1849,6 +1816,52 @@ impl Store {
             self.floor = dropped.rv;
         }
     }
+}
+
+/// A watch's response: the lines sent to `rx`, streamed until `timeout`.
+fn watch_response(rx: mpsc::UnboundedReceiver<Bytes>, timeout: Duration) -> Response {
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv()
+            .await
+            .map(|line| (Ok::<Bytes, Infallible>(line), rx))
+    })
+    .take_until(tokio::time::sleep(timeout));
+    let mut response = Response::new(Body::from_stream(events));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+/// The items a list pages through, and where this page starts.
+struct ListSource {
+    /// The snapshot a continue token named; 0 for a new list.
+    snapshot: u64,
+    offset: usize,
+    rv: u64,
+    items: Vec<Arc<Obj>>,
+}
+
+/// A list's JSON, written from each object's stored JSON.
+fn list_body(ty: &ResourceType, metadata: &Value, page: &[Arc<Obj>]) -> Bytes {
+    let mut body = Vec::with_capacity(page.iter().map(|o| o.json.len() + 1).sum::<usize>() + 256);
+    body.extend_from_slice(
+        format!(
+            "{{\"kind\":\"{}List\",\"apiVersion\":\"{}\",\"metadata\":{metadata},\"items\":[",
+            ty.kind,
+            ty.api_version()
+        )
+        .as_bytes(),
+    );
+    for (i, obj) in page.iter().enumerate() {
+        if i > 0 {
+            body.push(b',');
+        }
+        body.extend_from_slice(&obj.json);
+    }
+    body.extend_from_slice(b"]}");
+    Bytes::from(body)
 }
 
 fn parse_body(body: &Bytes) -> Result<Value, (StatusCode, Bytes)> {
@@ -1985,6 +1998,82 @@ fn place_in_namespace(
         fields.remove("namespace");
     }
     Ok(())
+}
+
+/// Refuses a replacement that is not an object, or whose resourceVersion (a PUT that carries one
+/// is a compare-and-swap) is not the stored one.
+fn check_replacement(
+    ty: &ResourceType,
+    name: &str,
+    new: &Value,
+    old: &Value,
+) -> Result<(), (StatusCode, Bytes)> {
+    if !new.is_object() {
+        return Err(failure(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "the body is not an object",
+        ));
+    }
+    if let Some(rv) = new["metadata"]["resourceVersion"].as_str()
+        && !rv.is_empty()
+        && Some(rv) != old["metadata"]["resourceVersion"].as_str()
+    {
+        return Err(conflict(ty, name));
+    }
+    Ok(())
+}
+
+/// What an update may not change is taken from the stored object: everything but the status
+/// through the status subresource, else the status (of a type with the subresource) and the
+/// server's metadata.
+fn keep_stored_fields(new: &mut Value, old: &Value, target: &Target) {
+    let ty = &TYPES[target.ty];
+    if target.status {
+        let status = new.get("status").cloned();
+        *new = old.clone();
+        set_or_remove(new, "status", status);
+    } else if ty.status {
+        set_or_remove(new, "status", old.get("status").cloned());
+    }
+    if !new["metadata"].is_object() {
+        new["metadata"] = json!({});
+    }
+    for field in [
+        "name",
+        "namespace",
+        "uid",
+        "creationTimestamp",
+        "generation",
+        "resourceVersion",
+        "managedFields",
+    ] {
+        let previous = old["metadata"].get(field).cloned();
+        set_or_remove(&mut new["metadata"], field, previous);
+    }
+    new["apiVersion"] = json!(ty.api_version());
+    new["kind"] = json!(ty.kind);
+}
+
+/// Records the fields `manager` now owns: through the status subresource, the status alone.
+fn record_update_fields(new: &mut Value, target: &Target, manager: &str, operation: &str) {
+    let fields = if target.status {
+        let mut fields = Map::new();
+        fields.insert("f:status".into(), fieldset_child(&new["status"]));
+        Value::Object(fields)
+    } else {
+        fieldset_of_object(new, false)
+    };
+    let subresource = target.status.then_some("status");
+    update_managed_fields(
+        new,
+        manager,
+        operation,
+        &TYPES[target.ty],
+        subresource,
+        fields,
+        now(),
+    );
 }
 
 /// Drops what a client may not set on a create: the server's metadata, and the status of a type

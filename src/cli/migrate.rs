@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -13,7 +13,7 @@ use super::{CliError, OutputFormat, exit, expand_paths, print_stdout, read_file}
 use crate::accessentries::translate::{
     DesiredEntry, NotMigratable, Translation, translate_live_entry, translate_resolved,
 };
-use crate::arn::IamArn;
+use crate::arn::{IamArn, PrincipalKey};
 use crate::awsauth::parse_data;
 use crate::manifest::{parse_configmaps, parse_mappings};
 
@@ -97,10 +97,28 @@ fn plan(args: PlanArgs) -> Result<u8, CliError> {
             "nothing to plan: give IamIdentityMapping files or directories, and/or --live aws-auth.yaml".to_string(),
         ));
     }
+    let (mappings, keys) = mapping_items(&args.paths)?;
+    let live = match &args.live {
+        Some(path) => live_items(path, &keys)?,
+        None => Vec::new(),
+    };
+    let report = Report::new(mappings, live);
+    print_report(&report, args.output)?;
+    Ok(if report.not_migratable > 0 {
+        exit::PROBLEMS
+    } else {
+        exit::OK
+    })
+}
+
+/// The translation of every mapping in `paths`, and the mapping name per aws-auth key (as the
+/// authenticator looks principals up), to tell which live entries the mappings manage.
+fn mapping_items(
+    paths: &[PathBuf],
+) -> Result<(Vec<Item>, BTreeMap<PrincipalKey, String>), CliError> {
     let mut mappings = Vec::new();
-    // aws-auth key (as the authenticator looks principals up) -> mapping name.
     let mut keys = BTreeMap::new();
-    for path in expand_paths(&args.paths)? {
+    for path in expand_paths(paths)? {
         let source = path.display().to_string();
         let docs = parse_mappings(&read_file(&path)?, &source)?;
         for mapping in docs.mappings {
@@ -113,7 +131,7 @@ fn plan(args: PlanArgs) -> Result<u8, CliError> {
             {
                 keys.insert(key.principal_key(), name.clone());
             } else if let Some(account) = &mapping.spec.account {
-                keys.insert(crate::arn::PrincipalKey::account(account), name.clone());
+                keys.insert(PrincipalKey::account(account), name.clone());
             }
             mappings.push(item(
                 format!("mapping {name}"),
@@ -127,58 +145,67 @@ fn plan(args: PlanArgs) -> Result<u8, CliError> {
             ));
         }
     }
+    Ok((mappings, keys))
+}
+
+/// The translation of every entry of the live aws-auth in `path`, each marked with the mapping
+/// that manages its principal, if any.
+fn live_items(path: &Path, keys: &BTreeMap<PrincipalKey, String>) -> Result<Vec<Item>, CliError> {
+    let source = path.display().to_string();
+    let cm = pick_aws_auth(parse_configmaps(&read_file(path)?, &source)?)
+        .ok_or_else(|| CliError::Input(format!("{source}: no aws-auth ConfigMap found")))?;
+    let parsed = parse_data(&cm.data);
     let mut live = Vec::new();
-    if let Some(path) = &args.live {
-        let source = path.display().to_string();
-        let cm = pick_aws_auth(parse_configmaps(&read_file(path)?, &source)?)
-            .ok_or_else(|| CliError::Input(format!("{source}: no aws-auth ConfigMap found")))?;
-        let parsed = parse_data(&cm.data);
-        for (index, entry) in parsed.entries.iter() {
-            let mut it = item(
-                format!("{}[{index}]", entry.section()),
-                entry.principal().to_string(),
-                translate_live_entry(&entry),
-            );
-            it.covered_by = keys.get(&entry.key()).cloned();
-            live.push(it);
+    for (index, entry) in parsed.entries.iter() {
+        let mut it = item(
+            format!("{}[{index}]", entry.section()),
+            entry.principal().to_string(),
+            translate_live_entry(&entry),
+        );
+        it.covered_by = keys.get(&entry.key()).cloned();
+        live.push(it);
+    }
+    for section in &parsed.malformed {
+        eprintln!(
+            "{source}: {section} cannot be read at all (run `aws-auth-operator validate`); its entries are not in this plan"
+        );
+    }
+    Ok(live)
+}
+
+impl Report {
+    /// A live entry managed by a mapping is counted once, as that mapping.
+    fn new(mappings: Vec<Item>, live: Vec<Item>) -> Self {
+        let counted = mappings
+            .iter()
+            .chain(live.iter().filter(|i| i.covered_by.is_none()));
+        let (mut migratable, mut not_migratable) = (0, 0);
+        for i in counted {
+            if i.access_entry.is_some() {
+                migratable += 1;
+            } else {
+                not_migratable += 1;
+            }
         }
-        for section in &parsed.malformed {
-            eprintln!(
-                "{source}: {section} cannot be read at all (run `aws-auth-operator validate`); its entries are not in this plan"
-            );
+        Report {
+            mappings,
+            live,
+            migratable,
+            not_migratable,
         }
     }
-    let counted = mappings
-        .iter()
-        .chain(live.iter().filter(|i| i.covered_by.is_none()));
-    let (mut migratable, mut not_migratable) = (0, 0);
-    for i in counted {
-        if i.access_entry.is_some() {
-            migratable += 1;
-        } else {
-            not_migratable += 1;
-        }
-    }
-    let report = Report {
-        mappings,
-        live,
-        migratable,
-        not_migratable,
-    };
-    match args.output {
+}
+
+fn print_report(report: &Report, output: OutputFormat) -> Result<(), CliError> {
+    match output {
         OutputFormat::Json => {
-            let mut text = serde_json::to_string_pretty(&report)
+            let mut text = serde_json::to_string_pretty(report)
                 .map_err(|e| CliError::Input(format!("serialising JSON: {e}")))?;
             text.push('\n');
-            print_stdout(&text)?;
+            print_stdout(&text)
         }
-        OutputFormat::Text => print_stdout(&text_report(&report))?,
+        OutputFormat::Text => print_stdout(&text_report(report)),
     }
-    Ok(if report.not_migratable > 0 {
-        exit::PROBLEMS
-    } else {
-        exit::OK
-    })
 }
 
 fn text_report(report: &Report) -> String {

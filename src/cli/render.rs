@@ -8,7 +8,7 @@ use crate::awsauth::CONFIGMAP_NAME;
 use crate::manifest::{
     ConfigMapDoc, aws_auth_configmap, configmap_yaml, parse_configmaps, parse_mappings,
 };
-use crate::plan::{LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Outcome, plan};
+use crate::plan::{LiveAwsAuth, MANAGED_ANNOTATION, ManagedSet, MappingInput, Outcome, Plan, plan};
 
 /// The examples shipped in `examples/`, rendered when no path is given (not `examples/aws/`,
 /// which need AWS: a permission set is resolved through IAM by the running operator only).
@@ -53,22 +53,53 @@ pub struct RenderArgs {
 }
 
 pub fn run(args: RenderArgs) -> Result<u8, CliError> {
-    let sources: Vec<(String, String)> = if args.paths.is_empty() {
-        eprintln!("no paths given: rendering the built-in examples");
-        EMBEDDED_EXAMPLES
-            .iter()
-            .map(|(name, text)| (name.to_string(), text.to_string()))
-            .collect()
-    } else {
-        expand_paths(&args.paths)?
-            .into_iter()
-            .map(|path| Ok((path.display().to_string(), read_file(&path)?)))
-            .collect::<Result<_, CliError>>()?
+    let inputs = mapping_inputs(&read_sources(&args.paths)?)?;
+    let settings = args.policy.settings()?;
+    let live = match &args.live {
+        Some(path) => live_from_file(path)?,
+        None => LiveAwsAuth::default(),
     };
 
+    let plan = plan(&inputs, &live, &settings);
+    if let Some(blocked) = &plan.blocked {
+        eprintln!("error: {blocked}");
+        return Ok(exit::PROBLEMS);
+    }
+    let tally = report_outcomes(&plan);
+    let cm = aws_auth_configmap(plan.data.clone(), &plan.managed_annotation);
+    print_stdout(&configmap_yaml(&cm)?)?;
+    print_summary(&plan, inputs.len(), &tally);
+    // What a CI gate relies on: exit 0 means every mapping would be rendered by the operator,
+    // or waits only for the role of its permission set, which needs IAM (its spec is checked
+    // like any other). An invalid, conflicting, refused or oversized mapping is exit 1.
+    Ok(if tally.failed > 0 {
+        exit::PROBLEMS
+    } else {
+        exit::OK
+    })
+}
+
+/// `(source name, text)` of each file given, or of the built-in examples without any.
+fn read_sources(paths: &[PathBuf]) -> Result<Vec<(String, String)>, CliError> {
+    if paths.is_empty() {
+        eprintln!("no paths given: rendering the built-in examples");
+        return Ok(EMBEDDED_EXAMPLES
+            .iter()
+            .map(|(name, text)| (name.to_string(), text.to_string()))
+            .collect());
+    }
+    expand_paths(paths)?
+        .into_iter()
+        .map(|path| Ok((path.display().to_string(), read_file(&path)?)))
+        .collect()
+}
+
+/// The planner's input for every IamIdentityMapping in the sources; a name given twice is an
+/// error, as the API server would refuse it.
+fn mapping_inputs(sources: &[(String, String)]) -> Result<Vec<MappingInput>, CliError> {
     let mut inputs = Vec::new();
     let mut names = BTreeSet::new();
-    for (source, text) in &sources {
+    for (source, text) in sources {
         let docs = parse_mappings(text, source)?;
         for skipped in docs.skipped {
             eprintln!("{source}: skipped {skipped} (not an IamIdentityMapping)");
@@ -89,61 +120,62 @@ pub fn run(args: RenderArgs) -> Result<u8, CliError> {
             });
         }
     }
+    Ok(inputs)
+}
 
-    let settings = args.policy.settings()?;
-    let live = match &args.live {
-        Some(path) => live_from_file(path)?,
-        None => LiveAwsAuth::default(),
-    };
+/// Mappings the plan did not render: failed ones, and those left to the running operator.
+struct Tally {
+    failed: usize,
+    unresolved: usize,
+}
 
-    let plan = plan(&inputs, &live, &settings);
-    if let Some(blocked) = &plan.blocked {
-        eprintln!("error: {blocked}");
-        return Ok(exit::PROBLEMS);
-    }
+/// Prints the live diagnostics, the notes and why each mapping not rendered was left out.
+fn report_outcomes(plan: &Plan) -> Tally {
     for diagnostic in &plan.live_diagnostics {
         eprintln!("live aws-auth: {diagnostic}");
     }
     for note in &plan.notes {
         eprintln!("{note}");
     }
-    let (mut failed, mut unresolved) = (0, 0);
+    let mut tally = Tally {
+        failed: 0,
+        unresolved: 0,
+    };
     for (name, outcome) in &plan.outcomes {
         match outcome {
             Outcome::Rendered { .. } => {}
             // Not a mistake: only the running operator can ask IAM for the role.
             Outcome::Unresolved { permission_set, .. } => {
-                unresolved += 1;
+                tally.unresolved += 1;
                 eprintln!(
                     "{name}: permission set {permission_set} is resolved to its IAM role by the running operator; not rendered offline"
                 );
             }
             _ => {
-                failed += 1;
+                tally.failed += 1;
                 eprintln!("{name}: {}: {}", outcome.reason(), outcome.message());
             }
         }
     }
-    let cm = aws_auth_configmap(plan.data.clone(), &plan.managed_annotation);
-    print_stdout(&configmap_yaml(&cm)?)?;
-    let left = if unresolved > 0 {
+    tally
+}
+
+fn print_summary(plan: &Plan, mappings: usize, tally: &Tally) {
+    let left = if tally.unresolved > 0 {
         format!(
-            "; {unresolved} left to the running operator, which resolves permission sets through IAM"
+            "; {} left to the running operator, which resolves permission sets through IAM",
+            tally.unresolved
         )
     } else {
         String::new()
     };
     eprintln!(
         "rendered {} of {} mappings ({} managed entries, {} unmanaged kept{left})",
-        inputs.len() - failed - unresolved,
-        inputs.len(),
+        mappings - tally.failed - tally.unresolved,
+        mappings,
         plan.managed_entries,
         plan.unmanaged_entries
     );
-    // What a CI gate relies on: exit 0 means every mapping would be rendered by the operator,
-    // or waits only for the role of its permission set, which needs IAM (its spec is checked
-    // like any other). An invalid, conflicting, refused or oversized mapping is exit 1.
-    Ok(if failed > 0 { exit::PROBLEMS } else { exit::OK })
 }
 
 fn live_from_file(path: &Path) -> Result<LiveAwsAuth, CliError> {
