@@ -1154,18 +1154,15 @@ impl Sim {
 
     /// A path outside the resource types served.
     fn unserved(&self, method: &Method, path: &str, from_load_tool: bool) -> Response {
-        self.count(
-            format!("{method} (unserved) {path}"),
+        let message = format!("the server could not find the requested resource ({method} {path})");
+        let stats_key = format!("{method} (unserved) {path}");
+        self.refuse(
+            stats_key,
             from_load_tool,
-            Some(404),
-            false,
-        );
-        let (code, body) = failure(
             StatusCode::NOT_FOUND,
             "NotFound",
-            &format!("the server could not find the requested resource ({method} {path})"),
-        );
-        json_response(code, body)
+            &message,
+        )
     }
 
     /// A request for IamIdentityMappings while their CRD does not exist.
@@ -1176,20 +1173,17 @@ impl Sim {
         path: &str,
         from_load_tool: bool,
     ) -> Response {
-        self.count(
-            target.stats_key(method.as_str()),
-            from_load_tool,
-            Some(404),
-            false,
+        let message = format!(
+            "the server could not find the requested resource ({method} {path}): the CustomResourceDefinition {MAPPINGS_CRD} does not exist"
         );
-        let (code, body) = failure(
+        let stats_key = target.stats_key(method.as_str());
+        self.refuse(
+            stats_key,
+            from_load_tool,
             StatusCode::NOT_FOUND,
             "NotFound",
-            &format!(
-                "the server could not find the requested resource ({method} {path}): the CustomResourceDefinition {MAPPINGS_CRD} does not exist"
-            ),
-        );
-        json_response(code, body)
+            &message,
+        )
     }
 
     fn method_not_allowed(
@@ -1198,17 +1192,30 @@ impl Sim {
         method: &Method,
         from_load_tool: bool,
     ) -> Response {
-        self.count(
-            target.stats_key(method.as_str()),
+        let message =
+            format!("the server does not allow this method on the requested resource ({method})");
+        let stats_key = target.stats_key(method.as_str());
+        let code = StatusCode::METHOD_NOT_ALLOWED;
+        self.refuse(
+            stats_key,
             from_load_tool,
-            Some(405),
-            false,
-        );
-        let (code, body) = failure(
-            StatusCode::METHOD_NOT_ALLOWED,
+            code,
             "MethodNotAllowed",
-            &format!("the server does not allow this method on the requested resource ({method})"),
-        );
+            &message,
+        )
+    }
+
+    /// Counts a request refused before it reached the store, and answers it.
+    fn refuse(
+        &self,
+        stats_key: String,
+        from_load_tool: bool,
+        code: StatusCode,
+        reason: &str,
+        message: &str,
+    ) -> Response {
+        self.count(stats_key, from_load_tool, Some(code.as_u16()), false);
+        let (code, body) = failure(code, reason, message);
         json_response(code, body)
     }
 
