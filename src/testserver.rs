@@ -1156,13 +1156,7 @@ impl Sim {
     fn unserved(&self, method: &Method, path: &str, from_load_tool: bool) -> Response {
         let message = format!("the server could not find the requested resource ({method} {path})");
         let stats_key = format!("{method} (unserved) {path}");
-        self.refuse(
-            stats_key,
-            from_load_tool,
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &message,
-        )
+        self.not_found(stats_key, from_load_tool, &message)
     }
 
     /// A request for IamIdentityMappings while their CRD does not exist.
@@ -1176,14 +1170,7 @@ impl Sim {
         let message = format!(
             "the server could not find the requested resource ({method} {path}): the CustomResourceDefinition {MAPPINGS_CRD} does not exist"
         );
-        let stats_key = target.stats_key(method.as_str());
-        self.refuse(
-            stats_key,
-            from_load_tool,
-            StatusCode::NOT_FOUND,
-            "NotFound",
-            &message,
-        )
+        self.not_found(target.stats_key(method.as_str()), from_load_tool, &message)
     }
 
     fn method_not_allowed(
@@ -1194,14 +1181,22 @@ impl Sim {
     ) -> Response {
         let message =
             format!("the server does not allow this method on the requested resource ({method})");
-        let stats_key = target.stats_key(method.as_str());
-        let code = StatusCode::METHOD_NOT_ALLOWED;
+        self.refuse(
+            target.stats_key(method.as_str()),
+            from_load_tool,
+            StatusCode::METHOD_NOT_ALLOWED,
+            "MethodNotAllowed",
+            &message,
+        )
+    }
+
+    fn not_found(&self, stats_key: String, from_load_tool: bool, message: &str) -> Response {
         self.refuse(
             stats_key,
             from_load_tool,
-            code,
-            "MethodNotAllowed",
-            &message,
+            StatusCode::NOT_FOUND,
+            "NotFound",
+            message,
         )
     }
 
