@@ -368,7 +368,6 @@ impl<'a> SectionParser<'a> {
         }
     }
 
-    /// A string-typed value the way Go's json would decode it into a `string` field.
     /// A string field as Go's encoding/json fills it from the JSON go-yaml made: a non-string
     /// value is a type error that leaves the field empty. `group` is the item's position when
     /// the value is one element of `groups` (then only that element becomes "").

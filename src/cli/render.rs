@@ -124,6 +124,7 @@ fn mapping_inputs(sources: &[(String, String)]) -> Result<Vec<MappingInput>, Cli
 }
 
 /// Mappings the plan did not render: failed ones, and those left to the running operator.
+#[derive(Default)]
 struct Tally {
     failed: usize,
     unresolved: usize,
@@ -137,10 +138,7 @@ fn report_outcomes(plan: &Plan) -> Tally {
     for note in &plan.notes {
         eprintln!("{note}");
     }
-    let mut tally = Tally {
-        failed: 0,
-        unresolved: 0,
-    };
+    let mut tally = Tally::default();
     for (name, outcome) in &plan.outcomes {
         match outcome {
             Outcome::Rendered { .. } => {}
